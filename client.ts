@@ -1,0 +1,110 @@
+/**
+ * burrow-client: the agent behind NAT. Reads a group file, registers the
+ * group's apps with the server, prints a `ready` line per live app, and
+ * keeps them registered until SIGINT or SIGTERM.
+ *
+ * @module
+ */
+
+import { formatHostPort } from "./lib/addr.ts";
+import {
+  EXIT,
+  parseFlags,
+  printError,
+  printLine,
+  setupLogging,
+  stopSignal,
+  UsageError,
+} from "./lib/cli.ts";
+import { startClient, type Tunnel } from "./lib/client.ts";
+import { loadClientConfig } from "./lib/client_config.ts";
+import { ConfigError, RefusedError } from "./lib/errors.ts";
+import { VERSION } from "./lib/version.ts";
+
+const USAGE = `burrow-client ${VERSION}: exposes a group of local apps through a burrow server
+
+Usage: burrow-client GROUP.yaml [flags]
+
+Flags (each overrides the same key of GROUP.yaml):
+  --server HOST:PORT   the server's control address   (server)
+  --token TOKEN        shared secret                  (token)
+  --log-level LEVEL    debug, info, warning or error (default info)
+  --help               show this help
+  --version            show the version
+
+Prints "ready GROUP/APP HOST:PORT" on stdout each time an app goes live.
+Exit codes: 0 clean stop, 1 failure, 2 usage or config error, 3 refused by the server.`;
+
+async function main(args: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(args, {
+    server: { type: "string" },
+    token: { type: "string" },
+    "log-level": { type: "string" },
+    help: { type: "boolean" },
+    version: { type: "boolean" },
+  }, true);
+  if (values.help) return printLine(USAGE), EXIT.ok;
+  if (values.version) return printLine(`burrow-client ${VERSION}`), EXIT.ok;
+  const [file, ...extra] = positionals;
+  if (file === undefined) throw new UsageError("missing argument GROUP.yaml");
+  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
+  const config = await loadClientConfig(file, values, (name) => Deno.env.get(name));
+  await setupLogging(config.logLevel);
+
+  const stop = new AbortController();
+  const stopping = stopSignal().then(() => stop.abort());
+  let refuse!: (err: RefusedError) => void;
+  const refused = new Promise<RefusedError>((resolve) => refuse = resolve);
+  const host = config.server.hostname.includes(":")
+    ? `[${config.server.hostname}]`
+    : config.server.hostname;
+  const watch = (tunnel: Tunnel) => {
+    tunnel.closed.then((reason) => reason instanceof RefusedError && refuse(reason));
+  };
+  const client = await Promise.race([
+    startClient({
+      server: formatHostPort(config.server),
+      token: config.token,
+      group: config.group,
+      heartbeatInterval: config.heartbeatInterval,
+      signal: stop.signal,
+      onReady: (tunnel) =>
+        printLine(`ready ${config.group}/${tunnel.name} ${host}:${tunnel.remotePort}`),
+    }),
+    stopping.then(() => undefined),
+  ]).catch((err) => {
+    if (err instanceof RefusedError) refuse(err);
+    else if (!stop.signal.aborted) throw err;
+    return undefined;
+  });
+  if (client) {
+    client.closed.then((reason) => reason instanceof RefusedError && refuse(reason));
+    for (const app of config.apps) {
+      client.expose({
+        name: app.name,
+        local: formatHostPort(app.local),
+        remotePort: app.remotePort,
+      })
+        .then(watch, (err) => err instanceof RefusedError ? refuse(err) : undefined);
+    }
+  }
+  const outcome = await Promise.race([stopping.then(() => undefined), refused]);
+  await client?.close();
+  if (outcome instanceof RefusedError) {
+    printError(`burrow-client: refused by the server: ${outcome.message} (${outcome.code})`);
+    return EXIT.refused;
+  }
+  return EXIT.ok;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof ConfigError) {
+      printError(`burrow-client: ${err.message}`);
+      Deno.exit(EXIT.usage);
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * What both programs share on the command line: flag parsing that fails
+ * with one line, the stderr log sink, stdout output lines, and waiting for
+ * SIGINT or SIGTERM. The library itself never prints; only these do.
+ *
+ * @module
+ */
+
+import { configure, type LogRecord } from "@logtape/logtape";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import type { LogLevel } from "./log_level.ts";
+
+/** Exit codes fixed by the contract. */
+export const EXIT = { ok: 0, failure: 1, usage: 2, refused: 3 } as const;
+
+/** A usage error: exit 2 with one line. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+/** Parses flags strictly; unknown flags and missing values become `UsageError`. */
+export function parseFlags<O extends Options>(args: string[], options: O, positionals: boolean) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: positionals });
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    const message = err instanceof Error ? err.message : String(err);
+    const named = /'([^']+)'/.exec(message)?.[1] ?? "";
+    if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") throw new UsageError(`unknown flag ${named}`);
+    if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+      const flag = named.split(" ")[0] ?? named;
+      throw new UsageError(`flag ${flag} needs a value`);
+    }
+    if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") {
+      throw new UsageError(`unexpected argument "${named}"`);
+    }
+    throw new UsageError(message.split("\n")[0] ?? message);
+  }
+}
+
+const encoder = new TextEncoder();
+
+/** Writes one line to stdout at once (output for scripts, not logging). */
+export function printLine(line: string): void {
+  writeAllSync(Deno.stdout, encoder.encode(line + "\n"));
+}
+
+/** Writes one line to stderr at once. */
+export function printError(line: string): void {
+  writeAllSync(Deno.stderr, encoder.encode(line + "\n"));
+}
+
+function writeAllSync(w: { writeSync(p: Uint8Array): number }, p: Uint8Array): void {
+  let off = 0;
+  while (off < p.length) off += w.writeSync(p.subarray(off));
+}
+
+/** Sends burrow's log records to stderr, one calm line each, from `level` up. */
+export async function setupLogging(level: LogLevel): Promise<void> {
+  await configure({
+    reset: true,
+    sinks: { stderr: stderrSink },
+    loggers: [
+      { category: ["burrow"], lowestLevel: level, sinks: ["stderr"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
+    ],
+  });
+}
+
+function stderrSink(record: LogRecord): void {
+  const time = new Date(record.timestamp).toISOString().replace(/\.\d+Z$/, "Z");
+  const level = record.level.toUpperCase().padEnd(7);
+  const where = record.category.slice(1).join(".");
+  const text = record.message.map((part) => typeof part === "string" ? part : String(part)).join(
+    "",
+  );
+  printError(`${time} ${level} ${where}: ${text}`);
+}
+
+/** Resolves with the signal's name at the first SIGINT or SIGTERM. */
+export function stopSignal(): Promise<Deno.Signal> {
+  return new Promise((resolve) => {
+    const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+    const handlers = signals.map((signal) => {
+      const handler = () => {
+        signals.forEach((s, i) => Deno.removeSignalListener(s, handlers[i] as () => void));
+        resolve(signal);
+      };
+      Deno.addSignalListener(signal, handler);
+      return handler;
+    });
+  });
+}

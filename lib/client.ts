@@ -1,0 +1,336 @@
+/**
+ * The burrow client as a library. `startClient` connects to a server,
+ * registers a group, and keeps it registered: it reconnects for ever with
+ * backoff when the link drops (or goes silent), re-exposes every app, and
+ * asks for the public port each app had before. Refusals are final.
+ *
+ * @module
+ */
+
+import { getLogger, type Logger } from "@logtape/logtape";
+import { formatHostPort, type HostPort, parseHostPort } from "./addr.ts";
+import { Backoff, sleep } from "./backoff.ts";
+import { type ClientSession, openSession } from "./client_session.ts";
+import { ConfigError, errorMessage, RefusedError } from "./errors.ts";
+import { BufferPool } from "./join.ts";
+import { NAME_PATTERN } from "./protocol.ts";
+import { newId, Secret } from "./secret.ts";
+
+/** Options for {@linkcode startClient}. */
+export interface ClientOptions {
+  /** The server's control address, `HOST:PORT`. */
+  server: string;
+  /** The shared secret. */
+  token: string | Secret;
+  /** The group this client registers; unique among live groups. */
+  group: string;
+  /** Seconds between pings. @default 10 */
+  heartbeatInterval?: number;
+  /** Idle work connections kept open for fast joins. @default 8 */
+  poolSize?: number;
+  /** Largest reconnect delay in ms. @default 30000 */
+  maxBackoffMs?: number;
+  /** Stops the client when aborted, like `close()`. */
+  signal?: AbortSignal;
+  /** Called each time an app goes live: at first and after every reconnect. */
+  onReady?: (tunnel: Tunnel) => void;
+}
+
+/** What to expose. */
+export interface ExposeOptions {
+  /** App name, unique within the group. */
+  name: string;
+  /** `HOST:PORT` dialled for every user connection. */
+  local: string;
+  /** Public port; 0 or absent lets the server pick. */
+  remotePort?: number;
+}
+
+/** One exposed app. */
+export interface Tunnel {
+  readonly name: string;
+  readonly local: HostPort;
+  /** The public port the server gave (updated after a reconnect). */
+  readonly remotePort: number;
+  /** Resolves when the tunnel is closed: undefined, or the refusal that closed it. */
+  readonly closed: Promise<Error | undefined>;
+  /** Closes the public port; the client stays connected. */
+  close(): Promise<void>;
+}
+
+/** A running client. */
+export interface BurrowClient {
+  readonly group: string;
+  /** The server host as dialled, for `ready` lines. */
+  readonly serverHost: string;
+  /** Resolves when the client stops: undefined, or the refusal that stopped it. */
+  readonly closed: Promise<Error | undefined>;
+  /** Exposes an app; resolves once it is live, rejects with `RefusedError`. */
+  expose(options: ExposeOptions): Promise<Tunnel>;
+  /** Public ports the server would still give out. */
+  freePorts(): Promise<number[]>;
+  /** Deregisters and closes every tunnel. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a client and resolves once it has registered its group. If the
+ * server cannot be reached it keeps trying (until `signal` aborts); a
+ * refusal (wrong token, group live elsewhere) rejects with `RefusedError`.
+ *
+ * @example
+ * ```ts
+ * import { startClient } from "./mod.ts";
+ * const client = await startClient({ server: "127.0.0.1:7700", token: "s3cret", group: "lab" });
+ * const tunnel = await client.expose({ name: "web", local: "127.0.0.1:8080" });
+ * console.log(`public port ${tunnel.remotePort}`);
+ * await client.close();
+ * ```
+ */
+export async function startClient(options: ClientOptions): Promise<BurrowClient> {
+  const client = new Client(options);
+  await client.started;
+  return client;
+}
+
+/** An app the client wants exposed, and its state across reconnects. */
+export interface WantedApp {
+  name: string;
+  local: HostPort;
+  /** As configured: 0 lets the server pick. */
+  requestedPort: number;
+  /** The port it has or last had; asked for again after a reconnect. */
+  port: number;
+  tunnel: TunnelHandle;
+}
+
+class TunnelHandle implements Tunnel {
+  #app: () => WantedApp;
+  #close: () => Promise<void>;
+  readonly closed: Promise<Error | undefined>;
+  resolveClosed!: (reason: Error | undefined) => void;
+  constructor(app: () => WantedApp, close: () => Promise<void>) {
+    this.#app = app;
+    this.#close = close;
+    this.closed = new Promise((resolve) => this.resolveClosed = resolve);
+  }
+  get name(): string {
+    return this.#app().name;
+  }
+  get local(): HostPort {
+    return this.#app().local;
+  }
+  get remotePort(): number {
+    return this.#app().port;
+  }
+  close(): Promise<void> {
+    return this.#close();
+  }
+}
+
+class Client implements BurrowClient {
+  readonly group: string;
+  readonly serverHost: string;
+  readonly started: Promise<void>;
+  readonly closed: Promise<Error | undefined>;
+  #server: HostPort;
+  #token: Secret;
+  #runId = newId();
+  #options: ClientOptions;
+  #log: Logger = getLogger(["burrow", "client"]);
+  #apps = new Map<string, WantedApp>();
+  #session: ClientSession | undefined;
+  #waiters = new Set<() => void>();
+  #buffers = new BufferPool();
+  #stop = new AbortController();
+  #resolveClosed!: (reason: Error | undefined) => void;
+  #startedSettled = false;
+  #resolveStarted!: () => void;
+  #rejectStarted!: (err: Error) => void;
+
+  constructor(options: ClientOptions) {
+    const server = parseHostPort(options.server);
+    if (typeof server === "string") throw new ConfigError(`server: ${server}`);
+    if (!NAME_PATTERN.test(options.group)) {
+      throw new ConfigError(
+        `group: "${options.group}" must be 1-63 lowercase letters, digits or dashes`,
+      );
+    }
+    const token = typeof options.token === "string" ? new Secret(options.token) : options.token;
+    if (token.reveal() === "") throw new ConfigError("token: must not be empty");
+    this.#options = options;
+    this.#server = server;
+    this.#token = token;
+    this.group = options.group;
+    this.serverHost = server.hostname;
+    this.started = new Promise((resolve, reject) => {
+      this.#resolveStarted = resolve;
+      this.#rejectStarted = reject;
+    });
+    this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
+    options.signal?.addEventListener("abort", () => this.close(), { once: true });
+    this.#run();
+  }
+
+  async expose(options: ExposeOptions): Promise<Tunnel> {
+    if (!NAME_PATTERN.test(options.name)) {
+      throw new ConfigError(
+        `name: "${options.name}" must be 1-63 lowercase letters, digits or dashes`,
+      );
+    }
+    const local = parseHostPort(options.local);
+    if (typeof local === "string") throw new ConfigError(`local: ${local}`);
+    if (this.#apps.has(options.name)) {
+      throw new RefusedError("app_exists", `app ${this.group}/${options.name} is already exposed`);
+    }
+    const port = options.remotePort ?? 0;
+    const app: WantedApp = {
+      name: options.name,
+      local,
+      requestedPort: port,
+      port,
+      tunnel: new TunnelHandle(() => app, () => this.#closeTunnel(app)),
+    };
+    this.#apps.set(app.name, app);
+    while (true) {
+      const session = await this.#currentSession();
+      try {
+        await session.expose(app);
+        return app.tunnel;
+      } catch (err) {
+        if (err instanceof RefusedError) {
+          this.#apps.delete(app.name);
+          app.tunnel.resolveClosed(err);
+          throw err;
+        }
+        // The link dropped mid-request: the next session exposes it.
+      }
+    }
+  }
+
+  async freePorts(): Promise<number[]> {
+    const ranges = await (await this.#currentSession()).freePorts();
+    const out: number[] = [];
+    for (const [from, to] of ranges) for (let p = from; p <= to; p++) out.push(p);
+    return out;
+  }
+
+  async close(): Promise<void> {
+    if (this.#stop.signal.aborted) return void (await this.closed);
+    this.#stop.abort();
+    if (!this.#startedSettled) this.#settleStarted(new Error("client closed before it connected"));
+    await this.#session?.close("client stopped");
+    this.#finish(undefined);
+  }
+
+  #finish(reason: Error | undefined): void {
+    for (const app of this.#apps.values()) app.tunnel.resolveClosed(reason);
+    this.#apps.clear();
+    for (const wake of this.#waiters) wake();
+    this.#resolveClosed(reason);
+  }
+
+  #settleStarted(err?: Error): void {
+    this.#startedSettled = true;
+    if (err) {
+      this.started.catch(() => {});
+      this.#rejectStarted(err);
+    } else {
+      this.#resolveStarted();
+    }
+  }
+
+  /** The live session, waiting (through reconnects) for one if needed. */
+  async #currentSession(): Promise<ClientSession> {
+    while (true) {
+      if (this.#stop.signal.aborted) throw new Error("client is closed");
+      const session = this.#session;
+      if (session && !session.ended) return session;
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          this.#waiters.delete(wake);
+          resolve();
+        };
+        this.#waiters.add(wake);
+      });
+    }
+  }
+
+  async #closeTunnel(app: WantedApp): Promise<void> {
+    if (this.#apps.get(app.name) !== app) return;
+    this.#apps.delete(app.name);
+    const session = this.#session;
+    if (session && !session.ended) await session.unexpose(app.name).catch(() => {});
+    app.tunnel.resolveClosed(undefined);
+  }
+
+  async #run(): Promise<void> {
+    const backoff = new Backoff({ maxMs: Math.min(this.#options.maxBackoffMs ?? 30_000, 30_000) });
+    const signal = this.#stop.signal;
+    const where = formatHostPort(this.#server);
+    while (!signal.aborted) {
+      let session: ClientSession;
+      try {
+        session = await openSession({
+          server: this.#server,
+          token: this.#token,
+          group: this.group,
+          runId: this.#runId,
+          heartbeatIntervalMs: (this.#options.heartbeatInterval ?? 10) * 1000,
+          poolSize: this.#options.poolSize ?? 8,
+          apps: this.#apps,
+          buffers: this.#buffers,
+          log: this.#log,
+        });
+      } catch (err) {
+        if (err instanceof RefusedError) return this.#refused(err);
+        if (signal.aborted) break;
+        const delay = backoff.next();
+        this.#log.warn(
+          `cannot reach server ${where}: ${errorMessage(err)}; retrying in ${secs(delay)}`,
+        );
+        await sleep(delay, signal);
+        continue;
+      }
+      if (signal.aborted) {
+        await session.close("client stopped");
+        break;
+      }
+      this.#session = session;
+      for (const wake of this.#waiters) wake();
+      if (!this.#startedSettled) this.#settleStarted();
+      let reason: string;
+      try {
+        reason = await session.run(
+          (app) => this.#options.onReady?.(app.tunnel),
+          (app, err) => this.#appRefused(app, err),
+        );
+        backoff.reset();
+      } catch (err) {
+        if (err instanceof RefusedError) return this.#refused(err);
+        reason = errorMessage(err);
+      }
+      if (signal.aborted) break;
+      const delay = backoff.next();
+      this.#log.warn(`lost server ${where}: ${reason}; reconnecting in ${secs(delay)}`);
+      await sleep(delay, signal);
+    }
+  }
+
+  #appRefused(app: WantedApp, err: RefusedError): void {
+    this.#log.debug(`${this.group}/${app.name} refused by the server: ${err.message}`);
+    this.#apps.delete(app.name);
+    app.tunnel.resolveClosed(err);
+  }
+
+  #refused(err: RefusedError): void {
+    this.#log.debug(`refused by the server: ${err.message}`);
+    this.#stop.abort();
+    if (!this.#startedSettled) this.#settleStarted(err);
+    this.#finish(err);
+  }
+}
+
+function secs(ms: number): string {
+  return `${(ms / 1000).toFixed(1)}s`;
+}

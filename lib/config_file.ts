@@ -1,0 +1,150 @@
+/**
+ * Loading YAML config files so that every error names the file, the key and
+ * its line: YAML syntax errors carry the parser's line, validation errors are
+ * mapped back from the key's path to where it stands in the file.
+ *
+ * @module
+ */
+
+import { isMap, isPair, isScalar, LineCounter, parseDocument } from "yaml";
+import type { z } from "zod";
+import { ConfigError } from "./errors.ts";
+
+/** A parsed YAML file that can say where each key stands. */
+export interface YamlSource {
+  file: string;
+  data: unknown;
+  /** 1-based line of the key at `path` (or of its nearest present parent). */
+  lineOf(path: ReadonlyArray<PropertyKey>): number | undefined;
+}
+
+/** Reads and parses a YAML file. Throws `ConfigError` naming the file (and line). */
+export async function readYaml(file: string): Promise<YamlSource> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (err) {
+    const why = err instanceof Deno.errors.NotFound ? "no such file" : "cannot read it";
+    throw new ConfigError(`${file}: ${why}`);
+  }
+  return parseYaml(file, text);
+}
+
+/** Parses YAML text that came from `file`. Throws `ConfigError` on syntax errors. */
+export function parseYaml(file: string, text: string): YamlSource {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const first = doc.errors[0];
+  if (first) {
+    const line = lines.linePos(first.pos[0]).line;
+    throw new ConfigError(`${file}: line ${line}: YAML syntax error: ${oneLine(first.message)}`);
+  }
+  const lineOf = (path: ReadonlyArray<PropertyKey>): number | undefined => {
+    // Walk down as far as the path exists; report the key's own line where possible.
+    let node: unknown = doc.contents;
+    let line: number | undefined = offsetLine(lines, node);
+    for (const step of path) {
+      if (!isMap(node) && !(node && typeof node === "object" && "items" in node)) break;
+      const items = (node as { items: unknown[] }).items;
+      let next: unknown;
+      if (isMap(node)) {
+        const pair = items.find((p) => isPair(p) && isScalar(p.key) && p.key.value === step);
+        if (!isPair(pair)) break;
+        line = offsetLine(lines, pair.key) ?? line;
+        next = pair.value;
+      } else {
+        next = typeof step === "number" ? items[step] : undefined;
+        if (next === undefined) break;
+        line = offsetLine(lines, next) ?? line;
+      }
+      node = next;
+    }
+    return line;
+  };
+  return { file, data: doc.toJS(), lineOf };
+}
+
+function offsetLine(lines: LineCounter, node: unknown): number | undefined {
+  const range = (node as { range?: [number, number, number] } | null)?.range;
+  return range ? lines.linePos(range[0]).line : undefined;
+}
+
+function oneLine(message: string): string {
+  return message.split("\n")[0]?.replace(/ at line \d+, column \d+:?$/, "").trim() ?? message;
+}
+
+/** `apps[0].remote_port` from a path. */
+export function formatKey(path: ReadonlyArray<PropertyKey>): string {
+  let out = "";
+  for (const step of path) {
+    if (typeof step === "number") out += `[${step}]`;
+    else out += out === "" ? String(step) : `.${String(step)}`;
+  }
+  return out || "(top level)";
+}
+
+/** `file: key (line N): message`, the one shape of every config error. */
+export function configError(
+  source: YamlSource,
+  path: ReadonlyArray<PropertyKey>,
+  message: string,
+): ConfigError {
+  const line = source.lineOf(path);
+  const where = line === undefined ? "" : ` (line ${line})`;
+  return new ConfigError(`${source.file}: ${formatKey(path)}${where}: ${message}`);
+}
+
+/**
+ * Replaces `${VAR}` in every string value with the environment variable's
+ * value. An unset (or unreadable) variable is a `ConfigError` naming the key
+ * and the variable, never its value.
+ */
+export function expandEnv(source: YamlSource, getEnv: (name: string) => string | undefined): void {
+  const walk = (value: unknown, path: PropertyKey[]): unknown => {
+    if (typeof value === "string") {
+      return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
+        let found: string | undefined;
+        try {
+          found = getEnv(name);
+        } catch {
+          throw configError(
+            source,
+            path,
+            `environment variable ${name} cannot be read (not permitted)`,
+          );
+        }
+        if (found === undefined) {
+          throw configError(source, path, `environment variable ${name} is not set`);
+        }
+        return found;
+      });
+    }
+    if (Array.isArray(value)) return value.map((v, i) => walk(v, [...path, i]));
+    if (value && typeof value === "object") {
+      const obj = value as Record<string, unknown>;
+      for (const key of Object.keys(obj)) obj[key] = walk(obj[key], [...path, key]);
+    }
+    return value;
+  };
+  source.data = walk(source.data, []);
+}
+
+/** Validates a source against a schema; the first problem becomes a `ConfigError`. */
+export function validate<T>(schema: z.ZodType<T>, source: YamlSource): T {
+  const result = schema.safeParse(source.data ?? {});
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  if (!issue) throw new ConfigError(`${source.file}: invalid configuration`);
+  if (issue.code === "unrecognized_keys") {
+    const key = issue.keys[0] ?? "";
+    return throwIt(configError(source, [...issue.path, key], "unknown key"));
+  }
+  if (issue.code === "invalid_type" && issue.input === undefined) {
+    return throwIt(configError(source, issue.path, "is required"));
+  }
+  return throwIt(configError(source, issue.path, issue.message));
+}
+
+function throwIt(err: Error): never {
+  throw err;
+}

@@ -1,0 +1,51 @@
+/**
+ * Small TCP helpers shared by server and client: dialling with a time limit
+ * and printing a peer's address.
+ *
+ * @module
+ */
+
+import { formatHostPort, type HostPort } from "./addr.ts";
+
+/**
+ * Dials `addr` with TCP_NODELAY set, giving up after `timeoutMs`. A
+ * connection that completes after the deadline is closed, not leaked.
+ */
+export function dial(addr: HostPort, timeoutMs: number): Promise<Deno.TcpConn> {
+  const attempt = Deno.connect({ hostname: addr.hostname, port: addr.port, transport: "tcp" });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      attempt.then((late) => late.close(), () => {});
+      reject(new Error(`timed out after ${timeoutMs / 1000}s`));
+    }, timeoutMs);
+  });
+  return Promise.race([attempt, timeout]).then((conn) => {
+    conn.setNoDelay(true);
+    return conn;
+  }).finally(() => clearTimeout(timer));
+}
+
+/** `host:port` of a connection's peer. */
+export function peer(conn: Deno.Conn): string {
+  const addr = conn.remoteAddr as Deno.NetAddr;
+  return formatHostPort(addr);
+}
+
+/** Closes a connection or listener that may already be closed. */
+export function closeQuietly(c: { close(): void }): void {
+  try {
+    c.close();
+  } catch {
+    // already closed
+  }
+}
+
+/** A short reason for a network error, without a stack. */
+export function netReason(err: unknown): string {
+  if (err instanceof Deno.errors.ConnectionRefused) return "connection refused";
+  if (err instanceof Deno.errors.ConnectionReset) return "connection reset";
+  if (err instanceof Deno.errors.TimedOut) return "timed out";
+  if (err instanceof Deno.errors.AddrInUse) return "address in use";
+  return err instanceof Error ? err.message : String(err);
+}

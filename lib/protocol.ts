@@ -1,0 +1,300 @@
+/**
+ * The wire protocol, in one place. Every connection a client opens to the
+ * server starts with length-prefixed JSON frames: a 4-byte big-endian length,
+ * then that many bytes of UTF-8 JSON. Control connections stay framed for
+ * their whole life; a work connection exchanges one `start` and one
+ * `started` frame and then switches to raw bytes, which is why the reader
+ * hands back whatever it read past the last frame.
+ *
+ * The server speaks first with a `challenge` carrying the protocol version
+ * and a nonce, so a version mismatch is found before anything else and both
+ * sides can say which one to upgrade. The `challenge` shape never changes
+ * between versions for that reason.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import { ProtocolError, type RefusalCode } from "./errors.ts";
+
+/** Bumped on any incompatible change to the messages below. */
+export const PROTOCOL_VERSION = 1;
+/** Hard cap on one frame's payload. Control messages are small; 64 KiB is generous. */
+export const MAX_FRAME_BYTES = 64 * 1024;
+/** Every first frame on a new connection must arrive within this bound. */
+export const HANDSHAKE_TIMEOUT_MS = 5_000;
+/** A user connection waits at most this long for a work connection. */
+export const WORK_TIMEOUT_MS = 10_000;
+/** How long an old session has to answer a ping before a new client takes its group over. */
+export const TAKEOVER_PROBE_MS = 3_000;
+/** Most apps one group may expose at once. */
+export const MAX_APPS_PER_GROUP = 128;
+
+/** Group and app names: lowercase, digits and dashes, 1 to 63 characters. */
+export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+const name = z.string().regex(NAME_PATTERN);
+const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
+const hex32 = z.string().regex(/^[0-9a-f]{32}$/);
+const port = z.int().min(0).max(65535);
+const requestId = z.int().min(0).max(Number.MAX_SAFE_INTEGER);
+const text = z.string().max(1024);
+const version = z.int().min(0).max(1_000_000);
+
+const refusalCodes = [
+  "auth_failed",
+  "version_mismatch",
+  "group_live",
+  "app_exists",
+  "port_taken",
+  "port_not_allowed",
+  "no_free_port",
+  "bad_request",
+  "server_closing",
+] as const satisfies readonly RefusalCode[];
+
+// ---- server -> client ------------------------------------------------------
+
+const serverMessage = z.discriminatedUnion("type", [
+  /** First frame on every connection. Its shape is frozen across versions. */
+  z.object({ type: z.literal("challenge"), version, server: text, nonce: hex64 }),
+  /** The control connection is authenticated and owns the group. */
+  z.object({
+    type: z.literal("welcome"),
+    session: hex32,
+    heartbeatTimeout: z.number().positive().max(86_400),
+  }),
+  /** An app is live on a public port. Answers `expose` with the same id. */
+  z.object({ type: z.literal("exposed"), id: requestId, app: name, port }),
+  /** An app's public port is closed. Answers `unexpose`, or comes unasked. */
+  z.object({ type: z.literal("unexposed"), id: requestId, app: name }),
+  /** A refusal. With an id it answers that request; without, the session ends. */
+  z.object({
+    type: z.literal("refused"),
+    id: requestId.optional(),
+    code: z.enum(refusalCodes),
+    message: text,
+  }),
+  z.object({ type: z.literal("ping"), seq: requestId }),
+  z.object({ type: z.literal("pong"), seq: requestId }),
+  /** Open this many extra work connections now (users are waiting). */
+  z.object({ type: z.literal("want_work"), count: z.int().min(1).max(1024) }),
+  /** Free public ports as inclusive [from, to] ranges. Answers `free_ports`. */
+  z.object({
+    type: z.literal("free_ports"),
+    id: requestId,
+    ranges: z.array(z.tuple([port, port])).max(4096),
+  }),
+  /** On a work connection: join it to a user of this app. Raw bytes follow. */
+  z.object({ type: z.literal("start"), app: name, user: text }),
+  /** The server is going away; reconnect later. */
+  z.object({ type: z.literal("shutdown"), reason: text }),
+]);
+
+/** Messages the server sends, discriminated by `type`. */
+export type ServerMessage = z.infer<typeof serverMessage>;
+
+// ---- client -> server ------------------------------------------------------
+
+const clientMessage = z.discriminatedUnion("type", [
+  /** Opens a control connection for a group. */
+  z.object({
+    type: z.literal("hello"),
+    version,
+    client: text,
+    group: name,
+    runId: hex32,
+    proof: hex64,
+  }),
+  /** Opens a work connection for a session. */
+  z.object({ type: z.literal("work_hello"), version, session: hex32, proof: hex64 }),
+  /** Put an app on a public port. `port` 0 lets the server pick, preferring `hint`. */
+  z.object({
+    type: z.literal("expose"),
+    id: requestId,
+    app: name,
+    port,
+    hint: port.optional(),
+  }),
+  z.object({ type: z.literal("unexpose"), id: requestId, app: name }),
+  z.object({ type: z.literal("free_ports"), id: requestId }),
+  z.object({ type: z.literal("ping"), seq: requestId }),
+  z.object({ type: z.literal("pong"), seq: requestId }),
+  /** On a work connection: the local app answered; raw bytes follow. */
+  z.object({ type: z.literal("started") }),
+  /** On a work connection: the local app could not be reached. */
+  z.object({ type: z.literal("start_failed"), message: text }),
+  /** The client is stopping: free the group now. */
+  z.object({ type: z.literal("bye") }),
+]);
+
+/** Messages the client sends, discriminated by `type`. */
+export type ClientMessage = z.infer<typeof clientMessage>;
+
+/** Validates a decoded frame as a server message. Throws `ProtocolError`. */
+export function parseServerMessage(value: unknown): ServerMessage {
+  return check(serverMessage, value, "server");
+}
+
+/** Validates a decoded frame as a client message. Throws `ProtocolError`. */
+export function parseClientMessage(value: unknown): ClientMessage {
+  return check(clientMessage, value, "client");
+}
+
+function check<T>(schema: z.ZodType<T>, value: unknown, from: string): T {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const type = typeof value === "object" && value !== null && "type" in value
+    ? JSON.stringify(String((value as { type: unknown }).type)).slice(0, 40)
+    : "(none)";
+  throw new ProtocolError(`invalid ${from} message of type ${type}`);
+}
+
+/** The sentence both sides use when versions differ, naming the side to upgrade. */
+export function versionMismatch(clientVersion: number, serverVersion: number): string {
+  const older = clientVersion < serverVersion ? "burrow-client" : "burrow-server";
+  return `protocol mismatch: client speaks v${clientVersion}, server speaks v${serverVersion}; upgrade ${older}`;
+}
+
+// ---- codec -----------------------------------------------------------------
+
+/** Anything with Deno's `read` contract: fills part of `p`, or null at EOF. */
+export interface ByteReader {
+  read(p: Uint8Array): Promise<number | null>;
+}
+
+/** Anything with Deno's `write` contract: writes part of `p`, returns how much. */
+export interface ByteWriter {
+  write(p: Uint8Array): Promise<number>;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Encodes one message as a frame: length prefix and JSON. */
+export function encodeFrame(message: ServerMessage | ClientMessage): Uint8Array {
+  const body = encoder.encode(JSON.stringify(message));
+  if (body.length > MAX_FRAME_BYTES) {
+    throw new ProtocolError(
+      `frame of ${body.length} bytes exceeds the ${MAX_FRAME_BYTES}-byte cap`,
+    );
+  }
+  const frame = new Uint8Array(4 + body.length);
+  new DataView(frame.buffer).setUint32(0, body.length);
+  frame.set(body, 4);
+  return frame;
+}
+
+/** Writes every byte of `p`, however many calls it takes. */
+export async function writeAll(w: ByteWriter, p: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < p.length) off += await w.write(off === 0 ? p : p.subarray(off));
+}
+
+/**
+ * Serialises frame writes on one connection, so that messages sent from
+ * different tasks never interleave their bytes.
+ */
+export class FrameWriter {
+  #w: ByteWriter;
+  #tail: Promise<void> = Promise.resolve();
+  constructor(w: ByteWriter) {
+    this.#w = w;
+  }
+  /** Queues one message; resolves when it is written, rejects if the write fails. */
+  send(message: ServerMessage | ClientMessage): Promise<void> {
+    const frame = encodeFrame(message);
+    const next = this.#tail.then(() => writeAll(this.#w, frame));
+    this.#tail = next.catch(() => {});
+    return next;
+  }
+}
+
+/**
+ * Reads frames from a byte stream without assuming one read is one frame.
+ * Buffers at most one frame (plus what the last read brought), never more.
+ */
+export class FrameReader {
+  #src: ByteReader;
+  #buf = new Uint8Array(4096);
+  #start = 0;
+  #end = 0;
+
+  constructor(src: ByteReader) {
+    this.#src = src;
+  }
+
+  /**
+   * The next frame's decoded JSON, or null on a clean end of stream between
+   * frames. Throws `ProtocolError` on a truncated, oversize or non-JSON frame,
+   * or when `timeoutMs` passes first (the caller then closes the connection).
+   */
+  read(timeoutMs?: number): Promise<unknown> {
+    if (timeoutMs === undefined) return this.#read();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new ProtocolError(`no complete frame within ${timeoutMs / 1000}s`)),
+        timeoutMs,
+      );
+    });
+    const reading = this.#read();
+    reading.catch(() => {}); // the connection is closed after a timeout; that read then fails
+    return Promise.race([reading, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  /** The bytes read past the last frame; the reader must not be used after. */
+  takeBuffered(): Uint8Array {
+    const rest = this.#buf.slice(this.#start, this.#end);
+    this.#start = this.#end = 0;
+    return rest;
+  }
+
+  async #read(): Promise<unknown> {
+    if (!(await this.#fill(4))) return null;
+    const view = new DataView(this.#buf.buffer, this.#buf.byteOffset + this.#start, 4);
+    const length = view.getUint32(0);
+    if (length > MAX_FRAME_BYTES) {
+      throw new ProtocolError(`frame of ${length} bytes exceeds the ${MAX_FRAME_BYTES}-byte cap`);
+    }
+    if (!(await this.#fill(4 + length))) throw new ProtocolError("connection closed mid-frame");
+    const body = this.#buf.subarray(this.#start + 4, this.#start + 4 + length);
+    this.#start += 4 + length;
+    let value: unknown;
+    try {
+      value = JSON.parse(decoder.decode(body));
+    } catch {
+      throw new ProtocolError("frame is not valid UTF-8 JSON");
+    }
+    if (this.#start === this.#end) this.#start = this.#end = 0;
+    return value;
+  }
+
+  /** Ensures `n` buffered bytes. False on EOF with nothing buffered; throws on EOF mid-way. */
+  async #fill(n: number): Promise<boolean> {
+    while (this.#end - this.#start < n) {
+      if (this.#buf.length - this.#start < n) this.#compact(n);
+      const got = await this.#src.read(this.#buf.subarray(this.#end));
+      if (got === null) {
+        if (this.#end === this.#start) return false;
+        throw new ProtocolError("connection closed mid-frame");
+      }
+      this.#end += got;
+    }
+    return true;
+  }
+
+  /** Moves unread bytes to the front, growing the buffer when `n` bytes would not fit. */
+  #compact(n: number): void {
+    const unread = this.#buf.subarray(this.#start, this.#end);
+    if (n > this.#buf.length) {
+      const next = new Uint8Array(Math.max(n, Math.min(this.#buf.length * 2, MAX_FRAME_BYTES + 4)));
+      next.set(unread);
+      this.#buf = next;
+    } else {
+      this.#buf.copyWithin(0, this.#start, this.#end);
+    }
+    this.#end -= this.#start;
+    this.#start = 0;
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * Secrets and the challenge-response that proves knowledge of one without
+ * sending it. A `Secret` prints as `***` however it is logged or serialised;
+ * only `reveal()` gives the value, and only this module's HMAC calls it.
+ *
+ * @module
+ */
+
+const encoder = new TextEncoder();
+
+/** A token whose printed, inspected and JSON forms are masked. */
+export class Secret {
+  #value: string;
+  constructor(value: string) {
+    this.#value = value;
+  }
+  /** The raw value. Call only where the secret is used, never to print it. */
+  reveal(): string {
+    return this.#value;
+  }
+  toString(): string {
+    return "***";
+  }
+  toJSON(): string {
+    return "***";
+  }
+  [Symbol.for("Deno.customInspect")](): string {
+    return "Secret(***)";
+  }
+}
+
+/** A fresh random nonce, 32 bytes as lowercase hex. */
+export function newNonce(): string {
+  return toHex(crypto.getRandomValues(new Uint8Array(32)));
+}
+
+/** A random id (16 bytes hex) for sessions and client runs. */
+export function newId(): string {
+  return toHex(crypto.getRandomValues(new Uint8Array(16)));
+}
+
+/**
+ * HMAC-SHA256 of `parts` (joined by a NUL byte) keyed by the secret, as hex.
+ * The parts bind a proof to its purpose: the nonce, the kind of connection and
+ * the group or session it is for, so a proof cannot be replayed elsewhere.
+ */
+export async function prove(secret: Secret, ...parts: string[]): Promise<string> {
+  const key = await hmacKey(secret);
+  const mac = await crypto.subtle.sign("HMAC", key, encoder.encode(parts.join("\0")));
+  return toHex(new Uint8Array(mac));
+}
+
+/**
+ * Checks a proof made by `prove` with the same parts. The comparison is
+ * `crypto.subtle.verify`, which is constant time, so a wrong proof leaks
+ * nothing about where it differs.
+ */
+export async function verifyProof(
+  secret: Secret,
+  proof: string,
+  ...parts: string[]
+): Promise<boolean> {
+  const mac = fromHex(proof);
+  if (mac === undefined || mac.length !== 32) return false;
+  const key = await hmacKey(secret);
+  return await crypto.subtle.verify("HMAC", key, mac, encoder.encode(parts.join("\0")));
+}
+
+function hmacKey(secret: Secret): Promise<CryptoKey> {
+  return crypto.subtle.importKey(
+    "raw",
+    encoder.encode(secret.reveal()),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign", "verify"],
+  );
+}
+
+function toHex(bytes: Uint8Array): string {
+  let out = "";
+  for (const b of bytes) out += b.toString(16).padStart(2, "0");
+  return out;
+}
+
+function fromHex(hex: string): Uint8Array<ArrayBuffer> | undefined {
+  if (hex.length % 2 !== 0 || !/^[0-9a-f]*$/.test(hex)) return undefined;
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}

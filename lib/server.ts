@@ -1,0 +1,302 @@
+/**
+ * The burrow server as a library: `startServer` binds the control listener,
+ * checks every new connection's handshake, and runs one `ServerSession` per
+ * authenticated client. Everything lives in the returned instance, so
+ * several servers can run in one process.
+ *
+ * @module
+ */
+
+import { getLogger, type Logger } from "@logtape/logtape";
+import { formatHostPort, type HostPort, parseHostPort, parsePortSpec } from "./addr.ts";
+import { ConfigError, errorMessage, ProtocolError } from "./errors.ts";
+import { BufferPool } from "./join.ts";
+import { closeQuietly, netReason, peer } from "./net.ts";
+import {
+  FrameReader,
+  FrameWriter,
+  HANDSHAKE_TIMEOUT_MS,
+  parseClientMessage,
+  PROTOCOL_VERSION,
+  TAKEOVER_PROBE_MS,
+  versionMismatch,
+} from "./protocol.ts";
+import { Registry } from "./registry.ts";
+import { newId, newNonce, Secret, verifyProof } from "./secret.ts";
+import { ServerSession, type SessionContext } from "./server_session.ts";
+import { VERSION } from "./version.ts";
+
+/** Options for {@linkcode startServer}. */
+export interface ServerOptions {
+  /** Control listener, `HOST:PORT`; port 0 picks a free one. @default "0.0.0.0:7700" */
+  bind?: string;
+  /** Shared secret clients must prove they know. Required unless `noAuth`. */
+  token?: string | Secret;
+  /** Accept any client without a token. @default false */
+  noAuth?: boolean;
+  /** Public ports clients may claim. @default "10000-20000" */
+  ports?: string;
+  /** Address the public listeners bind on. @default "0.0.0.0" */
+  publicHost?: string;
+  /** Seconds of silence after which a client is dropped. @default 30 */
+  heartbeatTimeout?: number;
+  /** Stops the server when aborted, like `close()`. */
+  signal?: AbortSignal;
+}
+
+/** One exposed app, as `services()` reports it. */
+export interface ServiceInfo {
+  group: string;
+  app: string;
+  port: number;
+  /** User connections open now. */
+  connections: number;
+  /** Bytes from users to the app. */
+  bytesIn: number;
+  /** Bytes from the app to users. */
+  bytesOut: number;
+  since: Date;
+}
+
+/** A running server. */
+export interface BurrowServer {
+  /** The control listener's address as bound. */
+  readonly addr: HostPort;
+  /** Resolves when the server has stopped. */
+  readonly closed: Promise<void>;
+  /** Every exposed app with live figures. */
+  services(): ServiceInfo[];
+  /** Closes every listener and session; resolves when all are closed. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a server. Rejects with `ConfigError` for bad options and with the
+ * listen error when the control address cannot be bound.
+ *
+ * @example
+ * ```ts
+ * import { startServer } from "./mod.ts";
+ * const server = await startServer({ bind: "127.0.0.1:0", token: "s3cret", ports: "20000-20100" });
+ * console.log(server.addr.port);
+ * await server.close();
+ * ```
+ */
+export async function startServer(options: ServerOptions = {}): Promise<BurrowServer> {
+  const server = new Server(options);
+  await server.start();
+  return server;
+}
+
+class Server implements BurrowServer {
+  #options: ServerOptions;
+  #token: Secret | undefined;
+  #log: Logger = getLogger(["burrow", "server"]);
+  #listener!: Deno.TcpListener;
+  #registry: Registry<ServerSession>;
+  #sessions = new Map<string, ServerSession>();
+  #handshakes = new Set<Deno.TcpConn>();
+  #ctx: SessionContext;
+  #closing = false;
+  #closed: Promise<void>;
+  #resolveClosed!: () => void;
+  addr!: HostPort;
+
+  constructor(options: ServerOptions) {
+    this.#options = options;
+    if (options.noAuth !== true) {
+      if (options.token === undefined || options.token === "") {
+        throw new ConfigError("no token given: set token, or noAuth to accept any client");
+      }
+      this.#token = typeof options.token === "string" ? new Secret(options.token) : options.token;
+    }
+    const ranges = parsePortSpec(options.ports ?? "10000-20000");
+    if (typeof ranges === "string") throw new ConfigError(`ports: ${ranges}`);
+    this.#registry = new Registry(ranges);
+    const timeout = options.heartbeatTimeout ?? 30;
+    if (!(timeout > 0)) {
+      throw new ConfigError(`heartbeatTimeout: must be more than 0, got ${timeout}`);
+    }
+    this.#ctx = {
+      registry: this.#registry,
+      publicHost: options.publicHost ?? "0.0.0.0",
+      heartbeatTimeoutMs: timeout * 1000,
+      buffers: new BufferPool(),
+      log: this.#log,
+      ended: (session) => {
+        if (this.#sessions.get(session.id) === session) this.#sessions.delete(session.id);
+      },
+    };
+    this.#closed = new Promise((resolve) => this.#resolveClosed = resolve);
+  }
+
+  get closed(): Promise<void> {
+    return this.#closed;
+  }
+
+  async start(): Promise<void> {
+    const bind = parseHostPort(this.#options.bind ?? "0.0.0.0:7700");
+    if (typeof bind === "string") throw new ConfigError(`bind: ${bind}`);
+    this.#listener = Deno.listen({ hostname: bind.hostname, port: bind.port, transport: "tcp" });
+    const local = this.#listener.addr;
+    this.addr = { hostname: local.hostname, port: local.port };
+    this.#log.info(`listening for clients on ${formatHostPort(this.addr)}`);
+    if (this.#token === undefined) {
+      this.#log.warn("authentication is off (--no-auth): any client may register");
+    }
+    this.#options.signal?.addEventListener("abort", () => this.close(), { once: true });
+    this.#accept();
+  }
+
+  services(): ServiceInfo[] {
+    const out: ServiceInfo[] = [];
+    for (const session of this.#sessions.values()) {
+      for (const { entry, stats } of session.stats()) {
+        let bytesIn = stats.bytesIn;
+        let bytesOut = stats.bytesOut;
+        for (const live of stats.live) {
+          bytesIn += live.aToB;
+          bytesOut += live.bToA;
+        }
+        out.push({
+          group: entry.group,
+          app: entry.app,
+          port: entry.port,
+          connections: stats.connections,
+          bytesIn,
+          bytesOut,
+          since: entry.since,
+        });
+      }
+    }
+    return out.sort((a, b) => a.group.localeCompare(b.group) || a.app.localeCompare(b.app));
+  }
+
+  async close(): Promise<void> {
+    if (this.#closing) return this.#closed;
+    this.#closing = true;
+    closeQuietly(this.#listener);
+    for (const conn of this.#handshakes) closeQuietly(conn);
+    const sessions = [...this.#sessions.values()];
+    for (const session of sessions) {
+      session.end("server shutting down", { type: "shutdown", reason: "server shutting down" });
+    }
+    await Promise.all(sessions.map((s) => s.done));
+    this.#log.info("server stopped");
+    this.#resolveClosed();
+  }
+
+  async #accept(): Promise<void> {
+    try {
+      for await (const conn of this.#listener) this.#handshake(conn);
+    } catch (err) {
+      if (!this.#closing) this.#log.error(`control listener failed: ${netReason(err)}`);
+    }
+  }
+
+  /** Reads the first frame under a deadline and routes the connection. */
+  async #handshake(conn: Deno.TcpConn): Promise<void> {
+    conn.setNoDelay(true);
+    this.#handshakes.add(conn);
+    const from = peer(conn);
+    const reader = new FrameReader(conn);
+    const writer = new FrameWriter(conn);
+    const nonce = newNonce();
+    try {
+      await writer.send({ type: "challenge", version: PROTOCOL_VERSION, server: VERSION, nonce });
+      const raw = await reader.read(HANDSHAKE_TIMEOUT_MS);
+      if (raw === null) throw new ProtocolError("closed before saying hello");
+      const version = (raw as { version?: unknown }).version;
+      if (typeof version === "number" && version !== PROTOCOL_VERSION) {
+        const message = versionMismatch(version, PROTOCOL_VERSION);
+        this.#log.warn(`refused ${from}: ${message}`);
+        await writer.send({ type: "refused", code: "version_mismatch", message });
+        return closeQuietly(conn);
+      }
+      const hello = parseClientMessage(raw);
+      if (hello.type === "hello") {
+        this.#handshakes.delete(conn);
+        return await this.#control(conn, reader, writer, nonce, hello);
+      }
+      if (hello.type === "work_hello") {
+        const session = this.#sessions.get(hello.session);
+        const ok = session !== undefined &&
+          (await this.#verify(hello.proof, nonce, "work", hello.session));
+        this.#handshakes.delete(conn);
+        if (!ok || session === undefined) {
+          this.#log.debug(`closed work connection from ${from}: unknown session or wrong proof`);
+          return closeQuietly(conn);
+        }
+        return session.addWork({ conn, reader, writer });
+      }
+      throw new ProtocolError(`expected hello, got ${hello.type}`);
+    } catch (err) {
+      const why = err instanceof ProtocolError ? errorMessage(err) : netReason(err);
+      if (!this.#closing) this.#log.debug(`closed connection from ${from}: ${why}`);
+      closeQuietly(conn);
+    } finally {
+      this.#handshakes.delete(conn);
+    }
+  }
+
+  async #control(
+    conn: Deno.TcpConn,
+    reader: FrameReader,
+    writer: FrameWriter,
+    nonce: string,
+    hello: { group: string; runId: string; proof: string; client: string },
+  ): Promise<void> {
+    const from = peer(conn);
+    const refuse = async (
+      code: "auth_failed" | "group_live" | "server_closing",
+      message: string,
+    ) => {
+      this.#log.info(`refused group ${hello.group} from ${from}: ${message}`);
+      await writer.send({ type: "refused", code, message }).catch(() => {});
+      closeQuietly(conn);
+    };
+    if (!(await this.#verify(hello.proof, nonce, "control", hello.group, hello.runId))) {
+      return refuse("auth_failed", "authentication failed: wrong token");
+    }
+    const live = this.#registry.group(hello.group);
+    if (live) {
+      const old = live.session;
+      if (old.runId === hello.runId) {
+        old.end("replaced by the same client reconnecting");
+      } else if (await old.probe(TAKEOVER_PROBE_MS)) {
+        return refuse(
+          "group_live",
+          `group ${hello.group} is live from another client (${old.clientAddr})`,
+        );
+      } else {
+        old.end(`taken over by ${from}: the old client did not answer a ping`);
+      }
+    }
+    if (this.#closing) return refuse("server_closing", "the server is shutting down");
+    if (this.#registry.group(hello.group)) {
+      return refuse("group_live", `group ${hello.group} is live from another client`);
+    }
+    const session = new ServerSession(this.#ctx, {
+      id: newId(),
+      group: hello.group,
+      runId: hello.runId,
+      clientVersion: hello.client,
+      conn,
+      reader,
+      writer,
+    });
+    this.#registry.addGroup(hello.group, session);
+    this.#sessions.set(session.id, session);
+    this.#log.info(`group ${hello.group} connected from ${from} (burrow ${hello.client})`);
+    try {
+      await session.run();
+    } catch (err) {
+      session.end(netReason(err));
+    }
+  }
+
+  #verify(proof: string, ...parts: string[]): Promise<boolean> {
+    if (this.#token === undefined) return Promise.resolve(true);
+    return verifyProof(this.#token, proof, ...parts);
+  }
+}

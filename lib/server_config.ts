@@ -1,0 +1,122 @@
+/**
+ * The server's settings: the optional YAML file, overridden key by key by
+ * flags, with the token falling back to `BURROW_TOKEN`.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import type { HostPort, PortRange } from "./addr.ts";
+import {
+  checkFlag,
+  hostPort,
+  hostPortField,
+  logLevelField,
+  logLevelFlag,
+  numberFlag,
+  portRanges,
+  portSpecField,
+  secondsField,
+} from "./config_fields.ts";
+import { expandEnv, readYaml, validate } from "./config_file.ts";
+import { ConfigError } from "./errors.ts";
+import type { LogLevel } from "./log_level.ts";
+import { Secret } from "./secret.ts";
+
+/** The server's settings, validated. */
+export interface ServerConfig {
+  bind: HostPort;
+  /** Absent only with `noAuth`. */
+  token?: Secret;
+  noAuth: boolean;
+  ports: PortRange[];
+  publicHost: string;
+  /** Seconds. */
+  heartbeatTimeout: number;
+  logLevel: LogLevel;
+}
+
+/** Flags as given on the command line; each overrides the key of the same name. */
+export interface ServerFlags {
+  config?: string;
+  bind?: string;
+  token?: string;
+  ports?: string;
+  "public-host"?: string;
+  "heartbeat-timeout"?: string;
+  "log-level"?: string;
+  "no-auth"?: boolean;
+}
+
+const serverFile = z.strictObject({
+  bind: hostPortField.optional(),
+  token: z.string().min(1, "must not be empty").optional(),
+  no_auth: z.boolean().optional(),
+  ports: portSpecField.optional(),
+  public_host: z.string().min(1).optional(),
+  heartbeat_timeout: secondsField.optional(),
+  log_level: logLevelField.optional(),
+});
+
+/** Defaults from the contract. */
+export const SERVER_DEFAULTS = {
+  bind: "0.0.0.0:7700",
+  ports: "10000-20000",
+  publicHost: "0.0.0.0",
+  heartbeatTimeout: 30,
+  logLevel: "info",
+} as const;
+
+/** Builds the config from flags, the file they name, and the environment. */
+export async function loadServerConfig(
+  flags: ServerFlags,
+  getEnv: (name: string) => string | undefined,
+): Promise<ServerConfig> {
+  let file: z.infer<typeof serverFile> = {};
+  if (flags.config !== undefined) {
+    const source = await readYaml(flags.config);
+    expandEnv(source, getEnv);
+    file = validate(serverFile, source);
+  }
+  const bind = flags.bind !== undefined ? checkFlag("bind", hostPortField, flags.bind) : file.bind;
+  const ports = flags.ports !== undefined
+    ? checkFlag("ports", portSpecField, flags.ports)
+    : file.ports;
+  const timeout = flags["heartbeat-timeout"] !== undefined
+    ? checkFlag(
+      "heartbeat-timeout",
+      secondsField,
+      numberFlag("heartbeat-timeout", flags["heartbeat-timeout"]),
+    )
+    : file.heartbeat_timeout;
+  const logLevel = flags["log-level"] !== undefined
+    ? logLevelFlag(flags["log-level"])
+    : file.log_level;
+  const noAuth = flags["no-auth"] === true || file.no_auth === true;
+  const tokenText = flags.token ?? file.token ?? envToken(getEnv);
+  if (flags.token === "") throw new ConfigError("--token: must not be empty");
+  if (tokenText === undefined && !noAuth) {
+    throw new ConfigError(
+      "no token: pass --token, set BURROW_TOKEN or the token key, or pass --no-auth to accept any client",
+    );
+  }
+  const config: ServerConfig = {
+    bind: hostPort(bind ?? SERVER_DEFAULTS.bind),
+    noAuth,
+    ports: portRanges(ports ?? SERVER_DEFAULTS.ports),
+    publicHost: flags["public-host"] ?? file.public_host ?? SERVER_DEFAULTS.publicHost,
+    heartbeatTimeout: timeout ?? SERVER_DEFAULTS.heartbeatTimeout,
+    logLevel: logLevel ?? SERVER_DEFAULTS.logLevel,
+  };
+  if (tokenText !== undefined && !noAuth) config.token = new Secret(tokenText);
+  return config;
+}
+
+function envToken(getEnv: (name: string) => string | undefined): string | undefined {
+  try {
+    const value = getEnv("BURROW_TOKEN");
+    return value === "" ? undefined : value;
+  } catch {
+    return undefined; // not permitted to read it: as good as unset
+  }
+}

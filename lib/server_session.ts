@@ -1,0 +1,355 @@
+/**
+ * One client's control session on the server: it owns a group, exposes that
+ * group's apps on public ports, hands users to the client's work
+ * connections, and watches the heartbeat. When it ends, for whatever reason,
+ * its ports close and are free again.
+ *
+ * @module
+ */
+
+import type { Logger } from "@logtape/logtape";
+import { formatHostPort } from "./addr.ts";
+import { errorMessage, ProtocolError } from "./errors.ts";
+import { type BufferPool, join, type JoinStats } from "./join.ts";
+import { closeQuietly, netReason, peer } from "./net.ts";
+import {
+  type ClientMessage,
+  FrameReader,
+  FrameWriter,
+  MAX_APPS_PER_GROUP,
+  parseClientMessage,
+  type ServerMessage,
+  WORK_TIMEOUT_MS,
+} from "./protocol.ts";
+import { type AppEntry, type Registry, WorkPool } from "./registry.ts";
+
+/** A work connection that proved it belongs to a session and waits for a user. */
+export interface WorkConn {
+  conn: Deno.TcpConn;
+  reader: FrameReader;
+  writer: FrameWriter;
+}
+
+/** Live figures of one exposed app. */
+export interface AppStats {
+  connections: number;
+  total: number;
+  bytesIn: number;
+  bytesOut: number;
+  live: Set<JoinStats>;
+}
+
+/** What a session needs from the server that runs it. */
+export interface SessionContext {
+  registry: Registry<ServerSession>;
+  publicHost: string;
+  heartbeatTimeoutMs: number;
+  buffers: BufferPool;
+  log: Logger;
+  ended(session: ServerSession): void;
+}
+
+/** Most idle work connections kept per session; surplus ones are closed. */
+const MAX_IDLE_WORK = 64;
+
+interface PublicApp {
+  entry: AppEntry;
+  listener: Deno.TcpListener;
+  stats: AppStats;
+  users: Set<Deno.TcpConn>;
+}
+
+/** A control session: one group, from one client process. */
+export class ServerSession {
+  readonly id: string;
+  readonly group: string;
+  readonly runId: string;
+  readonly clientAddr: string;
+  readonly clientVersion: string;
+  readonly since = new Date();
+  readonly apps = new Map<string, PublicApp>();
+  #ctx: SessionContext;
+  #conn: Deno.TcpConn;
+  #reader: FrameReader;
+  #writer: FrameWriter;
+  #pool = new WorkPool<WorkConn>();
+  #lastSeen = Date.now();
+  #watchdog: ReturnType<typeof setInterval> | undefined;
+  #pings = new Map<number, () => void>();
+  #seq = 0;
+  #ended = false;
+  #done: Promise<void>;
+  #resolveDone!: () => void;
+
+  constructor(
+    ctx: SessionContext,
+    init: {
+      id: string;
+      group: string;
+      runId: string;
+      clientVersion: string;
+      conn: Deno.TcpConn;
+      reader: FrameReader;
+      writer: FrameWriter;
+    },
+  ) {
+    this.#ctx = ctx;
+    this.id = init.id;
+    this.group = init.group;
+    this.runId = init.runId;
+    this.clientVersion = init.clientVersion;
+    this.#conn = init.conn;
+    this.#reader = init.reader;
+    this.#writer = init.writer;
+    this.clientAddr = peer(init.conn);
+    this.#done = new Promise((resolve) => this.#resolveDone = resolve);
+  }
+
+  /** Resolves once the session has ended and released everything. */
+  get done(): Promise<void> {
+    return this.#done;
+  }
+
+  /** Sends `welcome` and serves the control connection until the session ends. */
+  async run(): Promise<void> {
+    const timeoutMs = this.#ctx.heartbeatTimeoutMs;
+    await this.#send({ type: "welcome", session: this.id, heartbeatTimeout: timeoutMs / 1000 });
+    this.#watchdog = setInterval(() => {
+      const silent = Date.now() - this.#lastSeen;
+      if (silent > timeoutMs) this.end(`silent for ${Math.round(silent / 1000)}s`);
+    }, Math.max(50, Math.min(1000, timeoutMs / 4)));
+    let reason = "client closed the connection";
+    try {
+      while (!this.#ended) {
+        const raw = await this.#reader.read();
+        if (raw === null) break;
+        this.#lastSeen = Date.now();
+        await this.#handle(parseClientMessage(raw));
+      }
+    } catch (err) {
+      reason = err instanceof ProtocolError ? errorMessage(err) : netReason(err);
+    }
+    this.end(reason);
+  }
+
+  /** Hands a proven work connection to a waiting user or the idle pool. */
+  addWork(work: WorkConn): void {
+    if (this.#pool.idle >= MAX_IDLE_WORK || !this.#pool.offer(work)) closeQuietly(work.conn);
+  }
+
+  /**
+   * Pings the client and resolves true if it answers within `timeoutMs`.
+   * Used before a different process may take this group over.
+   */
+  probe(timeoutMs: number): Promise<boolean> {
+    if (this.#ended) return Promise.resolve(false);
+    const seq = ++this.#seq;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#pings.delete(seq);
+        resolve(false);
+      }, timeoutMs);
+      this.#pings.set(seq, () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+      this.#send({ type: "ping", seq }).catch(() => {});
+    });
+  }
+
+  /** Tells the client why (if it can still hear) and releases everything. */
+  end(reason: string, notice?: ServerMessage): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    clearInterval(this.#watchdog);
+    const freed = this.#ctx.registry.removeGroup(this.group, this).map((a) => a.port);
+    for (const app of this.apps.values()) this.#closeApp(app);
+    this.apps.clear();
+    for (const work of this.#pool.close()) closeQuietly(work.conn);
+    const closeConn = () => closeQuietly(this.#conn);
+    if (notice) this.#send(notice).then(closeConn, closeConn);
+    else closeConn();
+    const ports = freed.length > 0
+      ? `; freed port${freed.length > 1 ? "s" : ""} ${freed.join(", ")}`
+      : "";
+    this.#ctx.log.info(`group ${this.group} from ${this.clientAddr} ended: ${reason}${ports}`);
+    this.#ctx.ended(this);
+    this.#resolveDone();
+  }
+
+  /** Live figures per app, for `services()`. */
+  stats(): Array<{ entry: AppEntry; stats: AppStats }> {
+    return [...this.apps.values()].map((a) => ({ entry: a.entry, stats: a.stats }));
+  }
+
+  #send(message: ServerMessage): Promise<void> {
+    return this.#writer.send(message);
+  }
+
+  async #handle(msg: ClientMessage): Promise<void> {
+    switch (msg.type) {
+      case "ping":
+        return this.#send({ type: "pong", seq: msg.seq });
+      case "pong":
+        this.#pings.get(msg.seq)?.();
+        this.#pings.delete(msg.seq);
+        return;
+      case "expose":
+        return this.#expose(msg.id, msg.app, msg.port, msg.hint);
+      case "unexpose": {
+        const app = this.apps.get(msg.app);
+        if (app) {
+          this.apps.delete(msg.app);
+          this.#ctx.registry.release(this.group, msg.app);
+          this.#closeApp(app);
+          this.#ctx.log.info(`${this.group}/${msg.app} closed; port ${app.entry.port} is free`);
+        }
+        return this.#send({ type: "unexposed", id: msg.id, app: msg.app });
+      }
+      case "free_ports":
+        return this.#send({
+          type: "free_ports",
+          id: msg.id,
+          ranges: this.#ctx.registry.freeRanges(),
+        });
+      case "bye":
+        this.end("client stopped");
+        return;
+      default:
+        throw new ProtocolError(`unexpected ${msg.type} message on a control connection`);
+    }
+  }
+
+  async #expose(id: number, name: string, port: number, hint?: number): Promise<void> {
+    const refuse = (code: "app_exists" | "bad_request" | "port_taken", message: string) => {
+      this.#ctx.log.info(`refused ${this.group}/${name}: ${message}`);
+      return this.#send({ type: "refused", id, code, message });
+    };
+    if (this.apps.has(name)) {
+      return refuse("app_exists", `app ${this.group}/${name} is already exposed`);
+    }
+    if (this.apps.size >= MAX_APPS_PER_GROUP) {
+      return refuse("bad_request", `a group may expose at most ${MAX_APPS_PER_GROUP} apps`);
+    }
+    const candidates = this.#ctx.registry.candidates(port, hint);
+    if (!Array.isArray(candidates)) {
+      this.#ctx.log.info(`refused ${this.group}/${name}: ${candidates.message}`);
+      return this.#send({ type: "refused", id, ...candidates });
+    }
+    for (const candidate of candidates) {
+      let listener: Deno.TcpListener;
+      try {
+        listener = Deno.listen({
+          hostname: this.#ctx.publicHost,
+          port: candidate,
+          transport: "tcp",
+        });
+      } catch (err) {
+        // Another program on the server host holds it; a picked port just moves on.
+        if (port !== 0) {
+          return refuse(
+            "port_taken",
+            `port ${port} is in use on the server host (${netReason(err)})`,
+          );
+        }
+        continue;
+      }
+      const entry = this.#ctx.registry.claim(this.group, name, candidate);
+      const app: PublicApp = {
+        entry,
+        listener,
+        stats: { connections: 0, total: 0, bytesIn: 0, bytesOut: 0, live: new Set() },
+        users: new Set(),
+      };
+      this.apps.set(name, app);
+      this.#serve(app);
+      this.#ctx.log.info(
+        `${this.group}/${name} is live on ${
+          formatHostPort({ hostname: this.#ctx.publicHost, port: candidate })
+        }`,
+      );
+      return this.#send({ type: "exposed", id, app: name, port: candidate });
+    }
+    return this.#send({
+      type: "refused",
+      id,
+      code: "no_free_port",
+      message: "no free port could be bound in the server's allowed ports",
+    });
+  }
+
+  async #serve(app: PublicApp): Promise<void> {
+    try {
+      for await (const user of app.listener) this.#user(app, user);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.BadResource)) {
+        this.#ctx.log.warn(`${this.group}/${app.entry.app}: listener failed: ${netReason(err)}`);
+      }
+    }
+  }
+
+  async #user(app: PublicApp, user: Deno.TcpConn): Promise<void> {
+    const label = `${this.group}/${app.entry.app}`;
+    const from = peer(user);
+    user.setNoDelay(true);
+    app.users.add(user);
+    app.stats.connections++;
+    app.stats.total++;
+    const stats: JoinStats = { aToB: 0, bToA: 0 };
+    app.stats.live.add(stats);
+    try {
+      let work = this.#pool.takeIdle();
+      if (!work) {
+        this.#send({ type: "want_work", count: 1 }).catch(() => {});
+        work = await this.#pool.wait(WORK_TIMEOUT_MS);
+      }
+      if (!work) {
+        this.#ctx.log.warn(
+          `user ${from} on ${label} closed: ${
+            this.#ended
+              ? "the group went offline"
+              : `no work connection from the client within ${WORK_TIMEOUT_MS / 1000}s`
+          }`,
+        );
+        return;
+      }
+      const started = this.#start(work, app.entry.app, from);
+      const result = await join(user, work.conn, {
+        bToAFirst: started,
+        stats,
+        pool: this.#ctx.buffers,
+      });
+      const how = result.error === undefined ? "closed" : `failed (${errorMessage(result.error)})`;
+      this.#ctx.log.info(
+        `user ${from} on ${label} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,
+      );
+    } finally {
+      closeQuietly(user);
+      app.users.delete(user);
+      app.stats.live.delete(stats);
+      app.stats.connections--;
+      app.stats.bytesIn += stats.aToB;
+      app.stats.bytesOut += stats.bToA;
+    }
+  }
+
+  /** Sends `start` and resolves to the bytes after `started`, or rejects with why not. */
+  async #start(work: WorkConn, app: string, user: string): Promise<Uint8Array> {
+    await work.writer.send({ type: "start", app, user });
+    const raw = await work.reader.read(WORK_TIMEOUT_MS);
+    if (raw === null) throw new Error("the client closed the work connection");
+    const reply = parseClientMessage(raw);
+    if (reply.type === "start_failed") {
+      throw new Error(`client could not reach the app: ${reply.message}`);
+    }
+    if (reply.type !== "started") {
+      throw new ProtocolError(`unexpected ${reply.type} on a work connection`);
+    }
+    return work.reader.takeBuffered();
+  }
+
+  #closeApp(app: PublicApp): void {
+    closeQuietly(app.listener);
+    for (const user of app.users) closeQuietly(user);
+  }
+}

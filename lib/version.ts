@@ -1,0 +1,10 @@
+/**
+ * burrow's release version, read from deno.json so there is one source.
+ *
+ * @module
+ */
+
+import meta from "../deno.json" with { type: "json" };
+
+/** The version of this build, e.g. `0.1.0`. */
+export const VERSION: string = meta.version;

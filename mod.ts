@@ -1,0 +1,36 @@
+/**
+ * burrow: NAT traversal as a library. A server on a public host exposes the
+ * apps of clients behind NAT on its public ports; this module runs either
+ * end inside a Deno program.
+ *
+ * @example
+ * ```ts
+ * import { startClient, startServer } from "./mod.ts";
+ * const server = await startServer({ bind: "127.0.0.1:0", token: "s3cret", ports: "20000-20100", publicHost: "127.0.0.1" });
+ * const client = await startClient({ server: `127.0.0.1:${server.addr.port}`, token: "s3cret", group: "lab" });
+ * const tunnel = await client.expose({ name: "web", local: "127.0.0.1:8080" });
+ * console.log(`http://127.0.0.1:${tunnel.remotePort}/`);
+ * await client.close();
+ * await server.close();
+ * ```
+ *
+ * @module
+ */
+
+export {
+  type BurrowServer,
+  type ServerOptions,
+  type ServiceInfo,
+  startServer,
+} from "./lib/server.ts";
+export {
+  type BurrowClient,
+  type ClientOptions,
+  type ExposeOptions,
+  startClient,
+  type Tunnel,
+} from "./lib/client.ts";
+export { ConfigError, ProtocolError, type RefusalCode, RefusedError } from "./lib/errors.ts";
+export { Secret } from "./lib/secret.ts";
+export { PROTOCOL_VERSION } from "./lib/protocol.ts";
+export { VERSION } from "./lib/version.ts";
