@@ -82,10 +82,14 @@ export interface BurrowServer {
  * await server.close();
  * ```
  */
-export async function startServer(options: ServerOptions = {}): Promise<BurrowServer> {
-  const server = new Server(options);
-  await server.start();
-  return server;
+export function startServer(options: ServerOptions = {}): Promise<BurrowServer> {
+  try {
+    const server = new Server(options);
+    server.start();
+    return Promise.resolve(server);
+  } catch (err) {
+    return Promise.reject(err);
+  }
 }
 
 class Server implements BurrowServer {
@@ -134,7 +138,7 @@ class Server implements BurrowServer {
     return this.#closed;
   }
 
-  async start(): Promise<void> {
+  start(): void {
     const bind = parseHostPort(this.#options.bind ?? "0.0.0.0:7700");
     if (typeof bind === "string") throw new ConfigError(`bind: ${bind}`);
     this.#listener = Deno.listen({ hostname: bind.hostname, port: bind.port, transport: "tcp" });

@@ -14,8 +14,8 @@ import { type BufferPool, join, type JoinStats } from "./join.ts";
 import { closeQuietly, netReason, peer } from "./net.ts";
 import {
   type ClientMessage,
-  FrameReader,
-  FrameWriter,
+  type FrameReader,
+  type FrameWriter,
   MAX_APPS_PER_GROUP,
   parseClientMessage,
   type ServerMessage,
@@ -186,14 +186,14 @@ export class ServerSession {
     return this.#writer.send(message);
   }
 
-  async #handle(msg: ClientMessage): Promise<void> {
+  #handle(msg: ClientMessage): Promise<void> {
     switch (msg.type) {
       case "ping":
         return this.#send({ type: "pong", seq: msg.seq });
       case "pong":
         this.#pings.get(msg.seq)?.();
         this.#pings.delete(msg.seq);
-        return;
+        return Promise.resolve();
       case "expose":
         return this.#expose(msg.id, msg.app, msg.port, msg.hint);
       case "unexpose": {
@@ -214,13 +214,13 @@ export class ServerSession {
         });
       case "bye":
         this.end("client stopped");
-        return;
+        return Promise.resolve();
       default:
         throw new ProtocolError(`unexpected ${msg.type} message on a control connection`);
     }
   }
 
-  async #expose(id: number, name: string, port: number, hint?: number): Promise<void> {
+  #expose(id: number, name: string, port: number, hint?: number): Promise<void> {
     const refuse = (code: "app_exists" | "bad_request" | "port_taken", message: string) => {
       this.#ctx.log.info(`refused ${this.group}/${name}: ${message}`);
       return this.#send({ type: "refused", id, code, message });

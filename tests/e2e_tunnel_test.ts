@@ -1,0 +1,152 @@
+/**
+ * The data path end to end with real processes: byte-exact transfers, half
+ * close, many groups, apps and concurrent users, and an app that refuses.
+ */
+
+import assert from "node:assert/strict";
+import {
+  echoApp,
+  echoThrough,
+  groupFile,
+  localApp,
+  portBlock,
+  randomBytes,
+  readAll,
+  readyPort,
+  sha256,
+  startClient,
+  startServer,
+  writeAll,
+} from "./helpers/harness.ts";
+
+const TOKEN = "e2e-token-7f3a";
+
+Deno.test("16 MB each way arrives byte-exact (SHA-256) through the tunnel", async () => {
+  const app = echoApp();
+  const server = await startServer({ token: TOKEN });
+  const client = startClient(groupFile({
+    server: `127.0.0.1:${server.port}`,
+    token: TOKEN,
+    group: "bulk",
+    apps: [{ name: "echo", local: app.addr }],
+  }));
+  try {
+    const port = await readyPort(client, "bulk", "echo");
+    const data = randomBytes(16 * 1024 * 1024);
+    assert.equal(await echoThrough(port, data), await sha256(data));
+  } finally {
+    await client.stop();
+    await server.proc.stop();
+    app.close();
+  }
+});
+
+Deno.test("half-close passes both ways; an app that speaks first and closes first works", async () => {
+  const greeting = randomBytes(100_000);
+  // Speaks first, reads everything the user sends, answers its SHA-256, then closes.
+  const app = localApp(async (conn) => {
+    await writeAll(conn, greeting);
+    const got = await readAll(conn);
+    await writeAll(conn, new TextEncoder().encode(await sha256(got as Uint8Array<ArrayBuffer>)));
+    await conn.closeWrite();
+  });
+  const server = await startServer({ token: TOKEN });
+  const client = startClient(groupFile({
+    server: `127.0.0.1:${server.port}`,
+    token: TOKEN,
+    group: "half",
+    apps: [{ name: "talker", local: app.addr }],
+  }));
+  try {
+    const port = await readyPort(client, "half", "talker");
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const upload = randomBytes(3 * 1024 * 1024);
+    const reading = readAll(conn);
+    await writeAll(conn, upload);
+    await conn.closeWrite(); // FIN user -> app; the app must still be able to answer
+    const back = await reading;
+    conn.close();
+    const expected = new Uint8Array(greeting.length + 64);
+    expected.set(greeting);
+    expected.set(new TextEncoder().encode(await sha256(upload)), greeting.length);
+    assert.equal(await sha256(back as Uint8Array<ArrayBuffer>), await sha256(expected));
+  } finally {
+    await client.stop();
+    await server.proc.stop();
+    app.close();
+  }
+});
+
+Deno.test("many groups and apps at once, 200 concurrent users, all byte-exact", async () => {
+  const apps = [echoApp(), echoApp(), echoApp()];
+  const server = await startServer({ token: TOKEN, ports: portBlock(60).spec });
+  const clients = ["alpha", "beta"].map((group) =>
+    startClient(groupFile({
+      server: `127.0.0.1:${server.port}`,
+      token: TOKEN,
+      group,
+      apps: apps.map((a, i) => ({ name: `app-${i}`, local: a.addr })),
+    }))
+  );
+  try {
+    const ports: number[] = [];
+    for (const [c, group] of [[clients[0], "alpha"], [clients[1], "beta"]] as const) {
+      for (let i = 0; i < apps.length; i++) ports.push(await readyPort(c!, group, `app-${i}`));
+    }
+    assert.equal(new Set(ports).size, 6, "every app has its own public port");
+    const jobs = Array.from({ length: 200 }, async (_, i) => {
+      const data = randomBytes(1000 + i * 97);
+      const port = ports[i % ports.length] as number;
+      return (await echoThrough(port, data)) === (await sha256(data));
+    });
+    const results = await Promise.all(jobs);
+    assert.equal(results.filter((ok) => ok).length, 200);
+  } finally {
+    await Promise.all(clients.map((c) => c.stop()));
+    await server.proc.stop();
+    apps.forEach((a) => a.close());
+  }
+});
+
+Deno.test("an app whose local service refuses closes the user within a second; others carry on", async () => {
+  const dead = localApp(() => Promise.resolve());
+  const deadAddr = dead.addr;
+  dead.close(); // nothing listens there now: connections are refused
+  const good = echoApp();
+  const server = await startServer({ token: TOKEN });
+  const client = startClient(groupFile({
+    server: `127.0.0.1:${server.port}`,
+    token: TOKEN,
+    group: "mixed",
+    apps: [{ name: "dead", local: deadAddr }, { name: "good", local: good.addr }],
+  }));
+  try {
+    const deadPort = await readyPort(client, "mixed", "dead");
+    const goodPort = await readyPort(client, "mixed", "good");
+    for (let i = 0; i < 3; i++) {
+      const started = performance.now();
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: deadPort });
+      await writeAll(conn, new TextEncoder().encode("hello?"));
+      const got = await readAll(conn);
+      conn.close();
+      const took = performance.now() - started;
+      assert.equal(got.length, 0, "no bytes come back from a refusing app");
+      assert.ok(took < 1000, `user closed after ${took.toFixed(0)} ms, expected under 1000`);
+    }
+    await client.stderr.wait(
+      /mixed\/dead: user .* turned away: cannot reach 127\.0\.0\.1:\d+: connection refused/,
+    );
+    await server.proc.stderr.wait(/user .* on mixed\/dead failed \(client could not reach the app/);
+    const data = randomBytes(500_000);
+    assert.equal(await echoThrough(goodPort, data), await sha256(data));
+    assert.equal(
+      client.stdout.all.filter((l) => l.startsWith("ready ")).length,
+      2,
+      "the client did not reconnect",
+    );
+  } finally {
+    await client.stop();
+    await server.proc.stop();
+    good.close();
+  }
+});
