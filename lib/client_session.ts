@@ -115,6 +115,7 @@ export class ClientSession {
   #activeWork = new Set<Deno.TcpConn>();
   #opening = 0;
   #endReason: string | undefined;
+  #loopDone: Promise<void> = Promise.resolve();
   #onReady: (app: WantedApp) => void = () => {};
   #onRefused: (app: WantedApp, err: RefusedError) => void = () => {};
 
@@ -170,6 +171,8 @@ export class ClientSession {
     for (const app of [...this.#o.apps.values()]) {
       this.expose(app).catch(() => {}); // refusals go to onRefused; losses end the session
     }
+    let loopDone!: () => void;
+    this.#loopDone = new Promise((resolve) => loopDone = resolve);
     try {
       while (!this.ended) {
         const raw = await this.#reader.read();
@@ -186,6 +189,8 @@ export class ClientSession {
         throw err;
       }
       this.#end(err instanceof ProtocolError ? errorMessage(err) : netReason(err));
+    } finally {
+      loopDone();
     }
     return this.#endReason ?? "closed";
   }
@@ -233,14 +238,15 @@ export class ClientSession {
     return reply.ranges;
   }
 
-  /** Says goodbye (so the server frees the group at once) and closes everything. */
+  /**
+   * Says goodbye and waits (up to a second) for the server to hang up, so the
+   * group and its ports are free by the time this resolves; then closes all.
+   */
   async close(reason: string): Promise<void> {
     if (!this.ended) {
       let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        this.#writer.send({ type: "bye" }).catch(() => {}),
-        new Promise((resolve) => timer = setTimeout(resolve, 1000)),
-      ]);
+      const hungUp = this.#writer.send({ type: "bye" }).then(() => this.#loopDone, () => {});
+      await Promise.race([hungUp, new Promise((resolve) => timer = setTimeout(resolve, 1000))]);
       clearTimeout(timer);
     }
     this.#end(reason);
