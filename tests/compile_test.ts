@@ -38,7 +38,7 @@ async function compile(
   })
     .output();
   if (out.code === 0) return undefined;
-  const text = new TextDecoder().decode(out.stderr).replace(/\x1b\[[0-9;]*m/g, "");
+  const text = new TextDecoder().decode(out.stderr);
   const lines = text.split("\n").map((l) => l.trim());
   const cause = lines.find((l) => /download|dns|lookup|network|connect/i.test(l)) ??
     lines.find((l) => /error/i.test(l));
