@@ -16,6 +16,9 @@ import { BufferPool } from "./join.ts";
 import { NAME_PATTERN } from "./protocol.ts";
 import { newId, Secret } from "./secret.ts";
 
+/** A session that lasted this long resets the reconnect backoff. */
+const STABLE_SESSION_MS = 5_000;
+
 /** Options for {@linkcode startClient}. */
 export interface ClientOptions {
   /** The server's control address, `HOST:PORT`. */
@@ -300,12 +303,15 @@ class Client implements BurrowClient {
       for (const wake of this.#waiters) wake();
       if (!this.#startedSettled) this.#settleStarted();
       let reason: string;
+      const began = Date.now();
       try {
         reason = await session.run(
           (app) => this.#options.onReady?.(app.tunnel),
           (app, err) => this.#appRefused(app, err),
         );
-        backoff.reset();
+        // A session that lived a while was a real connection: back off afresh. One
+        // dropped at once keeps the delay growing, so a flapping server is not hammered.
+        if (Date.now() - began >= STABLE_SESSION_MS) backoff.reset();
       } catch (err) {
         if (err instanceof RefusedError) return this.#refused(err);
         reason = errorMessage(err);

@@ -14,6 +14,7 @@ import { type BufferPool, join, type JoinStats } from "./join.ts";
 import { closeQuietly, netReason, peer } from "./net.ts";
 import {
   type ClientMessage,
+  encodeFrame,
   type FrameReader,
   type FrameWriter,
   MAX_APPS_PER_GROUP,
@@ -313,9 +314,11 @@ export class ServerSession {
         );
         return;
       }
-      const started = this.#start(work, app.entry.app, from);
+      // The start frame goes first on the user-to-work direction, so no user
+      // byte can overtake it; the client's answer leads the other direction.
       const result = await join(user, work.conn, {
-        bToAFirst: started,
+        aToBFirst: encodeFrame({ type: "start", app: app.entry.app, user: from }),
+        bToAFirst: this.#started(work),
         stats,
         pool: this.#ctx.buffers,
       });
@@ -333,9 +336,8 @@ export class ServerSession {
     }
   }
 
-  /** Sends `start` and resolves to the bytes after `started`, or rejects with why not. */
-  async #start(work: WorkConn, app: string, user: string): Promise<Uint8Array> {
-    await work.writer.send({ type: "start", app, user });
+  /** Resolves to the bytes after the client's `started`, or rejects with why not. */
+  async #started(work: WorkConn): Promise<Uint8Array> {
     const raw = await work.reader.read(WORK_TIMEOUT_MS);
     if (raw === null) throw new Error("the client closed the work connection");
     const reply = parseClientMessage(raw);
