@@ -79,7 +79,12 @@ async function main(args: string[]): Promise<number> {
   });
   if (client) {
     client.closed.then((reason) => reason instanceof RefusedError && refuse(reason));
-    for (const app of config.apps) {
+    // Explicit ports first: requests are served in order, so a server-picked
+    // port can never take one that a sibling app names.
+    const ordered = [...config.apps].sort((a, b) =>
+      Number(a.remotePort === 0) - Number(b.remotePort === 0)
+    );
+    for (const app of ordered) {
       client.expose({
         name: app.name,
         local: formatHostPort(app.local),

@@ -168,7 +168,11 @@ export class ClientSession {
       }
     }, Math.max(50, intervalMs / 2)));
     this.#fillPool();
-    for (const app of [...this.#o.apps.values()]) {
+    // The server handles requests in order: explicit ports are claimed first,
+    // then ports apps had before, so a server-picked port never takes a port
+    // that a sibling app names.
+    const rank = (a: WantedApp) => a.requestedPort !== 0 ? 0 : a.port !== 0 ? 1 : 2;
+    for (const app of [...this.#o.apps.values()].sort((a, b) => rank(a) - rank(b))) {
       this.expose(app).catch(() => {}); // refusals go to onRefused; losses end the session
     }
     let loopDone!: () => void;

@@ -16,6 +16,8 @@ export interface YamlSource {
   data: unknown;
   /** 1-based line of the key at `path` (or of its nearest present parent). */
   lineOf(path: ReadonlyArray<PropertyKey>): number | undefined;
+  /** Values that came from the environment, by variable name; never quoted in errors. */
+  expanded?: Map<string, string>;
 }
 
 /** Reads and parses a YAML file. Throws `ConfigError` naming the file (and line). */
@@ -91,7 +93,16 @@ export function configError(
 ): ConfigError {
   const line = source.lineOf(path);
   const where = line === undefined ? "" : ` (line ${line})`;
-  return new ConfigError(`${source.file}: ${formatKey(path)}${where}: ${message}`);
+  // A value from the environment may be a secret put under the wrong key:
+  // name its variable instead of quoting it.
+  let text = message;
+  for (const [name, value] of source.expanded ?? []) {
+    if (value.length === 0) continue;
+    const escaped = value.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    const alone = new RegExp(`(?<![A-Za-z0-9_])${escaped}(?![A-Za-z0-9_])`, "g");
+    text = text.replace(alone, `(value of \${${name}})`);
+  }
+  return new ConfigError(`${source.file}: ${formatKey(path)}${where}: ${text}`);
 }
 
 /**
@@ -100,9 +111,11 @@ export function configError(
  * and the variable, never its value.
  */
 export function expandEnv(source: YamlSource, getEnv: (name: string) => string | undefined): void {
+  const expanded = source.expanded ??= new Map();
   const walk = (value: unknown, path: PropertyKey[]): unknown => {
     if (typeof value === "string") {
-      return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
+      const whole = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/.exec(value);
+      const text = value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
         let found: string | undefined;
         try {
           found = getEnv(name);
@@ -116,8 +129,12 @@ export function expandEnv(source: YamlSource, getEnv: (name: string) => string |
         if (found === undefined) {
           throw configError(source, path, `environment variable ${name} is not set`);
         }
+        expanded.set(name, found);
         return found;
       });
+      // A value that is exactly one ${VAR} takes the type its text has in YAML,
+      // so `remote_port: ${PORT}` is a number and `no_auth: ${OPEN}` a boolean.
+      return whole ? scalarOf(text) : text;
     }
     if (Array.isArray(value)) return value.map((v, i) => walk(v, [...path, i]));
     if (value && typeof value === "object") {
@@ -127,6 +144,13 @@ export function expandEnv(source: YamlSource, getEnv: (name: string) => string |
     return value;
   };
   source.data = walk(source.data, []);
+}
+
+/** The YAML meaning of a plain scalar's text: numbers and booleans typed, the rest text. */
+function scalarOf(text: string): unknown {
+  if (/^-?\d+(\.\d+)?$/.test(text)) return Number(text);
+  if (text === "true" || text === "false") return text === "true";
+  return text;
 }
 
 /** Validates a source against a schema; the first problem becomes a `ConfigError`. */
@@ -139,10 +163,21 @@ export function validate<T>(schema: z.ZodType<T>, source: YamlSource): T {
     const key = issue.keys[0] ?? "";
     return throwIt(configError(source, [...issue.path, key], "unknown key"));
   }
-  if (issue.code === "invalid_type" && issue.input === undefined) {
+  // Zod leaves `issue.input` out unless asked, so look the value up: absent
+  // (or left empty) is "required", anything else keeps the field's own message.
+  if (issue.code === "invalid_type" && valueAt(source.data, issue.path) == null) {
     return throwIt(configError(source, issue.path, "is required"));
   }
   return throwIt(configError(source, issue.path, issue.message));
+}
+
+function valueAt(data: unknown, path: ReadonlyArray<PropertyKey>): unknown {
+  let value = data;
+  for (const step of path) {
+    if (value === null || typeof value !== "object") return undefined;
+    value = (value as Record<PropertyKey, unknown>)[step];
+  }
+  return value;
 }
 
 function throwIt(err: Error): never {

@@ -48,12 +48,14 @@ export interface ServerFlags {
   "no-auth"?: boolean;
 }
 
+const publicHostField = z.string("must be a host name or address").min(1, "must not be empty");
+
 const serverFile = z.strictObject({
   bind: hostPortField.optional(),
   token: z.string().min(1, "must not be empty").optional(),
   no_auth: z.boolean().optional(),
   ports: portSpecField.optional(),
-  public_host: z.string().min(1).optional(),
+  public_host: publicHostField.optional(),
   heartbeat_timeout: secondsField.optional(),
   log_level: logLevelField.optional(),
 });
@@ -104,7 +106,9 @@ export async function loadServerConfig(
     bind: hostPort(bind ?? SERVER_DEFAULTS.bind),
     noAuth,
     ports: portRanges(ports ?? SERVER_DEFAULTS.ports),
-    publicHost: flags["public-host"] ?? file.public_host ?? SERVER_DEFAULTS.publicHost,
+    publicHost: flags["public-host"] !== undefined
+      ? checkFlag("public-host", publicHostField, flags["public-host"])
+      : file.public_host ?? SERVER_DEFAULTS.publicHost,
     heartbeatTimeout: timeout ?? SERVER_DEFAULTS.heartbeatTimeout,
     logLevel: logLevel ?? SERVER_DEFAULTS.logLevel,
   };

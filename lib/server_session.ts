@@ -21,6 +21,7 @@ import {
   parseClientMessage,
   type ServerMessage,
   WORK_TIMEOUT_MS,
+  writeAll,
 } from "./protocol.ts";
 import { type AppEntry, type Registry, WorkPool } from "./registry.ts";
 
@@ -314,10 +315,19 @@ export class ServerSession {
         );
         return;
       }
-      // The start frame goes first on the user-to-work direction, so no user
-      // byte can overtake it; the client's answer leads the other direction.
+      // The start frame is written before the copy begins, so no user byte can
+      // overtake it (and it is not counted as one); the client's answer then
+      // leads the work-to-user direction.
+      try {
+        await writeAll(work.conn, encodeFrame({ type: "start", app: app.entry.app, user: from }));
+      } catch (err) {
+        closeQuietly(work.conn);
+        this.#ctx.log.warn(
+          `user ${from} on ${label} closed: work connection failed (${netReason(err)})`,
+        );
+        return;
+      }
       const result = await join(user, work.conn, {
-        aToBFirst: encodeFrame({ type: "start", app: app.entry.app, user: from }),
         bToAFirst: this.#started(work),
         stats,
         pool: this.#ctx.buffers,
@@ -338,7 +348,15 @@ export class ServerSession {
 
   /** Resolves to the bytes after the client's `started`, or rejects with why not. */
   async #started(work: WorkConn): Promise<Uint8Array> {
-    const raw = await work.reader.read(WORK_TIMEOUT_MS);
+    let raw: unknown;
+    try {
+      raw = await work.reader.read(WORK_TIMEOUT_MS);
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      throw new Error(
+        `the client did not answer on its work connection within ${WORK_TIMEOUT_MS / 1000}s`,
+      );
+    }
     if (raw === null) throw new Error("the client closed the work connection");
     const reply = parseClientMessage(raw);
     if (reply.type === "start_failed") {

@@ -150,3 +150,32 @@ Deno.test("an app whose local service refuses closes the user within a second; o
     good.close();
   }
 });
+
+Deno.test("server-picked ports never take a port that a sibling app names", async () => {
+  // Eight ports, seven apps left to the server listed before the one that names
+  // a port: were requests served in file order, a random pick would take the
+  // named port 7 times in 8 and the client would be refused.
+  const app = echoApp();
+  const block = portBlock(8);
+  const server = await startServer({ token: TOKEN, ports: block.spec });
+  const autos = Array.from({ length: 7 }, (_, i) => ({ name: `auto-${i}`, local: app.addr }));
+  const client = startClient(groupFile({
+    server: `127.0.0.1:${server.port}`,
+    token: TOKEN,
+    group: "crowd",
+    apps: [...autos, { name: "named", local: app.addr, remote_port: block.to }],
+  }));
+  try {
+    assert.equal(await readyPort(client, "crowd", "named"), block.to);
+    const ports = [];
+    for (const a of autos) ports.push(await readyPort(client, "crowd", a.name));
+    assert.deepEqual(
+      ports.sort((x, y) => x - y),
+      Array.from({ length: 7 }, (_, i) => block.from + i),
+    );
+  } finally {
+    await client.stop();
+    await server.proc.stop();
+    app.close();
+  }
+});

@@ -275,12 +275,17 @@ export async function readyPort(
   from = 0,
   timeoutMs = 15_000,
 ): Promise<number> {
-  const m = await client.stdout.wait(
-    new RegExp(`^ready ${group}/${app} 127\\.0\\.0\\.1:(\\d+)$`),
-    timeoutMs,
-    from,
-  );
-  return Number(m[1]);
+  try {
+    const m = await client.stdout.wait(
+      new RegExp(`^ready ${group}/${app} 127\\.0\\.0\\.1:(\\d+)$`),
+      timeoutMs,
+      from,
+    );
+    return Number(m[1]);
+  } catch (err) {
+    const tail = client.stderr.all.slice(-8).join("\n");
+    throw new Error(`${(err as Error).message}\nclient stderr (last lines):\n${tail}`);
+  }
 }
 
 /** A local app for tests, listening on 127.0.0.1. */
