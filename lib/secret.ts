@@ -66,7 +66,23 @@ export async function verifyProof(
   return await crypto.subtle.verify("HMAC", key, mac, encoder.encode(parts.join("\0")));
 }
 
+/**
+ * Imported keys, one per secret object: importing costs about as much as the
+ * HMAC itself, and every work connection needs one. Weakly held, so a
+ * replaced secret's key goes with it.
+ */
+const keys = new WeakMap<Secret, Promise<CryptoKey>>();
+
 function hmacKey(secret: Secret): Promise<CryptoKey> {
+  let key = keys.get(secret);
+  if (!key) {
+    key = importKey(secret);
+    keys.set(secret, key);
+  }
+  return key;
+}
+
+function importKey(secret: Secret): Promise<CryptoKey> {
   return crypto.subtle.importKey(
     "raw",
     encoder.encode(secret.reveal()),

@@ -1,0 +1,297 @@
+/**
+ * burrow's tunnel benchmark. It starts the real programs, `server.ts` and
+ * `client.ts`, as separate processes (so their memory can be read from
+ * /proc), exposes a sink's echo, discard and source services through them,
+ * and measures each against a direct loopback connection to the same sink:
+ *
+ * 1. bulk throughput both ways (upload: user to app, download: app to user),
+ * 2. connect-to-first-byte latency over sequential short connections,
+ * 3. many concurrent held connections, with the server's and the client's
+ *    resident memory before and while they are held.
+ *
+ * It prints a table (direct, tunnel, ratio, target, pass or fail) and writes
+ * every figure to `bench-results.json`. It waits for the programs' own ready
+ * lines, never sleeps, bounds every step, ends itself after `WATCHDOG_MS`,
+ * and stops its children on every way out. It exits 0 when the run
+ * completed, whatever the targets say, and 1 when the run itself failed.
+ *
+ * Run: `deno task bench [--quick] [--sink process|inline] [--mib N]
+ * [--reps N] [--latency-conns N] [--held-conns N] [--open-concurrency N]`.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { Child, otherCores, processCpu, readProc, stealSeconds } from "./child.ts";
+import { bulk, download, hold, latency, upload } from "./phases.ts";
+import { type Figures, printReport, resultsJson, type Snapshot } from "./report.ts";
+import { type SinkPorts, startSink } from "./sink.ts";
+
+const RESULTS_FILE = "bench-results.json";
+/** The whole run ends by this time whatever happens; a normal run takes well under a minute. */
+const WATCHDOG_MS = 170_000;
+/** Public ports are drawn from here, outside the kernel's ephemeral range. */
+const PUBLIC_PORTS = { from: 20000, to: 30000, block: 16 };
+
+/** How one run is shaped; see `parseSettings` for the defaults. */
+interface Settings {
+  sink: "process" | "inline";
+  mib: number;
+  reps: number;
+  latencyConns: number;
+  heldConns: number;
+  openConcurrency: number;
+}
+
+function parseSettings(args: string[]): Settings {
+  const { values } = parseArgs({
+    args,
+    options: {
+      sink: { type: "string", default: "process" },
+      mib: { type: "string" },
+      reps: { type: "string" },
+      "latency-conns": { type: "string" },
+      "held-conns": { type: "string" },
+      "open-concurrency": { type: "string" },
+      quick: { type: "boolean", default: false },
+    },
+    strict: true,
+  });
+  if (values.sink !== "process" && values.sink !== "inline") {
+    throw new Error(`--sink must be "process" or "inline", got "${values.sink}"`);
+  }
+  const int = (flag: keyof typeof values, fallback: number) => {
+    const text = values[flag];
+    if (typeof text !== "string") return fallback;
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`--${flag} must be a positive integer`);
+    return n;
+  };
+  const quick = values.quick;
+  return {
+    sink: values.sink,
+    mib: int("mib", quick ? 64 : 512),
+    reps: int("reps", quick ? 1 : 7),
+    latencyConns: int("latency-conns", quick ? 200 : 1000),
+    heldConns: int("held-conns", quick ? 200 : 1000),
+    openConcurrency: int("open-concurrency", 100),
+  };
+}
+
+// ---- setup ----------------------------------------------------------------
+
+/** A random block of public ports inside PUBLIC_PORTS, clear of the ephemeral range. */
+function pickPortBlock(): string {
+  const [low = 0, high = 0] = readProc("/proc/sys/net/ipv4/ip_local_port_range").trim()
+    .split(/\s+/).map(Number);
+  const { from, to, block } = PUBLIC_PORTS;
+  const starts: number[] = [];
+  for (let p = from; p + block - 1 <= to; p += block) {
+    if (p + block - 1 < low || p > high) starts.push(p);
+  }
+  if (starts.length === 0) {
+    throw new Error(`ports ${from}-${to} all lie in the ephemeral range ${low}-${high}`);
+  }
+  const start = starts[Math.floor(Math.random() * starts.length)]!;
+  return `${start}-${start + block - 1}`;
+}
+
+interface Sink {
+  ports: SinkPorts;
+  /** Set when the sink runs as its own process. */
+  child?: Child;
+  close(): void;
+}
+
+async function startSinkFor(s: Settings, children: Child[]): Promise<Sink> {
+  if (s.sink === "inline") {
+    const sink = startSink();
+    return { ports: sink.ports, close: () => sink.close() };
+  }
+  const child = new Child("sink", ["run", "--allow-net=127.0.0.1", "bench/sink.ts"], true);
+  children.push(child);
+  const [, echo, discard, source] = await child.waitLine(
+    /^sink echo=(\d+) discard=(\d+) source=(\d+)$/,
+  );
+  const ports = { echo: Number(echo), discard: Number(discard), source: Number(source) };
+  return { ports, child, close: () => {} };
+}
+
+interface Tunnel {
+  server: Child;
+  client: Child;
+  /** Public port of each sink service through the tunnel. */
+  ports: SinkPorts;
+}
+
+/** Starts server.ts, then client.ts with a group exposing each sink service. */
+async function startTunnel(sink: SinkPorts, children: Child[]): Promise<Tunnel> {
+  const token = crypto.randomUUID().replaceAll("-", "");
+  const server = new Child("server", [
+    ...["run", "-A", "server.ts", "--bind", "127.0.0.1:0", "--token", token],
+    ...["--ports", pickPortBlock(), "--public-host", "127.0.0.1", "--log-level", "warning"],
+  ]);
+  children.push(server);
+  const control = Number((await server.waitLine(/^listening 127\.0\.0\.1:(\d+)$/))[1]);
+  // The group file lives only until the client has read it.
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "burrow-bench-" });
+  try {
+    const file = `${dir}/bench.yaml`;
+    const apps = Object.entries(sink).map(([name, port]) =>
+      `  - name: ${name}\n    local: 127.0.0.1:${port}\n`
+    );
+    const yaml = `server: 127.0.0.1:${control}\ntoken: ${token}\ngroup: bench\napps:\n`;
+    await Deno.writeTextFile(file, yaml + apps.join(""));
+    const client = new Child("client", ["run", "-A", "client.ts", file, "--log-level", "warning"]);
+    children.push(client);
+    const ports: Partial<SinkPorts> = {};
+    for (const _ of Object.keys(sink)) {
+      const [, app, port] = await client.waitLine(
+        /^ready bench\/(echo|discard|source) 127\.0\.0\.1:(\d+)$/,
+      );
+      ports[app as keyof SinkPorts] = Number(port);
+    }
+    return { server, client, ports: ports as SinkPorts };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+// ---- the run ---------------------------------------------------------------
+
+function log(line: string): void {
+  console.error(`bench: ${line}`);
+}
+
+/** Runs the three phases and gathers every figure. */
+async function measure(s: Settings, sink: Sink, tunnel: Tunnel): Promise<Figures> {
+  const { server, client } = tunnel;
+  const watched = [server, client, ...(sink.child ? [sink.child] : [])];
+  const snapshot = (): Snapshot => Object.fromEntries(watched.map((c) => [c.name, c.memory()]));
+  const own = new Set([Deno.pid, ...watched.map((c) => c.pid)]);
+  const t0 = performance.now();
+  const others0 = processCpu(own);
+  const steal0 = stealSeconds();
+  const start = snapshot();
+  log(`bulk upload: ${s.reps} x ${s.mib} MiB per path`);
+  const upPaths = { direct: sink.ports.discard, tunnel: tunnel.ports.discard };
+  const up = await bulk(upload, upPaths, { mib: s.mib, reps: s.reps, watched });
+  log(`bulk download: ${s.reps} x ${s.mib} MiB per path`);
+  const downPaths = { direct: sink.ports.source, tunnel: tunnel.ports.source };
+  const down = await bulk(download, downPaths, { mib: s.mib, reps: s.reps, watched });
+  log(`latency: ${s.latencyConns} sequential connections per path`);
+  const echo = { direct: sink.ports.echo, tunnel: tunnel.ports.echo };
+  const lat = await latency(echo, s.latencyConns, [server, client]);
+  log(`held: ${s.heldConns} concurrent connections per path`);
+  const beforeHeld = snapshot();
+  let heldDirectMemory: Snapshot = {};
+  let heldTunnelMemory: Snapshot = {};
+  const held = (port: number, whileHeld: () => void) =>
+    hold(port, s.heldConns, s.openConcurrency, whileHeld);
+  const heldDirect = await held(echo.direct, () => heldDirectMemory = snapshot());
+  const heldTunnel = await held(echo.tunnel, () => heldTunnelMemory = snapshot());
+  const afterRelease = snapshot();
+  const seconds = (performance.now() - t0) / 1000;
+  return {
+    up,
+    down,
+    latency: lat,
+    heldDirect,
+    heldTunnel,
+    heldConns: s.heldConns,
+    memory: {
+      start,
+      beforeHeld,
+      heldDirect: heldDirectMemory,
+      heldTunnel: heldTunnelMemory,
+      afterRelease,
+    },
+    seconds,
+    otherCores: otherCores(others0, processCpu(own), seconds),
+    stealCores: (stealSeconds() - steal0) / seconds,
+  };
+}
+
+async function denoVersion(): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), { args: ["--version"], stdout: "piped" })
+    .output();
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+function sinkNote(s: Settings): string {
+  return s.sink === "process"
+    ? "the sink is its own Deno process (like a real app) and the same for both paths; " +
+      "the tunnel path keeps 4 processes busy (bench, server, client, sink), the direct path 2"
+    : "the sink runs inside the bench process (driver and app share one event loop) " +
+      "and is the same for both paths";
+}
+
+/** Measures, prints, writes the JSON. */
+async function run(s: Settings, children: Child[], onSink: (sink: Sink) => void): Promise<void> {
+  const version = await denoVersion();
+  const sink = await startSinkFor(s, children);
+  onSink(sink);
+  const tunnel = await startTunnel(sink.ports, children);
+  const figures = await measure(s, sink, tunnel);
+  const date = new Date().toISOString();
+  const cpus = navigator.hardwareConcurrency;
+  printReport(figures, [
+    `\nburrow tunnel benchmark, ${date}`,
+    `${version.split("\n")[0]}; ${cpus} CPUs; load average ${readProc("/proc/loadavg").trim()}`,
+    sinkNote(s),
+  ]);
+  const meta = {
+    date,
+    deno: { versionOutput: version, ...Deno.version },
+    host: {
+      cpus,
+      kernel: readProc("/proc/sys/kernel/osrelease").trim(),
+      loadavg: readProc("/proc/loadavg").trim(),
+    },
+    settings: s,
+    sink: sinkNote(s),
+  };
+  await Deno.writeTextFile(
+    RESULTS_FILE,
+    JSON.stringify(resultsJson(figures, meta), null, 2) + "\n",
+  );
+  console.log(`wrote ${RESULTS_FILE}`);
+}
+
+async function main(args: string[]): Promise<number> {
+  const settings = parseSettings(args);
+  const children: Child[] = [];
+  let sink: Sink | undefined;
+  const abort = (why: string) => {
+    console.error(`bench: ${why}; killing ${children.map((c) => c.name).join(", ") || "nothing"}`);
+    for (const c of children) c.kill();
+    Deno.exit(1);
+  };
+  const watchdog = setTimeout(
+    () => abort(`still running after ${WATCHDOG_MS / 1000}s`),
+    WATCHDOG_MS,
+  );
+  const onSignal = () => abort("interrupted");
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    await run(settings, children, (s) => sink = s);
+    return 0;
+  } catch (err) {
+    const text = err instanceof Error ? err.stack ?? err.message : String(err);
+    console.error(`bench failed: ${text}`);
+    for (const c of children) {
+      const tail = c.stderrTail();
+      if (tail && !text.includes(tail)) console.error(tail);
+    }
+    return 1;
+  } finally {
+    sink?.close();
+    await Promise.all(children.map((c) => c.stop()));
+    clearTimeout(watchdog);
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
