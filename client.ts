@@ -12,13 +12,14 @@ import {
   parseFlags,
   printError,
   printLine,
+  runMain,
   setupLogging,
   stopSignal,
   UsageError,
 } from "./lib/cli.ts";
 import { startClient, type Tunnel } from "./lib/client.ts";
 import { loadClientConfig } from "./lib/client_config.ts";
-import { ConfigError, RefusedError } from "./lib/errors.ts";
+import { RefusedError } from "./lib/errors.ts";
 import { VERSION } from "./lib/version.ts";
 
 const USAGE = `burrow-client ${VERSION}: exposes a group of local apps through a burrow server
@@ -102,14 +103,4 @@ async function main(args: string[]): Promise<number> {
   return EXIT.ok;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (err) {
-    if (err instanceof UsageError || err instanceof ConfigError) {
-      printError(`burrow-client: ${err.message}`);
-      Deno.exit(EXIT.usage);
-    }
-    throw err;
-  }
-}
+if (import.meta.main) await runMain("burrow-client", main);

@@ -11,11 +11,10 @@ import {
   parseFlags,
   printError,
   printLine,
+  runMain,
   setupLogging,
   stopSignal,
-  UsageError,
 } from "./lib/cli.ts";
-import { ConfigError } from "./lib/errors.ts";
 import { netReason } from "./lib/net.ts";
 import { startServer } from "./lib/server.ts";
 import { loadServerConfig } from "./lib/server_config.ts";
@@ -78,14 +77,4 @@ async function main(args: string[]): Promise<number> {
   return EXIT.ok;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (err) {
-    if (err instanceof UsageError || err instanceof ConfigError) {
-      printError(`burrow-server: ${err.message}`);
-      Deno.exit(EXIT.usage);
-    }
-    throw err;
-  }
-}
+if (import.meta.main) await runMain("burrow-server", main);

@@ -8,6 +8,7 @@
 
 import { configure, type LogRecord } from "@logtape/logtape";
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { ConfigError } from "./errors.ts";
 import type { LogLevel } from "./log_level.ts";
 
 /** Exit codes fixed by the contract. */
@@ -92,4 +93,24 @@ export function stopSignal(): Promise<Deno.Signal> {
       return handler;
     });
   });
+}
+
+/**
+ * Runs a program's `main` and exits with its code. Usage and configuration
+ * errors become one line and exit 2; anything else is unexpected and keeps
+ * its stack (exit 1).
+ */
+export async function runMain(
+  program: string,
+  main: (args: string[]) => Promise<number>,
+): Promise<never> {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof ConfigError) {
+      printError(`${program}: ${err.message}`);
+      Deno.exit(EXIT.usage);
+    }
+    throw err;
+  }
 }
