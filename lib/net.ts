@@ -49,3 +49,31 @@ export function netReason(err: unknown): string {
   if (err instanceof Deno.errors.AddrInUse) return "address in use";
   return err instanceof Error ? err.message : String(err);
 }
+
+/**
+ * Accepts connections until the listener is closed, handing each to
+ * `handle`. A failed accept is never fatal: a peer that reset before it was
+ * accepted is skipped, and running out of file descriptors pauses briefly
+ * (the flood that caused it must not take the port down for good). Returns
+ * when the listener is closed.
+ */
+export async function acceptLoop(
+  listener: Deno.TcpListener,
+  handle: (conn: Deno.TcpConn) => void,
+  onError: (reason: string) => void,
+): Promise<void> {
+  while (true) {
+    let conn: Deno.TcpConn;
+    try {
+      conn = await listener.accept();
+    } catch (err) {
+      if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) return;
+      const reason = netReason(err);
+      onError(reason);
+      const exhausted = /too many open files|os error 2[34]\b/i.test(reason);
+      await new Promise((resolve) => setTimeout(resolve, exhausted ? 100 : 5));
+      continue;
+    }
+    handle(conn);
+  }
+}

@@ -11,7 +11,7 @@ import { getLogger, type Logger } from "@logtape/logtape";
 import { formatHostPort, type HostPort, parseHostPort, parsePortSpec } from "./addr.ts";
 import { ConfigError, errorMessage, ProtocolError } from "./errors.ts";
 import { BufferPool } from "./join.ts";
-import { closeQuietly, netReason, peer } from "./net.ts";
+import { acceptLoop, closeQuietly, netReason, peer } from "./net.ts";
 import {
   FrameReader,
   FrameWriter,
@@ -190,12 +190,12 @@ class Server implements BurrowServer {
     this.#resolveClosed();
   }
 
-  async #accept(): Promise<void> {
-    try {
-      for await (const conn of this.#listener) this.#handshake(conn);
-    } catch (err) {
-      if (!this.#closing) this.#log.error(`control listener failed: ${netReason(err)}`);
-    }
+  #accept(): Promise<void> {
+    return acceptLoop(
+      this.#listener,
+      (conn) => this.#handshake(conn),
+      (reason) => this.#log.warn(`control listener: accept failed: ${reason}`),
+    );
   }
 
   /** Reads the first frame under a deadline and routes the connection. */

@@ -11,7 +11,7 @@ import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "./addr.ts";
 import { errorMessage, ProtocolError } from "./errors.ts";
 import { type BufferPool, join, type JoinStats } from "./join.ts";
-import { closeQuietly, netReason, peer } from "./net.ts";
+import { acceptLoop, closeQuietly, netReason, peer } from "./net.ts";
 import {
   type ClientMessage,
   encodeFrame,
@@ -280,14 +280,12 @@ export class ServerSession {
     });
   }
 
-  async #serve(app: PublicApp): Promise<void> {
-    try {
-      for await (const user of app.listener) this.#user(app, user);
-    } catch (err) {
-      if (!(err instanceof Deno.errors.BadResource)) {
-        this.#ctx.log.warn(`${this.group}/${app.entry.app}: listener failed: ${netReason(err)}`);
-      }
-    }
+  #serve(app: PublicApp): Promise<void> {
+    return acceptLoop(
+      app.listener,
+      (user) => this.#user(app, user),
+      (reason) => this.#ctx.log.warn(`${this.group}/${app.entry.app}: accept failed: ${reason}`),
+    );
   }
 
   async #user(app: PublicApp, user: Deno.TcpConn): Promise<void> {

@@ -420,3 +420,18 @@ export async function waitRefused(port: number, timeoutMs = 10_000): Promise<boo
   }
   return false;
 }
+
+/**
+ * Connects and resets at once (RST, not FIN), before the server can accept:
+ * Deno has no SO_LINGER, but node:net's resetAndDestroy sends a reset.
+ */
+export async function connectAndReset(port: number): Promise<void> {
+  const { connect } = await import("node:net");
+  await new Promise<void>((resolve) => {
+    const socket = connect(port, "127.0.0.1", () => {
+      socket.resetAndDestroy();
+      resolve();
+    });
+    socket.on("error", () => resolve());
+  });
+}
