@@ -15,7 +15,7 @@ import {
   setupLogging,
   stopSignal,
 } from "./lib/cli.ts";
-import { netReason } from "./lib/net.ts";
+import { ListenError } from "./lib/errors.ts";
 import { startServer } from "./lib/server.ts";
 import { loadServerConfig } from "./lib/server_config.ts";
 import { VERSION } from "./lib/version.ts";
@@ -68,7 +68,8 @@ async function main(args: string[]): Promise<number> {
       heartbeatTimeout: config.heartbeatTimeout,
     });
   } catch (err) {
-    printError(`burrow-server: cannot listen on ${formatHostPort(config.bind)}: ${netReason(err)}`);
+    if (!(err instanceof ListenError)) throw err;
+    printError(`burrow-server: ${err.message}`);
     return EXIT.failure;
   }
   printLine(`listening ${formatHostPort(server.addr)}`);

@@ -201,12 +201,12 @@ class Client implements BurrowClient {
         await session.expose(app);
         return app.tunnel;
       } catch (err) {
-        if (err instanceof RefusedError) {
-          this.#apps.delete(app.name);
-          app.tunnel.resolveClosed(err);
-          throw err;
-        }
-        // The link dropped mid-request: the next session exposes it.
+        // Only a lost link is worth another try (the next session exposes it);
+        // a refusal, or anything else on a live session, is this call's answer.
+        if (!(err instanceof RefusedError) && session.ended) continue;
+        this.#apps.delete(app.name);
+        app.tunnel.resolveClosed(err instanceof Error ? err : new Error(String(err)));
+        throw err;
       }
     }
   }

@@ -112,8 +112,9 @@ export class ClientSession {
   #lastHeard = Date.now();
   #timers: Array<ReturnType<typeof setInterval>> = [];
   #idleWork = new Set<Deno.TcpConn>();
+  /** Idle or opening work connections that belong to the pool (not extras asked for by the server). */
+  #pooled = 0;
   #activeWork = new Set<Deno.TcpConn>();
-  #opening = 0;
   #endReason: string | undefined;
   #loopDone: Promise<void> = Promise.resolve();
   #onReady: (app: WantedApp) => void = () => {};
@@ -203,8 +204,13 @@ export class ClientSession {
   expose(app: WantedApp): Promise<void> {
     let exposing = this.#exposing.get(app.name);
     if (!exposing) {
-      exposing = this.#exposeOnce(app);
-      this.#exposing.set(app.name, exposing);
+      const attempt = this.#exposeOnce(app);
+      attempt.catch(() => {
+        // A failed attempt is not remembered, so a later call may try again.
+        if (this.#exposing.get(app.name) === attempt) this.#exposing.delete(app.name);
+      });
+      this.#exposing.set(app.name, attempt);
+      exposing = attempt;
     }
     return exposing;
   }
@@ -224,7 +230,14 @@ export class ClientSession {
     this.#o.log.info(
       `${this.#o.group}/${app.name} is live on port ${reply.port} -> ${formatHostPort(app.local)}`,
     );
-    this.#onReady(app);
+    try {
+      this.#onReady(app);
+    } catch (err) {
+      // The host's callback (e.g. printing to a closed pipe) must not undo a live app.
+      this.#o.log.warn(
+        `ready callback for ${this.#o.group}/${app.name} failed: ${errorMessage(err)}`,
+      );
+    }
   }
 
   /** Closes one app's public port. */
@@ -311,7 +324,7 @@ export class ClientSession {
 
   /** Keeps `poolSize` idle work connections open or on their way. */
   #fillPool(): void {
-    while (!this.ended && this.#idleWork.size + this.#opening < this.#o.poolSize) {
+    while (!this.ended && this.#pooled < this.#o.poolSize) {
       this.#openWork(true);
     }
   }
@@ -319,7 +332,13 @@ export class ClientSession {
   /** Opens one work connection and serves the user it is given. */
   async #openWork(pooled: boolean): Promise<void> {
     if (this.ended) return;
-    this.#opening++;
+    if (pooled) this.#pooled++;
+    // Leaving the pool (used, lost or never opened) makes room for a new pooled
+    // connection; any connection being used is the moment to top the pool up.
+    const leave = (used: boolean) => {
+      if (pooled) this.#pooled--;
+      if (used) this.#fillPool();
+    };
     let conn: Deno.TcpConn;
     let reader: FrameReader;
     let writer: FrameWriter;
@@ -336,21 +355,24 @@ export class ClientSession {
         proof,
       });
     } catch (err) {
-      this.#opening--;
+      leave(false);
       this.#o.log.debug(`work connection failed: ${errorMessage(err)}`);
       return;
     }
-    this.#opening--;
-    if (this.ended) return closeQuietly(conn);
+    if (this.ended) {
+      leave(false);
+      return closeQuietly(conn);
+    }
     this.#idleWork.add(conn);
     let start: unknown;
     try {
       start = await reader.read();
-    } catch {
+    } catch (err) {
+      if (!this.ended) this.#o.log.debug(`idle work connection failed: ${errorMessage(err)}`);
       start = null;
     }
     this.#idleWork.delete(conn);
-    if (pooled) this.#fillPool();
+    leave(start !== null);
     if (start === null) return closeQuietly(conn);
     await this.#serveWork(conn, reader, writer, start);
   }

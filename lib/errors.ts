@@ -22,6 +22,11 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
+/** The server cannot bind its control listener or public host: exit code 1. */
+export class ListenError extends Error {
+  override name = "ListenError";
+}
+
 /** The peer broke the wire protocol (garbage, oversize frame, timeout). */
 export class ProtocolError extends Error {
   override name = "ProtocolError";

@@ -9,7 +9,7 @@
 
 import { getLogger, type Logger } from "@logtape/logtape";
 import { formatHostPort, type HostPort, parseHostPort, parsePortSpec } from "./addr.ts";
-import { ConfigError, errorMessage, ProtocolError } from "./errors.ts";
+import { ConfigError, errorMessage, ListenError, ProtocolError } from "./errors.ts";
 import { BufferPool } from "./join.ts";
 import { acceptLoop, closeQuietly, netReason, peer } from "./net.ts";
 import {
@@ -71,8 +71,8 @@ export interface BurrowServer {
 }
 
 /**
- * Starts a server. Rejects with `ConfigError` for bad options and with the
- * listen error when the control address cannot be bound.
+ * Starts a server. Rejects with `ConfigError` for bad options and with
+ * `ListenError` when the control address or the public host cannot be bound.
  *
  * @example
  * ```ts
@@ -141,7 +141,19 @@ class Server implements BurrowServer {
   start(): void {
     const bind = parseHostPort(this.#options.bind ?? "0.0.0.0:7700");
     if (typeof bind === "string") throw new ConfigError(`bind: ${bind}`);
-    this.#listener = Deno.listen({ hostname: bind.hostname, port: bind.port, transport: "tcp" });
+    // The public host is tried once here, so a typo fails the start instead of
+    // turning every later expose into a refusal.
+    const publicHost = this.#ctx.publicHost;
+    try {
+      Deno.listen({ hostname: publicHost, port: 0, transport: "tcp" }).close();
+    } catch (err) {
+      throw new ListenError(`cannot listen on public host ${publicHost}: ${netReason(err)}`);
+    }
+    try {
+      this.#listener = Deno.listen({ hostname: bind.hostname, port: bind.port, transport: "tcp" });
+    } catch (err) {
+      throw new ListenError(`cannot listen on ${formatHostPort(bind)}: ${netReason(err)}`);
+    }
     const local = this.#listener.addr;
     this.addr = { hostname: local.hostname, port: local.port };
     this.#log.info(`listening for clients on ${formatHostPort(this.addr)}`);

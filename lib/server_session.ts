@@ -223,7 +223,10 @@ export class ServerSession {
   }
 
   #expose(id: number, name: string, port: number, hint?: number): Promise<void> {
-    const refuse = (code: "app_exists" | "bad_request" | "port_taken", message: string) => {
+    const refuse = (
+      code: "app_exists" | "bad_request" | "port_taken" | "port_not_allowed",
+      message: string,
+    ) => {
       this.#ctx.log.info(`refused ${this.group}/${name}: ${message}`);
       return this.#send({ type: "refused", id, code, message });
     };
@@ -247,12 +250,16 @@ export class ServerSession {
           transport: "tcp",
         });
       } catch (err) {
+        if (!(err instanceof Deno.errors.AddrInUse)) {
+          // Not a busy port but a port this server may not bind (e.g. below 1024).
+          const why = `port ${candidate} cannot be bound on the server (${netReason(err)})`;
+          this.#ctx.log.error(`${this.group}/${name}: ${why}`);
+          if (port !== 0) return refuse("port_not_allowed", why);
+          continue;
+        }
         // Another program on the server host holds it; a picked port just moves on.
         if (port !== 0) {
-          return refuse(
-            "port_taken",
-            `port ${port} is in use on the server host (${netReason(err)})`,
-          );
+          return refuse("port_taken", `port ${port} is in use on the server host (address in use)`);
         }
         continue;
       }
@@ -300,6 +307,7 @@ export class ServerSession {
     try {
       let work = this.#pool.takeIdle();
       if (!work) {
+        this.#ctx.log.debug(`${label}: no idle work connection; asking the client for one`);
         this.#send({ type: "want_work", count: 1 }).catch(() => {});
         work = await this.#pool.wait(WORK_TIMEOUT_MS);
       }

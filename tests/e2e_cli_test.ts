@@ -65,6 +65,19 @@ Deno.test("server: no token exits 2; BURROW_TOKEN works; a taken bind exits 1", 
     ]);
     assert.equal(taken.code, 1);
     assert.match(taken.stderr, /cannot listen on 127\.0\.0\.1:\d+: address in use/);
+    const badHost = await run("server.ts", [
+      "--bind",
+      "127.0.0.1:0",
+      "--token",
+      "x",
+      "--public-host",
+      "192.0.2.1",
+    ]);
+    assert.equal(badHost.code, 1);
+    assert.match(
+      badHost.stderr.trim(),
+      /^burrow-server: cannot listen on public host 192\.0\.2\.1: /,
+    );
   } finally {
     blocker.close();
   }

@@ -19,13 +19,29 @@ export class Lines {
   #endWaiters: Array<() => void> = [];
   readonly done: Promise<void>;
 
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+
   constructor(stream: ReadableStream<Uint8Array>) {
-    this.done = this.#pump(stream);
+    this.#reader = stream.getReader();
+    this.done = this.#pump();
   }
 
-  async #pump(stream: ReadableStream<Uint8Array>): Promise<void> {
+  /** Stops reading and closes the stream (for a child: its pipe's read end). */
+  async cancel(): Promise<void> {
+    await this.#reader.cancel();
+  }
+
+  async #pump(): Promise<void> {
     let rest = "";
-    for await (const chunk of stream) {
+    while (true) {
+      let chunk: Uint8Array | undefined;
+      try {
+        const next = await this.#reader.read();
+        if (next.done) break;
+        chunk = next.value;
+      } catch {
+        break; // cancelled
+      }
       rest += decoder.decode(chunk, { stream: true });
       let nl: number;
       while ((nl = rest.indexOf("\n")) >= 0) {
