@@ -98,6 +98,12 @@ function refusal(msg: Extract<ServerMessage, { type: "refused" }>): Error {
   return new RefusedError(msg.code, msg.message);
 }
 
+/** A join in progress: its two connections, and whether the peer aborted it. */
+interface LiveJoin {
+  conns: Deno.TcpConn[];
+  aborted: boolean;
+}
+
 /** A registered control connection. */
 export class ClientSession {
   #o: SessionOptions;
@@ -115,6 +121,8 @@ export class ClientSession {
   /** Idle or opening work connections that belong to the pool (not extras asked for by the server). */
   #pooled = 0;
   #activeWork = new Set<Deno.TcpConn>();
+  /** Joins in progress by work id, so an `abort` from the server can end one. */
+  #joins = new Map<number, LiveJoin>();
   #endReason: string | undefined;
   #loopDone: Promise<void> = Promise.resolve();
   #onReady: (app: WantedApp) => void = () => {};
@@ -299,6 +307,14 @@ export class ClientSession {
         return this.#send({ type: "pong", seq: msg.seq });
       case "pong":
         return;
+      case "abort": {
+        const live = this.#joins.get(msg.id);
+        if (live) {
+          live.aborted = true;
+          for (const conn of live.conns) closeQuietly(conn);
+        }
+        return;
+      }
       case "want_work":
         for (let i = 0; i < msg.count; i++) this.#openWork(false);
         return;
@@ -401,13 +417,26 @@ export class ClientSession {
         await writer.send({ type: "start_failed", message: why }).catch(() => {});
         return;
       }
-      await writer.send({ type: "started" });
+      try {
+        await writer.send({ type: "started" });
+      } catch (err) {
+        closeQuietly(local);
+        throw err;
+      }
+      const live: LiveJoin = { conns: [conn, local], aborted: false };
+      this.#joins.set(msg.id, live);
       const result = await join(conn, local, {
         aToBFirst: reader.takeBuffered(),
         pool: this.#o.buffers,
-      });
+      }).finally(() => this.#joins.delete(msg.id));
+      // The app reset or failed: tell the server, whose end of the work
+      // connection would otherwise read our FIN as a mere half-close.
+      if (result.error !== undefined && !live.aborted && !this.ended) {
+        this.#send({ type: "abort", id: msg.id });
+      }
+      const how = live.aborted ? "aborted by the user side" : result.error ? "failed" : "done";
       this.#o.log.debug(
-        `${this.#o.group}/${app.name}: user ${msg.user} done: ${result.aToB} bytes in, ${result.bToA} out`,
+        `${this.#o.group}/${app.name}: user ${msg.user} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,
       );
     } catch (err) {
       this.#o.log.debug(`work connection failed: ${errorMessage(err)}`);

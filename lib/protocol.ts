@@ -86,7 +86,12 @@ const serverMessage = z.discriminatedUnion("type", [
     ranges: z.array(z.tuple([port, port])).max(4096),
   }),
   /** On a work connection: join it to a user of this app. Raw bytes follow. */
-  z.object({ type: z.literal("start"), app: name, user: text }),
+  z.object({ type: z.literal("start"), id: requestId, app: name, user: text }),
+  /**
+   * The user of work `id` reset or failed: close that join at once, both
+   * ends. (A raw stream can only carry a FIN, which would read as a half-close.)
+   */
+  z.object({ type: z.literal("abort"), id: requestId }),
   /** The server is going away; reconnect later. */
   z.object({ type: z.literal("shutdown"), reason: text }),
 ]);
@@ -120,6 +125,8 @@ const clientMessage = z.discriminatedUnion("type", [
   z.object({ type: z.literal("free_ports"), id: requestId }),
   z.object({ type: z.literal("ping"), seq: requestId }),
   z.object({ type: z.literal("pong"), seq: requestId }),
+  /** The local app of work `id` reset or failed: close that user at once. */
+  z.object({ type: z.literal("abort"), id: requestId }),
   /** On a work connection: the local app answered; raw bytes follow. */
   z.object({ type: z.literal("started") }),
   /** On a work connection: the local app could not be reached. */

@@ -61,6 +61,12 @@ interface PublicApp {
   users: Set<Deno.TcpConn>;
 }
 
+/** A join in progress: its two connections, and whether the peer aborted it. */
+interface LiveJoin {
+  conns: Deno.TcpConn[];
+  aborted: boolean;
+}
+
 /** A control session: one group, from one client process. */
 export class ServerSession {
   readonly id: string;
@@ -79,6 +85,9 @@ export class ServerSession {
   #watchdog: ReturnType<typeof setInterval> | undefined;
   #pings = new Map<number, () => void>();
   #seq = 0;
+  #workSeq = 0;
+  /** Joins in progress by work id, so an `abort` from the client can end one. */
+  #joins = new Map<number, LiveJoin>();
   #ended = false;
   #done: Promise<void>;
   #resolveDone!: () => void;
@@ -208,6 +217,14 @@ export class ServerSession {
         }
         return this.#send({ type: "unexposed", id: msg.id, app: msg.app });
       }
+      case "abort": {
+        const live = this.#joins.get(msg.id);
+        if (live) {
+          live.aborted = true;
+          for (const conn of live.conns) closeQuietly(conn);
+        }
+        return Promise.resolve();
+      }
       case "free_ports":
         return this.#send({
           type: "free_ports",
@@ -321,11 +338,15 @@ export class ServerSession {
         );
         return;
       }
+      const id = ++this.#workSeq;
       // The start frame is written before the copy begins, so no user byte can
       // overtake it (and it is not counted as one); the client's answer then
       // leads the work-to-user direction.
       try {
-        await writeAll(work.conn, encodeFrame({ type: "start", app: app.entry.app, user: from }));
+        await writeAll(
+          work.conn,
+          encodeFrame({ type: "start", id, app: app.entry.app, user: from }),
+        );
       } catch (err) {
         closeQuietly(work.conn);
         this.#ctx.log.warn(
@@ -333,12 +354,23 @@ export class ServerSession {
         );
         return;
       }
+      const live: LiveJoin = { conns: [user, work.conn], aborted: false };
+      this.#joins.set(id, live);
       const result = await join(user, work.conn, {
         bToAFirst: this.#started(work),
         stats,
         pool: this.#ctx.buffers,
-      });
-      const how = result.error === undefined ? "closed" : `failed (${errorMessage(result.error)})`;
+      }).finally(() => this.#joins.delete(id));
+      // A reset or failure here must end the client's side at once too: its
+      // end of the work connection would only see a FIN, i.e. a half-close.
+      if (result.error !== undefined && !live.aborted && !this.#ended) {
+        this.#send({ type: "abort", id }).catch(() => {});
+      }
+      const how = live.aborted
+        ? "closed: the app side reset or failed"
+        : result.error === undefined
+        ? "closed"
+        : `failed (${errorMessage(result.error)})`;
       this.#ctx.log.info(
         `user ${from} on ${label} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,
       );

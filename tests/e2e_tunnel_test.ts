@@ -179,3 +179,86 @@ Deno.test("server-picked ports never take a port that a sibling app names", asyn
     app.close();
   }
 });
+
+/** After the peer closed fully (not half), one written byte draws a RST, so the next read fails. */
+async function fullyClosed(conn: Deno.TcpConn): Promise<boolean> {
+  await conn.write(new Uint8Array([1])).catch(() => {});
+  const buf = new Uint8Array(16);
+  const deadline = Date.now() + 2000;
+  while (Date.now() < deadline) {
+    try {
+      const n = await conn.read(buf);
+      if (n === null) {
+        // EOF again: write once more; a RST on a fully closed socket shows up now.
+        await conn.write(new Uint8Array([1]));
+      }
+    } catch {
+      return true; // reset or broken pipe: the far end is gone
+    }
+  }
+  return false;
+}
+
+Deno.test("a reset on either end ends the other end at once, not as a half-close", async () => {
+  const { connect, createServer } = await import("node:net");
+  // "held" keeps each connection open until the test is done with it.
+  const held: Deno.TcpConn[] = [];
+  let heldArrived!: () => void;
+  const heldReady = new Promise<void>((r) => heldArrived = r);
+  const holder = localApp(async (conn) => {
+    held.push(conn);
+    heldArrived();
+    await new Promise(() => {}); // until app.close()
+  });
+  // "resetter" answers its first bytes with a TCP reset.
+  const resetter = createServer((socket) => {
+    socket.on("error", () => {});
+    socket.once("data", () => socket.resetAndDestroy());
+  });
+  await new Promise<void>((r) => resetter.listen(0, "127.0.0.1", () => r()));
+  const resetterPort = (resetter.address() as { port: number }).port;
+  const server = await startServer({ token: TOKEN });
+  const client = startClient(groupFile({
+    server: `127.0.0.1:${server.port}`,
+    token: TOKEN,
+    group: "resets",
+    apps: [
+      { name: "held", local: holder.addr },
+      { name: "resetter", local: `127.0.0.1:${resetterPort}` },
+    ],
+  }));
+  try {
+    const heldPort = await readyPort(client, "resets", "held");
+    const resetterPublic = await readyPort(client, "resets", "resetter");
+
+    // 1. The user resets: the app's connection is closed entirely.
+    const socket = connect(heldPort, "127.0.0.1");
+    socket.on("error", () => {});
+    await new Promise<void>((r) => socket.once("connect", () => r()));
+    socket.write("hello");
+    await heldReady;
+    const appSide = held[0] as Deno.TcpConn;
+    assert.equal(await appSide.read(new Uint8Array(5)), 5);
+    const mark = client.stderr.count;
+    socket.resetAndDestroy();
+    await client.stderr.wait(/resets\/held: user .* aborted by the user side/, 5000, mark);
+    assert.ok(await fullyClosed(appSide), "the app's connection was only half-closed");
+
+    // 2. The app resets: the user's connection is closed entirely.
+    const serverMark = server.proc.stderr.count;
+    const user = await Deno.connect({ hostname: "127.0.0.1", port: resetterPublic });
+    await writeAll(user, new TextEncoder().encode("hi"));
+    await server.proc.stderr.wait(
+      /on resets\/resetter closed: the app side reset or failed/,
+      5000,
+      serverMark,
+    );
+    assert.ok(await fullyClosed(user), "the user's connection was only half-closed");
+    user.close();
+  } finally {
+    await client.stop();
+    await server.proc.stop();
+    holder.close();
+    await new Promise<void>((r) => resetter.close(() => r()));
+  }
+});

@@ -165,7 +165,7 @@ Deno.test("FrameReader accepts a frame of exactly MAX_FRAME_BYTES", async () => 
 });
 
 Deno.test("takeBuffered returns exactly the bytes read past the last frame", async () => {
-  const start: ServerMessage = { type: "start", app: "web", user: "1.2.3.4:5555" };
+  const start: ServerMessage = { type: "start", id: 7, app: "web", user: "1.2.3.4:5555" };
   const raw = new Uint8Array(300);
   for (let i = 0; i < raw.length; i++) raw[i] = (i * 7 + 3) & 0xff;
   // The frame and the first 200 raw bytes arrive together; the rest later.
@@ -346,7 +346,8 @@ const validServer: ServerMessage[] = [
   { type: "pong", seq: 99 },
   { type: "want_work", count: 3 },
   { type: "free_ports", id: 5, ranges: [[10000, 10010], [20000, 20000]] },
-  { type: "start", app: "db", user: "203.0.113.9:51234" },
+  { type: "start", id: 12, app: "db", user: "203.0.113.9:51234" },
+  { type: "abort", id: 12 },
   { type: "shutdown", reason: "server stopping" },
 ];
 
@@ -368,6 +369,7 @@ const validClient: ClientMessage[] = [
   { type: "pong", seq: 8 },
   { type: "started" },
   { type: "start_failed", message: "connection refused" },
+  { type: "abort", id: 3 },
   { type: "bye" },
 ];
 
@@ -448,7 +450,9 @@ Deno.test("parseServerMessage rejects malformed messages", () => {
     [{ type: "want_work", count: 1025 }, /type "want_work"/],
     [{ type: "free_ports", id: 1, ranges: [[1, 2, 3]] }, /type "free_ports"/],
     [{ type: "free_ports", id: 1, ranges: [[1, 70000]] }, /type "free_ports"/],
-    [{ type: "start", app: "db", user: "u".repeat(1025) }, /type "start"/],
+    [{ type: "start", id: 1, app: "db", user: "u".repeat(1025) }, /type "start"/],
+    [{ type: "start", app: "db", user: "u" }, /type "start"/],
+    [{ type: "abort", id: -1 }, /type "abort"/],
     [{ type: "shutdown" }, /type "shutdown"/],
     [{ type: "started" }, /type "started"/],
   ];
