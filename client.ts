@@ -48,7 +48,9 @@ async function main(args: string[]): Promise<number> {
   if (values.version) return printLine(`burrow-client ${VERSION}`), EXIT.ok;
   const [file, ...extra] = positionals;
   if (file === undefined) throw new UsageError("missing argument GROUP.yaml");
-  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
+  if (extra.length > 0) {
+    throw new UsageError("unexpected second argument: only GROUP.yaml is taken");
+  }
   const config = await loadClientConfig(file, values, (name) => Deno.env.get(name));
   await setupLogging(config.logLevel);
 

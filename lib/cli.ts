@@ -10,6 +10,7 @@ import { configure, type LogRecord } from "@logtape/logtape";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { ConfigError } from "./errors.ts";
 import type { LogLevel } from "./log_level.ts";
+import { maskSecrets } from "./secret.ts";
 
 /** Exit codes fixed by the contract. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, refused: 3 } as const;
@@ -35,7 +36,7 @@ export function parseFlags<O extends Options>(args: string[], options: O, positi
       throw new UsageError(`flag ${flag} needs a value`);
     }
     if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") {
-      throw new UsageError(`unexpected argument "${named}"`);
+      throw new UsageError("unexpected argument (see --help)");
     }
     throw new UsageError(message.split("\n")[0] ?? message);
   }
@@ -77,7 +78,13 @@ function stderrSink(record: LogRecord): void {
   const text = record.message.map((part) => typeof part === "string" ? part : String(part)).join(
     "",
   );
-  printError(`${time} ${level} ${where}: ${text}`);
+  // Peers supply some of what is logged (versions, error texts): escape
+  // control characters so nobody can forge or hide log lines.
+  const safe = text.replace(
+    /\p{Cc}/gu,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+  printError(`${time} ${level} ${where}: ${safe}`);
 }
 
 /** Resolves with the signal's name at the first SIGINT or SIGTERM. */
@@ -108,9 +115,27 @@ export async function runMain(
     Deno.exit(await main(Deno.args));
   } catch (err) {
     if (err instanceof UsageError || err instanceof ConfigError) {
-      printError(`${program}: ${err.message}`);
+      printError(`${program}: ${maskSecrets(err.message, knownTokens(Deno.args))}`);
       Deno.exit(EXIT.usage);
     }
     throw err;
   }
+}
+
+/** Token values given by `--token` or `BURROW_TOKEN`, to keep out of error lines. */
+function knownTokens(args: string[]): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  args.forEach((arg, i) => {
+    if (arg === "--token" && args[i + 1] !== undefined) {
+      out.push([args[i + 1] as string, "(the token)"]);
+    }
+    if (arg.startsWith("--token=")) out.push([arg.slice("--token=".length), "(the token)"]);
+  });
+  try {
+    const env = Deno.env.get("BURROW_TOKEN");
+    if (env) out.push([env, "(the token)"]);
+  } catch {
+    // not permitted to read it: then it cannot have been used either
+  }
+  return out;
 }

@@ -9,6 +9,7 @@
 import { isMap, isPair, isScalar, LineCounter, parseDocument } from "yaml";
 import type { z } from "zod";
 import { ConfigError } from "./errors.ts";
+import { maskSecrets } from "./secret.ts";
 
 /** A parsed YAML file that can say where each key stands. */
 export interface YamlSource {
@@ -93,15 +94,13 @@ export function configError(
 ): ConfigError {
   const line = source.lineOf(path);
   const where = line === undefined ? "" : ` (line ${line})`;
-  // A value from the environment may be a secret put under the wrong key:
-  // name its variable instead of quoting it.
-  let text = message;
-  for (const [name, value] of source.expanded ?? []) {
-    if (value.length === 0) continue;
-    const escaped = value.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-    const alone = new RegExp(`(?<![A-Za-z0-9_])${escaped}(?![A-Za-z0-9_])`, "g");
-    text = text.replace(alone, `(value of \${${name}})`);
-  }
+  // A value from the environment, or the token, may be a secret put under
+  // the wrong key: name it instead of quoting it.
+  const masks: Array<[string, string]> = [...(source.expanded ?? [])]
+    .map(([name, value]) => [value, `(value of \${${name}})`]);
+  const token = (source.data as { token?: unknown } | null)?.token;
+  if (typeof token === "string") masks.push([token, "(the token)"]);
+  const text = maskSecrets(message, masks);
   return new ConfigError(`${source.file}: ${formatKey(path)}${where}: ${text}`);
 }
 

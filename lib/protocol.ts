@@ -23,12 +23,17 @@ export const PROTOCOL_VERSION = 1;
 export const MAX_FRAME_BYTES = 64 * 1024;
 /** Every first frame on a new connection must arrive within this bound. */
 export const HANDSHAKE_TIMEOUT_MS = 5_000;
+/** Most connections a server lets sit in the handshake at once. */
+export const MAX_HANDSHAKES = 512;
 /** A user connection waits at most this long for a work connection. */
 export const WORK_TIMEOUT_MS = 10_000;
 /** How long an old session has to answer a ping before a new client takes its group over. */
 export const TAKEOVER_PROBE_MS = 3_000;
 /** Most apps one group may expose at once. */
 export const MAX_APPS_PER_GROUP = 128;
+
+/** Most free-port ranges one answer carries; 4096 of them fit well inside a frame. */
+export const MAX_FREE_RANGES = 4096;
 
 /** Group and app names: lowercase, digits and dashes, 1 to 63 characters. */
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -79,11 +84,16 @@ const serverMessage = z.discriminatedUnion("type", [
   z.object({ type: z.literal("pong"), seq: requestId }),
   /** Open this many extra work connections now (users are waiting). */
   z.object({ type: z.literal("want_work"), count: z.int().min(1).max(1024) }),
-  /** Free public ports as inclusive [from, to] ranges. Answers `free_ports`. */
+  /**
+   * Free public ports as inclusive [from, to] ranges, the first
+   * MAX_FREE_RANGES of them (`truncated` says more were left out). Answers
+   * `free_ports`.
+   */
   z.object({
     type: z.literal("free_ports"),
     id: requestId,
-    ranges: z.array(z.tuple([port, port])).max(4096),
+    ranges: z.array(z.tuple([port, port])).max(MAX_FREE_RANGES),
+    truncated: z.boolean(),
   }),
   /** On a work connection: join it to a user of this app. Raw bytes follow. */
   z.object({ type: z.literal("start"), id: requestId, app: name, user: text }),

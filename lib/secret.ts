@@ -104,3 +104,21 @@ function fromHex(hex: string): Uint8Array<ArrayBuffer> | undefined {
   for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
   return out;
 }
+
+/**
+ * Replaces every whole occurrence of each secret value in `text` by its
+ * label, for messages that quote what a user typed: a token pasted under
+ * the wrong key or flag must not be printed back.
+ */
+export function maskSecrets(
+  text: string,
+  secrets: Iterable<readonly [value: string, label: string]>,
+): string {
+  let out = text;
+  for (const [value, label] of secrets) {
+    if (value.length === 0) continue;
+    const escaped = value.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    out = out.replace(new RegExp(`(?<![A-Za-z0-9_])${escaped}(?![A-Za-z0-9_])`, "g"), label);
+  }
+  return out;
+}

@@ -16,6 +16,7 @@ import {
   FrameReader,
   FrameWriter,
   HANDSHAKE_TIMEOUT_MS,
+  MAX_HANDSHAKES,
   parseClientMessage,
   PROTOCOL_VERSION,
   TAKEOVER_PROBE_MS,
@@ -100,6 +101,7 @@ class Server implements BurrowServer {
   #registry: Registry<ServerSession>;
   #sessions = new Map<string, ServerSession>();
   #handshakes = new Set<Deno.TcpConn>();
+  #lastFloodLog = 0;
   #ctx: SessionContext;
   #closing = false;
   #closed: Promise<void>;
@@ -212,9 +214,20 @@ class Server implements BurrowServer {
 
   /** Reads the first frame under a deadline and routes the connection. */
   async #handshake(conn: Deno.TcpConn): Promise<void> {
+    const from = peer(conn);
+    if (this.#handshakes.size >= MAX_HANDSHAKES) {
+      // A flood of unauthenticated connections must not exhaust descriptors.
+      const now = Date.now();
+      if (now - this.#lastFloodLog > 10_000) {
+        this.#lastFloodLog = now;
+        this.#log.warn(
+          `${MAX_HANDSHAKES} handshakes in flight: turning new connections away (latest ${from})`,
+        );
+      }
+      return closeQuietly(conn);
+    }
     conn.setNoDelay(true);
     this.#handshakes.add(conn);
-    const from = peer(conn);
     const reader = new FrameReader(conn);
     const writer = new FrameWriter(conn);
     const nonce = newNonce();

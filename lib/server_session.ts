@@ -18,6 +18,7 @@ import {
   type FrameReader,
   type FrameWriter,
   MAX_APPS_PER_GROUP,
+  MAX_FREE_RANGES,
   parseClientMessage,
   type ServerMessage,
   WORK_TIMEOUT_MS,
@@ -225,12 +226,15 @@ export class ServerSession {
         }
         return Promise.resolve();
       }
-      case "free_ports":
+      case "free_ports": {
+        const ranges = this.#ctx.registry.freeRanges();
         return this.#send({
           type: "free_ports",
           id: msg.id,
-          ranges: this.#ctx.registry.freeRanges(),
+          ranges: ranges.slice(0, MAX_FREE_RANGES),
+          truncated: ranges.length > MAX_FREE_RANGES,
         });
+      }
       case "bye":
         this.end("client stopped");
         return Promise.resolve();

@@ -343,3 +343,27 @@ Deno.test("no token ever appears in any output, even at debug level", async () =
   assert.ok(!everything.includes(TOKEN), "the server token leaked");
   assert.ok(!everything.includes(wrongToken), "the wrong token leaked");
 });
+
+Deno.test("a token pasted in the wrong place is never printed back in an error", async () => {
+  const secret = "Pasted-Secret-9k";
+  const cases: Array<[string, string[], Record<string, string>]> = [
+    ["server.ts", ["--bind", "127.0.0.1:0", "--token", secret, secret], {}],
+    ["server.ts", ["--token", secret, "--bind", secret], {}],
+    ["server.ts", ["--ports", secret], { BURROW_TOKEN: secret }],
+    ["client.ts", ["group.yaml", secret, "--token", secret], {}],
+  ];
+  const dir = await Deno.makeTempDir({ prefix: "burrow-mask-" });
+  const file = `${dir}/server.yaml`;
+  await Deno.writeTextFile(file, `token: ${secret}\nbind: ${secret}\n`);
+  cases.push(["server.ts", ["--config", file], {}]);
+  try {
+    for (const [script, args, env] of cases) {
+      const r = await run(script, args, env);
+      assert.equal(r.code, 2, `${script} ${args.join(" ")}`);
+      assert.ok(!r.stderr.includes(secret), `the token leaked: ${r.stderr}`);
+      assert.match(r.stderr, /\(the token\)|unexpected/);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

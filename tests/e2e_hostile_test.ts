@@ -5,6 +5,8 @@
  */
 
 import assert from "node:assert/strict";
+import { FrameReader, FrameWriter, parseServerMessage, PROTOCOL_VERSION } from "../lib/protocol.ts";
+import { prove, Secret } from "../lib/secret.ts";
 import {
   connectAndReset,
   echoApp,
@@ -109,5 +111,65 @@ Deno.test("a client whose stdout is a closed pipe keeps serving and stops cleanl
     await client.stop();
     await server.proc.stop();
     app.close();
+  }
+});
+
+Deno.test("a flood of silent handshakes is capped; clients register once it is gone", async () => {
+  const app = echoApp();
+  const server = await startServer({ token: TOKEN });
+  const flood: Deno.TcpConn[] = [];
+  let client: ReturnType<typeof startClient> | undefined;
+  try {
+    for (let i = 0; i < 560; i++) {
+      flood.push(await Deno.connect({ hostname: "127.0.0.1", port: server.port }));
+    }
+    await server.proc.stderr.wait(/512 handshakes in flight: turning new connections away/);
+    for (const c of flood.splice(0)) c.close();
+    client = startClient(groupFile({
+      server: `127.0.0.1:${server.port}`,
+      token: TOKEN,
+      group: "after-flood",
+      apps: [{ name: "echo", local: app.addr }],
+    }));
+    const port = await readyPort(client, "after-flood", "echo");
+    const data = randomBytes(10_000);
+    assert.equal(await echoThrough(port, data), await sha256(data));
+  } finally {
+    for (const c of flood) c.close();
+    await client?.stop();
+    await server.proc.stop();
+    app.close();
+  }
+});
+
+Deno.test("control characters from peers cannot forge log lines", async () => {
+  const server = await startServer({ token: TOKEN });
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    const reader = new FrameReader(conn);
+    const challenge = parseServerMessage(await reader.read(5000));
+    assert.equal(challenge.type, "challenge");
+    const runId = "0".repeat(32);
+    await new FrameWriter(conn).send({
+      type: "hello",
+      version: PROTOCOL_VERSION,
+      client: "1.0\n2026-01-01T00:00:00Z ERROR   server: FORGED LINE",
+      group: "forger",
+      runId,
+      proof: await prove(new Secret(TOKEN), challenge.nonce, "control", "forger", runId),
+    });
+    assert.equal(parseServerMessage(await reader.read(5000)).type, "welcome");
+    conn.close();
+    const line = await server.proc.stderr.wait(/group forger connected from .*FORGED LINE/);
+    assert.match(
+      line.input ?? "",
+      /\(burrow 1\.0\\x0a2026-01-01T00:00:00Z ERROR {3}server: FORGED LINE\)$/,
+    );
+    assert.ok(
+      !server.proc.stderr.all.some((l) => l.startsWith("2026-01-01T00:00:00Z")),
+      "a forged line",
+    );
+  } finally {
+    await server.proc.stop();
   }
 });

@@ -131,7 +131,7 @@ Deno.test("FrameReader reads several frames from one read", async () => {
   const messages: ServerMessage[] = [
     { type: "ping", seq: 1 },
     { type: "want_work", count: 4 },
-    { type: "free_ports", id: 9, ranges: [[10, 20], [30, 30]] },
+    { type: "free_ports", id: 9, ranges: [[10, 20], [30, 30]], truncated: false },
   ];
   const src = new ChunkReader([concat(...messages.map(encodeFrame))]);
   const reader = new FrameReader(src);
@@ -345,7 +345,7 @@ const validServer: ServerMessage[] = [
   { type: "ping", seq: 0 },
   { type: "pong", seq: 99 },
   { type: "want_work", count: 3 },
-  { type: "free_ports", id: 5, ranges: [[10000, 10010], [20000, 20000]] },
+  { type: "free_ports", id: 5, ranges: [[10000, 10010], [20000, 20000]], truncated: true },
   { type: "start", id: 12, app: "db", user: "203.0.113.9:51234" },
   { type: "abort", id: 12 },
   { type: "shutdown", reason: "server stopping" },
