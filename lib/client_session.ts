@@ -11,7 +11,7 @@ import type { Logger } from "@logtape/logtape";
 import { formatHostPort, type HostPort } from "./addr.ts";
 import type { WantedApp } from "./client.ts";
 import { errorMessage, ProtocolError, RefusedError } from "./errors.ts";
-import { type BufferPool, join } from "./join.ts";
+import { type BufferPool, join, LiveJoins } from "./join.ts";
 import { closeQuietly, dial, netReason } from "./net.ts";
 import {
   type ClientMessage,
@@ -98,12 +98,6 @@ function refusal(msg: Extract<ServerMessage, { type: "refused" }>): Error {
   return new RefusedError(msg.code, msg.message);
 }
 
-/** A join in progress: its two connections, and whether the peer aborted it. */
-interface LiveJoin {
-  conns: Deno.TcpConn[];
-  aborted: boolean;
-}
-
 /** A registered control connection. */
 export class ClientSession {
   #o: SessionOptions;
@@ -122,7 +116,7 @@ export class ClientSession {
   #pooled = 0;
   #activeWork = new Set<Deno.TcpConn>();
   /** Joins in progress by work id, so an `abort` from the server can end one. */
-  #joins = new Map<number, LiveJoin>();
+  #joins = new LiveJoins();
   #endReason: string | undefined;
   #loopDone: Promise<void> = Promise.resolve();
   #onReady: (app: WantedApp) => void = () => {};
@@ -307,14 +301,8 @@ export class ClientSession {
         return this.#send({ type: "pong", seq: msg.seq });
       case "pong":
         return;
-      case "abort": {
-        const live = this.#joins.get(msg.id);
-        if (live) {
-          live.aborted = true;
-          for (const conn of live.conns) closeQuietly(conn);
-        }
-        return;
-      }
+      case "abort":
+        return this.#joins.abort(msg.id);
       case "want_work":
         for (let i = 0; i < msg.count; i++) this.#openWork(false);
         return;
@@ -423,8 +411,7 @@ export class ClientSession {
         closeQuietly(local);
         throw err;
       }
-      const live: LiveJoin = { conns: [conn, local], aborted: false };
-      this.#joins.set(msg.id, live);
+      const live = this.#joins.add(msg.id, [conn, local]);
       const result = await join(conn, local, {
         aToBFirst: reader.takeBuffered(),
         pool: this.#o.buffers,

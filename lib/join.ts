@@ -140,3 +140,39 @@ function safeClose(c: Duplex): void {
     // already closed: nothing to release
   }
 }
+
+/** A join in progress, as {@linkcode LiveJoins} keeps it. */
+export interface LiveJoin {
+  /** Set once the peer aborted it: the failure that follows is not ours to report. */
+  aborted: boolean;
+}
+
+/**
+ * Joins in progress by work id. A raw work stream can carry only a FIN, which
+ * reads as a half-close; when a user or an app resets, the side that saw it
+ * sends `abort {id}` on the control connection, and the other side ends that
+ * join here, both ends at once.
+ */
+export class LiveJoins {
+  #joins = new Map<number, { conns: Duplex[]; record: LiveJoin }>();
+
+  /** Registers the join of `conns` under `id`. */
+  add(id: number, conns: Duplex[]): LiveJoin {
+    const record: LiveJoin = { aborted: false };
+    this.#joins.set(id, { conns, record });
+    return record;
+  }
+
+  /** Forgets a finished join. */
+  delete(id: number): void {
+    this.#joins.delete(id);
+  }
+
+  /** Closes both ends of join `id`, if it is still live, and marks it aborted. */
+  abort(id: number): void {
+    const live = this.#joins.get(id);
+    if (!live) return;
+    live.record.aborted = true;
+    for (const conn of live.conns) safeClose(conn);
+  }
+}

@@ -10,7 +10,7 @@
 import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "./addr.ts";
 import { errorMessage, ProtocolError } from "./errors.ts";
-import { type BufferPool, join, type JoinStats } from "./join.ts";
+import { type BufferPool, join, type JoinStats, LiveJoins } from "./join.ts";
 import { acceptLoop, closeQuietly, netReason, peer } from "./net.ts";
 import {
   type ClientMessage,
@@ -62,12 +62,6 @@ interface PublicApp {
   users: Set<Deno.TcpConn>;
 }
 
-/** A join in progress: its two connections, and whether the peer aborted it. */
-interface LiveJoin {
-  conns: Deno.TcpConn[];
-  aborted: boolean;
-}
-
 /** A control session: one group, from one client process. */
 export class ServerSession {
   readonly id: string;
@@ -88,7 +82,7 @@ export class ServerSession {
   #seq = 0;
   #workSeq = 0;
   /** Joins in progress by work id, so an `abort` from the client can end one. */
-  #joins = new Map<number, LiveJoin>();
+  #joins = new LiveJoins();
   #ended = false;
   #done: Promise<void>;
   #resolveDone!: () => void;
@@ -218,14 +212,9 @@ export class ServerSession {
         }
         return this.#send({ type: "unexposed", id: msg.id, app: msg.app });
       }
-      case "abort": {
-        const live = this.#joins.get(msg.id);
-        if (live) {
-          live.aborted = true;
-          for (const conn of live.conns) closeQuietly(conn);
-        }
+      case "abort":
+        this.#joins.abort(msg.id);
         return Promise.resolve();
-      }
       case "free_ports": {
         const ranges = this.#ctx.registry.freeRanges();
         return this.#send({
@@ -358,8 +347,7 @@ export class ServerSession {
         );
         return;
       }
-      const live: LiveJoin = { conns: [user, work.conn], aborted: false };
-      this.#joins.set(id, live);
+      const live = this.#joins.add(id, [user, work.conn]);
       const result = await join(user, work.conn, {
         bToAFirst: this.#started(work),
         stats,

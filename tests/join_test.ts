@@ -5,7 +5,14 @@
  */
 
 import assert from "node:assert/strict";
-import { BufferPool, join, type JoinStats, LARGE_BUFFER } from "../lib/join.ts";
+import {
+  BufferPool,
+  type Duplex,
+  join,
+  type JoinStats,
+  LARGE_BUFFER,
+  LiveJoins,
+} from "../lib/join.ts";
 
 interface Pair {
   outer: Deno.TcpConn;
@@ -321,4 +328,30 @@ Deno.test("a small exchange never takes a large buffer", async () => {
   await r.userB.closeWrite();
   assert.deepEqual(await joined, { aToB: 4, bToA: 4 });
   assert.equal(takes, 0);
+});
+
+Deno.test("LiveJoins.abort closes both ends of a live join once, and ignores finished or unknown ids", () => {
+  const closed: string[] = [];
+  const fake = (name: string): Duplex => ({
+    read: () => Promise.resolve(null),
+    write: (p) => Promise.resolve(p.length),
+    closeWrite: () => Promise.resolve(),
+    close: () => {
+      if (closed.includes(name)) throw new Deno.errors.BadResource("closed twice");
+      closed.push(name);
+    },
+  });
+  const joins = new LiveJoins();
+  const first = joins.add(1, [fake("user-1"), fake("work-1")]);
+  const second = joins.add(2, [fake("user-2"), fake("work-2")]);
+  joins.abort(1);
+  assert.equal(first.aborted, true);
+  assert.equal(second.aborted, false);
+  assert.deepEqual(closed, ["user-1", "work-1"]);
+  joins.abort(1); // already closed: safe
+  joins.abort(99); // unknown: nothing happens
+  joins.delete(2);
+  joins.abort(2); // finished: nothing happens
+  assert.equal(second.aborted, false);
+  assert.deepEqual(closed, ["user-1", "work-1"]);
 });
