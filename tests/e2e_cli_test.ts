@@ -6,17 +6,16 @@
 
 import assert from "node:assert/strict";
 import {
-  echoApp,
   echoThrough,
   groupFile,
   portBlock,
   Proc,
   randomBytes,
   readAll,
-  readyPort,
   sha256,
   startClient,
   startServer,
+  startTunnel,
   writeAll,
 } from "./helpers/harness.ts";
 import { encodeFrame, FrameReader, FrameWriter, MAX_FRAME_BYTES } from "../lib/protocol.ts";
@@ -81,23 +80,15 @@ Deno.test("server: no token exits 2; BURROW_TOKEN works; a taken bind exits 1", 
   } finally {
     blocker.close();
   }
-  const app = echoApp();
-  const server = await startServer({ env: { BURROW_TOKEN: TOKEN } });
-  const client = startClient(groupFile({
-    server: `127.0.0.1:${server.port}`,
-    token: TOKEN,
+  // No --token: the server takes BURROW_TOKEN.
+  await using tunnel = await startTunnel({
     group: "envtok",
-    apps: [{ name: "echo", local: app.addr }],
-  }));
-  try {
-    const port = await readyPort(client, "envtok", "echo");
-    const data = randomBytes(10_000);
-    assert.equal(await echoThrough(port, data), await sha256(data));
-  } finally {
-    await client.stop();
-    await server.proc.stop();
-    app.close();
-  }
+    token: TOKEN,
+    server: { token: undefined, env: { BURROW_TOKEN: TOKEN } },
+  });
+  const port = await tunnel.port("echo");
+  const data = randomBytes(10_000);
+  assert.equal(await echoThrough(port, data), await sha256(data));
 });
 
 Deno.test("bad config files exit 2 naming the file, key and line", async () => {
@@ -152,16 +143,14 @@ Deno.test("bad config files exit 2 naming the file, key and line", async () => {
 });
 
 Deno.test("every refusal exits 3 with one line naming the cause", async () => {
-  const app = echoApp();
   const block = portBlock(2);
-  const server = await startServer({ token: TOKEN, ports: block.spec });
-  const addr = `127.0.0.1:${server.port}`;
-  const holder = startClient(groupFile({
-    server: addr,
-    token: TOKEN,
+  await using tunnel = await startTunnel({
     group: "holder",
-    apps: [{ name: "a", local: app.addr, remote_port: block.from }],
-  }));
+    token: TOKEN,
+    server: { ports: block.spec },
+    apps: [{ name: "a", remote_port: block.from }],
+  });
+  const addr = `127.0.0.1:${tunnel.server.port}`;
   const expectRefusal = async (file: string, code: string, text: RegExp) => {
     const c = startClient(file);
     assert.equal(await c.exitCode(), 3, c.stderr.text);
@@ -172,42 +161,36 @@ Deno.test("every refusal exits 3 with one line naming the cause", async () => {
       new RegExp(`refused by the server: .*${text.source}.*\\(${code}\\)$`),
     );
   };
+  await tunnel.port("a");
+  const one = (o: { token?: string; group?: string; port?: number }) =>
+    groupFile({
+      server: addr,
+      token: o.token ?? TOKEN,
+      group: o.group ?? "other",
+      apps: [{
+        name: "b",
+        local: tunnel.app.addr,
+        ...(o.port === undefined ? {} : { remote_port: o.port }),
+      }],
+    });
+  await expectRefusal(one({ token: "wrong" }), "auth_failed", /wrong token/);
+  await expectRefusal(one({ port: block.from }), "port_taken", /taken by holder\/a/);
+  await expectRefusal(
+    one({ port: block.to + 10 }),
+    "port_not_allowed",
+    /outside the server's allowed ports/,
+  );
+  // A port in range held by another program on the server host.
+  const squatter = Deno.listen({ hostname: "127.0.0.1", port: block.to });
   try {
-    await readyPort(holder, "holder", "a");
-    const one = (o: { token?: string; group?: string; port?: number }) =>
-      groupFile({
-        server: addr,
-        token: o.token ?? TOKEN,
-        group: o.group ?? "other",
-        apps: [{
-          name: "b",
-          local: app.addr,
-          ...(o.port === undefined ? {} : { remote_port: o.port }),
-        }],
-      });
-    await expectRefusal(one({ token: "wrong" }), "auth_failed", /wrong token/);
-    await expectRefusal(one({ port: block.from }), "port_taken", /taken by holder\/a/);
-    await expectRefusal(
-      one({ port: block.to + 10 }),
-      "port_not_allowed",
-      /outside the server's allowed ports/,
-    );
-    // A port in range held by another program on the server host.
-    const squatter = Deno.listen({ hostname: "127.0.0.1", port: block.to });
-    try {
-      await expectRefusal(one({ port: block.to }), "port_taken", /in use on the server host/);
-      await expectRefusal(one({}), "no_free_port", /no free port/);
-    } finally {
-      squatter.close();
-    }
-    // The holder was never disturbed.
-    const data = randomBytes(20_000);
-    assert.equal(await echoThrough(block.from, data), await sha256(data));
+    await expectRefusal(one({ port: block.to }), "port_taken", /in use on the server host/);
+    await expectRefusal(one({}), "no_free_port", /no free port/);
   } finally {
-    await holder.stop();
-    await server.proc.stop();
-    app.close();
+    squatter.close();
   }
+  // The holder was never disturbed.
+  const data = randomBytes(20_000);
+  assert.equal(await echoThrough(block.from, data), await sha256(data));
 });
 
 Deno.test("protocol versions: each side names the one to upgrade", async () => {
@@ -268,75 +251,50 @@ Deno.test("protocol versions: each side names the one to upgrade", async () => {
 });
 
 Deno.test("garbage, oversize and silent first frames close only that connection", async () => {
-  const app = echoApp();
-  const server = await startServer({ token: TOKEN });
-  const client = startClient(groupFile({
-    server: `127.0.0.1:${server.port}`,
-    token: TOKEN,
-    group: "steady",
-    apps: [{ name: "echo", local: app.addr }],
-  }));
-  try {
-    const port = await readyPort(client, "steady", "echo");
-    const hostile = async (payload: Uint8Array | null): Promise<number> => {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-      const started = performance.now();
-      if (payload) await writeAll(conn, payload).catch(() => {});
-      await readAll(conn).catch(() => {}); // the challenge, then EOF when the server hangs up
-      conn.close();
-      return performance.now() - started;
-    };
-    const oversize = new Uint8Array(8);
-    new DataView(oversize.buffer).setUint32(0, MAX_FRAME_BYTES + 1);
-    const garbage = new Uint8Array([0, 0, 0, 5, 0xff, 0xfe, 0x00, 0x01, 0x02]);
-    const [tooBig, junk, silent] = await Promise.all([
-      hostile(oversize),
-      hostile(garbage),
-      hostile(null),
-    ]);
-    assert.ok(tooBig < 2000, `oversize frame closed after ${tooBig} ms`);
-    assert.ok(junk < 2000, `garbage closed after ${junk} ms`);
-    assert.ok(
-      silent >= 4500 && silent < 8000,
-      `silent connection closed after ${silent} ms, expected ~5 s`,
-    );
-    await server.proc.stderr.wait(/exceeds the 65536-byte cap/);
-    await server.proc.stderr.wait(/not valid UTF-8 JSON/);
-    await server.proc.stderr.wait(/no complete frame within 5s/);
-    const data = randomBytes(300_000);
-    assert.equal(await echoThrough(port, data), await sha256(data));
-  } finally {
-    await client.stop();
-    await server.proc.stop();
-    app.close();
-  }
+  await using tunnel = await startTunnel({ group: "steady", token: TOKEN });
+  const { server } = tunnel;
+  const port = await tunnel.port("echo");
+  const hostile = async (payload: Uint8Array | null): Promise<number> => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    const started = performance.now();
+    if (payload) await writeAll(conn, payload).catch(() => {});
+    await readAll(conn).catch(() => {}); // the challenge, then EOF when the server hangs up
+    conn.close();
+    return performance.now() - started;
+  };
+  const oversize = new Uint8Array(8);
+  new DataView(oversize.buffer).setUint32(0, MAX_FRAME_BYTES + 1);
+  const garbage = new Uint8Array([0, 0, 0, 5, 0xff, 0xfe, 0x00, 0x01, 0x02]);
+  const [tooBig, junk, silent] = await Promise.all([
+    hostile(oversize),
+    hostile(garbage),
+    hostile(null),
+  ]);
+  assert.ok(tooBig < 2000, `oversize frame closed after ${tooBig} ms`);
+  assert.ok(junk < 2000, `garbage closed after ${junk} ms`);
+  assert.ok(
+    silent >= 4500 && silent < 8000,
+    `silent connection closed after ${silent} ms, expected ~5 s`,
+  );
+  await server.proc.stderr.wait(/exceeds the 65536-byte cap/);
+  await server.proc.stderr.wait(/not valid UTF-8 JSON/);
+  await server.proc.stderr.wait(/no complete frame within 5s/);
+  const data = randomBytes(300_000);
+  assert.equal(await echoThrough(port, data), await sha256(data));
 });
 
 Deno.test("no token ever appears in any output, even at debug level", async () => {
-  const app = echoApp();
-  const server = await startServer({ token: TOKEN });
-  const good = startClient(groupFile({
-    server: `127.0.0.1:${server.port}`,
-    token: TOKEN,
-    group: "secret-keeper",
-    apps: [{ name: "echo", local: app.addr }],
-  }));
+  const tunnel = await startTunnel({ group: "secret-keeper", token: TOKEN });
+  const { server, client: good } = tunnel;
   const wrongToken = "wrong-token-Hh27";
-  const bad = startClient(groupFile({
-    server: `127.0.0.1:${server.port}`,
-    token: wrongToken,
-    group: "intruder",
-    apps: [{ name: "echo", local: app.addr }],
-  }));
+  const bad = tunnel.addClient("intruder", { token: wrongToken });
   try {
-    const port = await readyPort(good, "secret-keeper", "echo");
+    const port = await tunnel.port("echo");
     assert.equal(await bad.exitCode(), 3);
     const data = randomBytes(1000);
     assert.equal(await echoThrough(port, data), await sha256(data));
   } finally {
-    await good.stop();
-    await server.proc.stop();
-    app.close();
+    await tunnel.stop(); // every output is complete once the processes are gone
   }
   const everything = [server.proc, good, bad].map((p) => p.stdout.text + p.stderr.text).join("\n");
   assert.ok(everything.includes("authentication failed"), "the refusal was logged");

@@ -17,101 +17,62 @@ import {
   sha256,
   startClient,
   startServer,
+  startTunnel,
 } from "./helpers/harness.ts";
 
 const TOKEN = "hostile-token-Pw4";
 
 Deno.test("connections reset before accept stop neither the control listener nor a public port", async () => {
-  const app = echoApp();
-  const server = await startServer({ token: TOKEN });
-  const file = (group: string) =>
-    groupFile({
-      server: `127.0.0.1:${server.port}`,
-      token: TOKEN,
-      group,
-      apps: [{ name: "echo", local: app.addr }],
-    });
-  const first = startClient(file("first"));
-  let second: ReturnType<typeof startClient> | undefined;
-  try {
-    const port = await readyPort(first, "first", "echo");
-    for (let i = 0; i < 20; i++) {
-      await connectAndReset(server.port);
-      await connectAndReset(port);
-    }
-    await server.proc.stderr.wait(/accept failed: .*not connected/i);
-    // The control listener still accepts and registers a new group...
-    second = startClient(file("second"));
-    const port2 = await readyPort(second, "second", "echo");
-    // ...and both public ports still carry bytes exactly.
-    for (const p of [port, port2]) {
-      const data = randomBytes(200_000);
-      assert.equal(await echoThrough(p, data), await sha256(data));
-    }
-  } finally {
-    await second?.stop();
-    await first.stop();
-    await server.proc.stop();
-    app.close();
+  await using tunnel = await startTunnel({ group: "first", token: TOKEN });
+  const { server } = tunnel;
+  const port = await tunnel.port("echo");
+  for (let i = 0; i < 20; i++) {
+    await connectAndReset(server.port);
+    await connectAndReset(port);
+  }
+  await server.proc.stderr.wait(/accept failed: .*not connected/i);
+  // The control listener still accepts and registers a new group...
+  const second = tunnel.addClient("second");
+  const port2 = await readyPort(second, "second", "echo");
+  // ...and both public ports still carry bytes exactly.
+  for (const p of [port, port2]) {
+    const data = randomBytes(200_000);
+    assert.equal(await echoThrough(p, data), await sha256(data));
   }
 });
 
 Deno.test("the idle work pool refills after a burst, so later users need no extra round trip", async () => {
-  const app = echoApp();
-  const server = await startServer({ token: TOKEN });
-  const client = startClient(groupFile({
-    server: `127.0.0.1:${server.port}`,
-    token: TOKEN,
-    group: "bursty",
-    apps: [{ name: "echo", local: app.addr }],
+  await using tunnel = await startTunnel({ group: "bursty", token: TOKEN });
+  const { server } = tunnel;
+  const port = await tunnel.port("echo");
+  const burst = await Promise.all(Array.from({ length: 100 }, async () => {
+    const data = randomBytes(2000);
+    return (await echoThrough(port, data)) === (await sha256(data));
   }));
-  try {
-    const port = await readyPort(client, "bursty", "echo");
-    const burst = await Promise.all(Array.from({ length: 100 }, async () => {
-      const data = randomBytes(2000);
-      return (await echoThrough(port, data)) === (await sha256(data));
-    }));
-    assert.equal(burst.filter((ok) => ok).length, 100);
-    const asked = () =>
-      server.proc.stderr.all.filter((l) => l.includes("asking the client for one")).length;
-    assert.ok(asked() > 0, "a burst of 100 outran the pool of 8");
-    const before = asked();
-    for (let i = 0; i < 40; i++) {
-      const data = randomBytes(1000);
-      assert.equal(await echoThrough(port, data), await sha256(data));
-    }
-    // With the pool drained for good, all but the burst's few leftover extras
-    // would have asked (32 of 40 before the fix).
-    assert.ok(asked() - before <= 2, `sequential users asked for work ${asked() - before} times`);
-  } finally {
-    await client.stop();
-    await server.proc.stop();
-    app.close();
+  assert.equal(burst.filter((ok) => ok).length, 100);
+  const asked = () =>
+    server.proc.stderr.all.filter((l) => l.includes("asking the client for one")).length;
+  assert.ok(asked() > 0, "a burst of 100 outran the pool of 8");
+  const before = asked();
+  for (let i = 0; i < 40; i++) {
+    const data = randomBytes(1000);
+    assert.equal(await echoThrough(port, data), await sha256(data));
   }
+  // With the pool drained for good, all but the burst's few leftover extras
+  // would have asked (32 of 40 before the fix).
+  assert.ok(asked() - before <= 2, `sequential users asked for work ${asked() - before} times`);
 });
 
 Deno.test("a client whose stdout is a closed pipe keeps serving and stops cleanly", async () => {
-  const app = echoApp();
-  const server = await startServer({ token: TOKEN });
-  const client = startClient(groupFile({
-    server: `127.0.0.1:${server.port}`,
-    token: TOKEN,
-    group: "piped",
-    apps: [{ name: "echo", local: app.addr }],
-  }));
-  try {
-    await client.stdout.cancel(); // the reader of stdout is gone: `ready` hits a broken pipe
-    const m = await server.proc.stderr.wait(/piped\/echo is live on 127\.0\.0\.1:(\d+)/);
-    await client.stderr.wait(/ready callback for piped\/echo failed/);
-    const data = randomBytes(100_000);
-    assert.equal(await echoThrough(Number(m[1]), data), await sha256(data));
-    client.kill("SIGTERM");
-    assert.equal(await client.exitCode(3000), 0);
-  } finally {
-    await client.stop();
-    await server.proc.stop();
-    app.close();
-  }
+  await using tunnel = await startTunnel({ group: "piped", token: TOKEN });
+  const { client, server } = tunnel;
+  await client.stdout.cancel(); // the reader of stdout is gone: `ready` hits a broken pipe
+  const m = await server.proc.stderr.wait(/piped\/echo is live on 127\.0\.0\.1:(\d+)/);
+  await client.stderr.wait(/ready callback for piped\/echo failed/);
+  const data = randomBytes(100_000);
+  assert.equal(await echoThrough(Number(m[1]), data), await sha256(data));
+  client.kill("SIGTERM");
+  assert.equal(await client.exitCode(3000), 0);
 });
 
 Deno.test("a flood of silent handshakes is capped; clients register once it is gone", async () => {

@@ -13,11 +13,13 @@ import {
   freePort,
   groupFile,
   type LocalApp,
+  type PortBlock,
   portBlock,
   type Proc,
   randomBytes,
   readAll,
   readyPort,
+  type ServerProcOptions,
   sha256,
   startClient,
   startServer,
@@ -42,6 +44,26 @@ function client(
     ...(heartbeatInterval === undefined ? {} : { heartbeat_interval: heartbeatInterval }),
     apps: apps.map((a) => ({ ...a, local: app.addr })),
   }));
+}
+
+/**
+ * Starts an echo app and a server (with TOKEN, on a fresh block of public
+ * ports, and the options in `o`) that `stack` stops and closes.
+ */
+async function echoServer(
+  stack: AsyncDisposableStack,
+  o: Omit<ServerProcOptions, "token" | "ports"> = {},
+): Promise<{ app: LocalApp; block: PortBlock; server: Proc; serverPort: number }> {
+  const app = echoApp();
+  stack.defer(() => app.close());
+  const block = portBlock();
+  const { proc: server, port: serverPort } = await startServer({
+    token: TOKEN,
+    ports: block.spec,
+    ...o,
+  });
+  stack.use(server);
+  return { app, block, server, serverPort };
 }
 
 /** Seconds since `t0`, for messages and bounds. */
@@ -171,11 +193,7 @@ class FreezableProxy implements AsyncDisposable {
 
 Deno.test("a killed client's port closes and is claimed again at once; other groups carry on", async () => {
   await using stack = new AsyncDisposableStack();
-  const app = echoApp();
-  stack.defer(() => app.close());
-  const block = portBlock();
-  const { proc: server, port: serverPort } = await startServer({ token: TOKEN, ports: block.spec });
-  stack.use(server);
+  const { app, block, server, serverPort } = await echoServer(stack);
   const claimed = block.from + 3;
   const victim = stack.use(
     client(serverPort, "victim", [{ name: "echo", remote_port: claimed }], app),
@@ -216,15 +234,7 @@ Deno.test("a killed client's port closes and is claimed again at once; other gro
 
 Deno.test("a frozen client is reaped by the heartbeat and its port is free again", async () => {
   await using stack = new AsyncDisposableStack();
-  const app = echoApp();
-  stack.defer(() => app.close());
-  const block = portBlock();
-  const { proc: server, port: serverPort } = await startServer({
-    token: TOKEN,
-    ports: block.spec,
-    heartbeatTimeout: 2,
-  });
-  stack.use(server);
+  const { app, block, server, serverPort } = await echoServer(stack, { heartbeatTimeout: 2 });
   const claimed = block.from + 11;
   const frozen = stack.use(
     client(serverPort, "sleeper", [{ name: "echo", remote_port: claimed }], app, 0.5),
@@ -315,15 +325,7 @@ Deno.test("a client started before its server keeps retrying and registers once 
 
 Deno.test("a frozen client's group is taken over; a live one's is refused with exit 3", async () => {
   await using stack = new AsyncDisposableStack();
-  const app = echoApp();
-  stack.defer(() => app.close());
-  const block = portBlock();
-  const { proc: server, port: serverPort } = await startServer({
-    token: TOKEN,
-    ports: block.spec,
-    heartbeatTimeout: 30,
-  });
-  stack.use(server);
+  const { app, block, server, serverPort } = await echoServer(stack, { heartbeatTimeout: 30 });
   const claimed = block.from + 17;
   const apps = [{ name: "echo", remote_port: claimed }];
   const first = stack.use(client(serverPort, "shared", apps, app));
@@ -358,15 +360,7 @@ Deno.test("a frozen client's group is taken over; a live one's is refused with e
 
 Deno.test("a client notices a silent server, reconnects, and replaces its own old session", async () => {
   await using stack = new AsyncDisposableStack();
-  const app = echoApp();
-  stack.defer(() => app.close());
-  const block = portBlock();
-  const { proc: server, port: serverPort } = await startServer({
-    token: TOKEN,
-    ports: block.spec,
-    heartbeatTimeout: 30,
-  });
-  stack.use(server);
+  const { app, block, server, serverPort } = await echoServer(stack, { heartbeatTimeout: 30 });
   const proxy = stack.use(new FreezableProxy(serverPort));
   const claimed = block.from + 23;
   const agent = stack.use(
@@ -425,13 +419,7 @@ async function userClosedAfter(
  * answers `start`.
  */
 async function noWorkConnection(stack: AsyncDisposableStack): Promise<{ staleReason: string }> {
-  const app = echoApp();
-  stack.defer(() => app.close());
-  const { proc: server, port: serverPort } = await startServer({
-    token: TOKEN,
-    heartbeatTimeout: 30,
-  });
-  stack.use(server);
+  const { app, server, serverPort } = await echoServer(stack, { heartbeatTimeout: 30 });
   const proxy = stack.use(new FreezableProxy(serverPort, (index) => index === 0));
   const cutOff = stack.use(client(proxy.port, "cut-off", [{ name: "echo" }], app));
   const frozen = stack.use(client(serverPort, "frozen", [{ name: "echo" }], app));
@@ -476,16 +464,8 @@ Deno.test("a user who gets no work connection is closed within 10-12 s, and the 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   Deno.test(`${signal} stops the client (deregistering at once) and the server, each with exit 0`, async () => {
     await using stack = new AsyncDisposableStack();
-    const app = echoApp();
-    stack.defer(() => app.close());
-    const block = portBlock();
     // A 30 s heartbeat timeout: a port that frees within a second was deregistered, not reaped.
-    const { proc: server, port: serverPort } = await startServer({
-      token: TOKEN,
-      ports: block.spec,
-      heartbeatTimeout: 30,
-    });
-    stack.use(server);
+    const { app, block, server, serverPort } = await echoServer(stack, { heartbeatTimeout: 30 });
     const leaving = stack.use(
       client(serverPort, "leaving", [{ name: "echo", remote_port: block.from + 1 }], app),
     );

@@ -183,11 +183,18 @@ export class Proc {
 let blockCounter = 0;
 const pid = Deno.pid;
 
+/** A block of public ports: `from`-`to` inclusive, and `spec` as the server's `--ports` takes it. */
+export interface PortBlock {
+  from: number;
+  to: number;
+  spec: string;
+}
+
 /**
  * A block of `size` public ports for one test, below the ephemeral range,
  * different for every call in this process and spread by pid across runs.
  */
-export function portBlock(size = 50): { from: number; to: number; spec: string } {
+export function portBlock(size = 50): PortBlock {
   const [low] = Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range").trim().split(/\s+/)
     .map(Number) as [number];
   const floor = 20_000;
@@ -208,7 +215,8 @@ export function freePort(): number {
 
 /** Options for {@linkcode startServer}. */
 export interface ServerProcOptions {
-  token?: string;
+  /** The `--token` flag; without it (or `undefined`), the server has none. */
+  token?: string | undefined;
   ports?: string;
   bindPort?: number;
   heartbeatTimeout?: number;
@@ -301,6 +309,77 @@ export async function readyPort(
   } catch (err) {
     const tail = client.stderr.all.slice(-8).join("\n");
     throw new Error(`${(err as Error).message}\nclient stderr (last lines):\n${tail}`);
+  }
+}
+
+/** An app in a {@linkcode startTunnel} group: without `local`, it points at the tunnel's app. */
+export type TunnelApp = Omit<AppSpec, "local"> & { local?: string };
+
+/** Options for {@linkcode startTunnel}. */
+export interface TunnelOptions {
+  /** The client's group. */
+  group: string;
+  /** The group's apps; by default one, named `echo`. */
+  apps?: TunnelApp[];
+  /** The local app that apps without `local` point at (by default a new echo app); the tunnel closes it. */
+  app?: LocalApp;
+  /** The group file's token, and the server's unless `server.token` is given (`undefined` for none). */
+  token: string;
+  /** More options for the server. */
+  server?: ServerProcOptions;
+}
+
+/**
+ * A running server, a client for one group and the local app behind it.
+ * `stop()` (or `await using`) stops every client, then the server, then
+ * closes the app; a second stop does nothing.
+ */
+export interface Tunnel extends AsyncDisposable {
+  readonly server: { proc: Proc; port: number };
+  readonly client: Proc;
+  readonly app: LocalApp;
+  /** Waits for the client's `ready` line for `app` and returns its public port. */
+  port(app: string): Promise<number>;
+  /** Starts another client on the same server (same token and apps unless given); `stop()` stops it too. */
+  addClient(group: string, o?: { token?: string; apps?: TunnelApp[] }): Proc;
+  /** Stops the clients and the server and closes the app. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a local app (an echo app unless `o.app`), a server and a client for
+ * `o.group`, without waiting for the client to be ready (see `port`). If the
+ * server does not start, whatever was started is stopped before it throws.
+ */
+export async function startTunnel(o: TunnelOptions): Promise<Tunnel> {
+  const stack = new AsyncDisposableStack();
+  try {
+    const app = o.app ?? echoApp();
+    stack.defer(() => app.close());
+    const server = await startServer({ token: o.token, ...o.server });
+    stack.use(server.proc);
+    const apps = o.apps ?? [{ name: "echo" }];
+    const addClient = (group: string, c: { token?: string; apps?: TunnelApp[] } = {}): Proc =>
+      stack.use(startClient(groupFile({
+        server: `127.0.0.1:${server.port}`,
+        token: c.token ?? o.token,
+        group,
+        apps: (c.apps ?? apps).map((a) => ({ ...a, local: a.local ?? app.addr })),
+      })));
+    const client = addClient(o.group);
+    const stop = () => stack.disposeAsync();
+    return {
+      server,
+      client,
+      app,
+      port: (name) => readyPort(client, o.group, name),
+      addClient,
+      stop,
+      [Symbol.asyncDispose]: stop,
+    };
+  } catch (err) {
+    await stack.disposeAsync();
+    throw err;
   }
 }
 
