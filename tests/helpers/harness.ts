@@ -120,9 +120,11 @@ export class Proc {
   readonly stderr: Lines;
   readonly status: Promise<Deno.CommandStatus>;
 
-  constructor(script: string, args: string[], env: Record<string, string> = {}) {
-    this.child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--quiet", `${ROOT}${script}`, ...args],
+  /** Runs `script` with deno; inside network namespace `netns` when given (via `ip netns exec`). */
+  constructor(script: string, args: string[], env: Record<string, string> = {}, netns?: string) {
+    const deno = ["run", "-A", "--quiet", `${ROOT}${script}`, ...args];
+    this.child = new Deno.Command(netns ? "ip" : Deno.execPath(), {
+      args: netns ? ["netns", "exec", netns, Deno.execPath(), ...deno] : deno,
       cwd: ROOT,
       env: { NO_COLOR: "1", ...env },
       stdin: "null",
