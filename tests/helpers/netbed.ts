@@ -49,7 +49,7 @@ export async function netbedUnavailable(): Promise<string | undefined> {
     try {
       await run(tool, ["-V"]);
     } catch {
-      return `needs ${tool} (${tool === "ip" ? "iproute2" : "iptables"})`;
+      return `needs ${tool} (Debian package ${tool === "ip" ? "iproute2" : "iptables"})`;
     }
   }
   const probe = `${NETNS_PREFIX}${Deno.pid}-probe`;
