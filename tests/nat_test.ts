@@ -127,32 +127,36 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name:
-    `a home whose link is down past the heartbeat timeout is dropped, then re-registers by itself${skip}`,
-  ignore: why !== undefined,
-  async fn() {
-    await using stack = new AsyncDisposableStack();
-    const { bed, server, controlPort } = await setUp(stack, 2);
-    const one = await startHome(stack, bed, 1, controlPort, 0.5);
-    const two = await startHome(stack, bed, 2, controlPort, 0.5);
-    const readyLines = one.client.stdout.count;
-    await bed.cut(1); // silent loss: no FIN, no ICMP
-    await server.stderr.wait(
-      /group home-1 from 203\.0\.113\.11:\d+ ended: silent for \d+s; freed port/,
-      10_000,
-    );
-    assert.equal(await probe(bed, ["connect", BED.server, String(one.port), "2000"]), "refused");
-    await one.client.stderr.wait(/lost server 203\.0\.113\.1:\d+: server silent for/, 10_000);
-    await assertEchoes(bed, two.port); // the other home is untouched
-    await bed.restore(1);
-    const again = await readyIn(one.client, 1, readyLines);
-    assert.equal(again, one.port, "the app did not get its port back");
-    await assertEchoes(bed, again);
-    assert.ok(!server.stderr.text.includes("group home-2 from"), "home 2 was dropped");
-  },
-});
-
+for (const how of ["dropped by its router", "down"] as const) {
+  Deno.test({
+    name:
+      `a home whose link is ${how} past the heartbeat timeout is dropped, then re-registers by itself${skip}`,
+    ignore: why !== undefined,
+    async fn() {
+      await using stack = new AsyncDisposableStack();
+      const { bed, server, controlPort } = await setUp(stack, 2);
+      const one = await startHome(stack, bed, 1, controlPort, 0.5);
+      const two = await startHome(stack, bed, 2, controlPort, 0.5);
+      const readyLines = one.client.stdout.count;
+      // Silent loss: no FIN reaches the server either way.
+      if (how === "down") await bed.linkDown(1);
+      else await bed.cut(1);
+      await server.stderr.wait(
+        /group home-1 from 203\.0\.113\.11:\d+ ended: silent for \d+s; freed port/,
+        10_000,
+      );
+      assert.equal(await probe(bed, ["connect", BED.server, String(one.port), "2000"]), "refused");
+      await one.client.stderr.wait(/lost server 203\.0\.113\.1:\d+: server silent for/, 10_000);
+      await assertEchoes(bed, two.port); // the other home is untouched
+      if (how === "down") await bed.linkUp(1);
+      else await bed.restore(1);
+      const again = await readyIn(one.client, 1, readyLines);
+      assert.equal(again, one.port, "the app did not get its port back");
+      await assertEchoes(bed, again);
+      assert.ok(!server.stderr.text.includes("group home-2 from"), "home 2 was dropped");
+    },
+  });
+}
 Deno.test({
   name:
     `a short outage keeps the group, and a transfer across it arrives intact or fails cleanly${skip}`,

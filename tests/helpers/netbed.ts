@@ -230,6 +230,16 @@ export class NetBed {
     await run("ip", ["netns", "exec", this.router(home), "iptables", "-D", "FORWARD", "1"]);
   }
 
+  /** Takes the router's public link down (the home's side gets ICMP; the public side, silence). */
+  async linkDown(home: Home): Promise<void> {
+    await run("ip", ["-n", this.router(home), "link", "set", "wan", "down"]);
+  }
+
+  /** Brings the router's public link back up. */
+  async linkUp(home: Home): Promise<void> {
+    await run("ip", ["-n", this.router(home), "link", "set", "wan", "up"]);
+  }
+
   /** Deletes every namespace of the bed (their links and rules go with them). */
   async destroy(): Promise<void> {
     for (const ns of this.#built.splice(0).reverse()) {
