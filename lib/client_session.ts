@@ -368,12 +368,20 @@ export class ClientSession {
       return closeQuietly(conn);
     }
     this.#idleWork.add(conn);
+    // An idle connection carries nothing, and NAT gateways forget flows idle
+    // for a few minutes; a ping now and then keeps its mapping alive.
+    const keepalive = setInterval(
+      () => writer.send({ type: "ping", seq: 0 }).catch(() => {}),
+      this.#o.heartbeatIntervalMs,
+    );
     let start: unknown;
     try {
       start = await reader.read();
     } catch (err) {
       if (!this.ended) this.#o.log.debug(`idle work connection failed: ${errorMessage(err)}`);
       start = null;
+    } finally {
+      clearInterval(keepalive);
     }
     this.#idleWork.delete(conn);
     leave(start !== null);

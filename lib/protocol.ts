@@ -175,6 +175,20 @@ export function versionMismatch(clientVersion: number, serverVersion: number): s
 
 // ---- codec -----------------------------------------------------------------
 
+/**
+ * `promise`, or a `ProtocolError` with `message` once `ms` pass first. The
+ * caller then closes the connection, which ends the abandoned operation; its
+ * later failure is swallowed here.
+ */
+export function withDeadline<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new ProtocolError(message)), ms);
+  });
+  promise.catch(() => {});
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 /** Anything with Deno's `read` contract: fills part of `p`, or null at EOF. */
 export interface ByteReader {
   read(p: Uint8Array): Promise<number | null>;
@@ -248,16 +262,7 @@ export class FrameReader {
    */
   read(timeoutMs?: number): Promise<unknown> {
     if (timeoutMs === undefined) return this.#read();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new ProtocolError(`no complete frame within ${timeoutMs / 1000}s`)),
-        timeoutMs,
-      );
-    });
-    const reading = this.#read();
-    reading.catch(() => {}); // the connection is closed after a timeout; that read then fails
-    return Promise.race([reading, timeout]).finally(() => clearTimeout(timer));
+    return withDeadline(this.#read(), timeoutMs, `no complete frame within ${timeoutMs / 1000}s`);
   }
 
   /** The bytes read past the last frame; the reader must not be used after. */

@@ -199,6 +199,14 @@ export class WorkPool<W> {
     return true;
   }
 
+  /** Takes `w` out of the idle pool (it closed while idle). False if it was not idle. */
+  remove(w: W): boolean {
+    const at = this.#idle.indexOf(w);
+    if (at < 0) return false;
+    this.#idle.splice(at, 1);
+    return true;
+  }
+
   /** An idle work connection now, if there is one. */
   takeIdle(): W | undefined {
     return this.#idle.shift();

@@ -21,6 +21,7 @@ import {
   MAX_FREE_RANGES,
   parseClientMessage,
   type ServerMessage,
+  withDeadline,
   WORK_TIMEOUT_MS,
   writeAll,
 } from "./protocol.ts";
@@ -31,6 +32,8 @@ export interface WorkConn {
   conn: Deno.TcpConn;
   reader: FrameReader;
   writer: FrameWriter;
+  /** The client's answer to `start` (null: it closed), read from the moment it was pooled. */
+  answer?: Promise<unknown>;
 }
 
 /** Live figures of one exposed app. */
@@ -140,7 +143,31 @@ export class ServerSession {
 
   /** Hands a proven work connection to a waiting user or the idle pool. */
   addWork(work: WorkConn): void {
-    if (this.#pool.idle >= MAX_IDLE_WORK || !this.#pool.offer(work)) closeQuietly(work.conn);
+    if (this.#pool.idle >= MAX_IDLE_WORK) return closeQuietly(work.conn);
+    work.answer = this.#watch(work);
+    work.answer.catch(() => {}); // failing while idle is handled by #watch; a user awaits it otherwise
+    if (!this.#pool.offer(work)) closeQuietly(work.conn);
+  }
+
+  /**
+   * Reads a work connection from the moment it is pooled. While idle the
+   * client sends keepalive pings (they keep NAT mappings alive) and nothing
+   * else; an idle connection that closes or misbehaves leaves the pool, so no
+   * user is ever handed a dead one. Resolves to the first other frame, the
+   * answer to `start`, or null if the client closed the connection.
+   */
+  async #watch(work: WorkConn): Promise<unknown> {
+    try {
+      while (true) {
+        const raw = await work.reader.read();
+        if (raw !== null && parseClientMessage(raw).type === "ping") continue;
+        if (raw === null && this.#pool.remove(work)) closeQuietly(work.conn);
+        return raw;
+      }
+    } catch (err) {
+      if (this.#pool.remove(work)) closeQuietly(work.conn);
+      throw err;
+    }
   }
 
   /**
@@ -378,15 +405,11 @@ export class ServerSession {
 
   /** Resolves to the bytes after the client's `started`, or rejects with why not. */
   async #started(work: WorkConn): Promise<Uint8Array> {
-    let raw: unknown;
-    try {
-      raw = await work.reader.read(WORK_TIMEOUT_MS);
-    } catch (err) {
-      if (!(err instanceof ProtocolError)) throw err;
-      throw new Error(
-        `the client did not answer on its work connection within ${WORK_TIMEOUT_MS / 1000}s`,
-      );
-    }
+    const raw = await withDeadline(
+      work.answer ?? work.reader.read(),
+      WORK_TIMEOUT_MS,
+      `the client did not answer on its work connection within ${WORK_TIMEOUT_MS / 1000}s`,
+    );
     if (raw === null) throw new Error("the client closed the work connection");
     const reply = parseClientMessage(raw);
     if (reply.type === "start_failed") {

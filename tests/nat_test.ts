@@ -194,3 +194,21 @@ Deno.test({
     await assertEchoes(bed, two.port);
   },
 });
+
+Deno.test({
+  name:
+    `idle work connections outlive a NAT that forgets idle flows, so the next user is served${skip}`,
+  ignore: why !== undefined,
+  async fn() {
+    await using stack = new AsyncDisposableStack();
+    const { bed, controlPort } = await setUp(stack, 30);
+    // Home 1's router forgets a flow after 2 s without a packet; the control
+    // connection pings every 0.5 s, but pooled work connections carry nothing
+    // unless the client keeps them alive too.
+    await bed.forgetIdleAfter(1, 2);
+    const one = await startHome(stack, bed, 1, controlPort, 0.5);
+    await new Promise((r) => setTimeout(r, 4000)); // idle for twice the NAT's memory
+    await assertEchoes(bed, one.port, 100_000);
+    await assertEchoes(bed, one.port, 100_000);
+  },
+});

@@ -240,6 +240,18 @@ export class NetBed {
     await run("ip", ["-n", this.router(home), "link", "set", "wan", "up"]);
   }
 
+  /** Makes the home's router forget an established flow idle for `seconds` (as NAT gateways do). */
+  async forgetIdleAfter(home: Home, seconds: number): Promise<void> {
+    await run("ip", [
+      "netns",
+      "exec",
+      this.router(home),
+      "sysctl",
+      "-qw",
+      `net.netfilter.nf_conntrack_tcp_timeout_established=${seconds}`,
+    ]);
+  }
+
   /** Deletes every namespace of the bed (their links and rules go with them). */
   async destroy(): Promise<void> {
     for (const ns of this.#built.splice(0).reverse()) {
