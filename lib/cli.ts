@@ -90,7 +90,10 @@ function stderrSink(record: LogRecord): void {
 /** Resolves with the signal's name at the first SIGINT or SIGTERM. */
 export function stopSignal(): Promise<Deno.Signal> {
   return new Promise((resolve) => {
-    const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+    // Windows has no SIGTERM (listening for it throws); Ctrl-Break is its nearest kin.
+    const signals: Deno.Signal[] = Deno.build.os === "windows"
+      ? ["SIGINT", "SIGBREAK"]
+      : ["SIGINT", "SIGTERM"];
     const handlers = signals.map((signal) => {
       const handler = () => {
         signals.forEach((s, i) => Deno.removeSignalListener(s, handlers[i] as () => void));

@@ -122,7 +122,7 @@ export function expandEnv(source: YamlSource, getEnv: (name: string) => string |
           throw configError(
             source,
             path,
-            `environment variable ${name} cannot be read (not permitted)`,
+            `environment variable ${name} cannot be read (not permitted: compiled programs read only BURROW_* variables)`,
           );
         }
         if (found === undefined) {
