@@ -32,11 +32,14 @@ export class Child {
   #stderrTail: string[] = [];
   #keepStdin: boolean;
 
-  /** Runs `deno ARGS` from the repository root; `keepStdin` gives it a pipe it can watch. */
-  constructor(name: string, args: string[], keepStdin = false) {
+  /**
+   * Runs `deno ARGS` (or `command ARGS`) from the repository root; `keepStdin`
+   * gives it a pipe it can watch.
+   */
+  constructor(name: string, args: string[], keepStdin = false, command = Deno.execPath()) {
     this.name = name;
     this.#keepStdin = keepStdin;
-    this.#proc = new Deno.Command(Deno.execPath(), {
+    this.#proc = new Deno.Command(command, {
       args,
       cwd: ROOT,
       stdin: keepStdin ? "piped" : "null",

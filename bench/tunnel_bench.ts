@@ -24,6 +24,7 @@
 import { parseArgs } from "node:util";
 import { Child, otherCores, processCpu, readProc, stealSeconds } from "./child.ts";
 import { bulk, download, hold, latency, upload } from "./phases.ts";
+import { startup } from "./startup.ts";
 import { type Figures, printReport, resultsJson, type Snapshot } from "./report.ts";
 import { type SinkPorts, startSink } from "./sink.ts";
 
@@ -120,6 +121,8 @@ async function startSinkFor(s: Settings, children: Child[]): Promise<Sink> {
 interface Tunnel {
   server: Child;
   client: Child;
+  control: number;
+  token: string;
   /** Public port of each sink service through the tunnel. */
   ports: SinkPorts;
 }
@@ -151,7 +154,7 @@ async function startTunnel(sink: SinkPorts, children: Child[]): Promise<Tunnel> 
       );
       ports[app as keyof SinkPorts] = Number(port);
     }
-    return { server, client, ports: ports as SinkPorts };
+    return { server, client, control, token, ports: ports as SinkPorts };
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -233,6 +236,8 @@ async function run(s: Settings, children: Child[], onSink: (sink: Sink) => void)
   onSink(sink);
   const tunnel = await startTunnel(sink.ports, children);
   const figures = await measure(s, sink, tunnel);
+  log("start-up: 5 client launches to their first ready line");
+  const boot = await startup(tunnel.control, tunnel.token, sink.ports.echo);
   const date = new Date().toISOString();
   const cpus = navigator.hardwareConcurrency;
   printReport(figures, [
@@ -240,6 +245,11 @@ async function run(s: Settings, children: Child[], onSink: (sink: Sink) => void)
     `${version.split("\n")[0]}; ${cpus} CPUs; load average ${readProc("/proc/loadavg").trim()}`,
     sinkNote(s),
   ]);
+  console.log(
+    `client start-up, launch to first ready: median ${boot.medianMs.toFixed(0)} ms ` +
+      `(runs: ${boot.readyMs.map((ms) => ms.toFixed(0)).join(", ")}); ` +
+      `idle RSS ${boot.idleRssMiB.toFixed(1)} MiB; ${boot.how}`,
+  );
   const meta = {
     date,
     deno: { versionOutput: version, ...Deno.version },
@@ -250,6 +260,7 @@ async function run(s: Settings, children: Child[], onSink: (sink: Sink) => void)
     },
     settings: s,
     sink: sinkNote(s),
+    startup: boot,
   };
   await Deno.writeTextFile(
     RESULTS_FILE,
