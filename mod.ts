@@ -25,6 +25,7 @@ export {
 } from "./lib/server.ts";
 export {
   type BurrowClient,
+  type ClientEventDetail,
   type ClientOptions,
   type ExposeOptions,
   startClient,
@@ -32,5 +33,13 @@ export {
 } from "./lib/client.ts";
 export { ConfigError, ProtocolError, type RefusalCode, RefusedError } from "./lib/errors.ts";
 export { Secret } from "./lib/secret.ts";
+export type {
+  AuthInfo,
+  CloseInfo,
+  ExposeInfo,
+  HookDecision,
+  ServerHooks,
+  UserConnectInfo,
+} from "./lib/hooks.ts";
 export { PROTOCOL_VERSION } from "./lib/protocol.ts";
 export { VERSION } from "./lib/version.ts";

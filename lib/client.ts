@@ -61,8 +61,32 @@ export interface Tunnel {
   close(): Promise<void>;
 }
 
-/** A running client. */
-export interface BurrowClient {
+/**
+ * Events a client dispatches (as `CustomEvent`s with this `detail`):
+ * `ready` each time an app goes live (at first and after every reconnect),
+ * `reconnecting` when the link is lost or the server cannot be reached and a
+ * retry is scheduled, `closed` once when the client stops.
+ */
+export interface ClientEventDetail {
+  ready: { tunnel: Tunnel };
+  reconnecting: { reason: string; delayMs: number };
+  closed: { reason: Error | undefined };
+}
+
+/**
+ * A running client. It is an `EventTarget`: see {@linkcode ClientEventDetail}.
+ *
+ * @example
+ * ```ts
+ * import { startClient } from "./mod.ts";
+ * const client = await startClient({ server: "127.0.0.1:7700", token: "s3cret", group: "lab" });
+ * client.addEventListener("reconnecting", (e) => {
+ *   const { reason, delayMs } = (e as CustomEvent).detail;
+ *   console.log(`lost the server (${reason}); retrying in ${delayMs} ms`);
+ * });
+ * ```
+ */
+export interface BurrowClient extends EventTarget {
   readonly group: string;
   /** The server host as dialled, for `ready` lines. */
   readonly serverHost: string;
@@ -131,7 +155,7 @@ class TunnelHandle implements Tunnel {
   }
 }
 
-class Client implements BurrowClient {
+class Client extends EventTarget implements BurrowClient {
   readonly group: string;
   readonly serverHost: string;
   readonly started: Promise<void>;
@@ -152,6 +176,7 @@ class Client implements BurrowClient {
   #rejectStarted!: (err: Error) => void;
 
   constructor(options: ClientOptions) {
+    super();
     const server = parseHostPort(options.server);
     if (typeof server === "string") throw new ConfigError(`server: ${server}`);
     if (!NAME_PATTERN.test(options.group)) {
@@ -226,11 +251,16 @@ class Client implements BurrowClient {
     this.#finish(undefined);
   }
 
+  #emit<K extends keyof ClientEventDetail>(type: K, detail: ClientEventDetail[K]): void {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
   #finish(reason: Error | undefined): void {
     for (const app of this.#apps.values()) app.tunnel.resolveClosed(reason);
     this.#apps.clear();
     for (const wake of this.#waiters) wake();
     this.#resolveClosed(reason);
+    this.#emit("closed", { reason });
   }
 
   #settleStarted(err?: Error): void {
@@ -292,6 +322,7 @@ class Client implements BurrowClient {
         this.#log.warn(
           `cannot reach server ${where}: ${errorMessage(err)}; retrying in ${secs(delay)}`,
         );
+        this.#emit("reconnecting", { reason: errorMessage(err), delayMs: delay });
         await sleep(delay, signal);
         continue;
       }
@@ -306,7 +337,10 @@ class Client implements BurrowClient {
       const began = Date.now();
       try {
         reason = await session.run(
-          (app) => this.#options.onReady?.(app.tunnel),
+          (app) => {
+            this.#options.onReady?.(app.tunnel);
+            this.#emit("ready", { tunnel: app.tunnel });
+          },
           (app, err) => this.#appRefused(app, err),
         );
         // A session that lived a while was a real connection: back off afresh. One
@@ -319,6 +353,7 @@ class Client implements BurrowClient {
       if (signal.aborted) break;
       const delay = backoff.next();
       this.#log.warn(`lost server ${where}: ${reason}; reconnecting in ${secs(delay)}`);
+      this.#emit("reconnecting", { reason, delayMs: delay });
       await sleep(delay, signal);
     }
   }

@@ -15,7 +15,8 @@ export type RefusalCode =
   | "port_not_allowed"
   | "no_free_port"
   | "bad_request"
-  | "server_closing";
+  | "server_closing"
+  | "forbidden";
 
 /** A usage or configuration problem: exit code 2. */
 export class ConfigError extends Error {

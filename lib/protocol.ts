@@ -56,6 +56,7 @@ const refusalCodes = [
   "no_free_port",
   "bad_request",
   "server_closing",
+  "forbidden",
 ] as const satisfies readonly RefusalCode[];
 
 // ---- server -> client ------------------------------------------------------

@@ -22,13 +22,17 @@ import {
   TAKEOVER_PROBE_MS,
   versionMismatch,
 } from "./protocol.ts";
+import { consult, type ServerHooks } from "./hooks.ts";
 import { Registry } from "./registry.ts";
 import { newId, newNonce, Secret, verifyProof } from "./secret.ts";
 import { ServerSession, type SessionContext } from "./server_session.ts";
 import { VERSION } from "./version.ts";
 
-/** Options for {@linkcode startServer}. */
-export interface ServerOptions {
+/**
+ * Options for {@linkcode startServer}, including the hooks of
+ * {@linkcode ServerHooks} (`onAuth`, `onExpose`, `onUserConnect`, `onClose`).
+ */
+export interface ServerOptions extends ServerHooks {
   /** Control listener, `HOST:PORT`; port 0 picks a free one. @default "0.0.0.0:7700" */
   bind?: string;
   /** Shared secret clients must prove they know. Required unless `noAuth`. */
@@ -102,6 +106,7 @@ class Server implements BurrowServer {
   #sessions = new Map<string, ServerSession>();
   #handshakes = new Set<Deno.TcpConn>();
   #lastFloodLog = 0;
+  #accepting: Promise<void> = Promise.resolve();
   #ctx: SessionContext;
   #closing = false;
   #closed: Promise<void>;
@@ -129,6 +134,7 @@ class Server implements BurrowServer {
       heartbeatTimeoutMs: timeout * 1000,
       buffers: new BufferPool(),
       log: this.#log,
+      hooks: options,
       ended: (session) => {
         if (this.#sessions.get(session.id) === session) this.#sessions.delete(session.id);
       },
@@ -163,7 +169,7 @@ class Server implements BurrowServer {
       this.#log.warn("authentication is off (--no-auth): any client may register");
     }
     this.#options.signal?.addEventListener("abort", () => this.close(), { once: true });
-    this.#accept();
+    this.#accepting = this.#accept();
   }
 
   services(): ServiceInfo[] {
@@ -195,6 +201,7 @@ class Server implements BurrowServer {
     this.#closing = true;
     closeQuietly(this.#listener);
     for (const conn of this.#handshakes) closeQuietly(conn);
+    await this.#accepting; // the port is free only once the pending accept has ended
     const sessions = [...this.#sessions.values()];
     for (const session of sessions) {
       session.end("server shutting down", { type: "shutdown", reason: "server shutting down" });
@@ -277,7 +284,7 @@ class Server implements BurrowServer {
   ): Promise<void> {
     const from = peer(conn);
     const refuse = async (
-      code: "auth_failed" | "group_live" | "server_closing",
+      code: "auth_failed" | "group_live" | "server_closing" | "forbidden",
       message: string,
     ) => {
       this.#log.info(`refused group ${hello.group} from ${from}: ${message}`);
@@ -287,6 +294,12 @@ class Server implements BurrowServer {
     if (!(await this.#verify(hello.proof, nonce, "control", hello.group, hello.runId))) {
       return refuse("auth_failed", "authentication failed: wrong token");
     }
+    const forbidden = await consult("onAuth", this.#options.onAuth, {
+      group: hello.group,
+      addr: from,
+      clientVersion: hello.client,
+    }, this.#log);
+    if (forbidden !== undefined) return refuse("forbidden", forbidden);
     const live = this.#registry.group(hello.group);
     if (live) {
       const old = live.session;

@@ -25,6 +25,7 @@ import {
   WORK_TIMEOUT_MS,
   writeAll,
 } from "./protocol.ts";
+import { consult, observe, type ServerHooks } from "./hooks.ts";
 import { type AppEntry, type Registry, WorkPool } from "./registry.ts";
 
 /** A work connection that proved it belongs to a session and waits for a user. */
@@ -52,6 +53,7 @@ export interface SessionContext {
   heartbeatTimeoutMs: number;
   buffers: BufferPool;
   log: Logger;
+  hooks: ServerHooks;
   ended(session: ServerSession): void;
 }
 
@@ -63,6 +65,8 @@ interface PublicApp {
   listener: Deno.TcpListener;
   stats: AppStats;
   users: Set<Deno.TcpConn>;
+  /** The accept loop; it ends (and the port is really free) after the listener closes. */
+  serving: Promise<void>;
 }
 
 /** A control session: one group, from one client process. */
@@ -196,7 +200,7 @@ export class ServerSession {
     this.#ended = true;
     clearInterval(this.#watchdog);
     const freed = this.#ctx.registry.removeGroup(this.group, this).map((a) => a.port);
-    for (const app of this.apps.values()) this.#closeApp(app);
+    const closing = [...this.apps.values()].map((app) => this.#closeApp(app));
     this.apps.clear();
     for (const work of this.#pool.close()) closeQuietly(work.conn);
     const closeConn = () => closeQuietly(this.#conn);
@@ -207,7 +211,7 @@ export class ServerSession {
       : "";
     this.#ctx.log.info(`group ${this.group} from ${this.clientAddr} ended: ${reason}${ports}`);
     this.#ctx.ended(this);
-    this.#resolveDone();
+    Promise.all(closing).then(() => this.#resolveDone());
   }
 
   /** Live figures per app, for `services()`. */
@@ -229,16 +233,8 @@ export class ServerSession {
         return Promise.resolve();
       case "expose":
         return this.#expose(msg.id, msg.app, msg.port, msg.hint);
-      case "unexpose": {
-        const app = this.apps.get(msg.app);
-        if (app) {
-          this.apps.delete(msg.app);
-          this.#ctx.registry.release(this.group, msg.app);
-          this.#closeApp(app);
-          this.#ctx.log.info(`${this.group}/${msg.app} closed; port ${app.entry.port} is free`);
-        }
-        return this.#send({ type: "unexposed", id: msg.id, app: msg.app });
-      }
+      case "unexpose":
+        return this.#unexpose(msg.id, msg.app);
       case "abort":
         this.#joins.abort(msg.id);
         return Promise.resolve();
@@ -259,14 +255,30 @@ export class ServerSession {
     }
   }
 
-  #expose(id: number, name: string, port: number, hint?: number): Promise<void> {
+  /** Closes an app; answers once its port is really free, so it can be claimed again at once. */
+  async #unexpose(id: number, name: string): Promise<void> {
+    const app = this.apps.get(name);
+    if (app) {
+      this.apps.delete(name);
+      this.#ctx.registry.release(this.group, name);
+      await this.#closeApp(app);
+      this.#ctx.log.info(`${this.group}/${name} closed; port ${app.entry.port} is free`);
+    }
+    return this.#send({ type: "unexposed", id, app: name });
+  }
+
+  async #expose(id: number, name: string, port: number, hint?: number): Promise<void> {
     const refuse = (
-      code: "app_exists" | "bad_request" | "port_taken" | "port_not_allowed",
+      code: "app_exists" | "bad_request" | "port_taken" | "port_not_allowed" | "forbidden",
       message: string,
     ) => {
       this.#ctx.log.info(`refused ${this.group}/${name}: ${message}`);
       return this.#send({ type: "refused", id, code, message });
     };
+    const info = { group: this.group, app: name, port, addr: this.clientAddr };
+    const forbidden = await consult("onExpose", this.#ctx.hooks.onExpose, info, this.#ctx.log);
+    if (this.#ended) return;
+    if (forbidden !== undefined) return refuse("forbidden", forbidden);
     if (this.apps.has(name)) {
       return refuse("app_exists", `app ${this.group}/${name} is already exposed`);
     }
@@ -306,9 +318,10 @@ export class ServerSession {
         listener,
         stats: { connections: 0, total: 0, bytesIn: 0, bytesOut: 0, live: new Set() },
         users: new Set(),
+        serving: Promise.resolve(),
       };
+      app.serving = this.#serve(app);
       this.apps.set(name, app);
-      this.#serve(app);
       this.#ctx.log.info(
         `${this.group}/${name} is live on ${
           formatHostPort({ hostname: this.#ctx.publicHost, port: candidate })
@@ -333,66 +346,28 @@ export class ServerSession {
   }
 
   async #user(app: PublicApp, user: Deno.TcpConn): Promise<void> {
-    const label = `${this.group}/${app.entry.app}`;
     const from = peer(user);
+    const started = Date.now();
+    const info = { group: this.group, app: app.entry.app, port: app.entry.port, user: from };
+    const refused = await consult(
+      "onUserConnect",
+      this.#ctx.hooks.onUserConnect,
+      info,
+      this.#ctx.log,
+    );
+    if (refused !== undefined) {
+      this.#ctx.log.debug(`refused user ${from} on ${this.group}/${app.entry.app}: ${refused}`);
+      return closeQuietly(user);
+    }
     user.setNoDelay(true);
     app.users.add(user);
     app.stats.connections++;
     app.stats.total++;
     const stats: JoinStats = { aToB: 0, bToA: 0 };
     app.stats.live.add(stats);
+    let error: string | undefined;
     try {
-      let work = this.#pool.takeIdle();
-      if (!work) {
-        this.#ctx.log.debug(`${label}: no idle work connection; asking the client for one`);
-        this.#send({ type: "want_work", count: 1 }).catch(() => {});
-        work = await this.#pool.wait(WORK_TIMEOUT_MS);
-      }
-      if (!work) {
-        this.#ctx.log.warn(
-          `user ${from} on ${label} closed: ${
-            this.#ended
-              ? "the group went offline"
-              : `no work connection from the client within ${WORK_TIMEOUT_MS / 1000}s`
-          }`,
-        );
-        return;
-      }
-      const id = ++this.#workSeq;
-      // The start frame is written before the copy begins, so no user byte can
-      // overtake it (and it is not counted as one); the client's answer then
-      // leads the work-to-user direction.
-      try {
-        await writeAll(
-          work.conn,
-          encodeFrame({ type: "start", id, app: app.entry.app, user: from }),
-        );
-      } catch (err) {
-        closeQuietly(work.conn);
-        this.#ctx.log.warn(
-          `user ${from} on ${label} closed: work connection failed (${netReason(err)})`,
-        );
-        return;
-      }
-      const live = this.#joins.add(id, [user, work.conn]);
-      const result = await join(user, work.conn, {
-        bToAFirst: this.#started(work),
-        stats,
-        pool: this.#ctx.buffers,
-      }).finally(() => this.#joins.delete(id));
-      // A reset or failure here must end the client's side at once too: its
-      // end of the work connection would only see a FIN, i.e. a half-close.
-      if (result.error !== undefined && !live.aborted && !this.#ended) {
-        this.#send({ type: "abort", id }).catch(() => {});
-      }
-      const how = live.aborted
-        ? "closed: the app side reset or failed"
-        : result.error === undefined
-        ? "closed"
-        : `failed (${errorMessage(result.error)})`;
-      this.#ctx.log.info(
-        `user ${from} on ${label} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,
-      );
+      error = await this.#serveUser(app, user, from, stats);
     } finally {
       closeQuietly(user);
       app.users.delete(user);
@@ -401,6 +376,74 @@ export class ServerSession {
       app.stats.bytesIn += stats.aToB;
       app.stats.bytesOut += stats.bToA;
     }
+    const closed = {
+      ...info,
+      bytesIn: stats.aToB,
+      bytesOut: stats.bToA,
+      durationMs: Date.now() - started,
+    };
+    observe(
+      "onClose",
+      this.#ctx.hooks.onClose,
+      error === undefined ? closed : { ...closed, error },
+      this.#ctx.log,
+    );
+  }
+
+  /** Joins a user to a work connection; resolves to why it failed, or undefined. */
+  async #serveUser(
+    app: PublicApp,
+    user: Deno.TcpConn,
+    from: string,
+    stats: JoinStats,
+  ): Promise<string | undefined> {
+    const label = `${this.group}/${app.entry.app}`;
+    let work = this.#pool.takeIdle();
+    if (!work) {
+      this.#ctx.log.debug(`${label}: no idle work connection; asking the client for one`);
+      this.#send({ type: "want_work", count: 1 }).catch(() => {});
+      work = await this.#pool.wait(WORK_TIMEOUT_MS);
+    }
+    if (!work) {
+      const why = this.#ended
+        ? "the group went offline"
+        : `no work connection from the client within ${WORK_TIMEOUT_MS / 1000}s`;
+      this.#ctx.log.warn(`user ${from} on ${label} closed: ${why}`);
+      return why;
+    }
+    const id = ++this.#workSeq;
+    // The start frame is written before the copy begins, so no user byte can
+    // overtake it (and it is not counted as one); the client's answer then
+    // leads the work-to-user direction.
+    try {
+      await writeAll(work.conn, encodeFrame({ type: "start", id, app: app.entry.app, user: from }));
+    } catch (err) {
+      closeQuietly(work.conn);
+      const why = `work connection failed (${netReason(err)})`;
+      this.#ctx.log.warn(`user ${from} on ${label} closed: ${why}`);
+      return why;
+    }
+    const live = this.#joins.add(id, [user, work.conn]);
+    const result = await join(user, work.conn, {
+      bToAFirst: this.#started(work),
+      stats,
+      pool: this.#ctx.buffers,
+    }).finally(() => this.#joins.delete(id));
+    // A reset or failure here must end the client's side at once too: its
+    // end of the work connection would only see a FIN, i.e. a half-close.
+    if (result.error !== undefined && !live.aborted && !this.#ended) {
+      this.#send({ type: "abort", id }).catch(() => {});
+    }
+    const why = live.aborted
+      ? "the app side reset or failed"
+      : result.error === undefined
+      ? undefined
+      : errorMessage(result.error);
+    const how = live.aborted ? `closed: ${why}` : why === undefined ? "closed" : `failed (${why})`;
+    this.#ctx.log.info(
+      `user ${from} on ${label} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,
+    );
+    return why;
   }
 
   /** Resolves to the bytes after the client's `started`, or rejects with why not. */
@@ -421,8 +464,10 @@ export class ServerSession {
     return work.reader.takeBuffered();
   }
 
-  #closeApp(app: PublicApp): void {
+  /** Closes an app's listener and users; resolves once its port is free again. */
+  #closeApp(app: PublicApp): Promise<void> {
     closeQuietly(app.listener);
     for (const user of app.users) closeQuietly(user);
+    return app.serving;
   }
 }

@@ -148,3 +148,32 @@ Deno.test("freePorts answers past the frame's range cap, marked as truncated on 
     await server.close();
   }
 });
+
+Deno.test("a closed tunnel's port can be claimed again the moment close() resolves", async () => {
+  const block = portBlock(2);
+  const server = await startServer({
+    bind: "127.0.0.1:0",
+    token: "t",
+    ports: block.spec,
+    publicHost: "127.0.0.1",
+  });
+  const client = await startClient({
+    server: `127.0.0.1:${server.addr.port}`,
+    token: "t",
+    group: "churn",
+  });
+  try {
+    for (let i = 0; i < 20; i++) {
+      const tunnel = await client.expose({
+        name: `app-${i}`,
+        local: "127.0.0.1:9",
+        remotePort: block.from,
+      });
+      assert.equal(tunnel.remotePort, block.from);
+      await tunnel.close();
+    }
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});

@@ -1,0 +1,106 @@
+/**
+ * Server hooks: callbacks a host program passes to `startServer` to allow or
+ * refuse (a client's group, an app's port, a user's connection) and to
+ * observe (every closed user connection). A hook that refuses gives the
+ * client a clean refusal with the hook's reason, code `forbidden`.
+ *
+ * @module
+ */
+
+import type { Logger } from "@logtape/logtape";
+import { errorMessage } from "./errors.ts";
+
+/**
+ * What a deciding hook returns: nothing or `true` allows; `false` refuses;
+ * a string refuses with that string as the reason the client is told.
+ */
+export type HookDecision = void | boolean | string;
+
+/** A client asking to register a group. */
+export interface AuthInfo {
+  group: string;
+  /** The client's address as the server sees it, `host:port`. */
+  addr: string;
+  /** The client's software version. */
+  clientVersion: string;
+}
+
+/** A client asking to expose an app. */
+export interface ExposeInfo {
+  group: string;
+  app: string;
+  /** The port asked for; 0 lets the server pick. */
+  port: number;
+  addr: string;
+}
+
+/** A user connecting to an app's public port. */
+export interface UserConnectInfo {
+  group: string;
+  app: string;
+  port: number;
+  /** The user's address, `host:port` (for allow lists). */
+  user: string;
+}
+
+/** A user connection that has ended. */
+export interface CloseInfo extends UserConnectInfo {
+  /** Bytes from the user to the app. */
+  bytesIn: number;
+  /** Bytes from the app to the user. */
+  bytesOut: number;
+  durationMs: number;
+  /** Why it failed, if it did not end cleanly. */
+  error?: string;
+}
+
+/** Hooks accepted by `startServer`. */
+export interface ServerHooks {
+  /** Allow or refuse a group registration (after the token checked out). */
+  onAuth?: (info: AuthInfo) => HookDecision | Promise<HookDecision>;
+  /** Allow or refuse exposing an app. */
+  onExpose?: (info: ExposeInfo) => HookDecision | Promise<HookDecision>;
+  /** Allow or refuse a user connection, before any byte reaches the client. */
+  onUserConnect?: (info: UserConnectInfo) => HookDecision | Promise<HookDecision>;
+  /** Observes every user connection that ended. */
+  onClose?: (info: CloseInfo) => void;
+}
+
+/**
+ * Asks a deciding hook. Returns undefined to allow, or the refusal reason.
+ * A hook that throws refuses (and is logged): failing closed is the safe side.
+ */
+export async function consult<T>(
+  name: string,
+  hook: ((info: T) => HookDecision | Promise<HookDecision>) | undefined,
+  info: T,
+  log: Logger,
+): Promise<string | undefined> {
+  if (!hook) return undefined;
+  let decision: HookDecision;
+  try {
+    decision = await hook(info);
+  } catch (err) {
+    log.error(`${name} hook failed: ${errorMessage(err)}`);
+    return `refused by the server's ${name} hook`;
+  }
+  if (decision === undefined || decision === true) return undefined;
+  return typeof decision === "string" && decision !== ""
+    ? decision
+    : `refused by the server's ${name} hook`;
+}
+
+/** Calls an observing hook; a throwing one is logged, never fatal. */
+export function observe<T>(
+  name: string,
+  hook: ((info: T) => void) | undefined,
+  info: T,
+  log: Logger,
+): void {
+  if (!hook) return;
+  try {
+    hook(info);
+  } catch (err) {
+    log.error(`${name} hook failed: ${errorMessage(err)}`);
+  }
+}
