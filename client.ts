@@ -19,17 +19,23 @@ import {
 } from "./lib/cli.ts";
 import { startClient, type Tunnel } from "./lib/client.ts";
 import { loadClientConfig } from "./lib/client_config.ts";
+import { runDiscovery } from "./lib/discovery_cli.ts";
 import { RefusedError } from "./lib/errors.ts";
 import { VERSION } from "./lib/version.ts";
 
 const USAGE = `burrow-client ${VERSION}: exposes a group of local apps through a burrow server
 
 Usage: burrow-client GROUP.yaml [flags]
+       burrow-client --services   --server HOST:PORT [--token TOKEN] [--json]
+       burrow-client --free-ports --server HOST:PORT [--token TOKEN] [--json]
 
 Flags (each overrides the same key of GROUP.yaml):
   --server HOST:PORT   the server's control address   (server)
   --token TOKEN        shared secret                  (token)
   --log-level LEVEL    debug, info, warning or error (default info)
+  --services           list the services live on the server, then exit
+  --free-ports         list the public ports the server would still give out, then exit
+  --json               with --services or --free-ports: print JSON instead of a table
   --help               show this help
   --version            show the version
 
@@ -41,11 +47,19 @@ async function main(args: string[]): Promise<number> {
     server: { type: "string" },
     token: { type: "string" },
     "log-level": { type: "string" },
+    services: { type: "boolean" },
+    "free-ports": { type: "boolean" },
+    json: { type: "boolean" },
     help: { type: "boolean" },
     version: { type: "boolean" },
   }, true);
   if (values.help) return printLine(USAGE), EXIT.ok;
   if (values.version) return printLine(`burrow-client ${VERSION}`), EXIT.ok;
+  if (values.services || values["free-ports"]) {
+    if (positionals.length > 0) throw new UsageError("discovery takes no GROUP.yaml");
+    return await runDiscovery(values, (name) => Deno.env.get(name));
+  }
+  if (values.json) throw new UsageError("--json goes with --services or --free-ports");
   const [file, ...extra] = positionals;
   if (file === undefined) throw new UsageError("missing argument GROUP.yaml");
   if (extra.length > 0) {
@@ -92,6 +106,7 @@ async function main(args: string[]): Promise<number> {
         name: app.name,
         local: formatHostPort(app.local),
         remotePort: app.remotePort,
+        ...(app.description === undefined ? {} : { description: app.description }),
       })
         .then(watch, (err) => err instanceof RefusedError ? refuse(err) : undefined);
     }

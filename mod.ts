@@ -33,6 +33,12 @@ export {
 } from "./lib/client.ts";
 export { ConfigError, ProtocolError, type RefusalCode, RefusedError } from "./lib/errors.ts";
 export { Secret } from "./lib/secret.ts";
+export {
+  type Discovered,
+  discoverFreePorts,
+  discoverServices,
+  type DiscoveryOptions,
+} from "./lib/discovery.ts";
 export type {
   AuthInfo,
   CloseInfo,

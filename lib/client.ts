@@ -47,6 +47,8 @@ export interface ExposeOptions {
   local: string;
   /** Public port; 0 or absent lets the server pick. */
   remotePort?: number;
+  /** Free text shown by discovery (`client.ts --services`). */
+  description?: string;
 }
 
 /** One exposed app. */
@@ -128,6 +130,7 @@ export interface WantedApp {
   requestedPort: number;
   /** The port it has or last had; asked for again after a reconnect. */
   port: number;
+  description?: string;
   tunnel: TunnelHandle;
 }
 
@@ -219,6 +222,7 @@ class Client extends EventTarget implements BurrowClient {
       port,
       tunnel: new TunnelHandle(() => app, () => this.#closeTunnel(app)),
     };
+    if (options.description !== undefined) app.description = options.description;
     this.#apps.set(app.name, app);
     while (true) {
       const session = await this.#currentSession();

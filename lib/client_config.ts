@@ -27,6 +27,8 @@ export interface AppConfig {
   local: HostPort;
   /** 0: the server picks. */
   remotePort: number;
+  /** Free text shown by discovery. */
+  description?: string;
 }
 
 /** The group file merged with flags, validated. */
@@ -55,6 +57,7 @@ const appEntry = z.strictObject({
     65535,
     "must be 0-65535",
   ).optional(),
+  description: z.string("must be text").max(1024, "must be at most 1024 characters").optional(),
 });
 
 const groupFile = z.strictObject({
@@ -105,10 +108,14 @@ export async function loadClientConfig(
     group: data.group,
     heartbeatInterval: data.heartbeat_interval ?? DEFAULT_HEARTBEAT_INTERVAL,
     logLevel: flags["log-level"] !== undefined ? logLevelFlag(flags["log-level"]) : "info",
-    apps: data.apps.map((a) => ({
-      name: a.name,
-      local: hostPort(a.local),
-      remotePort: a.remote_port ?? 0,
-    })),
+    apps: data.apps.map((a) => {
+      const app: AppConfig = {
+        name: a.name,
+        local: hostPort(a.local),
+        remotePort: a.remote_port ?? 0,
+      };
+      if (a.description !== undefined) app.description = a.description;
+      return app;
+    }),
   };
 }

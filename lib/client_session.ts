@@ -80,7 +80,7 @@ export async function openSession(options: SessionOptions): Promise<ClientSessio
 }
 
 /** Reads the server's challenge, checking the protocol version first. */
-async function readChallenge(reader: FrameReader): Promise<string> {
+export async function readChallenge(reader: FrameReader): Promise<string> {
   const raw = await reader.read(HANDSHAKE_TIMEOUT_MS);
   if (raw === null) throw new Error("the server closed the connection before the handshake");
   const msg = parseServerMessage(raw);
@@ -93,7 +93,7 @@ async function readChallenge(reader: FrameReader): Promise<string> {
 }
 
 /** A refusal as an error: final ones as `RefusedError`, a closing server as a plain one. */
-function refusal(msg: Extract<ServerMessage, { type: "refused" }>): Error {
+export function refusal(msg: Extract<ServerMessage, { type: "refused" }>): Error {
   if (msg.code === "server_closing") return new Error(msg.message);
   return new RefusedError(msg.code, msg.message);
 }
@@ -218,9 +218,11 @@ export class ClientSession {
   }
 
   async #exposeOnce(app: WantedApp): Promise<void> {
-    const request: ClientMessage = app.requestedPort === 0 && app.port !== 0
-      ? { type: "expose", id: this.#nextId++, app: app.name, port: 0, hint: app.port }
-      : { type: "expose", id: this.#nextId++, app: app.name, port: app.requestedPort };
+    const request: Extract<ClientMessage, { type: "expose" }> =
+      app.requestedPort === 0 && app.port !== 0
+        ? { type: "expose", id: this.#nextId++, app: app.name, port: 0, hint: app.port }
+        : { type: "expose", id: this.#nextId++, app: app.name, port: app.requestedPort };
+    if (app.description !== undefined) request.description = app.description;
     const reply = await this.#request(request);
     if (reply.type === "refused") {
       const err = new RefusedError(reply.code, reply.message);

@@ -32,6 +32,8 @@ export const TAKEOVER_PROBE_MS = 3_000;
 /** Most apps one group may expose at once. */
 export const MAX_APPS_PER_GROUP = 128;
 
+/** Most services one discovery answer carries (it must also fit in a frame). */
+export const MAX_SERVICES = 1024;
 /** Most free-port ranges one answer carries; 4096 of them fit well inside a frame. */
 export const MAX_FREE_RANGES = 4096;
 
@@ -103,6 +105,21 @@ const serverMessage = z.discriminatedUnion("type", [
    * ends. (A raw stream can only carry a FIN, which would read as a half-close.)
    */
   z.object({ type: z.literal("abort"), id: requestId }),
+  /** Answers a `query` for services: every exposed app with live figures. */
+  z.object({
+    type: z.literal("services"),
+    services: z.array(z.object({
+      group: name,
+      app: name,
+      port,
+      description: text.optional(),
+      connections: z.int().min(0),
+      bytesIn: z.number().min(0),
+      bytesOut: z.number().min(0),
+      since: z.iso.datetime(),
+    })).max(MAX_SERVICES),
+    truncated: z.boolean(),
+  }),
   /** The server is going away; reconnect later. */
   z.object({ type: z.literal("shutdown"), reason: text }),
 ]);
@@ -131,9 +148,21 @@ const clientMessage = z.discriminatedUnion("type", [
     app: name,
     port,
     hint: port.optional(),
+    /** Free text shown by discovery. */
+    description: text.optional(),
   }),
   z.object({ type: z.literal("unexpose"), id: requestId, app: name }),
   z.object({ type: z.literal("free_ports"), id: requestId }),
+  /**
+   * A one-shot question instead of a hello (discovery): the server answers
+   * with `services` or `free_ports` (id 0) and closes.
+   */
+  z.object({
+    type: z.literal("query"),
+    version,
+    what: z.enum(["services", "free_ports"]),
+    proof: hex64,
+  }),
   z.object({ type: z.literal("ping"), seq: requestId }),
   z.object({ type: z.literal("pong"), seq: requestId }),
   /** The local app of work `id` reset or failed: close that user at once. */

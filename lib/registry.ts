@@ -17,6 +17,8 @@ export interface AppEntry {
   app: string;
   port: number;
   since: Date;
+  /** Free text from the app's config, shown by discovery. */
+  description?: string;
 }
 
 /** One live group and the session (of type S) that owns it. */
@@ -126,12 +128,13 @@ export class Registry<S> {
   }
 
   /** Records that a group's app holds a port (after the server bound it). */
-  claim(group: string, app: string, port: number): AppEntry {
+  claim(group: string, app: string, port: number, description?: string): AppEntry {
     const entry = this.#groups.get(group);
     if (!entry) throw new Error(`group "${group}" is not live`);
     if (entry.apps.has(app)) throw new Error(`app "${group}/${app}" is already exposed`);
     if (this.#ports.has(port)) throw new Error(`port ${port} is already claimed`);
     const record: AppEntry = { group, app, port, since: new Date() };
+    if (description !== undefined) record.description = description;
     entry.apps.set(app, record);
     this.#ports.set(port, record);
     return record;

@@ -16,7 +16,10 @@ import {
   FrameReader,
   FrameWriter,
   HANDSHAKE_TIMEOUT_MS,
+  MAX_FRAME_BYTES,
+  MAX_FREE_RANGES,
   MAX_HANDSHAKES,
+  MAX_SERVICES,
   parseClientMessage,
   PROTOCOL_VERSION,
   TAKEOVER_PROBE_MS,
@@ -61,6 +64,8 @@ export interface ServiceInfo {
   /** Bytes from the app to users. */
   bytesOut: number;
   since: Date;
+  /** Free text from the app's config, if it has one. */
+  description?: string;
 }
 
 /** A running server. */
@@ -96,6 +101,8 @@ export function startServer(options: ServerOptions = {}): Promise<BurrowServer> 
     return Promise.reject(err);
   }
 }
+
+const encoder = new TextEncoder();
 
 class Server implements BurrowServer {
   #options: ServerOptions;
@@ -182,7 +189,7 @@ class Server implements BurrowServer {
           bytesIn += live.aToB;
           bytesOut += live.bToA;
         }
-        out.push({
+        const info: ServiceInfo = {
           group: entry.group,
           app: entry.app,
           port: entry.port,
@@ -190,7 +197,9 @@ class Server implements BurrowServer {
           bytesIn,
           bytesOut,
           since: entry.since,
-        });
+        };
+        if (entry.description !== undefined) info.description = entry.description;
+        out.push(info);
       }
     }
     return out.sort((a, b) => a.group.localeCompare(b.group) || a.app.localeCompare(b.app));
@@ -253,6 +262,10 @@ class Server implements BurrowServer {
       if (hello.type === "hello") {
         this.#handshakes.delete(conn);
         return await this.#control(conn, reader, writer, nonce, hello);
+      }
+      if (hello.type === "query") {
+        this.#handshakes.delete(conn);
+        return await this.#answer(conn, writer, nonce, hello.what, hello.proof);
       }
       if (hello.type === "work_hello") {
         const session = this.#sessions.get(hello.session);
@@ -334,6 +347,51 @@ class Server implements BurrowServer {
       await session.run();
     } catch (err) {
       session.end(netReason(err));
+    }
+  }
+
+  /** Answers a discovery query (services or free ports) and hangs up. */
+  async #answer(
+    conn: Deno.TcpConn,
+    writer: FrameWriter,
+    nonce: string,
+    what: "services" | "free_ports",
+    proof: string,
+  ): Promise<void> {
+    const from = peer(conn);
+    try {
+      if (!(await this.#verify(proof, nonce, "query"))) {
+        this.#log.info(`refused a ${what} query from ${from}: wrong token`);
+        await writer.send({
+          type: "refused",
+          code: "auth_failed",
+          message: "authentication failed: wrong token",
+        });
+        return;
+      }
+      this.#log.debug(`answered a ${what} query from ${from}`);
+      if (what === "free_ports") {
+        const ranges = this.#registry.freeRanges();
+        await writer.send({
+          type: "free_ports",
+          id: 0,
+          ranges: ranges.slice(0, MAX_FREE_RANGES),
+          truncated: ranges.length > MAX_FREE_RANGES,
+        });
+        return;
+      }
+      const all = this.services().map((s) => ({ ...s, since: s.since.toISOString() }));
+      // As many as fit in one frame (descriptions may be long), at most MAX_SERVICES.
+      const services: typeof all = [];
+      let size = 100; // the envelope
+      for (const service of all.slice(0, MAX_SERVICES)) {
+        size += encoder.encode(JSON.stringify(service)).length + 1; // bytes, not characters
+        if (size > MAX_FRAME_BYTES) break;
+        services.push(service);
+      }
+      await writer.send({ type: "services", services, truncated: services.length < all.length });
+    } finally {
+      closeQuietly(conn);
     }
   }
 

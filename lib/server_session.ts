@@ -232,7 +232,7 @@ export class ServerSession {
         this.#pings.delete(msg.seq);
         return Promise.resolve();
       case "expose":
-        return this.#expose(msg.id, msg.app, msg.port, msg.hint);
+        return this.#expose(msg);
       case "unexpose":
         return this.#unexpose(msg.id, msg.app);
       case "abort":
@@ -267,7 +267,8 @@ export class ServerSession {
     return this.#send({ type: "unexposed", id, app: name });
   }
 
-  async #expose(id: number, name: string, port: number, hint?: number): Promise<void> {
+  async #expose(msg: Extract<ClientMessage, { type: "expose" }>): Promise<void> {
+    const { id, app: name, port, hint, description } = msg;
     const refuse = (
       code: "app_exists" | "bad_request" | "port_taken" | "port_not_allowed" | "forbidden",
       message: string,
@@ -312,7 +313,7 @@ export class ServerSession {
         }
         continue;
       }
-      const entry = this.#ctx.registry.claim(this.group, name, candidate);
+      const entry = this.#ctx.registry.claim(this.group, name, candidate, description);
       const app: PublicApp = {
         entry,
         listener,

@@ -325,3 +325,83 @@ Deno.test("a token pasted in the wrong place is never printed back in an error",
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("discovery: --services and --free-ports print a table or JSON; refusals exit 3", async () => {
+  const block = portBlock(10);
+  await using tunnel = await startTunnel({
+    group: "shown",
+    token: TOKEN,
+    server: { ports: block.spec },
+    apps: [
+      { name: "ssh", remote_port: block.from, description: "the home ssh, ask Ana" },
+      { name: "web", remote_port: block.from + 1 },
+    ],
+  });
+  await tunnel.port("ssh");
+  await tunnel.port("web");
+  const data = randomBytes(4321);
+  assert.equal(await echoThrough(block.from, data), await sha256(data));
+  const server = `127.0.0.1:${tunnel.server.port}`;
+
+  const table = await run("client.ts", ["--services", "--server", server, "--token", TOKEN]);
+  assert.equal(table.code, 0, table.stderr);
+  const lines = table.stdout.trim().split("\n");
+  assert.match(
+    lines[0] ?? "",
+    /^GROUP\s+APP\s+PORT\s+USERS\s+BYTES IN\s+BYTES OUT\s+SINCE\s+DESCRIPTION$/,
+  );
+  assert.match(
+    lines[1] ?? "",
+    new RegExp(
+      `^shown\\s+ssh\\s+${block.from}\\s+0\\s+4321\\s+4321\\s+\\S+Z\\s+the home ssh, ask Ana$`,
+    ),
+  );
+  assert.match(
+    lines[2] ?? "",
+    new RegExp(`^shown\\s+web\\s+${block.from + 1}\\s+0\\s+0\\s+0\\s+\\S+Z$`),
+  );
+  assert.equal(lines.length, 3);
+
+  const json = await run("client.ts", ["--services", "--json", "--server", server], {
+    BURROW_TOKEN: TOKEN,
+  });
+  assert.equal(json.code, 0, json.stderr);
+  const parsed = JSON.parse(json.stdout) as {
+    services: Array<Record<string, unknown>>;
+    truncated: boolean;
+  };
+  assert.equal(parsed.truncated, false);
+  assert.deepEqual(parsed.services.map((s) => [s.group, s.app, s.port, s.bytesIn, s.description]), [
+    ["shown", "ssh", block.from, 4321, "the home ssh, ask Ana"],
+    ["shown", "web", block.from + 1, 0, undefined],
+  ]);
+
+  const free = await run("client.ts", ["--free-ports", "--server", server, "--token", TOKEN]);
+  assert.equal(free.code, 0, free.stderr);
+  assert.equal(free.stdout.trim(), `free ports: ${block.from + 2}-${block.to} (8 ports)`);
+  const freeJson = await run("client.ts", [
+    "--free-ports",
+    "--json",
+    "--server",
+    server,
+    "--token",
+    TOKEN,
+  ]);
+  assert.deepEqual(JSON.parse(freeJson.stdout), {
+    ranges: [[block.from + 2, block.to]],
+    truncated: false,
+  });
+
+  const wrong = await run("client.ts", ["--services", "--server", server, "--token", "nope"]);
+  assert.equal(wrong.code, 3);
+  assert.match(
+    wrong.stderr.trim(),
+    /^burrow-client: refused by the server: authentication failed: wrong token \(auth_failed\)$/,
+  );
+  const noServer = await run("client.ts", ["--services", "--token", TOKEN]);
+  assert.equal(noServer.code, 2);
+  assert.match(noServer.stderr, /--services needs --server HOST:PORT/);
+  const noToken = await run("client.ts", ["--free-ports", "--server", server]);
+  assert.equal(noToken.code, 2);
+  assert.match(noToken.stderr, /needs a token/);
+});

@@ -259,6 +259,7 @@ export interface AppSpec {
   name: string;
   local: string;
   remote_port?: number;
+  description?: string;
 }
 
 /** Writes a group file to a temp dir and returns its path. */
@@ -278,6 +279,9 @@ export function groupFile(o: {
   for (const a of o.apps) {
     lines.push(`  - name: ${a.name}`, `    local: ${a.local}`);
     if (a.remote_port !== undefined) lines.push(`    remote_port: ${a.remote_port}`);
+    if (a.description !== undefined) {
+      lines.push(`    description: ${JSON.stringify(a.description)}`);
+    }
   }
   const path = Deno.makeTempFileSync({ prefix: "burrow-group-", suffix: ".yaml" });
   Deno.writeTextFileSync(path, lines.join("\n") + "\n");

@@ -1,0 +1,107 @@
+/**
+ * Discovery: asks a server, without registering a group, which services are
+ * live or which public ports are free. One connection, one question, one
+ * answer, authenticated by the same challenge-response as everything else.
+ *
+ * @module
+ */
+
+import { parseHostPort } from "./addr.ts";
+import { readChallenge, refusal } from "./client_session.ts";
+import { ConfigError, ProtocolError } from "./errors.ts";
+import { closeQuietly, dial } from "./net.ts";
+import {
+  FrameReader,
+  FrameWriter,
+  HANDSHAKE_TIMEOUT_MS,
+  parseServerMessage,
+  PROTOCOL_VERSION,
+  type ServerMessage,
+} from "./protocol.ts";
+import { prove, Secret } from "./secret.ts";
+import type { ServiceInfo } from "./server.ts";
+
+/** Options for {@linkcode discoverServices} and {@linkcode discoverFreePorts}. */
+export interface DiscoveryOptions {
+  /** The server's control address, `HOST:PORT`. */
+  server: string;
+  /** The shared secret. */
+  token: string | Secret;
+}
+
+/** What a discovery answer holds, and whether the server had to leave some out. */
+export interface Discovered<T> {
+  items: T[];
+  truncated: boolean;
+}
+
+async function ask(
+  options: DiscoveryOptions,
+  what: "services" | "free_ports",
+): Promise<ServerMessage> {
+  const server = parseHostPort(options.server);
+  if (typeof server === "string") throw new ConfigError(`server: ${server}`);
+  const token = typeof options.token === "string" ? new Secret(options.token) : options.token;
+  const conn = await dial(server, HANDSHAKE_TIMEOUT_MS);
+  try {
+    const reader = new FrameReader(conn);
+    const nonce = await readChallenge(reader);
+    await new FrameWriter(conn).send({
+      type: "query",
+      version: PROTOCOL_VERSION,
+      what,
+      proof: await prove(token, nonce, "query"),
+    });
+    const raw = await reader.read(HANDSHAKE_TIMEOUT_MS);
+    if (raw === null) throw new Error("the server closed the connection without answering");
+    const reply = parseServerMessage(raw);
+    if (reply.type === "refused") throw refusal(reply);
+    return reply;
+  } finally {
+    closeQuietly(conn);
+  }
+}
+
+/**
+ * The services live on a server, with their figures.
+ *
+ * @example
+ * ```ts
+ * import { discoverServices } from "./mod.ts";
+ * const { items } = await discoverServices({ server: "127.0.0.1:7700", token: "s3cret" });
+ * for (const s of items) console.log(`${s.group}/${s.app} on port ${s.port}`);
+ * ```
+ */
+export async function discoverServices(
+  options: DiscoveryOptions,
+): Promise<Discovered<ServiceInfo>> {
+  const reply = await ask(options, "services");
+  if (reply.type !== "services") throw new ProtocolError(`expected services, got ${reply.type}`);
+  const items = reply.services.map((s) => {
+    const { description, since, ...rest } = s;
+    const info: ServiceInfo = { ...rest, since: new Date(since) };
+    if (description !== undefined) info.description = description;
+    return info;
+  });
+  return { items, truncated: reply.truncated };
+}
+
+/**
+ * The public ports a server would still give out, as inclusive ranges.
+ *
+ * @example
+ * ```ts
+ * import { discoverFreePorts } from "./mod.ts";
+ * const { items } = await discoverFreePorts({ server: "127.0.0.1:7700", token: "s3cret" });
+ * console.log(items.map(([from, to]) => from === to ? `${from}` : `${from}-${to}`).join(","));
+ * ```
+ */
+export async function discoverFreePorts(
+  options: DiscoveryOptions,
+): Promise<Discovered<[number, number]>> {
+  const reply = await ask(options, "free_ports");
+  if (reply.type !== "free_ports") {
+    throw new ProtocolError(`expected free_ports, got ${reply.type}`);
+  }
+  return { items: reply.ranges, truncated: reply.truncated };
+}
