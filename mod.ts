@@ -30,6 +30,7 @@ export {
   type ExposeOptions,
   startClient,
   type Tunnel,
+  type TunnelLimits,
 } from "./lib/client.ts";
 export { ConfigError, ProtocolError, type RefusalCode, RefusedError } from "./lib/errors.ts";
 export { Secret } from "./lib/secret.ts";

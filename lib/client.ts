@@ -49,6 +49,21 @@ export interface ExposeOptions {
   remotePort?: number;
   /** Free text shown by discovery (`client.ts --services`). */
   description?: string;
+  /** Optional limits; the tunnel closes itself when one is reached. */
+  limits?: TunnelLimits;
+}
+
+/**
+ * Per-tunnel limits, enforced by the server. Counts start afresh when the
+ * client registers again after losing the server; serve time does not.
+ */
+export interface TunnelLimits {
+  /** Close the tunnel (and its users) after this many seconds. */
+  maxServeSeconds?: number;
+  /** Turn users away while this many are connected. */
+  maxUsers?: number;
+  /** Close the tunnel after this many user connections (the last one is served). */
+  maxConnections?: number;
 }
 
 /** One exposed app. */
@@ -131,6 +146,9 @@ export interface WantedApp {
   /** The port it has or last had; asked for again after a reconnect. */
   port: number;
   description?: string;
+  limits?: TunnelLimits;
+  /** When `limits.maxServeSeconds` runs out (ms since the epoch). */
+  expiresAt?: number;
   tunnel: TunnelHandle;
 }
 
@@ -223,6 +241,11 @@ class Client extends EventTarget implements BurrowClient {
       tunnel: new TunnelHandle(() => app, () => this.#closeTunnel(app)),
     };
     if (options.description !== undefined) app.description = options.description;
+    if (options.limits !== undefined) {
+      app.limits = options.limits;
+      const seconds = options.limits.maxServeSeconds;
+      if (seconds !== undefined) app.expiresAt = Date.now() + seconds * 1000;
+    }
     this.#apps.set(app.name, app);
     while (true) {
       const session = await this.#currentSession();
@@ -346,6 +369,7 @@ class Client extends EventTarget implements BurrowClient {
             this.#emit("ready", { tunnel: app.tunnel });
           },
           (app, err) => this.#appRefused(app, err),
+          (app, reason) => this.#appRetired(app, reason),
         );
         // A session that lived a while was a real connection: back off afresh. One
         // dropped at once keeps the delay growing, so a flapping server is not hammered.
@@ -360,6 +384,12 @@ class Client extends EventTarget implements BurrowClient {
       this.#emit("reconnecting", { reason, delayMs: delay });
       await sleep(delay, signal);
     }
+  }
+
+  #appRetired(app: WantedApp, reason: string): void {
+    this.#log.info(`${this.group}/${app.name} closed by the server: ${reason}`);
+    if (this.#apps.get(app.name) === app) this.#apps.delete(app.name);
+    app.tunnel.resolveClosed(undefined);
   }
 
   #appRefused(app: WantedApp, err: RefusedError): void {

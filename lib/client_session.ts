@@ -121,6 +121,7 @@ export class ClientSession {
   #loopDone: Promise<void> = Promise.resolve();
   #onReady: (app: WantedApp) => void = () => {};
   #onRefused: (app: WantedApp, err: RefusedError) => void = () => {};
+  #onRetired: (app: WantedApp, reason: string) => void = () => {};
 
   constructor(
     options: SessionOptions,
@@ -151,9 +152,11 @@ export class ClientSession {
   async run(
     onReady: (app: WantedApp) => void,
     onRefused: (app: WantedApp, err: RefusedError) => void,
+    onRetired: (app: WantedApp, reason: string) => void = () => {},
   ): Promise<string> {
     this.#onReady = onReady;
     this.#onRefused = onRefused;
+    this.#onRetired = onRetired;
     const intervalMs = this.#o.heartbeatIntervalMs;
     if (intervalMs * 2 > this.#serverTimeoutS * 1000) {
       this.#o.log.warn(
@@ -223,6 +226,14 @@ export class ClientSession {
         ? { type: "expose", id: this.#nextId++, app: app.name, port: 0, hint: app.port }
         : { type: "expose", id: this.#nextId++, app: app.name, port: app.requestedPort };
     if (app.description !== undefined) request.description = app.description;
+    if (app.limits !== undefined) {
+      const limits = { ...app.limits };
+      // After a reconnect, ask only for the serve time that is left.
+      if (app.expiresAt !== undefined) {
+        limits.maxServeSeconds = Math.max(0.001, (app.expiresAt - Date.now()) / 1000);
+      }
+      request.limits = limits;
+    }
     const reply = await this.#request(request);
     if (reply.type === "refused") {
       const err = new RefusedError(reply.code, reply.message);
@@ -313,13 +324,22 @@ export class ClientSession {
       case "refused":
         if (msg.id === undefined) throw refusal(msg);
         return this.#answer(msg.id, msg);
-      case "exposed":
       case "unexposed":
+        if (msg.id === 0) return this.#retired(msg.app, msg.reason ?? "closed by the server");
+        return this.#answer(msg.id, msg);
+      case "exposed":
       case "free_ports":
         return this.#answer(msg.id, msg);
       default:
         throw new ProtocolError(`unexpected ${msg.type} message on the control connection`);
     }
+  }
+
+  /** The server closed an app by itself (a limit was reached): it is not to be exposed again. */
+  #retired(name: string, reason: string): void {
+    this.#exposing.delete(name);
+    const app = this.#o.apps.get(name);
+    if (app) this.#onRetired(app, reason);
   }
 
   #answer(id: number, reply: Reply): void {

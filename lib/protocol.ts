@@ -74,8 +74,11 @@ const serverMessage = z.discriminatedUnion("type", [
   }),
   /** An app is live on a public port. Answers `expose` with the same id. */
   z.object({ type: z.literal("exposed"), id: requestId, app: name, port }),
-  /** An app's public port is closed. Answers `unexpose`, or comes unasked. */
-  z.object({ type: z.literal("unexposed"), id: requestId, app: name }),
+  /**
+   * An app's public port is closed. Answers `unexpose`, or comes unasked
+   * (id 0) when the server closed it itself, e.g. because a limit was reached.
+   */
+  z.object({ type: z.literal("unexposed"), id: requestId, app: name, reason: text.optional() }),
   /** A refusal. With an id it answers that request; without, the session ends. */
   z.object({
     type: z.literal("refused"),
@@ -150,6 +153,12 @@ const clientMessage = z.discriminatedUnion("type", [
     hint: port.optional(),
     /** Free text shown by discovery. */
     description: text.optional(),
+    /** Optional limits; the server closes the tunnel (or turns users away) when one is reached. */
+    limits: z.object({
+      maxServeSeconds: z.number().positive().max(1e9).optional(),
+      maxUsers: z.int().min(1).max(1e9).optional(),
+      maxConnections: z.int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
+    }).optional(),
   }),
   z.object({ type: z.literal("unexpose"), id: requestId, app: name }),
   z.object({ type: z.literal("free_ports"), id: requestId }),

@@ -67,7 +67,13 @@ interface PublicApp {
   users: Set<Deno.TcpConn>;
   /** The accept loop; it ends (and the port is really free) after the listener closes. */
   serving: Promise<void>;
+  limits: TunnelLimits;
+  /** Fires when `limits.maxServeSeconds` runs out. */
+  expiry?: ReturnType<typeof setTimeout>;
 }
+
+/** Per-tunnel limits, as the client asked for them. */
+type TunnelLimits = NonNullable<Extract<ClientMessage, { type: "expose" }>["limits"]>;
 
 /** A control session: one group, from one client process. */
 export class ServerSession {
@@ -320,9 +326,17 @@ export class ServerSession {
         stats: { connections: 0, total: 0, bytesIn: 0, bytesOut: 0, live: new Set() },
         users: new Set(),
         serving: Promise.resolve(),
+        limits: msg.limits ?? {},
       };
       app.serving = this.#serve(app);
       this.apps.set(name, app);
+      const seconds = app.limits.maxServeSeconds;
+      if (seconds !== undefined) {
+        app.expiry = setTimeout(
+          () => this.#retire(app, `served for ${seconds}s`, true),
+          seconds * 1000,
+        );
+      }
       this.#ctx.log.info(
         `${this.group}/${name} is live on ${
           formatHostPort({ hostname: this.#ctx.publicHost, port: candidate })
@@ -356,14 +370,24 @@ export class ServerSession {
       info,
       this.#ctx.log,
     );
-    if (refused !== undefined) {
-      this.#ctx.log.debug(`refused user ${from} on ${this.group}/${app.entry.app}: ${refused}`);
+    const { maxUsers, maxConnections } = app.limits;
+    const full = maxUsers !== undefined && app.stats.connections >= maxUsers
+      ? `the tunnel's limit of ${maxUsers} concurrent users is reached`
+      : undefined;
+    if (refused !== undefined || full !== undefined) {
+      this.#ctx.log.debug(
+        `refused user ${from} on ${this.group}/${app.entry.app}: ${refused ?? full}`,
+      );
       return closeQuietly(user);
     }
     user.setNoDelay(true);
     app.users.add(user);
     app.stats.connections++;
     app.stats.total++;
+    if (maxConnections !== undefined && app.stats.total >= maxConnections) {
+      // This user is served; nobody after it.
+      this.#retire(app, `served its limit of ${maxConnections} connections`, false);
+    }
     const stats: JoinStats = { aToB: 0, bToA: 0 };
     app.stats.live.add(stats);
     let error: string | undefined;
@@ -467,8 +491,27 @@ export class ServerSession {
 
   /** Closes an app's listener and users; resolves once its port is free again. */
   #closeApp(app: PublicApp): Promise<void> {
+    clearTimeout(app.expiry);
     closeQuietly(app.listener);
     for (const user of app.users) closeQuietly(user);
     return app.serving;
+  }
+
+  /**
+   * Closes an app the server decided to close (a limit was reached) and
+   * tells the client, unasked. `dropUsers` also ends its live users.
+   */
+  #retire(app: PublicApp, reason: string, dropUsers: boolean): void {
+    const name = app.entry.app;
+    if (this.#ended || this.apps.get(name) !== app) return;
+    this.apps.delete(name);
+    this.#ctx.registry.release(this.group, name);
+    clearTimeout(app.expiry);
+    closeQuietly(app.listener);
+    if (dropUsers) { for (const user of app.users) closeQuietly(user); }
+    app.serving.then(() => {
+      this.#ctx.log.info(`${this.group}/${name} closed: ${reason}; port ${app.entry.port} is free`);
+      return this.#send({ type: "unexposed", id: 0, app: name, reason });
+    }).catch(() => {});
   }
 }
