@@ -17,8 +17,10 @@ import {
   stopSignal,
   UsageError,
 } from "./lib/cli.ts";
-import { startClient, type Tunnel } from "./lib/client.ts";
+import { startClient } from "./lib/client.ts";
+import { getLogger } from "@logtape/logtape";
 import { loadClientConfig } from "./lib/client_config.ts";
+import { GroupApps, reloadGroup, watchFile } from "./lib/reload.ts";
 import { runDiscovery } from "./lib/discovery_cli.ts";
 import { RefusedError } from "./lib/errors.ts";
 import { VERSION } from "./lib/version.ts";
@@ -75,9 +77,6 @@ async function main(args: string[]): Promise<number> {
   const host = config.server.hostname.includes(":")
     ? `[${config.server.hostname}]`
     : config.server.hostname;
-  const watch = (tunnel: Tunnel) => {
-    tunnel.closed.then((reason) => reason instanceof RefusedError && refuse(reason));
-  };
   const client = await Promise.race([
     startClient({
       server: formatHostPort(config.server),
@@ -96,20 +95,18 @@ async function main(args: string[]): Promise<number> {
   });
   if (client) {
     client.closed.then((reason) => reason instanceof RefusedError && refuse(reason));
-    // Explicit ports first: requests are served in order, so a server-picked
-    // port can never take one that a sibling app names.
-    const ordered = [...config.apps].sort((a, b) =>
-      Number(a.remotePort === 0) - Number(b.remotePort === 0)
-    );
-    for (const app of ordered) {
-      client.expose({
-        name: app.name,
-        local: formatHostPort(app.local),
-        remotePort: app.remotePort,
-        ...(app.description === undefined ? {} : { description: app.description }),
-      })
-        .then(watch, (err) => err instanceof RefusedError ? refuse(err) : undefined);
-    }
+    const log = getLogger(["burrow", "client"]);
+    const apps = new GroupApps(client, log, refuse);
+    apps.start(config.apps);
+    // Reloads run one at a time, in order.
+    let current = config;
+    let reloading = Promise.resolve();
+    const load = () => loadClientConfig(file, values, (name) => Deno.env.get(name));
+    watchFile(file, (why) => {
+      reloading = reloading.then(async () => {
+        current = await reloadGroup(current, load, apps, log, why);
+      });
+    }, stop.signal);
   }
   const outcome = await Promise.race([stopping.then(() => undefined), refused]);
   await client?.close();

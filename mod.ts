@@ -3,11 +3,26 @@
  * apps of clients behind NAT on its public ports; this module runs either
  * end inside a Deno program.
  *
+ * {@linkcode startServer} and {@linkcode startClient} run the two ends;
+ * {@linkcode discoverServices} and {@linkcode discoverFreePorts} ask a server
+ * what it offers; {@linkcode ServerHooks} let the host program allow or refuse
+ * clients, apps and users. Expected failures are typed: {@linkcode ConfigError},
+ * {@linkcode ProtocolError} and {@linkcode RefusedError}.
+ *
  * @example
  * ```ts
  * import { startClient, startServer } from "./mod.ts";
- * const server = await startServer({ bind: "127.0.0.1:0", token: "s3cret", ports: "20000-20100", publicHost: "127.0.0.1" });
- * const client = await startClient({ server: `127.0.0.1:${server.addr.port}`, token: "s3cret", group: "lab" });
+ * const server = await startServer({
+ *   bind: "127.0.0.1:0",
+ *   token: "s3cret",
+ *   ports: "20000-20100",
+ *   publicHost: "127.0.0.1",
+ * });
+ * const client = await startClient({
+ *   server: `127.0.0.1:${server.addr.port}`,
+ *   token: "s3cret",
+ *   group: "lab",
+ * });
  * const tunnel = await client.expose({ name: "web", local: "127.0.0.1:8080" });
  * console.log(`http://127.0.0.1:${tunnel.remotePort}/`);
  * await client.close();
@@ -34,6 +49,7 @@ export {
 } from "./lib/client.ts";
 export { ConfigError, ProtocolError, type RefusalCode, RefusedError } from "./lib/errors.ts";
 export { Secret } from "./lib/secret.ts";
+export type { HostPort } from "./lib/addr.ts";
 export {
   type Discovered,
   discoverFreePorts,

@@ -5,7 +5,8 @@
  * @module
  */
 
-import { formatHostPort } from "./lib/addr.ts";
+import { getLogger } from "@logtape/logtape";
+import { formatHostPort, type PortRange } from "./lib/addr.ts";
 import {
   EXIT,
   parseFlags,
@@ -15,9 +16,9 @@ import {
   setupLogging,
   stopSignal,
 } from "./lib/cli.ts";
-import { ListenError } from "./lib/errors.ts";
-import { startServer } from "./lib/server.ts";
-import { loadServerConfig } from "./lib/server_config.ts";
+import { errorMessage, ListenError } from "./lib/errors.ts";
+import { type BurrowServer, startServer } from "./lib/server.ts";
+import { loadServerConfig, type ServerFlags } from "./lib/server_config.ts";
 import { VERSION } from "./lib/version.ts";
 
 const USAGE = `burrow-server ${VERSION}: the public end of burrow tunnels
@@ -63,7 +64,7 @@ async function main(args: string[]): Promise<number> {
       bind: formatHostPort(config.bind),
       ...(config.token ? { token: config.token } : {}),
       noAuth: config.noAuth,
-      ports: config.ports.map((r) => r.from === r.to ? `${r.from}` : `${r.from}-${r.to}`).join(","),
+      ports: portSpec(config.ports),
       publicHost: config.publicHost,
       heartbeatTimeout: config.heartbeatTimeout,
     });
@@ -73,9 +74,33 @@ async function main(args: string[]): Promise<number> {
     return EXIT.failure;
   }
   printLine(`listening ${formatHostPort(server.addr)}`);
+  const reloads = new AbortController();
+  if (values.config !== undefined && Deno.build.os !== "windows") {
+    const running = server;
+    const reload = () => reloadPorts(running, values);
+    Deno.addSignalListener("SIGHUP", reload);
+    reloads.signal.addEventListener("abort", () => Deno.removeSignalListener("SIGHUP", reload));
+  }
   await Promise.race([stopping, server.closed]);
+  reloads.abort();
   await server.close();
   return EXIT.ok;
+}
+
+/** SIGHUP: reads --config again and applies its port ranges; a bad file is reported and ignored. */
+async function reloadPorts(server: BurrowServer, flags: ServerFlags): Promise<void> {
+  const log = getLogger(["burrow", "server"]);
+  try {
+    const config = await loadServerConfig(flags, (name) => Deno.env.get(name));
+    server.setPorts(portSpec(config.ports));
+  } catch (err) {
+    log.error(`reload (SIGHUP) failed, the port ranges are kept: ${errorMessage(err)}`);
+  }
+}
+
+/** Ranges back to the `6000-6100,7022` form. */
+function portSpec(ranges: PortRange[]): string {
+  return ranges.map((r) => r.from === r.to ? `${r.from}` : `${r.from}-${r.to}`).join(",");
 }
 
 if (import.meta.main) await runMain("burrow-server", main);

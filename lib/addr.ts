@@ -7,7 +7,9 @@
 
 /** A host and a TCP port. */
 export interface HostPort {
+  /** A host name, an IPv4 address, or an IPv6 address without brackets. */
   hostname: string;
+  /** A TCP port, 0-65535. */
   port: number;
 }
 

@@ -19,19 +19,51 @@ import { newId, Secret } from "./secret.ts";
 /** A session that lasted this long resets the reconnect backoff. */
 const STABLE_SESSION_MS = 5_000;
 
-/** Options for {@linkcode startClient}. */
+/**
+ * Options for {@linkcode startClient}.
+ *
+ * @example
+ * ```ts
+ * import { type ClientOptions, startClient } from "@burrow/burrow";
+ * const options: ClientOptions = {
+ *   server: "tunnel.example.com:7700",
+ *   token: "s3cret",
+ *   group: "lab",
+ *   heartbeatInterval: 5,
+ *   signal: AbortSignal.timeout(60_000),
+ *   onReady: (tunnel) => console.log(`${tunnel.name} is live on port ${tunnel.remotePort}`),
+ * };
+ * const client = await startClient(options);
+ * await client.expose({ name: "web", local: "127.0.0.1:8080" });
+ * ```
+ */
 export interface ClientOptions {
   /** The server's control address, `HOST:PORT`. */
   server: string;
-  /** The shared secret. */
+  /** The shared secret; must not be empty. */
   token: string | Secret;
-  /** The group this client registers; unique among live groups. */
+  /**
+   * The group this client registers: 1-63 lowercase letters, digits or
+   * dashes, unique among live groups.
+   */
   group: string;
-  /** Seconds between pings. @default 10 */
+  /**
+   * Seconds between pings.
+   *
+   * @default {10}
+   */
   heartbeatInterval?: number;
-  /** Idle work connections kept open for fast joins. @default 8 */
+  /**
+   * Idle work connections kept open for fast joins.
+   *
+   * @default {8}
+   */
   poolSize?: number;
-  /** Largest reconnect delay in ms. @default 30000 */
+  /**
+   * Largest reconnect delay in ms. Larger values are capped at 30000.
+   *
+   * @default {30000}
+   */
   maxBackoffMs?: number;
   /** Stops the client when aborted, like `close()`. */
   signal?: AbortSignal;
@@ -39,13 +71,34 @@ export interface ClientOptions {
   onReady?: (tunnel: Tunnel) => void;
 }
 
-/** What to expose. */
+/**
+ * What to expose, for {@linkcode BurrowClient.expose}.
+ *
+ * @example
+ * ```ts
+ * import { type ExposeOptions, startClient } from "@burrow/burrow";
+ * const client = await startClient({ server: "127.0.0.1:7700", token: "s3cret", group: "lab" });
+ * const ssh: ExposeOptions = {
+ *   name: "ssh",
+ *   local: "127.0.0.1:22",
+ *   remotePort: 2222,
+ *   description: "the lab's ssh",
+ * };
+ * const tunnel = await client.expose(ssh);
+ * console.log(`ssh -p ${tunnel.remotePort} user@tunnel.example.com`);
+ * ```
+ */
 export interface ExposeOptions {
-  /** App name, unique within the group. */
+  /** App name, unique within the group: 1-63 lowercase letters, digits or dashes. */
   name: string;
   /** `HOST:PORT` dialled for every user connection. */
   local: string;
-  /** Public port; 0 or absent lets the server pick. */
+  /**
+   * Public port; 0 or absent lets the server pick. After a reconnect the
+   * client asks for the port the app had before.
+   *
+   * @default {0}
+   */
   remotePort?: number;
   /** Free text shown by discovery (`client.ts --services`). */
   description?: string;
@@ -55,7 +108,17 @@ export interface ExposeOptions {
 
 /**
  * Per-tunnel limits, enforced by the server. Counts start afresh when the
- * client registers again after losing the server; serve time does not.
+ * client registers again after losing the server; serve time does not. A
+ * limit left out does not apply.
+ *
+ * @example
+ * ```ts
+ * import { startClient, type TunnelLimits } from "@burrow/burrow";
+ * const client = await startClient({ server: "127.0.0.1:7700", token: "s3cret", group: "lab" });
+ * const limits: TunnelLimits = { maxServeSeconds: 3600, maxUsers: 5 };
+ * const tunnel = await client.expose({ name: "demo", local: "127.0.0.1:3000", limits });
+ * await tunnel.closed; // after an hour at most
+ * ```
  */
 export interface TunnelLimits {
   /** Close the tunnel (and its users) after this many seconds. */
@@ -66,9 +129,22 @@ export interface TunnelLimits {
   maxConnections?: number;
 }
 
-/** One exposed app. */
+/**
+ * One exposed app, as {@linkcode BurrowClient.expose} returns it.
+ *
+ * @example
+ * ```ts
+ * import { startClient } from "@burrow/burrow";
+ * const client = await startClient({ server: "127.0.0.1:7700", token: "s3cret", group: "lab" });
+ * const tunnel = await client.expose({ name: "web", local: "127.0.0.1:8080" });
+ * const reason = await tunnel.closed;
+ * console.log(`${tunnel.name} closed${reason ? `: ${reason.message}` : ""}`);
+ * ```
+ */
 export interface Tunnel {
+  /** The app's name. */
   readonly name: string;
+  /** The local address dialled for every user connection. */
   readonly local: HostPort;
   /** The public port the server gave (updated after a reconnect). */
   readonly remotePort: number;
@@ -85,8 +161,11 @@ export interface Tunnel {
  * retry is scheduled, `closed` once when the client stops.
  */
 export interface ClientEventDetail {
+  /** An app went live (also after a reconnect). */
   ready: { tunnel: Tunnel };
+  /** The link is down; the next attempt comes after `delayMs`. */
   reconnecting: { reason: string; delayMs: number };
+  /** The client stopped: `reason` is undefined, or the refusal that stopped it. */
   closed: { reason: Error | undefined };
 }
 
@@ -95,15 +174,16 @@ export interface ClientEventDetail {
  *
  * @example
  * ```ts
- * import { startClient } from "./mod.ts";
+ * import { type ClientEventDetail, startClient } from "@burrow/burrow";
  * const client = await startClient({ server: "127.0.0.1:7700", token: "s3cret", group: "lab" });
  * client.addEventListener("reconnecting", (e) => {
- *   const { reason, delayMs } = (e as CustomEvent).detail;
+ *   const { reason, delayMs } = (e as CustomEvent<ClientEventDetail["reconnecting"]>).detail;
  *   console.log(`lost the server (${reason}); retrying in ${delayMs} ms`);
  * });
  * ```
  */
 export interface BurrowClient extends EventTarget {
+  /** The group this client registered. */
   readonly group: string;
   /** The server host as dialled, for `ready` lines. */
   readonly serverHost: string;
@@ -124,7 +204,7 @@ export interface BurrowClient extends EventTarget {
  *
  * @example
  * ```ts
- * import { startClient } from "./mod.ts";
+ * import { startClient } from "@burrow/burrow";
  * const client = await startClient({ server: "127.0.0.1:7700", token: "s3cret", group: "lab" });
  * const tunnel = await client.expose({ name: "web", local: "127.0.0.1:8080" });
  * console.log(`public port ${tunnel.remotePort}`);

@@ -21,7 +21,17 @@ import {
 import { prove, Secret } from "./secret.ts";
 import type { ServiceInfo } from "./server.ts";
 
-/** Options for {@linkcode discoverServices} and {@linkcode discoverFreePorts}. */
+/**
+ * Options for {@linkcode discoverServices} and {@linkcode discoverFreePorts}.
+ *
+ * @example
+ * ```ts
+ * import { type DiscoveryOptions, discoverFreePorts, Secret } from "@burrow/burrow";
+ * const options: DiscoveryOptions = { server: "127.0.0.1:7700", token: new Secret("s3cret") };
+ * const { items, truncated } = await discoverFreePorts(options);
+ * console.log(items, truncated ? "(and more)" : "");
+ * ```
+ */
 export interface DiscoveryOptions {
   /** The server's control address, `HOST:PORT`. */
   server: string;
@@ -31,7 +41,9 @@ export interface DiscoveryOptions {
 
 /** What a discovery answer holds, and whether the server had to leave some out. */
 export interface Discovered<T> {
+  /** What the server reported. */
   items: T[];
+  /** True when the server had more than fit in one answer and left the rest out. */
   truncated: boolean;
 }
 
@@ -63,11 +75,13 @@ async function ask(
 }
 
 /**
- * The services live on a server, with their figures.
+ * The services live on a server, with their figures. Rejects with
+ * `ConfigError` for a bad `server` address and with `RefusedError` when the
+ * server refuses (a wrong token gives code `auth_failed`).
  *
  * @example
  * ```ts
- * import { discoverServices } from "./mod.ts";
+ * import { discoverServices } from "@burrow/burrow";
  * const { items } = await discoverServices({ server: "127.0.0.1:7700", token: "s3cret" });
  * for (const s of items) console.log(`${s.group}/${s.app} on port ${s.port}`);
  * ```
@@ -87,11 +101,12 @@ export async function discoverServices(
 }
 
 /**
- * The public ports a server would still give out, as inclusive ranges.
+ * The public ports a server would still give out, as inclusive
+ * `[from, to]` ranges. Fails like {@linkcode discoverServices}.
  *
  * @example
  * ```ts
- * import { discoverFreePorts } from "./mod.ts";
+ * import { discoverFreePorts } from "@burrow/burrow";
  * const { items } = await discoverFreePorts({ server: "127.0.0.1:7700", token: "s3cret" });
  * console.log(items.map(([from, to]) => from === to ? `${from}` : `${from}-${to}`).join(","));
  * ```

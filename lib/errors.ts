@@ -18,25 +18,78 @@ export type RefusalCode =
   | "server_closing"
   | "forbidden";
 
-/** A usage or configuration problem: exit code 2. */
+/**
+ * A usage or configuration problem: exit code 2. `startServer`,
+ * `startClient`, `expose` and discovery throw it for bad options.
+ *
+ * @example
+ * ```ts
+ * import { ConfigError, startClient } from "@burrow/burrow";
+ * try {
+ *   await startClient({ server: "no-port", token: "s3cret", group: "lab" });
+ * } catch (err) {
+ *   if (!(err instanceof ConfigError)) throw err;
+ *   console.error(err.message); // server: expected HOST:PORT, got "no-port"
+ * }
+ * ```
+ */
 export class ConfigError extends Error {
+  /** Always `"ConfigError"`. */
   override name = "ConfigError";
 }
 
 /** The server cannot bind its control listener or public host: exit code 1. */
 export class ListenError extends Error {
+  /** Always `"ListenError"`. */
   override name = "ListenError";
 }
 
-/** The peer broke the wire protocol (garbage, oversize frame, timeout). */
+/**
+ * The peer broke the wire protocol (garbage, oversize frame, timeout), or
+ * answered with a message that makes no sense at that point.
+ *
+ * @example
+ * ```ts
+ * import { discoverServices, ProtocolError } from "@burrow/burrow";
+ * try {
+ *   await discoverServices({ server: "127.0.0.1:7700", token: "s3cret" });
+ * } catch (err) {
+ *   if (err instanceof ProtocolError) console.error(`not a burrow server? ${err.message}`);
+ *   else throw err;
+ * }
+ * ```
+ */
 export class ProtocolError extends Error {
+  /** Always `"ProtocolError"`. */
   override name = "ProtocolError";
 }
 
-/** The server refused a request. `code` says why; the message is for people. */
+/**
+ * The server refused a request. `code` says why; the message is for people.
+ * Refusals are final: the client does not retry them.
+ *
+ * @example
+ * ```ts
+ * import { RefusedError, startClient } from "@burrow/burrow";
+ * try {
+ *   await startClient({ server: "127.0.0.1:7700", token: "wrong", group: "lab" });
+ * } catch (err) {
+ *   if (err instanceof RefusedError && err.code === "auth_failed") console.error("bad token");
+ *   else throw err;
+ * }
+ * ```
+ */
 export class RefusedError extends Error {
+  /** Always `"RefusedError"`. */
   override name = "RefusedError";
+  /** Why the server refused, for programs to act on. */
   readonly code: RefusalCode;
+  /**
+   * Makes a refusal with its machine-readable `code` and a message for people.
+   *
+   * @param code Why the request was refused.
+   * @param message What to tell the user, in plain words.
+   */
   constructor(code: RefusalCode, message: string) {
     super(message);
     this.code = code;

@@ -16,8 +16,9 @@ import { errorMessage } from "./errors.ts";
  */
 export type HookDecision = void | boolean | string;
 
-/** A client asking to register a group. */
+/** A client asking to register a group, as {@linkcode ServerHooks.onAuth} sees it. */
 export interface AuthInfo {
+  /** The group the client asks to register. */
   group: string;
   /** The client's address as the server sees it, `host:port`. */
   addr: string;
@@ -25,42 +26,71 @@ export interface AuthInfo {
   clientVersion: string;
 }
 
-/** A client asking to expose an app. */
+/** A client asking to expose an app, as {@linkcode ServerHooks.onExpose} sees it. */
 export interface ExposeInfo {
+  /** The client's group. */
   group: string;
+  /** The app's name, unique within the group. */
   app: string;
   /** The port asked for; 0 lets the server pick. */
   port: number;
+  /** The client's address as the server sees it, `host:port`. */
   addr: string;
 }
 
-/** A user connecting to an app's public port. */
+/** A user connecting to an app's public port, as {@linkcode ServerHooks.onUserConnect} sees it. */
 export interface UserConnectInfo {
+  /** The group that exposes the app. */
   group: string;
+  /** The app the user connected to. */
   app: string;
+  /** The app's public port. */
   port: number;
   /** The user's address, `host:port` (for allow lists). */
   user: string;
 }
 
-/** A user connection that has ended. */
+/** A user connection that has ended, as {@linkcode ServerHooks.onClose} sees it. */
 export interface CloseInfo extends UserConnectInfo {
   /** Bytes from the user to the app. */
   bytesIn: number;
   /** Bytes from the app to the user. */
   bytesOut: number;
+  /** How long the connection lasted, in milliseconds. */
   durationMs: number;
   /** Why it failed, if it did not end cleanly. */
   error?: string;
 }
 
-/** Hooks accepted by `startServer`. */
+/**
+ * Hooks accepted by `startServer`, as part of its options. Every hook is
+ * optional. A deciding hook that throws refuses (and the error is logged);
+ * an observing hook that throws is logged and otherwise ignored.
+ *
+ * @example
+ * ```ts
+ * import { type ServerHooks, startServer } from "@burrow/burrow";
+ * const hooks: ServerHooks = {
+ *   onAuth: ({ group }) => group.startsWith("lab-") || `group "${group}" is not allowed here`,
+ *   onExpose: ({ port }) => port === 0 || port >= 20000,
+ *   onClose: ({ group, app, bytesIn, bytesOut }) => {
+ *     console.log(`${group}/${app}: ${bytesIn} bytes in, ${bytesOut} bytes out`);
+ *   },
+ * };
+ * const server = await startServer({ bind: "127.0.0.1:0", token: "s3cret", ...hooks });
+ * await server.close();
+ * ```
+ */
 export interface ServerHooks {
   /** Allow or refuse a group registration (after the token checked out). */
   onAuth?: (info: AuthInfo) => HookDecision | Promise<HookDecision>;
   /** Allow or refuse exposing an app. */
   onExpose?: (info: ExposeInfo) => HookDecision | Promise<HookDecision>;
-  /** Allow or refuse a user connection, before any byte reaches the client. */
+  /**
+   * Allow or refuse a user connection, before any byte reaches the client.
+   * A refused user's connection is closed without an answer, and
+   * `onClose` is not called for it.
+   */
   onUserConnect?: (info: UserConnectInfo) => HookDecision | Promise<HookDecision>;
   /** Observes every user connection that ended. */
   onClose?: (info: CloseInfo) => void;

@@ -17,7 +17,17 @@
 import { z } from "zod";
 import { ProtocolError, type RefusalCode } from "./errors.ts";
 
-/** Bumped on any incompatible change to the messages below. */
+/**
+ * The wire protocol's version, bumped on any incompatible change to the
+ * messages below. A client and a server of different versions do not
+ * connect: the client fails with a `RefusedError` of code `version_mismatch`.
+ *
+ * @example
+ * ```ts
+ * import { PROTOCOL_VERSION, VERSION } from "@burrow/burrow";
+ * console.log(`burrow ${VERSION} (protocol v${PROTOCOL_VERSION})`);
+ * ```
+ */
 export const PROTOCOL_VERSION = 1;
 /** Hard cap on one frame's payload. Control messages are small; 64 KiB is generous. */
 export const MAX_FRAME_BYTES = 64 * 1024;

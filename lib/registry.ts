@@ -47,6 +47,14 @@ export class Registry<S> {
     this.#ranges = ranges;
   }
 
+  /**
+   * Replaces the allowed ranges (a reload). Apps already holding a port
+   * outside them keep it; only new claims follow the new ranges.
+   */
+  setRanges(ranges: PortRange[]): void {
+    this.#ranges = ranges;
+  }
+
   /** The live group of that name. */
   group(name: string): GroupEntry<S> | undefined {
     return this.#groups.get(name);

@@ -8,9 +8,27 @@
 
 const encoder = new TextEncoder();
 
-/** A token whose printed, inspected and JSON forms are masked. */
+/**
+ * A token whose printed, inspected and JSON forms are masked. Options that
+ * take a token accept a plain string or a `Secret`; wrap it early so that no
+ * log line or config dump can show it.
+ *
+ * @example
+ * ```ts
+ * import { Secret, startClient } from "@burrow/burrow";
+ * const token = new Secret(Deno.env.get("BURROW_TOKEN") ?? "");
+ * console.log(`token: ${token}`); // token: ***
+ * const client = await startClient({ server: "127.0.0.1:7700", token, group: "lab" });
+ * await client.close();
+ * ```
+ */
 export class Secret {
   #value: string;
+  /**
+   * Wraps a token.
+   *
+   * @param value The raw secret.
+   */
   constructor(value: string) {
     this.#value = value;
   }
@@ -18,12 +36,15 @@ export class Secret {
   reveal(): string {
     return this.#value;
   }
+  /** Always `***`, so string interpolation cannot leak the value. */
   toString(): string {
     return "***";
   }
+  /** Always `***`, so `JSON.stringify` cannot leak the value. */
   toJSON(): string {
     return "***";
   }
+  /** `Secret(***)`, what `console.log` and `Deno.inspect` show. */
   [Symbol.for("Deno.customInspect")](): string {
     return "Secret(***)";
   }

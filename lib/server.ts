@@ -34,19 +34,53 @@ import { VERSION } from "./version.ts";
 /**
  * Options for {@linkcode startServer}, including the hooks of
  * {@linkcode ServerHooks} (`onAuth`, `onExpose`, `onUserConnect`, `onClose`).
+ *
+ * @example
+ * ```ts
+ * import { type ServerOptions, startServer } from "@burrow/burrow";
+ * const options: ServerOptions = {
+ *   bind: "0.0.0.0:7700",
+ *   token: "s3cret",
+ *   ports: "6000-6100,7022",
+ *   heartbeatTimeout: 30,
+ *   onUserConnect: ({ user }) => user.startsWith("203.0.113.") || "not from the office",
+ * };
+ * const server = await startServer(options);
+ * await server.close();
+ * ```
  */
 export interface ServerOptions extends ServerHooks {
-  /** Control listener, `HOST:PORT`; port 0 picks a free one. @default "0.0.0.0:7700" */
+  /**
+   * Control listener, `HOST:PORT`; port 0 picks a free one.
+   *
+   * @default {"0.0.0.0:7700"}
+   */
   bind?: string;
   /** Shared secret clients must prove they know. Required unless `noAuth`. */
   token?: string | Secret;
-  /** Accept any client without a token. @default false */
+  /**
+   * Accept any client without a token.
+   *
+   * @default {false}
+   */
   noAuth?: boolean;
-  /** Public ports clients may claim. @default "10000-20000" */
+  /**
+   * Public ports clients may claim.
+   *
+   * @default {"10000-20000"}
+   */
   ports?: string;
-  /** Address the public listeners bind on. @default "0.0.0.0" */
+  /**
+   * Address the public listeners bind on.
+   *
+   * @default {"0.0.0.0"}
+   */
   publicHost?: string;
-  /** Seconds of silence after which a client is dropped. @default 30 */
+  /**
+   * Seconds of silence after which a client is dropped.
+   *
+   * @default {30}
+   */
   heartbeatTimeout?: number;
   /** Stops the server when aborted, like `close()`. */
   signal?: AbortSignal;
@@ -54,8 +88,11 @@ export interface ServerOptions extends ServerHooks {
 
 /** One exposed app, as `services()` reports it. */
 export interface ServiceInfo {
+  /** The group that exposes the app. */
   group: string;
+  /** The app's name within its group. */
   app: string;
+  /** The public port it is served on. */
   port: number;
   /** User connections open now. */
   connections: number;
@@ -63,6 +100,7 @@ export interface ServiceInfo {
   bytesIn: number;
   /** Bytes from the app to users. */
   bytesOut: number;
+  /** When the app went live. */
   since: Date;
   /** Free text from the app's config, if it has one. */
   description?: string;
@@ -76,6 +114,12 @@ export interface BurrowServer {
   readonly closed: Promise<void>;
   /** Every exposed app with live figures. */
   services(): ServiceInfo[];
+  /**
+   * Replaces the public ports clients may claim (e.g. on SIGHUP). Apps that
+   * hold a port outside the new ranges keep it. Throws `ConfigError` for a
+   * bad spec.
+   */
+  setPorts(spec: string): void;
   /** Closes every listener and session; resolves when all are closed. */
   close(): Promise<void>;
 }
@@ -86,7 +130,7 @@ export interface BurrowServer {
  *
  * @example
  * ```ts
- * import { startServer } from "./mod.ts";
+ * import { startServer } from "@burrow/burrow";
  * const server = await startServer({ bind: "127.0.0.1:0", token: "s3cret", ports: "20000-20100" });
  * console.log(server.addr.port);
  * await server.close();
@@ -203,6 +247,13 @@ class Server implements BurrowServer {
       }
     }
     return out.sort((a, b) => a.group.localeCompare(b.group) || a.app.localeCompare(b.app));
+  }
+
+  setPorts(spec: string): void {
+    const ranges = parsePortSpec(spec);
+    if (typeof ranges === "string") throw new ConfigError(`ports: ${ranges}`);
+    this.#registry.setRanges(ranges);
+    this.#log.info(`public ports are now ${spec}`);
   }
 
   async close(): Promise<void> {
