@@ -198,8 +198,10 @@ Deno.test("a killed client's port closes and is claimed again at once; other gro
   const victim = stack.use(
     client(serverPort, "victim", [{ name: "echo", remote_port: claimed }], app),
   );
-  const bystander = stack.use(client(serverPort, "bystander", [{ name: "echo" }], app));
+  // The bystander starts once the victim holds its named port, so its
+  // server-picked port can never be that one.
   assert.equal(await readyPort(victim, "victim", "echo"), claimed);
+  const bystander = stack.use(client(serverPort, "bystander", [{ name: "echo" }], app));
   const otherPort = await readyPort(bystander, "bystander", "echo");
 
   // A user of the other group stays connected across the kill.
@@ -469,8 +471,10 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
     const leaving = stack.use(
       client(serverPort, "leaving", [{ name: "echo", remote_port: block.from + 1 }], app),
     );
-    const staying = stack.use(client(serverPort, "staying", [{ name: "echo" }], app));
+    // "staying" starts once "leaving" holds its named port, so its server-picked
+    // port can never be that one (the server cannot order two clients' requests).
     const leavingPort = await readyPort(leaving, "leaving", "echo");
+    const staying = stack.use(client(serverPort, "staying", [{ name: "echo" }], app));
     const stayingPort = await readyPort(staying, "staying", "echo");
     await assertEchoes(leavingPort);
 
