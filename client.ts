@@ -72,6 +72,18 @@ async function main(args: string[]): Promise<number> {
 
   const stop = new AbortController();
   const stopping = stopSignal().then(() => stop.abort());
+  // Reloads (file changes, SIGHUP) run one at a time, in order, from the start:
+  // a change made while the server is still out of reach is not lost.
+  const log = getLogger(["burrow", "client"]);
+  let current = config;
+  let apps: GroupApps | undefined;
+  let reloading = Promise.resolve();
+  const load = () => loadClientConfig(file, values, (name) => Deno.env.get(name));
+  watchFile(file, (why) => {
+    reloading = reloading.then(async () => {
+      current = await reloadGroup(current, load, apps, log, why);
+    });
+  }, stop.signal);
   let refuse!: (err: RefusedError) => void;
   const refused = new Promise<RefusedError>((resolve) => refuse = resolve);
   const host = config.server.hostname.includes(":")
@@ -95,18 +107,12 @@ async function main(args: string[]): Promise<number> {
   });
   if (client) {
     client.closed.then((reason) => reason instanceof RefusedError && refuse(reason));
-    const log = getLogger(["burrow", "client"]);
-    const apps = new GroupApps(client, log, refuse);
-    apps.start(config.apps);
-    // Reloads run one at a time, in order.
-    let current = config;
-    let reloading = Promise.resolve();
-    const load = () => loadClientConfig(file, values, (name) => Deno.env.get(name));
-    watchFile(file, (why) => {
-      reloading = reloading.then(async () => {
-        current = await reloadGroup(current, load, apps, log, why);
-      });
-    }, stop.signal);
+    // The apps start inside the reload chain, from the file as last read.
+    const running = client;
+    reloading = reloading.then(() => {
+      apps = new GroupApps(running, log, refuse);
+      apps.start(current.apps);
+    });
   }
   const outcome = await Promise.race([stopping.then(() => undefined), refused]);
   await client?.close();

@@ -77,7 +77,9 @@ async function main(args: string[]): Promise<number> {
   const reloads = new AbortController();
   if (values.config !== undefined && Deno.build.os !== "windows") {
     const running = server;
-    const reload = () => reloadPorts(running, values);
+    // One reload at a time, in order: a burst of SIGHUPs ends with the newest file.
+    let reloading = Promise.resolve();
+    const reload = () => reloading = reloading.then(() => reloadPorts(running, values));
     Deno.addSignalListener("SIGHUP", reload);
     reloads.signal.addEventListener("abort", () => Deno.removeSignalListener("SIGHUP", reload));
   }

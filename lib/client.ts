@@ -13,7 +13,7 @@ import { Backoff, sleep } from "./backoff.ts";
 import { type ClientSession, openSession } from "./client_session.ts";
 import { ConfigError, errorMessage, RefusedError } from "./errors.ts";
 import { BufferPool } from "./join.ts";
-import { NAME_PATTERN } from "./protocol.ts";
+import { checkExposeExtras, NAME_PATTERN } from "./protocol.ts";
 import { newId, Secret } from "./secret.ts";
 
 /** A session that lasted this long resets the reconnect backoff. */
@@ -309,6 +309,8 @@ class Client extends EventTarget implements BurrowClient {
     }
     const local = parseHostPort(options.local);
     if (typeof local === "string") throw new ConfigError(`local: ${local}`);
+    const extras = checkExposeExtras(options);
+    if (extras !== undefined) throw new ConfigError(extras);
     if (this.#apps.has(options.name)) {
       throw new RefusedError("app_exists", `app ${this.group}/${options.name} is already exposed`);
     }

@@ -9,6 +9,10 @@
 
 import type { Logger } from "@logtape/logtape";
 import { errorMessage } from "./errors.ts";
+import { withDeadline } from "./protocol.ts";
+
+/** A deciding hook that has not answered within this bound refuses. */
+export const HOOK_TIMEOUT_MS = 5_000;
 
 /**
  * What a deciding hook returns: nothing or `true` allows; `false` refuses;
@@ -93,7 +97,7 @@ export interface ServerHooks {
    */
   onUserConnect?: (info: UserConnectInfo) => HookDecision | Promise<HookDecision>;
   /** Observes every user connection that ended. */
-  onClose?: (info: CloseInfo) => void;
+  onClose?: (info: CloseInfo) => unknown;
 }
 
 /**
@@ -109,7 +113,11 @@ export async function consult<T>(
   if (!hook) return undefined;
   let decision: HookDecision;
   try {
-    decision = await hook(info);
+    decision = await withDeadline(
+      Promise.resolve(hook(info)),
+      HOOK_TIMEOUT_MS,
+      `no answer within ${HOOK_TIMEOUT_MS / 1000}s`,
+    );
   } catch (err) {
     log.error(`${name} hook failed: ${errorMessage(err)}`);
     return `refused by the server's ${name} hook`;
@@ -123,14 +131,16 @@ export async function consult<T>(
 /** Calls an observing hook; a throwing one is logged, never fatal. */
 export function observe<T>(
   name: string,
-  hook: ((info: T) => void) | undefined,
+  hook: ((info: T) => unknown) | undefined,
   info: T,
   log: Logger,
 ): void {
   if (!hook) return;
+  const failed = (err: unknown) => log.error(`${name} hook failed: ${errorMessage(err)}`);
   try {
-    hook(info);
+    // An async hook's rejection must not become an unhandled one (that would end the process).
+    Promise.resolve(hook(info)).catch(failed);
   } catch (err) {
-    log.error(`${name} hook failed: ${errorMessage(err)}`);
+    failed(err);
   }
 }

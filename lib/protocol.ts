@@ -28,7 +28,7 @@ import { ProtocolError, type RefusalCode } from "./errors.ts";
  * console.log(`burrow ${VERSION} (protocol v${PROTOCOL_VERSION})`);
  * ```
  */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** Hard cap on one frame's payload. Control messages are small; 64 KiB is generous. */
 export const MAX_FRAME_BYTES = 64 * 1024;
 /** Every first frame on a new connection must arrive within this bound. */
@@ -42,6 +42,8 @@ export const TAKEOVER_PROBE_MS = 3_000;
 /** Most apps one group may expose at once. */
 export const MAX_APPS_PER_GROUP = 128;
 
+/** Longest per-tunnel serve time, in seconds (setTimeout's limit). */
+export const MAX_SERVE_SECONDS = 2_147_483;
 /** Most services one discovery answer carries (it must also fit in a frame). */
 export const MAX_SERVICES = 1024;
 /** Most free-port ranges one answer carries; 4096 of them fit well inside a frame. */
@@ -56,6 +58,8 @@ const hex32 = z.string().regex(/^[0-9a-f]{32}$/);
 const port = z.int().min(0).max(65535);
 const requestId = z.int().min(0).max(Number.MAX_SAFE_INTEGER);
 const text = z.string().max(1024);
+/** Free text shown to people: no control characters (no terminal escapes, no line breaks). */
+const label = z.string().max(1024).regex(/^\P{Cc}*$/u);
 const version = z.int().min(0).max(1_000_000);
 
 const refusalCodes = [
@@ -70,6 +74,37 @@ const refusalCodes = [
   "server_closing",
   "forbidden",
 ] as const satisfies readonly RefusalCode[];
+
+/** Per-tunnel limits, as an `expose` carries them. */
+const exposeLimits = z.object({
+  // setTimeout's longest delay (2^31-1 ms, 24.8 days); longer ones would fire at once.
+  maxServeSeconds: z.number().positive().max(MAX_SERVE_SECONDS).optional(),
+  maxUsers: z.int().min(1).max(1e9).optional(),
+  maxConnections: z.int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
+});
+
+/**
+ * Checks an app's description and limits as the server will: a sentence
+ * saying what is wrong, or undefined. (Sending a bad one would be refused.)
+ */
+export function checkExposeExtras(
+  extras: { description?: string; limits?: unknown },
+): string | undefined {
+  if (extras.description !== undefined && !label.safeParse(extras.description).success) {
+    return "description must be at most 1024 characters, with no control characters";
+  }
+  if (extras.limits !== undefined) {
+    const result = exposeLimits.strict().safeParse(extras.limits);
+    if (!result.success) {
+      const issue = result.error.issues[0];
+      return `limits.${issue?.path.join(".") || ""}: ${issue?.message ?? "invalid"}`.replace(
+        /\.: /,
+        ": ",
+      );
+    }
+  }
+  return undefined;
+}
 
 // ---- server -> client ------------------------------------------------------
 
@@ -125,7 +160,7 @@ const serverMessage = z.discriminatedUnion("type", [
       group: name,
       app: name,
       port,
-      description: text.optional(),
+      description: label.optional(),
       connections: z.int().min(0),
       bytesIn: z.number().min(0),
       bytesOut: z.number().min(0),
@@ -162,13 +197,9 @@ const clientMessage = z.discriminatedUnion("type", [
     port,
     hint: port.optional(),
     /** Free text shown by discovery. */
-    description: text.optional(),
+    description: label.optional(),
     /** Optional limits; the server closes the tunnel (or turns users away) when one is reached. */
-    limits: z.object({
-      maxServeSeconds: z.number().positive().max(1e9).optional(),
-      maxUsers: z.int().min(1).max(1e9).optional(),
-      maxConnections: z.int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
-    }).optional(),
+    limits: exposeLimits.optional(),
   }),
   z.object({ type: z.literal("unexpose"), id: requestId, app: name }),
   z.object({ type: z.literal("free_ports"), id: requestId }),

@@ -143,14 +143,15 @@ export class GroupApps {
 }
 
 /**
- * Reads the group file again and applies it. Returns the config now in force
+ * Reads the group file again and applies it (to `apps`, once they run).
+ * Returns the config now in force
  * (the old one when the file does not validate, or keys that need a restart
  * changed: those keep their old values).
  */
 export async function reloadGroup(
   current: ClientConfig,
   load: () => Promise<ClientConfig>,
-  apps: GroupApps,
+  apps: GroupApps | undefined,
   log: Logger,
   why: string,
 ): Promise<ClientConfig> {
@@ -166,7 +167,8 @@ export async function reloadGroup(
     log.warn(`reload (${why}): ${fixed.join(", ")} changed; restart burrow-client to apply that`);
   }
   const diff = diffApps(current.apps, next.apps);
-  await apps.apply(diff);
+  // Before the first connection nothing runs yet: the apps start from this file.
+  await apps?.apply(diff);
   log.info(
     `reloaded ${current.file} (${why}): ${diff.add.length} added, ${diff.remove.length} removed, ` +
       `${diff.change.length} changed, ${diff.keep.length} kept`,

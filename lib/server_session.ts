@@ -70,10 +70,27 @@ interface PublicApp {
   limits: TunnelLimits;
   /** Fires when `limits.maxServeSeconds` runs out. */
   expiry?: ReturnType<typeof setTimeout>;
+  /** Called when the last user leaves (a retired app waits for that). */
+  drained: Array<() => void>;
 }
 
 /** Per-tunnel limits, as the client asked for them. */
 type TunnelLimits = NonNullable<Extract<ClientMessage, { type: "expose" }>["limits"]>;
+
+/** The id of an `expose` that does not validate (answerable with a refusal), else undefined. */
+function badExpose(raw: unknown): number | undefined {
+  if (typeof raw !== "object" || raw === null) return undefined;
+  const { type, id } = raw as { type?: unknown; id?: unknown };
+  if (type !== "expose" || typeof id !== "number" || !Number.isSafeInteger(id) || id < 0) {
+    return undefined;
+  }
+  try {
+    parseClientMessage(raw);
+    return undefined;
+  } catch {
+    return id;
+  }
+}
 
 /** A control session: one group, from one client process. */
 export class ServerSession {
@@ -94,6 +111,8 @@ export class ServerSession {
   #pings = new Map<number, () => void>();
   #seq = 0;
   #workSeq = 0;
+  /** Apps closed by a limit whose users are still being served. */
+  #retiring = new Set<PublicApp>();
   /** Joins in progress by work id, so an `abort` from the client can end one. */
   #joins = new LiveJoins();
   #ended = false;
@@ -143,6 +162,18 @@ export class ServerSession {
         const raw = await this.#reader.read();
         if (raw === null) break;
         this.#lastSeen = Date.now();
+        const bad = badExpose(raw);
+        if (bad !== undefined) {
+          // A malformed request is refused on its own; the session and its other apps carry on.
+          this.#ctx.log.info(`refused a malformed expose from group ${this.group}`);
+          await this.#send({
+            type: "refused",
+            id: bad,
+            code: "bad_request",
+            message: "malformed expose request",
+          });
+          continue;
+        }
         await this.#handle(parseClientMessage(raw));
       }
     } catch (err) {
@@ -206,7 +237,8 @@ export class ServerSession {
     this.#ended = true;
     clearInterval(this.#watchdog);
     const freed = this.#ctx.registry.removeGroup(this.group, this).map((a) => a.port);
-    const closing = [...this.apps.values()].map((app) => this.#closeApp(app));
+    const closing = [...this.apps.values(), ...this.#retiring].map((app) => this.#closeApp(app));
+    this.#retiring.clear();
     this.apps.clear();
     for (const work of this.#pool.close()) closeQuietly(work.conn);
     const closeConn = () => closeQuietly(this.#conn);
@@ -327,6 +359,7 @@ export class ServerSession {
         users: new Set(),
         serving: Promise.resolve(),
         limits: msg.limits ?? {},
+        drained: [],
       };
       app.serving = this.#serve(app);
       this.apps.set(name, app);
@@ -371,8 +404,13 @@ export class ServerSession {
       this.#ctx.log,
     );
     const { maxUsers, maxConnections } = app.limits;
-    const full = maxUsers !== undefined && app.stats.connections >= maxUsers
+    // Checked after the hook answered: meanwhile the app may have closed or filled up.
+    const full = this.apps.get(app.entry.app) !== app
+      ? "the tunnel has closed"
+      : maxUsers !== undefined && app.stats.connections >= maxUsers
       ? `the tunnel's limit of ${maxUsers} concurrent users is reached`
+      : maxConnections !== undefined && app.stats.total >= maxConnections
+      ? `the tunnel has served its ${maxConnections} connections`
       : undefined;
     if (refused !== undefined || full !== undefined) {
       this.#ctx.log.debug(
@@ -396,6 +434,7 @@ export class ServerSession {
     } finally {
       closeQuietly(user);
       app.users.delete(user);
+      if (app.users.size === 0) { for (const done of app.drained.splice(0)) done(); }
       app.stats.live.delete(stats);
       app.stats.connections--;
       app.stats.bytesIn += stats.aToB;
@@ -509,9 +548,16 @@ export class ServerSession {
     clearTimeout(app.expiry);
     closeQuietly(app.listener);
     if (dropUsers) { for (const user of app.users) closeQuietly(user); }
-    app.serving.then(() => {
+    this.#retiring.add(app);
+    // The client hears of it once the users still being served are done: until
+    // then it must keep answering their `start`s for this app.
+    const drained = app.users.size === 0
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => app.drained.push(resolve));
+    Promise.all([app.serving, drained]).then(() => {
+      this.#retiring.delete(app);
       this.#ctx.log.info(`${this.group}/${name} closed: ${reason}; port ${app.entry.port} is free`);
-      return this.#send({ type: "unexposed", id: 0, app: name, reason });
+      if (!this.#ended) return this.#send({ type: "unexposed", id: 0, app: name, reason });
     }).catch(() => {});
   }
 }

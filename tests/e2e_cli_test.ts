@@ -201,7 +201,7 @@ Deno.test("protocol versions: each side names the one to upgrade", async () => {
     const reader = new FrameReader(conn);
     const challenge = await reader.read(5000) as { type: string; version: number };
     assert.equal(challenge.type, "challenge");
-    assert.equal(challenge.version, 1);
+    assert.equal(challenge.version, 2);
     await writeAll(
       conn,
       encodeFrame({
@@ -214,7 +214,7 @@ Deno.test("protocol versions: each side names the one to upgrade", async () => {
     const reply = await reader.read(5000) as { type: string; code: string; message: string };
     conn.close();
     assert.equal(reply.code, "version_mismatch");
-    assert.match(reply.message, /client speaks v99, server speaks v1; upgrade burrow-server/);
+    assert.match(reply.message, /client speaks v99, server speaks v2; upgrade burrow-server/);
   } finally {
     await server.proc.stop();
   }
@@ -224,7 +224,7 @@ Deno.test("protocol versions: each side names the one to upgrade", async () => {
     const conn = await fake.accept();
     await new FrameWriter(conn).send({
       type: "challenge",
-      version: 2,
+      version: 3,
       server: "9.9.9",
       nonce: "a".repeat(64),
     });
@@ -241,7 +241,7 @@ Deno.test("protocol versions: each side names the one to upgrade", async () => {
     assert.equal(await client.exitCode(), 3);
     assert.match(
       client.stderr.text,
-      /client speaks v1, server speaks v2; upgrade burrow-client \(version_mismatch\)/,
+      /client speaks v2, server speaks v3; upgrade burrow-client \(version_mismatch\)/,
     );
   } finally {
     await client.stop();

@@ -162,3 +162,39 @@ Deno.test("the client dispatches ready, reconnecting and closed events", async (
     await second?.close();
   }
 });
+
+Deno.test("an async onClose hook that rejects is logged, and the server carries on", async () => {
+  const app = echoApp();
+  let calls = 0;
+  const server = await startServer({
+    bind: "127.0.0.1:0",
+    token: "hk",
+    ports: portBlock(10).spec,
+    publicHost: "127.0.0.1",
+    onClose: async () => {
+      calls++;
+      await Promise.resolve();
+      throw new Error("the audit database is down");
+    },
+  });
+  const client = await startClient({
+    server: `127.0.0.1:${server.addr.port}`,
+    token: "hk",
+    group: "audited",
+  });
+  try {
+    const tunnel = await client.expose({ name: "echo", local: app.addr });
+    for (let i = 0; i < 3; i++) {
+      const data = randomBytes(1000 + i);
+      assert.equal(await echoThrough(tunnel.remotePort, data), await sha256(data));
+    }
+    // Were the rejection unhandled, Deno would have failed this test already.
+    const deadline = Date.now() + 2000;
+    while (calls < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(calls, 3);
+  } finally {
+    await client.close();
+    await server.close();
+    app.close();
+  }
+});

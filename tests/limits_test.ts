@@ -118,3 +118,40 @@ Deno.test("maxServeSeconds: the tunnel and its users close when the time is up",
   user.close();
   assert.ok(await waitRefused(tunnel.remotePort));
 });
+
+Deno.test("maxConnections: 1 serves exactly its one user", async () => {
+  await using t = await setUp();
+  for (let round = 0; round < 5; round++) {
+    const tunnel = await t.client.expose({
+      name: `once-${round}`,
+      local: t.app.addr,
+      limits: { maxConnections: 1 },
+    });
+    const data = randomBytes(3000 + round);
+    assert.equal(await echoThrough(tunnel.remotePort, data), await sha256(data), `round ${round}`);
+    assert.equal(await tunnel.closed, undefined);
+  }
+});
+
+Deno.test("bad limits and descriptions are refused locally; the client and its other apps carry on", async () => {
+  await using t = await setUp();
+  const good = await t.client.expose({ name: "good", local: t.app.addr });
+  const bad: Array<[Record<string, unknown>, RegExp]> = [
+    [{ limits: { maxUsers: 0 } }, /limits\.maxUsers/],
+    [{ limits: { maxConnections: 1.5 } }, /limits\.maxConnections/],
+    [{ limits: { maxServeSeconds: 3_000_000 } }, /limits\.maxServeSeconds/],
+    [{ limits: { maxServeSeconds: -1 } }, /limits\.maxServeSeconds/],
+    [{ limits: { forever: true } }, /limits/],
+    [{ description: "x".repeat(1025) }, /description/],
+    [{ description: "red \x1b[31malert" }, /control characters/],
+  ];
+  for (const [extra, message] of bad) {
+    await assert.rejects(
+      t.client.expose({ name: "bad", local: t.app.addr, ...extra }),
+      (err: Error) => err.name === "ConfigError" && message.test(err.message),
+    );
+  }
+  const data = randomBytes(2000);
+  assert.equal(await echoThrough(good.remotePort, data), await sha256(data));
+  assert.deepEqual(t.server.services().map((s) => s.app), ["good"]);
+});
