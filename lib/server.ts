@@ -24,6 +24,7 @@ import {
   PROTOCOL_VERSION,
   TAKEOVER_PROBE_MS,
   versionMismatch,
+  withDeadline,
 } from "./protocol.ts";
 import { consult, type ServerHooks } from "./hooks.ts";
 import { Registry } from "./registry.ts";
@@ -315,8 +316,13 @@ class Server implements BurrowServer {
         return await this.#control(conn, reader, writer, nonce, hello);
       }
       if (hello.type === "query") {
-        this.#handshakes.delete(conn);
-        return await this.#answer(conn, writer, nonce, hello.what, hello.proof);
+        // Still a handshake: counted against the cap, closed on shutdown, and
+        // bounded in time, so a peer that never reads cannot hold it open.
+        return await withDeadline(
+          this.#answer(conn, writer, nonce, hello.what, hello.proof),
+          HANDSHAKE_TIMEOUT_MS,
+          `the answer was not taken within ${HANDSHAKE_TIMEOUT_MS / 1000}s`,
+        );
       }
       if (hello.type === "work_hello") {
         const session = this.#sessions.get(hello.session);
