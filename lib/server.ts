@@ -17,7 +17,6 @@ import {
   FrameWriter,
   HANDSHAKE_TIMEOUT_MS,
   MAX_FRAME_BYTES,
-  MAX_FREE_RANGES,
   MAX_HANDSHAKES,
   MAX_SERVICES,
   parseClientMessage,
@@ -29,7 +28,7 @@ import {
 import { consult, type ServerHooks } from "./hooks.ts";
 import { Registry } from "./registry.ts";
 import { newId, newNonce, Secret, verifyProof } from "./secret.ts";
-import { ServerSession, type SessionContext } from "./server_session.ts";
+import { freePortsAnswer, ServerSession, type SessionContext } from "./server_session.ts";
 import { VERSION } from "./version.ts";
 
 /**
@@ -427,16 +426,7 @@ class Server implements BurrowServer {
         return;
       }
       this.#log.debug(`answered a ${what} query from ${from}`);
-      if (what === "free_ports") {
-        const ranges = this.#registry.freeRanges();
-        await writer.send({
-          type: "free_ports",
-          id: 0,
-          ranges: ranges.slice(0, MAX_FREE_RANGES),
-          truncated: ranges.length > MAX_FREE_RANGES,
-        });
-        return;
-      }
+      if (what === "free_ports") return await writer.send(freePortsAnswer(this.#registry, 0));
       const all = this.services().map((s) => ({ ...s, since: s.since.toISOString() }));
       // As many as fit in one frame (descriptions may be long), at most MAX_SERVICES.
       const services: typeof all = [];

@@ -77,19 +77,23 @@ interface PublicApp {
 /** Per-tunnel limits, as the client asked for them. */
 type TunnelLimits = NonNullable<Extract<ClientMessage, { type: "expose" }>["limits"]>;
 
-/** The id of an `expose` that does not validate (answerable with a refusal), else undefined. */
-function badExpose(raw: unknown): number | undefined {
+/** The request id of a frame that claims to be an `expose` (so a refusal can answer it). */
+function exposeId(raw: unknown): number | undefined {
   if (typeof raw !== "object" || raw === null) return undefined;
   const { type, id } = raw as { type?: unknown; id?: unknown };
-  if (type !== "expose" || typeof id !== "number" || !Number.isSafeInteger(id) || id < 0) {
-    return undefined;
-  }
-  try {
-    parseClientMessage(raw);
-    return undefined;
-  } catch {
-    return id;
-  }
+  const usable = type === "expose" && typeof id === "number" && Number.isSafeInteger(id) && id >= 0;
+  return usable ? id : undefined;
+}
+
+/** The `free_ports` answer: the first MAX_FREE_RANGES free ranges, saying if more were left out. */
+export function freePortsAnswer<S>(registry: Registry<S>, id: number): ServerMessage {
+  const ranges = registry.freeRanges();
+  return {
+    type: "free_ports",
+    id,
+    ranges: ranges.slice(0, MAX_FREE_RANGES),
+    truncated: ranges.length > MAX_FREE_RANGES,
+  };
 }
 
 /** A control session: one group, from one client process. */
@@ -162,19 +166,23 @@ export class ServerSession {
         const raw = await this.#reader.read();
         if (raw === null) break;
         this.#lastSeen = Date.now();
-        const bad = badExpose(raw);
-        if (bad !== undefined) {
+        let msg: ClientMessage;
+        try {
+          msg = parseClientMessage(raw);
+        } catch (err) {
+          const id = exposeId(raw);
+          if (id === undefined) throw err;
           // A malformed request is refused on its own; the session and its other apps carry on.
           this.#ctx.log.info(`refused a malformed expose from group ${this.group}`);
           await this.#send({
             type: "refused",
-            id: bad,
+            id,
             code: "bad_request",
             message: "malformed expose request",
           });
           continue;
         }
-        await this.#handle(parseClientMessage(raw));
+        await this.#handle(msg);
       }
     } catch (err) {
       reason = err instanceof ProtocolError ? errorMessage(err) : netReason(err);
@@ -276,15 +284,8 @@ export class ServerSession {
       case "abort":
         this.#joins.abort(msg.id);
         return Promise.resolve();
-      case "free_ports": {
-        const ranges = this.#ctx.registry.freeRanges();
-        return this.#send({
-          type: "free_ports",
-          id: msg.id,
-          ranges: ranges.slice(0, MAX_FREE_RANGES),
-          truncated: ranges.length > MAX_FREE_RANGES,
-        });
-      }
+      case "free_ports":
+        return this.#send(freePortsAnswer(this.#ctx.registry, msg.id));
       case "bye":
         this.end("client stopped");
         return Promise.resolve();
@@ -297,8 +298,7 @@ export class ServerSession {
   async #unexpose(id: number, name: string): Promise<void> {
     const app = this.apps.get(name);
     if (app) {
-      this.apps.delete(name);
-      this.#ctx.registry.release(this.group, name);
+      this.#detach(app);
       await this.#closeApp(app);
       this.#ctx.log.info(`${this.group}/${name} closed; port ${app.entry.port} is free`);
     }
@@ -529,11 +529,17 @@ export class ServerSession {
   }
 
   /** Closes an app's listener and users; resolves once its port is free again. */
-  #closeApp(app: PublicApp): Promise<void> {
+  #closeApp(app: PublicApp, dropUsers = true): Promise<void> {
     clearTimeout(app.expiry);
     closeQuietly(app.listener);
-    for (const user of app.users) closeQuietly(user);
+    if (dropUsers) { for (const user of app.users) closeQuietly(user); }
     return app.serving;
+  }
+
+  /** Takes an app out of this session and frees its port in the registry. */
+  #detach(app: PublicApp): void {
+    this.apps.delete(app.entry.app);
+    this.#ctx.registry.release(this.group, app.entry.app);
   }
 
   /**
@@ -543,18 +549,15 @@ export class ServerSession {
   #retire(app: PublicApp, reason: string, dropUsers: boolean): void {
     const name = app.entry.app;
     if (this.#ended || this.apps.get(name) !== app) return;
-    this.apps.delete(name);
-    this.#ctx.registry.release(this.group, name);
-    clearTimeout(app.expiry);
-    closeQuietly(app.listener);
-    if (dropUsers) { for (const user of app.users) closeQuietly(user); }
+    this.#detach(app);
+    const closed = this.#closeApp(app, dropUsers);
     this.#retiring.add(app);
     // The client hears of it once the users still being served are done: until
     // then it must keep answering their `start`s for this app.
     const drained = app.users.size === 0
       ? Promise.resolve()
       : new Promise<void>((resolve) => app.drained.push(resolve));
-    Promise.all([app.serving, drained]).then(() => {
+    Promise.all([closed, drained]).then(() => {
       this.#retiring.delete(app);
       this.#ctx.log.info(`${this.group}/${name} closed: ${reason}; port ${app.entry.port} is free`);
       if (!this.#ended) return this.#send({ type: "unexposed", id: 0, app: name, reason });

@@ -5,7 +5,13 @@
  */
 
 import assert from "node:assert/strict";
-import { FrameReader, FrameWriter, parseServerMessage, PROTOCOL_VERSION } from "../lib/protocol.ts";
+import {
+  encodeFrame,
+  FrameReader,
+  FrameWriter,
+  parseServerMessage,
+  PROTOCOL_VERSION,
+} from "../lib/protocol.ts";
 import { prove, Secret } from "../lib/secret.ts";
 import {
   connectAndReset,
@@ -18,6 +24,7 @@ import {
   startClient,
   startServer,
   startTunnel,
+  writeAll,
 } from "./helpers/harness.ts";
 
 const TOKEN = "hostile-token-Pw4";
@@ -130,6 +137,44 @@ Deno.test("control characters from peers cannot forge log lines", async () => {
       !server.proc.stderr.all.some((l) => l.startsWith("2026-01-01T00:00:00Z")),
       "a forged line",
     );
+  } finally {
+    await server.proc.stop();
+  }
+});
+
+Deno.test("a malformed expose is refused on its own; the session carries on", async () => {
+  const server = await startServer({ token: TOKEN });
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    const reader = new FrameReader(conn);
+    const writer = new FrameWriter(conn);
+    const challenge = parseServerMessage(await reader.read(5000));
+    assert.equal(challenge.type, "challenge");
+    const runId = "1".repeat(32);
+    await writer.send({
+      type: "hello",
+      version: PROTOCOL_VERSION,
+      client: "raw",
+      group: "raw",
+      runId,
+      proof: await prove(new Secret(TOKEN), challenge.nonce, "control", "raw", runId),
+    });
+    assert.equal(parseServerMessage(await reader.read(5000)).type, "welcome");
+    // maxUsers 0 breaks the schema: sent raw, as an older or hostile client might.
+    await writeAll(
+      conn,
+      encodeFrame({ type: "expose", id: 7, app: "bad", port: 0, limits: { maxUsers: 0 } } as never),
+    );
+    assert.deepEqual(parseServerMessage(await reader.read(5000)), {
+      type: "refused",
+      id: 7,
+      code: "bad_request",
+      message: "malformed expose request",
+    });
+    await writer.send({ type: "expose", id: 8, app: "good", port: 0 });
+    const exposed = parseServerMessage(await reader.read(5000));
+    assert.equal(exposed.type, "exposed");
+    conn.close();
   } finally {
     await server.proc.stop();
   }
