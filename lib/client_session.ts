@@ -11,7 +11,7 @@ import type { Logger } from "@logtape/logtape";
 import { formatHostPort, type HostPort } from "./addr.ts";
 import type { WantedApp } from "./client.ts";
 import { errorMessage, ProtocolError, RefusedError } from "./errors.ts";
-import { type BufferPool, join, LiveJoins } from "./join.ts";
+import { type BufferPool, LiveJoins } from "./join.ts";
 import { closeQuietly, dial, netReason } from "./net.ts";
 import {
   type ClientMessage,
@@ -441,17 +441,13 @@ export class ClientSession {
         closeQuietly(local);
         throw err;
       }
-      const live = this.#joins.add(msg.id, [conn, local]);
-      const result = await join(conn, local, {
+      // If the app resets or fails, tell the server, whose end of the work
+      // connection would otherwise read our FIN as a mere half-close.
+      const result = await this.#joins.run(msg.id, conn, local, {
         aToBFirst: reader.takeBuffered(),
         pool: this.#o.buffers,
-      }).finally(() => this.#joins.delete(msg.id));
-      // The app reset or failed: tell the server, whose end of the work
-      // connection would otherwise read our FIN as a mere half-close.
-      if (result.error !== undefined && !live.aborted && !this.ended) {
-        this.#send({ type: "abort", id: msg.id });
-      }
-      const how = live.aborted ? "aborted by the user side" : result.error ? "failed" : "done";
+      }, () => !this.ended && this.#send({ type: "abort", id: msg.id }));
+      const how = result.aborted ? "aborted by the user side" : result.error ? "failed" : "done";
       this.#o.log.debug(
         `${this.#o.group}/${app.name}: user ${msg.user} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,
       );

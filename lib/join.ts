@@ -168,6 +168,25 @@ export class LiveJoins {
     this.#joins.delete(id);
   }
 
+  /**
+   * Joins `a` and `b` as work `id`. The peer may abort it meanwhile (see
+   * {@linkcode abort}); if it fails by itself instead, `abortPeer` is called
+   * so the peer ends its side at once too. Resolves with whether the peer
+   * aborted it.
+   */
+  async run(
+    id: number,
+    a: Duplex,
+    b: Duplex,
+    options: JoinOptions,
+    abortPeer: () => void,
+  ): Promise<JoinResult & LiveJoin> {
+    const record = this.add(id, [a, b]);
+    const result = await join(a, b, options).finally(() => this.delete(id));
+    if (result.error !== undefined && !record.aborted) abortPeer();
+    return { ...result, aborted: record.aborted };
+  }
+
   /** Closes both ends of join `id`, if it is still live, and marks it aborted. */
   abort(id: number): void {
     const live = this.#joins.get(id);

@@ -10,7 +10,7 @@
 import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "./addr.ts";
 import { errorMessage, ProtocolError } from "./errors.ts";
-import { type BufferPool, join, type JoinStats, LiveJoins } from "./join.ts";
+import { type BufferPool, type JoinStats, LiveJoins } from "./join.ts";
 import { acceptLoop, closeQuietly, netReason, peer } from "./net.ts";
 import {
   type ClientMessage,
@@ -487,23 +487,23 @@ export class ServerSession {
       this.#ctx.log.warn(`user ${from} on ${label} closed: ${why}`);
       return why;
     }
-    const live = this.#joins.add(id, [user, work.conn]);
-    const result = await join(user, work.conn, {
+    // A reset or failure here must end the client's side at once too: its
+    // end of the work connection would only see a FIN, i.e. a half-close.
+    const result = await this.#joins.run(id, user, work.conn, {
       bToAFirst: this.#started(work),
       stats,
       pool: this.#ctx.buffers,
-    }).finally(() => this.#joins.delete(id));
-    // A reset or failure here must end the client's side at once too: its
-    // end of the work connection would only see a FIN, i.e. a half-close.
-    if (result.error !== undefined && !live.aborted && !this.#ended) {
-      this.#send({ type: "abort", id }).catch(() => {});
-    }
-    const why = live.aborted
+    }, () => !this.#ended && this.#send({ type: "abort", id }).catch(() => {}));
+    const why = result.aborted
       ? "the app side reset or failed"
       : result.error === undefined
       ? undefined
       : errorMessage(result.error);
-    const how = live.aborted ? `closed: ${why}` : why === undefined ? "closed" : `failed (${why})`;
+    const how = result.aborted
+      ? `closed: ${why}`
+      : why === undefined
+      ? "closed"
+      : `failed (${why})`;
     this.#ctx.log.info(
       `user ${from} on ${label} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,
     );

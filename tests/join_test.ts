@@ -355,3 +355,40 @@ Deno.test("LiveJoins.abort closes both ends of a live join once, and ignores fin
   assert.equal(second.aborted, false);
   assert.deepEqual(closed, ["user-1", "work-1"]);
 });
+
+Deno.test("LiveJoins.run asks the peer to abort only when the join failed by itself", async () => {
+  // A side whose read waits until it is closed (then fails), or fails at once.
+  const side = (failAtOnce: boolean): Duplex => {
+    let fail!: (err: Error) => void;
+    const closed = new Promise<number | null>((_, reject) => fail = reject);
+    closed.catch(() => {});
+    return {
+      read: () => failAtOnce ? Promise.reject(new Error("connection reset")) : closed,
+      write: (p) => Promise.resolve(p.length),
+      closeWrite: () => Promise.resolve(),
+      close: () => fail(new Deno.errors.BadResource("closed")),
+    };
+  };
+  const joins = new LiveJoins();
+  let asked = 0;
+  const failed = await joins.run(1, side(true), side(false), {}, () => asked++);
+  assert.ok(failed.error instanceof Error);
+  assert.equal(failed.aborted, false);
+  assert.equal(asked, 1, "a join that failed by itself tells the peer");
+
+  const running = joins.run(2, side(false), side(false), {}, () => asked++);
+  joins.abort(2);
+  const aborted = await running;
+  assert.equal(aborted.aborted, true);
+  assert.equal(asked, 1, "a join the peer aborted does not echo the abort back");
+
+  const clean: Duplex = {
+    read: () => Promise.resolve(null),
+    write: (p) => Promise.resolve(p.length),
+    closeWrite: () => Promise.resolve(),
+    close: () => {},
+  };
+  const done = await joins.run(3, clean, { ...clean }, {}, () => asked++);
+  assert.equal(done.error, undefined);
+  assert.equal(asked, 1, "a clean end asks nothing");
+});
