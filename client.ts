@@ -86,9 +86,6 @@ async function main(args: string[]): Promise<number> {
   }, stop.signal);
   let refuse!: (err: RefusedError) => void;
   const refused = new Promise<RefusedError>((resolve) => refuse = resolve);
-  const host = config.server.hostname.includes(":")
-    ? `[${config.server.hostname}]`
-    : config.server.hostname;
   const client = await Promise.race([
     startClient({
       server: formatHostPort(config.server),
@@ -97,7 +94,11 @@ async function main(args: string[]): Promise<number> {
       heartbeatInterval: config.heartbeatInterval,
       signal: stop.signal,
       onReady: (tunnel) =>
-        printLine(`ready ${config.group}/${tunnel.name} ${host}:${tunnel.remotePort}`),
+        printLine(
+          `ready ${config.group}/${tunnel.name} ${
+            formatHostPort({ hostname: config.server.hostname, port: tunnel.remotePort })
+          }`,
+        ),
     }),
     stopping.then(() => undefined),
   ]).catch((err) => {

@@ -8,6 +8,7 @@
 
 import { configure, type LogRecord } from "@logtape/logtape";
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { envToken } from "./config_fields.ts";
 import { ConfigError } from "./errors.ts";
 import type { LogLevel } from "./log_level.ts";
 import { maskSecrets } from "./secret.ts";
@@ -134,11 +135,7 @@ function knownTokens(args: string[]): Array<[string, string]> {
     }
     if (arg.startsWith("--token=")) out.push([arg.slice("--token=".length), "(the token)"]);
   });
-  try {
-    const env = Deno.env.get("BURROW_TOKEN");
-    if (env) out.push([env, "(the token)"]);
-  } catch {
-    // not permitted to read it: then it cannot have been used either
-  }
+  const env = envToken((name) => Deno.env.get(name));
+  if (env !== undefined) out.push([env, "(the token)"]);
   return out;
 }

@@ -50,6 +50,18 @@ export function portRanges(text: string): PortRange[] {
   return parsePortSpec(text) as PortRange[];
 }
 
+/**
+ * The `BURROW_TOKEN` environment variable, or undefined when it is unset,
+ * empty, or not permitted to be read (then it cannot have been meant either).
+ */
+export function envToken(getEnv: (name: string) => string | undefined): string | undefined {
+  try {
+    return getEnv("BURROW_TOKEN") || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Checks a flag's value with the same rule as its key; throws naming the flag. */
 export function checkFlag<T>(flag: string, schema: z.ZodType<T>, value: unknown): T {
   const result = schema.safeParse(value);

@@ -6,7 +6,7 @@
  */
 
 import { EXIT, printError, printLine, UsageError } from "./cli.ts";
-import { checkFlag, hostPortField } from "./config_fields.ts";
+import { checkFlag, envToken, hostPortField } from "./config_fields.ts";
 import { discoverFreePorts, discoverServices } from "./discovery.ts";
 import { ConfigError, errorMessage, RefusedError } from "./errors.ts";
 import { Secret } from "./secret.ts";
@@ -32,12 +32,7 @@ export async function runDiscovery(
   }
   if (flags.server === undefined) throw new UsageError(`${what} needs --server HOST:PORT`);
   const server = checkFlag("server", hostPortField, flags.server);
-  let token = flags.token;
-  if (token === undefined) {
-    try {
-      token = getEnv("BURROW_TOKEN") || undefined;
-    } catch { /* not permitted: as good as unset */ }
-  }
+  const token = flags.token ?? envToken(getEnv);
   if (token === undefined || token === "") {
     throw new ConfigError(`${what} needs a token: pass --token or set BURROW_TOKEN`);
   }

@@ -9,6 +9,7 @@ import { z } from "zod";
 import type { HostPort, PortRange } from "./addr.ts";
 import {
   checkFlag,
+  envToken,
   hostPort,
   hostPortField,
   logLevelField,
@@ -114,13 +115,4 @@ export async function loadServerConfig(
   };
   if (tokenText !== undefined && !noAuth) config.token = new Secret(tokenText);
   return config;
-}
-
-function envToken(getEnv: (name: string) => string | undefined): string | undefined {
-  try {
-    const value = getEnv("BURROW_TOKEN");
-    return value === "" ? undefined : value;
-  } catch {
-    return undefined; // not permitted to read it: as good as unset
-  }
 }
