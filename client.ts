@@ -22,7 +22,7 @@ import { getLogger } from "@logtape/logtape";
 import { loadClientConfig } from "./lib/client_config.ts";
 import { GroupApps, reloadGroup, watchFile } from "./lib/reload.ts";
 import { runDiscovery } from "./lib/discovery_cli.ts";
-import { RefusedError } from "./lib/errors.ts";
+import { refusalLine, RefusedError } from "./lib/errors.ts";
 import { VERSION } from "./lib/version.ts";
 
 const USAGE = `burrow-client ${VERSION}: exposes a group of local apps through a burrow server
@@ -34,6 +34,12 @@ Usage: burrow-client GROUP.yaml [flags]
 Flags (each overrides the same key of GROUP.yaml):
   --server HOST:PORT   the server's control address   (server)
   --token TOKEN        shared secret                  (token)
+  --fingerprint FP     pin the server's CA, sha256:HEX as the server prints it (fingerprint)
+  --ca FILE            verify the server against this CA certificate (ca)
+  --no-tls             plaintext, not recommended     (tls: false)
+  --state-dir DIR      where servers trusted on first use are recorded (state_dir,
+                       default $XDG_STATE_HOME/burrow or ~/.local/state/burrow)
+  --group NAME         with --services or --free-ports: the group whose token is given
   --log-level LEVEL    debug, info, warning or error (default info)
   --services           list the services live on the server, then exit
   --free-ports         list the public ports the server would still give out, then exit
@@ -49,6 +55,11 @@ async function main(args: string[]): Promise<number> {
     server: { type: "string" },
     token: { type: "string" },
     "log-level": { type: "string" },
+    fingerprint: { type: "string" },
+    ca: { type: "string" },
+    "no-tls": { type: "boolean" },
+    "state-dir": { type: "string" },
+    group: { type: "string" },
     services: { type: "boolean" },
     "free-ports": { type: "boolean" },
     json: { type: "boolean" },
@@ -62,6 +73,9 @@ async function main(args: string[]): Promise<number> {
     return await runDiscovery(values, (name) => Deno.env.get(name));
   }
   if (values.json) throw new UsageError("--json goes with --services or --free-ports");
+  if (values.group !== undefined) {
+    throw new UsageError("--group goes with --services or --free-ports");
+  }
   const [file, ...extra] = positionals;
   if (file === undefined) throw new UsageError("missing argument GROUP.yaml");
   if (extra.length > 0) {
@@ -92,6 +106,8 @@ async function main(args: string[]): Promise<number> {
       token: config.token,
       group: config.group,
       heartbeatInterval: config.heartbeatInterval,
+      tls: config.tls === false ? false : Object.keys(config.tls).length === 0 ? true : config.tls,
+      ...(config.stateDir === undefined ? {} : { stateDir: config.stateDir }),
       signal: stop.signal,
       onReady: (tunnel) =>
         printLine(
@@ -118,7 +134,7 @@ async function main(args: string[]): Promise<number> {
   const outcome = await Promise.race([stopping.then(() => undefined), refused]);
   await client?.close();
   if (outcome instanceof RefusedError) {
-    printError(`burrow-client: refused by the server: ${outcome.message} (${outcome.code})`);
+    printError(`burrow-client: ${refusalLine(outcome)}`);
     return EXIT.refused;
   }
   return EXIT.ok;

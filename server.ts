@@ -33,11 +33,19 @@ Flags (each overrides the same key of --config):
   --ports SPEC               public ports clients may claim       (ports, default 10000-20000)
   --public-host HOST         address public listeners bind on     (public_host, default 0.0.0.0)
   --heartbeat-timeout SEC    drop a client silent this long       (heartbeat_timeout, default 30)
+  --tls-cert FILE            own TLS certificate chain (PEM)      (tls.cert)
+  --tls-key FILE             its private key (PEM)                (tls.key)
+  --no-tls                   plaintext, not recommended           (tls: false)
+  --state-dir DIR            where the generated CA is kept       (state_dir,
+                             default $XDG_STATE_HOME/burrow or ~/.local/state/burrow)
   --log-level LEVEL          debug, info, warning or error        (log_level, default info)
   --help                     show this help
   --version                  show the version
 
-Prints "listening HOST:PORT" on stdout once the control listener is bound.
+Without --tls-cert the server makes its own certificate authority on first
+start and reuses it; clients pin it by its fingerprint.
+Prints "fingerprint sha256:HEX" (the CA clients verify; not with --no-tls),
+then "listening HOST:PORT" on stdout once the control listener is bound.
 Exit codes: 0 clean stop, 1 failure or cannot bind, 2 usage or config error.`;
 
 async function main(args: string[]): Promise<number> {
@@ -50,6 +58,10 @@ async function main(args: string[]): Promise<number> {
     "public-host": { type: "string" },
     "heartbeat-timeout": { type: "string" },
     "log-level": { type: "string" },
+    "no-tls": { type: "boolean" },
+    "tls-cert": { type: "string" },
+    "tls-key": { type: "string" },
+    "state-dir": { type: "string" },
     help: { type: "boolean" },
     version: { type: "boolean" },
   }, false);
@@ -67,12 +79,15 @@ async function main(args: string[]): Promise<number> {
       ports: portSpec(config.ports),
       publicHost: config.publicHost,
       heartbeatTimeout: config.heartbeatTimeout,
+      tls: config.tls,
+      ...(config.stateDir !== undefined ? { stateDir: config.stateDir } : {}),
     });
   } catch (err) {
     if (!(err instanceof ListenError)) throw err;
     printError(`burrow-server: ${err.message}`);
     return EXIT.failure;
   }
+  if (server.fingerprint !== undefined) printLine(`fingerprint ${server.fingerprint}`);
   printLine(`listening ${formatHostPort(server.addr)}`);
   const reloads = new AbortController();
   if (values.config !== undefined && Deno.build.os !== "windows") {

@@ -23,11 +23,20 @@ const server = await startServer({
   token,
   ports: "20000-30000",
   publicHost: "127.0.0.1",
+  // TLS with a certificate authority made for this run; the client pins it.
+  tls: "ephemeral",
 });
-const client = await startClient({ server: `127.0.0.1:${server.addr.port}`, token, group: "demo" });
+const fingerprint = server.fingerprint!;
+const client = await startClient({
+  server: `127.0.0.1:${server.addr.port}`,
+  token,
+  group: "demo",
+  tls: { fingerprint },
+});
 const tunnel = await client.expose({ name: "web", local: `127.0.0.1:${app.addr.port}` });
 
 const url = `http://127.0.0.1:${tunnel.remotePort}/`;
+console.log(`server        127.0.0.1:${server.addr.port}, TLS, CA ${fingerprint}`);
 console.log(`local app     http://127.0.0.1:${app.addr.port}/`);
 console.log(`public URL    ${url}`);
 const res = await fetch(`${url}through-burrow`);

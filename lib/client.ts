@@ -11,6 +11,9 @@ import { getLogger, type Logger } from "@logtape/logtape";
 import { formatHostPort, type HostPort, parseHostPort } from "./addr.ts";
 import { Backoff, sleep } from "./backoff.ts";
 import { type ClientSession, openSession } from "./client_session.ts";
+import { type ClientTls, ServerLink } from "./server_link.ts";
+import { defaultStateDir } from "./state_dir.ts";
+import { normalizeFingerprint, pemCertificates } from "./tls_certs.ts";
 import { ConfigError, errorMessage, RefusedError } from "./errors.ts";
 import { BufferPool } from "./join.ts";
 import { checkExposeExtras, NAME_PATTERN } from "./protocol.ts";
@@ -65,6 +68,23 @@ export interface ClientOptions {
    * @default {30000}
    */
   maxBackoffMs?: number;
+  /**
+   * How to secure the connection to the server. `true` (the default): TLS,
+   * verifying the server against the system roots and trusting an unknown
+   * server's own CA on first use (recorded in `stateDir`). An object pins the
+   * server's CA by `fingerprint` (`sha256:HEX`, colons and case ignored) or
+   * verifies it against the CA file `ca`. `false`: plaintext (a warning is
+   * logged; the token never crosses the wire, but the traffic is readable).
+   *
+   * @default {true}
+   */
+  tls?: boolean | { fingerprint?: string; ca?: string };
+  /**
+   * Where servers trusted on first use are recorded (`known_servers`).
+   *
+   * @default {"$STATE_DIRECTORY, $XDG_STATE_HOME/burrow or ~/.local/state/burrow"}
+   */
+  stateDir?: string;
   /** Stops the client when aborted, like `close()`. */
   signal?: AbortSignal;
   /** Called each time an app goes live: at first and after every reconnect. */
@@ -262,6 +282,7 @@ class Client extends EventTarget implements BurrowClient {
   readonly started: Promise<void>;
   readonly closed: Promise<Error | undefined>;
   #server: HostPort;
+  #link: ServerLink;
   #token: Secret;
   #runId = newId();
   #options: ClientOptions;
@@ -289,6 +310,10 @@ class Client extends EventTarget implements BurrowClient {
     if (token.reveal() === "") throw new ConfigError("token: must not be empty");
     this.#options = options;
     this.#server = server;
+    this.#link = new ServerLink(server, clientTls(options), this.#log);
+    if (!this.#link.encrypted) {
+      this.#log.warn("TLS is off (tls: false): the traffic to the server can be read on the way");
+    }
     this.#token = token;
     this.group = options.group;
     this.serverHost = server.hostname;
@@ -415,6 +440,7 @@ class Client extends EventTarget implements BurrowClient {
       try {
         session = await openSession({
           server: this.#server,
+          link: this.#link,
           token: this.#token,
           group: this.group,
           runId: this.#runId,
@@ -490,4 +516,38 @@ class Client extends EventTarget implements BurrowClient {
 
 function secs(ms: number): string {
   return `${(ms / 1000).toFixed(1)}s`;
+}
+
+/** The TLS settings of the options, checked; reads a `ca` file now. */
+export function clientTls(
+  options: { tls?: ClientOptions["tls"] | undefined; stateDir?: string | undefined },
+): ClientTls {
+  const tls = options.tls ?? true;
+  if (tls === false) return { enabled: false };
+  const out: ClientTls = { enabled: true };
+  const stateDir = options.stateDir ?? defaultStateDir();
+  if (stateDir !== undefined) out.stateDir = stateDir;
+  if (tls === true) return out;
+  if (tls.fingerprint !== undefined) {
+    const hex = normalizeFingerprint(tls.fingerprint);
+    if (hex === undefined) {
+      throw new ConfigError(
+        `fingerprint: expected sha256: and 64 hex digits, got "${tls.fingerprint.slice(0, 80)}"`,
+      );
+    }
+    out.fingerprint = hex;
+  }
+  if (tls.ca !== undefined) {
+    let pem: string;
+    try {
+      pem = Deno.readTextFileSync(tls.ca);
+    } catch (err) {
+      throw new ConfigError(`ca: cannot read ${tls.ca}: ${errorMessage(err)}`);
+    }
+    if (pemCertificates(pem).length === 0) {
+      throw new ConfigError(`ca: ${tls.ca} holds no PEM certificate`);
+    }
+    out.ca = { pem, file: tls.ca };
+  }
+  return out;
 }

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { dirname, isAbsolute, join } from "node:path";
 import { z } from "zod";
 import type { HostPort } from "./addr.ts";
 import {
@@ -18,7 +19,9 @@ import {
 import { configError, expandEnv, readYaml, validate } from "./config_file.ts";
 import { ConfigError } from "./errors.ts";
 import type { LogLevel } from "./log_level.ts";
-import { MAX_APPS_PER_GROUP } from "./protocol.ts";
+import { parseCidr } from "./cidr.ts";
+import { MAX_ALLOW_FROM, MAX_APPS_PER_GROUP } from "./protocol.ts";
+import { normalizeFingerprint } from "./tls_certs.ts";
 import { Secret } from "./secret.ts";
 
 /** One app of the group, validated. */
@@ -29,6 +32,8 @@ export interface AppConfig {
   remotePort: number;
   /** Free text shown by discovery. */
   description?: string;
+  /** Users allowed to connect, as CIDR ranges; absent: everyone. */
+  allowFrom?: string[];
 }
 
 /** The group file merged with flags, validated. */
@@ -41,6 +46,10 @@ export interface ClientConfig {
   heartbeatInterval: number;
   logLevel: LogLevel;
   apps: AppConfig[];
+  /** TLS to the server: false for plaintext, or how to verify it. */
+  tls: false | { fingerprint?: string; ca?: string };
+  /** Where servers trusted on first use are recorded; undefined: the default folder. */
+  stateDir?: string;
 }
 
 /** Flags that override the file. */
@@ -48,7 +57,24 @@ export interface ClientFlags {
   server?: string;
   token?: string;
   "log-level"?: string;
+  fingerprint?: string;
+  ca?: string;
+  "no-tls"?: boolean;
+  "state-dir"?: string;
 }
+
+const cidrField = z.string("must be an address range such as 203.0.113.0/24").superRefine(
+  (text, ctx) => {
+    const parsed = parseCidr(text);
+    if (typeof parsed === "string") ctx.addIssue({ code: "custom", message: parsed });
+  },
+);
+
+/** `sha256:HEX`, colons and case as the user likes. */
+export const fingerprintField = z.string("must be sha256: and 64 hex digits").refine(
+  (text) => normalizeFingerprint(text) !== undefined,
+  "must be sha256: and 64 hex digits (colons allowed), as the server prints it",
+);
 
 const appEntry = z.strictObject({
   name: nameField,
@@ -58,6 +84,10 @@ const appEntry = z.strictObject({
     "must be 0-65535",
   ).optional(),
   description: z.string("must be text").max(1024, "must be at most 1024 characters").optional(),
+  allow_from: z.array(cidrField, "must be a list of address ranges such as 203.0.113.0/24")
+    .min(1, "must list at least one range (leave the key out to allow everyone)")
+    .max(MAX_ALLOW_FROM, `must list at most ${MAX_ALLOW_FROM} ranges`)
+    .optional(),
 });
 
 const groupFile = z.strictObject({
@@ -65,6 +95,10 @@ const groupFile = z.strictObject({
   token: z.string().min(1, "must not be empty").optional(),
   group: nameField,
   heartbeat_interval: secondsField.optional(),
+  tls: z.boolean("must be true or false").optional(),
+  fingerprint: fingerprintField.optional(),
+  ca: z.string("must be a file name").min(1, "must not be empty").optional(),
+  state_dir: z.string("must be a folder name").min(1, "must not be empty").optional(),
   apps: z.array(appEntry, "must be a list of apps").min(1, "must list at least one app").max(
     MAX_APPS_PER_GROUP,
     `must list at most ${MAX_APPS_PER_GROUP} apps`,
@@ -101,8 +135,12 @@ export async function loadClientConfig(
   if (token === undefined) {
     throw new ConfigError(`${file}: token: is required (set it in the file or pass --token)`);
   }
+  const tls = clientTls(file, data, flags);
+  const stateDir = flags["state-dir"] ?? fromFile(file, data.state_dir);
   return {
     file,
+    tls,
+    ...(stateDir === undefined ? {} : { stateDir }),
     server: hostPort(serverText),
     token: new Secret(token),
     group: data.group,
@@ -115,7 +153,45 @@ export async function loadClientConfig(
         remotePort: a.remote_port ?? 0,
       };
       if (a.description !== undefined) app.description = a.description;
+      if (a.allow_from !== undefined) app.allowFrom = a.allow_from;
       return app;
     }),
   };
+}
+
+/** TLS from `--no-tls`, `--fingerprint`, `--ca` and the `tls`, `fingerprint`, `ca` keys. */
+function clientTls(
+  file: string,
+  data: { tls?: boolean | undefined; fingerprint?: string | undefined; ca?: string | undefined },
+  flags: ClientFlags,
+): ClientConfig["tls"] {
+  if (flags.fingerprint !== undefined) {
+    checkFlag("fingerprint", fingerprintField, flags.fingerprint);
+  }
+  if (flags.ca === "") throw new ConfigError("--ca: must not be empty");
+  const off = flags["no-tls"] === true || data.tls === false;
+  const fingerprint = flags.fingerprint ?? data.fingerprint;
+  const ca = flags.ca ?? fromFile(file, data.ca);
+  if (off) {
+    if (fingerprint !== undefined || ca !== undefined) {
+      throw new ConfigError(
+        `${file}: tls: is false, so ${
+          fingerprint !== undefined ? "fingerprint" : "ca"
+        } would be ignored; remove one`,
+      );
+    }
+    return false;
+  }
+  if (fingerprint !== undefined && ca !== undefined) {
+    throw new ConfigError(`${file}: fingerprint: give fingerprint or ca, not both`);
+  }
+  if (fingerprint !== undefined) return { fingerprint };
+  if (ca !== undefined) return { ca };
+  return {};
+}
+
+/** A path from the group file, relative to the file's folder. */
+function fromFile(file: string, path: string | undefined): string | undefined {
+  if (path === undefined || isAbsolute(path)) return path;
+  return join(dirname(file), path);
 }

@@ -13,6 +13,7 @@ import type { WantedApp } from "./client.ts";
 import { errorMessage, ProtocolError, RefusedError } from "./errors.ts";
 import { type BufferPool, LiveJoins } from "./join.ts";
 import { closeQuietly, dial, netReason } from "./net.ts";
+import type { ServerLink } from "./server_link.ts";
 import {
   type ClientMessage,
   FrameReader,
@@ -21,6 +22,7 @@ import {
   parseServerMessage,
   PROTOCOL_VERSION,
   type ServerMessage,
+  TlsRecordError,
   versionMismatch,
   WORK_TIMEOUT_MS,
 } from "./protocol.ts";
@@ -35,6 +37,8 @@ const DIAL_TIMEOUT_MS = 10_000;
 /** What a session needs from its client. */
 export interface SessionOptions {
   server: HostPort;
+  /** Dials the server and secures the connection. */
+  link: ServerLink;
   token: Secret;
   group: string;
   runId: string;
@@ -53,7 +57,7 @@ type Reply = Extract<ServerMessage, { type: "exposed" | "unexposed" | "refused" 
  * final refusal, and with any other error when the server cannot be reached.
  */
 export async function openSession(options: SessionOptions): Promise<ClientSession> {
-  const conn = await dial(options.server, DIAL_TIMEOUT_MS);
+  const conn = await options.link.establish(DIAL_TIMEOUT_MS);
   try {
     const reader = new FrameReader(conn);
     const writer = new FrameWriter(conn);
@@ -81,7 +85,16 @@ export async function openSession(options: SessionOptions): Promise<ClientSessio
 
 /** Reads the server's challenge, checking the protocol version first. */
 export async function readChallenge(reader: FrameReader): Promise<string> {
-  const raw = await reader.read(HANDSHAKE_TIMEOUT_MS);
+  let raw: unknown;
+  try {
+    raw = await reader.read(HANDSHAKE_TIMEOUT_MS);
+  } catch (err) {
+    if (!(err instanceof TlsRecordError)) throw err;
+    throw new RefusedError(
+      "tls_mismatch",
+      "the server speaks TLS but this client has tls: false; remove tls: false (TLS is the default)",
+    );
+  }
   if (raw === null) throw new Error("the server closed the connection before the handshake");
   const msg = parseServerMessage(raw);
   if (msg.type === "refused") throw refusal(msg);
@@ -101,7 +114,7 @@ export function refusal(msg: Extract<ServerMessage, { type: "refused" }>): Error
 /** A registered control connection. */
 export class ClientSession {
   #o: SessionOptions;
-  #conn: Deno.TcpConn;
+  #conn: Deno.Conn;
   #reader: FrameReader;
   #writer: FrameWriter;
   #id: string;
@@ -111,10 +124,10 @@ export class ClientSession {
   #nextId = 1;
   #lastHeard = Date.now();
   #timers: Array<ReturnType<typeof setInterval>> = [];
-  #idleWork = new Set<Deno.TcpConn>();
+  #idleWork = new Set<Deno.Conn>();
   /** Idle or opening work connections that belong to the pool (not extras asked for by the server). */
   #pooled = 0;
-  #activeWork = new Set<Deno.TcpConn>();
+  #activeWork = new Set<Deno.Conn>();
   /** Joins in progress by work id, so an `abort` from the server can end one. */
   #joins = new LiveJoins();
   #endReason: string | undefined;
@@ -125,7 +138,7 @@ export class ClientSession {
 
   constructor(
     options: SessionOptions,
-    conn: Deno.TcpConn,
+    conn: Deno.Conn,
     reader: FrameReader,
     writer: FrameWriter,
     id: string,
@@ -365,11 +378,11 @@ export class ClientSession {
       if (pooled) this.#pooled--;
       if (used) this.#fillPool();
     };
-    let conn: Deno.TcpConn;
+    let conn: Deno.Conn;
     let reader: FrameReader;
     let writer: FrameWriter;
     try {
-      conn = await dial(this.#o.server, DIAL_TIMEOUT_MS);
+      conn = await this.#o.link.connect(DIAL_TIMEOUT_MS);
       reader = new FrameReader(conn);
       writer = new FrameWriter(conn);
       const nonce = await readChallenge(reader);
@@ -412,7 +425,7 @@ export class ClientSession {
   }
 
   async #serveWork(
-    conn: Deno.TcpConn,
+    conn: Deno.Conn,
     reader: FrameReader,
     writer: FrameWriter,
     raw: unknown,

@@ -9,11 +9,15 @@
 import { parseHostPort } from "./addr.ts";
 import { readChallenge, refusal } from "./client_session.ts";
 import { ConfigError, ProtocolError } from "./errors.ts";
-import { closeQuietly, dial } from "./net.ts";
+import { getLogger } from "@logtape/logtape";
+import { type ClientOptions, clientTls } from "./client.ts";
+import { closeQuietly } from "./net.ts";
+import { ServerLink } from "./server_link.ts";
 import {
   FrameReader,
   FrameWriter,
   HANDSHAKE_TIMEOUT_MS,
+  NAME_PATTERN,
   parseServerMessage,
   PROTOCOL_VERSION,
   type ServerMessage,
@@ -35,8 +39,17 @@ import type { ServiceInfo } from "./server.ts";
 export interface DiscoveryOptions {
   /** The server's control address, `HOST:PORT`. */
   server: string;
-  /** The shared secret. */
+  /** The shared secret, or the group's own token on a server with per-group credentials. */
   token: string | Secret;
+  /**
+   * The group whose token this is, on a server with per-group credentials;
+   * the answer then covers that group's services and ports only.
+   */
+  group?: string;
+  /** As for {@linkcode ClientOptions.tls}. @default {true} */
+  tls?: ClientOptions["tls"];
+  /** As for {@linkcode ClientOptions.stateDir}. */
+  stateDir?: string;
 }
 
 /** What a discovery answer holds, and whether the server had to leave some out. */
@@ -54,7 +67,13 @@ async function ask(
   const server = parseHostPort(options.server);
   if (typeof server === "string") throw new ConfigError(`server: ${server}`);
   const token = typeof options.token === "string" ? new Secret(options.token) : options.token;
-  const conn = await dial(server, HANDSHAKE_TIMEOUT_MS);
+  if (options.group !== undefined && !NAME_PATTERN.test(options.group)) {
+    throw new ConfigError(
+      `group: "${options.group}" must be 1-63 lowercase letters, digits or dashes`,
+    );
+  }
+  const link = new ServerLink(server, clientTls(options), getLogger(["burrow", "discovery"]));
+  const conn = await link.establish(HANDSHAKE_TIMEOUT_MS);
   try {
     const reader = new FrameReader(conn);
     const nonce = await readChallenge(reader);
@@ -62,7 +81,8 @@ async function ask(
       type: "query",
       version: PROTOCOL_VERSION,
       what,
-      proof: await prove(token, nonce, "query"),
+      ...(options.group === undefined ? {} : { group: options.group }),
+      proof: await prove(token, nonce, "query", options.group ?? ""),
     });
     const raw = await reader.read(HANDSHAKE_TIMEOUT_MS);
     if (raw === null) throw new Error("the server closed the connection without answering");

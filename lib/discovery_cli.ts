@@ -6,9 +6,10 @@
  */
 
 import { EXIT, printError, printLine, UsageError } from "./cli.ts";
-import { checkFlag, envToken, hostPortField } from "./config_fields.ts";
-import { discoverFreePorts, discoverServices } from "./discovery.ts";
-import { ConfigError, errorMessage, RefusedError } from "./errors.ts";
+import { checkFlag, envToken, hostPortField, nameField } from "./config_fields.ts";
+import { fingerprintField } from "./client_config.ts";
+import { discoverFreePorts, discoverServices, type DiscoveryOptions } from "./discovery.ts";
+import { ConfigError, errorMessage, refusalLine, RefusedError } from "./errors.ts";
 import { Secret } from "./secret.ts";
 import type { ServiceInfo } from "./server.ts";
 
@@ -19,6 +20,11 @@ export interface DiscoveryFlags {
   json?: boolean;
   server?: string;
   token?: string;
+  group?: string;
+  fingerprint?: string;
+  ca?: string;
+  "no-tls"?: boolean;
+  "state-dir"?: string;
 }
 
 /** Runs one discovery question and prints the answer; returns the exit code. */
@@ -36,7 +42,19 @@ export async function runDiscovery(
   if (token === undefined || token === "") {
     throw new ConfigError(`${what} needs a token: pass --token or set BURROW_TOKEN`);
   }
-  const options = { server, token: new Secret(token) };
+  if (flags.fingerprint !== undefined) {
+    checkFlag("fingerprint", fingerprintField, flags.fingerprint);
+  }
+  if (flags["no-tls"] && (flags.fingerprint !== undefined || flags.ca !== undefined)) {
+    throw new UsageError("--no-tls cannot be combined with --fingerprint or --ca");
+  }
+  const tls = flags["no-tls"] ? false : {
+    ...(flags.fingerprint === undefined ? {} : { fingerprint: flags.fingerprint }),
+    ...(flags.ca === undefined ? {} : { ca: flags.ca }),
+  };
+  const options: DiscoveryOptions = { server, token: new Secret(token), tls };
+  if (flags.group !== undefined) options.group = checkFlag("group", nameField, flags.group);
+  if (flags["state-dir"] !== undefined) options.stateDir = flags["state-dir"];
   try {
     if (flags.services) {
       const { items, truncated } = await discoverServices(options);
@@ -50,7 +68,7 @@ export async function runDiscovery(
     return EXIT.ok;
   } catch (err) {
     if (err instanceof RefusedError) {
-      printError(`burrow-client: refused by the server: ${err.message} (${err.code})`);
+      printError(`burrow-client: ${refusalLine(err)}`);
       return EXIT.refused;
     }
     printError(`burrow-client: cannot ask ${server}: ${errorMessage(err)}`);

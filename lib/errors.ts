@@ -6,7 +6,7 @@
  */
 
 /** Codes the server gives when it refuses a client. Refusals are final. */
-export type RefusalCode =
+export type WireRefusalCode =
   | "auth_failed"
   | "version_mismatch"
   | "group_live"
@@ -16,7 +16,16 @@ export type RefusalCode =
   | "no_free_port"
   | "bad_request"
   | "server_closing"
-  | "forbidden";
+  | "forbidden"
+  | "locked_out"
+  | "quota";
+
+/**
+ * Why a client gave up for good: a server's refusal, or the client's own
+ * finding that TLS settings do not match (`tls_mismatch`) or that the server
+ * is not the one it trusts (`identity_changed`).
+ */
+export type RefusalCode = WireRefusalCode | "tls_mismatch" | "identity_changed";
 
 /**
  * A usage or configuration problem: exit code 2. `startServer`,
@@ -99,4 +108,10 @@ export class RefusedError extends Error {
 /** The message of any thrown value, for one-line logs of expected failures. */
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** The line the programs print for a final refusal, saying whose finding it is. */
+export function refusalLine(err: RefusedError): string {
+  const own = err.code === "tls_mismatch" || err.code === "identity_changed";
+  return `${own ? "" : "refused by the server: "}${err.message} (${err.code})`;
 }

@@ -26,6 +26,11 @@ export function dial(addr: HostPort, timeoutMs: number): Promise<Deno.TcpConn> {
   }).finally(() => clearTimeout(timer));
 }
 
+/** Turns Nagle's algorithm off where the connection is plain TCP (TLS ones cannot say). */
+export function noDelay(conn: Deno.Conn): void {
+  if ("setNoDelay" in conn && typeof conn.setNoDelay === "function") conn.setNoDelay(true);
+}
+
 /** `host:port` of a connection's peer. */
 export function peer(conn: Deno.Conn): string {
   const addr = conn.remoteAddr as Deno.NetAddr;
@@ -57,13 +62,13 @@ export function netReason(err: unknown): string {
  * (the flood that caused it must not take the port down for good). Returns
  * when the listener is closed.
  */
-export async function acceptLoop(
-  listener: Deno.TcpListener,
-  handle: (conn: Deno.TcpConn) => void,
+export async function acceptLoop<C extends Deno.Conn>(
+  listener: Deno.Listener<C>,
+  handle: (conn: C) => void,
   onError: (reason: string) => void,
 ): Promise<void> {
   while (true) {
-    let conn: Deno.TcpConn;
+    let conn: C;
     try {
       conn = await listener.accept();
     } catch (err) {

@@ -15,7 +15,7 @@
  */
 
 import { z } from "zod";
-import { ProtocolError, type RefusalCode } from "./errors.ts";
+import { ProtocolError, type WireRefusalCode } from "./errors.ts";
 
 /**
  * The wire protocol's version, bumped on any incompatible change to the
@@ -28,7 +28,15 @@ import { ProtocolError, type RefusalCode } from "./errors.ts";
  * console.log(`burrow ${VERSION} (protocol v${PROTOCOL_VERSION})`);
  * ```
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
+/**
+ * The four bytes a client sends first on every connection, before it reads
+ * the challenge (inside TLS when TLS is on). A plaintext client that meets a
+ * TLS server thus gets an immediate TLS alert instead of waiting for a
+ * challenge that never comes, and a plaintext server recognises a TLS client
+ * by its ClientHello. Both sides can then say what to change.
+ */
+export const CLIENT_PREAMBLE: Uint8Array = new Uint8Array([0x42, 0x52, 0x57, 0x01]); // "BRW" 1
 /** Hard cap on one frame's payload. Control messages are small; 64 KiB is generous. */
 export const MAX_FRAME_BYTES = 64 * 1024;
 /** Every first frame on a new connection must arrive within this bound. */
@@ -41,6 +49,9 @@ export const WORK_TIMEOUT_MS = 10_000;
 export const TAKEOVER_PROBE_MS = 3_000;
 /** Most apps one group may expose at once. */
 export const MAX_APPS_PER_GROUP = 128;
+
+/** Most `allow_from` ranges one app may list. */
+export const MAX_ALLOW_FROM = 256;
 
 /** Longest per-tunnel serve time, in seconds (setTimeout's limit). */
 export const MAX_SERVE_SECONDS = 2_147_483;
@@ -73,7 +84,9 @@ const refusalCodes = [
   "bad_request",
   "server_closing",
   "forbidden",
-] as const satisfies readonly RefusalCode[];
+  "locked_out",
+  "quota",
+] as const satisfies readonly WireRefusalCode[];
 
 /** Per-tunnel limits, as an `expose` carries them. */
 const exposeLimits = z.object({
@@ -200,6 +213,8 @@ const clientMessage = z.discriminatedUnion("type", [
     description: label.optional(),
     /** Optional limits; the server closes the tunnel (or turns users away) when one is reached. */
     limits: exposeLimits.optional(),
+    /** Only users from these CIDR ranges may connect; the server checks each one. */
+    allowFrom: z.array(z.string().max(64)).min(1).max(MAX_ALLOW_FROM).optional(),
   }),
   z.object({ type: z.literal("unexpose"), id: requestId, app: name }),
   z.object({ type: z.literal("free_ports"), id: requestId }),
@@ -211,6 +226,11 @@ const clientMessage = z.discriminatedUnion("type", [
     type: z.literal("query"),
     version,
     what: z.enum(["services", "free_ports"]),
+    /**
+     * The group whose token made the proof, for servers with per-group
+     * credentials; the answer then covers that group only.
+     */
+    group: name.optional(),
     proof: hex64,
   }),
   z.object({ type: z.literal("ping"), seq: requestId }),
@@ -267,6 +287,21 @@ export function withDeadline<T>(promise: Promise<T>, ms: number, message: string
   });
   promise.catch(() => {});
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * The peer sent a TLS record (handshake or alert) where burrow expected its
+ * own bytes: one side runs TLS and the other does not.
+ */
+export class TlsRecordError extends ProtocolError {
+  /** Always `"TlsRecordError"`. */
+  override name = "TlsRecordError";
+}
+
+/** A TLS record starts with content type 21 (alert) or 22 (handshake), then major version 3. */
+function looksLikeTls(buf: Uint8Array, at: number): boolean {
+  const type = buf[at];
+  return (type === 0x15 || type === 0x16) && buf[at + 1] === 0x03;
 }
 
 /** Anything with Deno's `read` contract: fills part of `p`, or null at EOF. */
@@ -345,6 +380,27 @@ export class FrameReader {
     return withDeadline(this.#read(), timeoutMs, `no complete frame within ${timeoutMs / 1000}s`);
   }
 
+  /**
+   * Reads the client's preamble ({@linkcode CLIENT_PREAMBLE}). Throws
+   * `TlsRecordError` when the peer opened with a TLS ClientHello instead,
+   * and `ProtocolError` for anything else that is not the preamble. The
+   * caller bounds it in time, with the rest of the handshake.
+   */
+  async readPreamble(): Promise<void> {
+    const ok = await this.#fill(CLIENT_PREAMBLE.length);
+    if (!ok) throw new ProtocolError("closed before saying hello");
+    if (looksLikeTls(this.#buf, this.#start)) {
+      throw new TlsRecordError("the client speaks TLS");
+    }
+    for (let i = 0; i < CLIENT_PREAMBLE.length; i++) {
+      if (this.#buf[this.#start + i] !== CLIENT_PREAMBLE[i]) {
+        throw new ProtocolError("not a burrow client (bad preamble)");
+      }
+    }
+    this.#start += CLIENT_PREAMBLE.length;
+    if (this.#start === this.#end) this.#start = this.#end = 0;
+  }
+
   /** The bytes read past the last frame; the reader must not be used after. */
   takeBuffered(): Uint8Array {
     const rest = this.#buf.slice(this.#start, this.#end);
@@ -356,6 +412,9 @@ export class FrameReader {
     if (!(await this.#fill(4))) return null;
     const view = new DataView(this.#buf.buffer, this.#buf.byteOffset + this.#start, 4);
     const length = view.getUint32(0);
+    if (length > MAX_FRAME_BYTES && looksLikeTls(this.#buf, this.#start)) {
+      throw new TlsRecordError("got a TLS record where a burrow frame was expected");
+    }
     if (length > MAX_FRAME_BYTES) {
       throw new ProtocolError(`frame of ${length} bytes exceeds the ${MAX_FRAME_BYTES}-byte cap`);
     }

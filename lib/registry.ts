@@ -9,7 +9,7 @@
  */
 
 import type { PortRange } from "./addr.ts";
-import type { RefusalCode } from "./errors.ts";
+import type { WireRefusalCode } from "./errors.ts";
 
 /** One exposed app, as the registry knows it. */
 export interface AppEntry {
@@ -30,7 +30,7 @@ export interface GroupEntry<S> {
 
 /** Why a port cannot be had. */
 export interface PortRefusal {
-  code: RefusalCode;
+  code: WireRefusalCode;
   message: string;
 }
 

@@ -40,7 +40,8 @@ export function diffApps(old: AppConfig[], next: AppConfig[]): AppDiff {
 
 function sameApp(a: AppConfig, b: AppConfig): boolean {
   return formatHostPort(a.local) === formatHostPort(b.local) && a.remotePort === b.remotePort &&
-    a.description === b.description;
+    a.description === b.description &&
+    (a.allowFrom ?? []).join(",") === (b.allowFrom ?? []).join(",");
 }
 
 /** Keys a running client cannot change without a restart, if they changed. */
@@ -51,6 +52,8 @@ export function restartKeys(old: ClientConfig, next: ClientConfig): string[] {
   if (old.token.reveal() !== next.token.reveal()) out.push("token");
   if (old.group !== next.group) out.push("group");
   if (old.heartbeatInterval !== next.heartbeatInterval) out.push("heartbeat_interval");
+  if (JSON.stringify(old.tls) !== JSON.stringify(next.tls)) out.push("tls/fingerprint/ca");
+  if (old.stateDir !== next.stateDir) out.push("state_dir");
   return out;
 }
 
@@ -130,6 +133,7 @@ export class GroupApps {
       local: formatHostPort(app.local),
       remotePort: app.remotePort,
       ...(app.description === undefined ? {} : { description: app.description }),
+      ...(app.allowFrom === undefined ? {} : { allowFrom: app.allowFrom }),
     }).then((tunnel) => {
       tunnel.closed.then((reason) => reason instanceof RefusedError && onRefused(reason));
       return tunnel;

@@ -11,8 +11,17 @@ import { getLogger, type Logger } from "@logtape/logtape";
 import { formatHostPort, type HostPort, parseHostPort, parsePortSpec } from "./addr.ts";
 import { ConfigError, errorMessage, ListenError, ProtocolError } from "./errors.ts";
 import { BufferPool } from "./join.ts";
-import { acceptLoop, closeQuietly, netReason, peer } from "./net.ts";
+import { acceptLoop, closeQuietly, netReason, noDelay, peer } from "./net.ts";
+import { defaultStateDir } from "./state_dir.ts";
+import { formatFingerprint } from "./tls_certs.ts";
 import {
+  ephemeralIdentity,
+  generatedIdentity,
+  loadOwnCertificate,
+  type ServerTlsMaterial,
+} from "./tls_server.ts";
+import {
+  type ClientMessage,
   FrameReader,
   FrameWriter,
   HANDSHAKE_TIMEOUT_MS,
@@ -22,6 +31,7 @@ import {
   parseClientMessage,
   PROTOCOL_VERSION,
   TAKEOVER_PROBE_MS,
+  TlsRecordError,
   versionMismatch,
   withDeadline,
 } from "./protocol.ts";
@@ -82,6 +92,23 @@ export interface ServerOptions extends ServerHooks {
    * @default {30}
    */
   heartbeatTimeout?: number;
+  /**
+   * TLS for control and work connections. `true` (the default): the server's
+   * own certificate authority, made on first start in `stateDir` and reused
+   * after. An object names the operator's own certificate chain and key (PEM
+   * files). `"ephemeral"`: a CA made in memory for this run only, nothing
+   * written (tests, demos; clients must pin this run's `fingerprint`).
+   * `false`: plaintext, with a warning.
+   *
+   * @default {true}
+   */
+  tls?: boolean | "ephemeral" | { certFile: string; keyFile: string };
+  /**
+   * Where the generated certificate authority is kept.
+   *
+   * @default {"$STATE_DIRECTORY, $XDG_STATE_HOME/burrow or ~/.local/state/burrow"}
+   */
+  stateDir?: string;
   /** Stops the server when aborted, like `close()`. */
   signal?: AbortSignal;
 }
@@ -110,6 +137,11 @@ export interface ServiceInfo {
 export interface BurrowServer {
   /** The control listener's address as bound. */
   readonly addr: HostPort;
+  /**
+   * `sha256:HEX` of the CA that clients verify (the top certificate of the
+   * chain), or undefined without TLS. Clients pin it with `fingerprint:`.
+   */
+  readonly fingerprint: string | undefined;
   /** Resolves when the server has stopped. */
   readonly closed: Promise<void>;
   /** Every exposed app with live figures. */
@@ -136,14 +168,10 @@ export interface BurrowServer {
  * await server.close();
  * ```
  */
-export function startServer(options: ServerOptions = {}): Promise<BurrowServer> {
-  try {
-    const server = new Server(options);
-    server.start();
-    return Promise.resolve(server);
-  } catch (err) {
-    return Promise.reject(err);
-  }
+export async function startServer(options: ServerOptions = {}): Promise<BurrowServer> {
+  const server = new Server(options);
+  await server.start();
+  return server;
 }
 
 const encoder = new TextEncoder();
@@ -152,17 +180,19 @@ class Server implements BurrowServer {
   #options: ServerOptions;
   #token: Secret | undefined;
   #log: Logger = getLogger(["burrow", "server"]);
-  #listener!: Deno.TcpListener;
+  #listener!: Deno.Listener<Deno.Conn, Deno.NetAddr>;
+  #tls: ServerTlsMaterial | undefined;
   #registry: Registry<ServerSession>;
   #sessions = new Map<string, ServerSession>();
-  #handshakes = new Set<Deno.TcpConn>();
-  #lastFloodLog = 0;
+  #handshakes = new Set<Deno.Conn>();
+  #lastRare = new Map<string, number>();
   #accepting: Promise<void> = Promise.resolve();
   #ctx: SessionContext;
   #closing = false;
   #closed: Promise<void>;
   #resolveClosed!: () => void;
   addr!: HostPort;
+  fingerprint: string | undefined;
 
   constructor(options: ServerOptions) {
     this.#options = options;
@@ -197,9 +227,10 @@ class Server implements BurrowServer {
     return this.#closed;
   }
 
-  start(): void {
+  async start(): Promise<void> {
     const bind = parseHostPort(this.#options.bind ?? "0.0.0.0:7700");
     if (typeof bind === "string") throw new ConfigError(`bind: ${bind}`);
+    this.#tls = await this.#loadTls();
     // The public host is tried once here, so a typo fails the start instead of
     // turning every later expose into a refusal.
     const publicHost = this.#ctx.publicHost;
@@ -209,18 +240,53 @@ class Server implements BurrowServer {
       throw new ListenError(`cannot listen on public host ${publicHost}: ${netReason(err)}`);
     }
     try {
-      this.#listener = Deno.listen({ hostname: bind.hostname, port: bind.port, transport: "tcp" });
+      this.#listener = this.#tls === undefined
+        ? Deno.listen({ hostname: bind.hostname, port: bind.port, transport: "tcp" })
+        : Deno.listenTls({ ...bind, cert: this.#tls.cert, key: this.#tls.key });
     } catch (err) {
+      if (
+        this.#tls !== undefined && !(err instanceof Deno.errors.AddrInUse) &&
+        !(err instanceof Deno.errors.PermissionDenied) &&
+        !(err instanceof Deno.errors.AddrNotAvailable)
+      ) {
+        throw new ConfigError(`tls: cannot use the certificate and key: ${netReason(err)}`);
+      }
       throw new ListenError(`cannot listen on ${formatHostPort(bind)}: ${netReason(err)}`);
     }
-    const local = this.#listener.addr;
+    const local = this.#listener.addr as Deno.NetAddr;
     this.addr = { hostname: local.hostname, port: local.port };
     this.#log.info(`listening for clients on ${formatHostPort(this.addr)}`);
     if (this.#token === undefined) {
       this.#log.warn("authentication is off (--no-auth): any client may register");
     }
+    if (this.#tls === undefined) {
+      this.#log.warn("TLS is off (--no-tls): traffic between clients and this server can be read");
+    }
     this.#options.signal?.addEventListener("abort", () => this.close(), { once: true });
     this.#accepting = this.#accept();
+  }
+
+  /** The TLS material the options ask for, or undefined for plaintext. */
+  async #loadTls(): Promise<ServerTlsMaterial | undefined> {
+    const tls = this.#options.tls ?? true;
+    if (tls === false) return undefined;
+    const material = tls === true
+      ? await generatedIdentity(this.#stateDir(), this.#log)
+      : tls === "ephemeral"
+      ? await ephemeralIdentity()
+      : await loadOwnCertificate(tls);
+    this.fingerprint = formatFingerprint(material.fingerprint);
+    return material;
+  }
+
+  #stateDir(): string {
+    const dir = this.#options.stateDir ?? defaultStateDir();
+    if (dir === undefined) {
+      throw new ConfigError(
+        "state_dir: no state folder (HOME is not set): name one with --state-dir, or give tls.cert and tls.key",
+      );
+    }
+    return dir;
   }
 
   services(): ServiceInfo[] {
@@ -279,29 +345,31 @@ class Server implements BurrowServer {
     );
   }
 
-  /** Reads the first frame under a deadline and routes the connection. */
-  async #handshake(conn: Deno.TcpConn): Promise<void> {
+  /**
+   * Secures the connection (TLS), sends the challenge, and reads the
+   * preamble and first frame, all under one deadline; then routes it.
+   */
+  async #handshake(conn: Deno.Conn): Promise<void> {
     const from = peer(conn);
     if (this.#handshakes.size >= MAX_HANDSHAKES) {
       // A flood of unauthenticated connections must not exhaust descriptors.
-      const now = Date.now();
-      if (now - this.#lastFloodLog > 10_000) {
-        this.#lastFloodLog = now;
-        this.#log.warn(
-          `${MAX_HANDSHAKES} handshakes in flight: turning new connections away (latest ${from})`,
-        );
-      }
+      this.#rare(
+        "flood",
+        `${MAX_HANDSHAKES} handshakes in flight: turning new connections away (latest ${from})`,
+      );
       return closeQuietly(conn);
     }
-    conn.setNoDelay(true);
+    noDelay(conn);
     this.#handshakes.add(conn);
     const reader = new FrameReader(conn);
     const writer = new FrameWriter(conn);
     const nonce = newNonce();
     try {
-      await writer.send({ type: "challenge", version: PROTOCOL_VERSION, server: VERSION, nonce });
-      const raw = await reader.read(HANDSHAKE_TIMEOUT_MS);
-      if (raw === null) throw new ProtocolError("closed before saying hello");
+      const raw = await withDeadline(
+        this.#greet(conn, reader, writer, nonce, from),
+        HANDSHAKE_TIMEOUT_MS,
+        `no hello within ${HANDSHAKE_TIMEOUT_MS / 1000}s`,
+      );
       const version = (raw as { version?: unknown }).version;
       if (typeof version === "number" && version !== PROTOCOL_VERSION) {
         const message = versionMismatch(version, PROTOCOL_VERSION);
@@ -318,7 +386,7 @@ class Server implements BurrowServer {
         // Still a handshake: counted against the cap, closed on shutdown, and
         // bounded in time, so a peer that never reads cannot hold it open.
         return await withDeadline(
-          this.#answer(conn, writer, nonce, hello.what, hello.proof),
+          this.#answer(conn, writer, nonce, hello),
           HANDSHAKE_TIMEOUT_MS,
           `the answer was not taken within ${HANDSHAKE_TIMEOUT_MS / 1000}s`,
         );
@@ -336,6 +404,13 @@ class Server implements BurrowServer {
       }
       throw new ProtocolError(`expected hello, got ${hello.type}`);
     } catch (err) {
+      if (err instanceof TlsRecordError) {
+        this.#rare(
+          "tls-client",
+          `a client at ${from} speaks TLS, but this server runs with --no-tls: ` +
+            `set tls: false in its group file, or turn TLS on here`,
+        );
+      }
       const why = err instanceof ProtocolError ? errorMessage(err) : netReason(err);
       if (!this.#closing) this.#log.debug(`closed connection from ${from}: ${why}`);
       closeQuietly(conn);
@@ -344,8 +419,45 @@ class Server implements BurrowServer {
     }
   }
 
+  /** TLS handshake (when on), challenge, preamble and the first frame. */
+  async #greet(
+    conn: Deno.Conn,
+    reader: FrameReader,
+    writer: FrameWriter,
+    nonce: string,
+    from: string,
+  ): Promise<unknown> {
+    if (this.#tls !== undefined) {
+      try {
+        await (conn as Deno.TlsConn).handshake();
+      } catch (err) {
+        if (/corrupt message|InvalidContentType|InvalidMessage/i.test(errorMessage(err))) {
+          this.#rare(
+            "plaintext",
+            `a client at ${from} sent plaintext, but this server requires TLS: ` +
+              `remove tls: false from its group file`,
+          );
+        }
+        throw err;
+      }
+    }
+    await writer.send({ type: "challenge", version: PROTOCOL_VERSION, server: VERSION, nonce });
+    await reader.readPreamble();
+    const raw = await reader.read();
+    if (raw === null) throw new ProtocolError("closed before saying hello");
+    return raw;
+  }
+
+  /** Logs a warning at most once per 10 s per kind, so a flood cannot flood the log. */
+  #rare(kind: string, message: string): void {
+    const now = Date.now();
+    if (now - (this.#lastRare.get(kind) ?? 0) < 10_000) return;
+    this.#lastRare.set(kind, now);
+    this.#log.warn(message);
+  }
+
   async #control(
-    conn: Deno.TcpConn,
+    conn: Deno.Conn,
     reader: FrameReader,
     writer: FrameWriter,
     nonce: string,
@@ -408,15 +520,15 @@ class Server implements BurrowServer {
 
   /** Answers a discovery query (services or free ports) and hangs up. */
   async #answer(
-    conn: Deno.TcpConn,
+    conn: Deno.Conn,
     writer: FrameWriter,
     nonce: string,
-    what: "services" | "free_ports",
-    proof: string,
+    query: Extract<ClientMessage, { type: "query" }>,
   ): Promise<void> {
     const from = peer(conn);
+    const what = query.what;
     try {
-      if (!(await this.#verify(proof, nonce, "query"))) {
+      if (!(await this.#verify(query.proof, nonce, "query", query.group ?? ""))) {
         this.#log.info(`refused a ${what} query from ${from}: wrong token`);
         await writer.send({
           type: "refused",

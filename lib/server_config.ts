@@ -5,6 +5,7 @@
  * @module
  */
 
+import { dirname, isAbsolute, join } from "node:path";
 import { z } from "zod";
 import type { HostPort, PortRange } from "./addr.ts";
 import {
@@ -35,6 +36,10 @@ export interface ServerConfig {
   /** Seconds. */
   heartbeatTimeout: number;
   logLevel: LogLevel;
+  /** False for plaintext; an object for the operator's own certificate; true for the generated CA. */
+  tls: boolean | { certFile: string; keyFile: string };
+  /** Where the generated CA is kept; undefined: the default folder. */
+  stateDir?: string;
 }
 
 /** Flags as given on the command line; each overrides the key of the same name. */
@@ -47,7 +52,13 @@ export interface ServerFlags {
   "heartbeat-timeout"?: string;
   "log-level"?: string;
   "no-auth"?: boolean;
+  "no-tls"?: boolean;
+  "tls-cert"?: string;
+  "tls-key"?: string;
+  "state-dir"?: string;
 }
+
+const pathField = z.string("must be a file name").min(1, "must not be empty");
 
 const publicHostField = z.string("must be a host name or address").min(1, "must not be empty");
 
@@ -59,6 +70,11 @@ const serverFile = z.strictObject({
   public_host: publicHostField.optional(),
   heartbeat_timeout: secondsField.optional(),
   log_level: logLevelField.optional(),
+  tls: z.union([
+    z.literal(false),
+    z.strictObject({ cert: pathField, key: pathField }),
+  ], "must be false, or cert and key file names").optional(),
+  state_dir: pathField.optional(),
 });
 
 /** Defaults from the contract. */
@@ -112,7 +128,47 @@ export async function loadServerConfig(
       : file.public_host ?? SERVER_DEFAULTS.publicHost,
     heartbeatTimeout: timeout ?? SERVER_DEFAULTS.heartbeatTimeout,
     logLevel: logLevel ?? SERVER_DEFAULTS.logLevel,
+    tls: true,
   };
   if (tokenText !== undefined && !noAuth) config.token = new Secret(tokenText);
+  config.tls = serverTls(flags, file.tls, flags.config);
+  const stateDir = flags["state-dir"] ?? fromFile(flags.config, file.state_dir);
+  if (flags["state-dir"] === "") throw new ConfigError("--state-dir: must not be empty");
+  if (stateDir !== undefined) config.stateDir = stateDir;
   return config;
+}
+
+/** TLS from `--no-tls`, `--tls-cert`/`--tls-key` and the `tls` key, in that order. */
+function serverTls(
+  flags: ServerFlags,
+  key: false | { cert: string; key: string } | undefined,
+  configFile: string | undefined,
+): ServerConfig["tls"] {
+  const cert = flags["tls-cert"];
+  const certKey = flags["tls-key"];
+  if (flags["no-tls"] === true) {
+    if (cert !== undefined || certKey !== undefined) {
+      throw new ConfigError("--no-tls: cannot be combined with --tls-cert or --tls-key");
+    }
+    return false;
+  }
+  if (cert !== undefined || certKey !== undefined) {
+    if (!cert || !certKey) {
+      throw new ConfigError(
+        "--tls-cert and --tls-key: give both, the certificate chain and its key",
+      );
+    }
+    return { certFile: cert, keyFile: certKey };
+  }
+  if (key === false) return false;
+  if (key !== undefined) {
+    return { certFile: fromFile(configFile, key.cert)!, keyFile: fromFile(configFile, key.key)! };
+  }
+  return true;
+}
+
+/** A path from the config file, relative to the file's folder. */
+function fromFile(configFile: string | undefined, path: string | undefined): string | undefined {
+  if (path === undefined || configFile === undefined || isAbsolute(path)) return path;
+  return join(dirname(configFile), path);
 }

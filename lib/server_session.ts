@@ -30,7 +30,7 @@ import { type AppEntry, type Registry, WorkPool } from "./registry.ts";
 
 /** A work connection that proved it belongs to a session and waits for a user. */
 export interface WorkConn {
-  conn: Deno.TcpConn;
+  conn: Deno.Conn;
   reader: FrameReader;
   writer: FrameWriter;
   /** The client's answer to `start` (null: it closed), read from the moment it was pooled. */
@@ -106,7 +106,7 @@ export class ServerSession {
   readonly since = new Date();
   readonly apps = new Map<string, PublicApp>();
   #ctx: SessionContext;
-  #conn: Deno.TcpConn;
+  #conn: Deno.Conn;
   #reader: FrameReader;
   #writer: FrameWriter;
   #pool = new WorkPool<WorkConn>();
@@ -130,7 +130,7 @@ export class ServerSession {
       group: string;
       runId: string;
       clientVersion: string;
-      conn: Deno.TcpConn;
+      conn: Deno.Conn;
       reader: FrameReader;
       writer: FrameWriter;
     },

@@ -30,7 +30,11 @@ export const TARGETS = [
 export const PERMISSIONS = [
   "--allow-net",
   "--allow-read",
-  "--allow-env=BURROW_*,LOG_TOKENS,LOG_STREAM",
+  // The state folder (generated CA, servers trusted on first use) is wherever
+  // --state-dir or state_dir says, so writing cannot be narrowed to a path.
+  "--allow-write",
+  // HOME, XDG_STATE_HOME and STATE_DIRECTORY (systemd) locate the default state folder.
+  "--allow-env=BURROW_*,LOG_TOKENS,LOG_STREAM,HOME,XDG_STATE_HOME,STATE_DIRECTORY",
 ];
 
 const PROGRAMS = { server: "server.ts", client: "client.ts" } as const;

@@ -132,7 +132,7 @@ Deno.test("the compiled-in permissions are enough for the core flow, and no more
     const data = randomBytes(500_000);
     assert.equal(await echoThrough(remote, data), await sha256(data));
     // A variable outside BURROW_* cannot be read: one clear line, exit 2.
-    await Deno.writeTextFile(`${dir}/other.yaml`, group("${HOME}"));
+    await Deno.writeTextFile(`${dir}/other.yaml`, group("${PATH}"));
     const other = spawn("client.ts", [`${dir}/other.yaml`], {});
     const otherErr = new Lines(other.stderr);
     new Lines(other.stdout);
@@ -140,7 +140,7 @@ Deno.test("the compiled-in permissions are enough for the core flow, and no more
     await otherErr.done;
     assert.match(
       otherErr.text,
-      /token \(line 2\): environment variable HOME cannot be read \(not permitted/,
+      /token \(line 2\): environment variable PATH cannot be read \(not permitted/,
     );
   } finally {
     client?.kill("SIGTERM");

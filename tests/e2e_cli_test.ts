@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import {
+  dialControl,
   echoThrough,
   groupFile,
   portBlock,
@@ -18,7 +19,13 @@ import {
   startTunnel,
   writeAll,
 } from "./helpers/harness.ts";
-import { encodeFrame, FrameReader, FrameWriter, MAX_FRAME_BYTES } from "../lib/protocol.ts";
+import {
+  encodeFrame,
+  FrameReader,
+  FrameWriter,
+  MAX_FRAME_BYTES,
+  PROTOCOL_VERSION,
+} from "../lib/protocol.ts";
 
 const TOKEN = "cli-token-Zq81x";
 
@@ -197,11 +204,11 @@ Deno.test("protocol versions: each side names the one to upgrade", async () => {
   const server = await startServer({ token: TOKEN });
   try {
     // A client from the future says hello with version 99.
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    const conn = await dialControl(server.port);
     const reader = new FrameReader(conn);
     const challenge = await reader.read(5000) as { type: string; version: number };
     assert.equal(challenge.type, "challenge");
-    assert.equal(challenge.version, 2);
+    assert.equal(challenge.version, PROTOCOL_VERSION);
     await writeAll(
       conn,
       encodeFrame({
@@ -214,7 +221,7 @@ Deno.test("protocol versions: each side names the one to upgrade", async () => {
     const reply = await reader.read(5000) as { type: string; code: string; message: string };
     conn.close();
     assert.equal(reply.code, "version_mismatch");
-    assert.match(reply.message, /client speaks v99, server speaks v2; upgrade burrow-server/);
+    assert.match(reply.message, /client speaks v99, server speaks v3; upgrade burrow-server/);
   } finally {
     await server.proc.stop();
   }
@@ -224,24 +231,27 @@ Deno.test("protocol versions: each side names the one to upgrade", async () => {
     const conn = await fake.accept();
     await new FrameWriter(conn).send({
       type: "challenge",
-      version: 3,
+      version: PROTOCOL_VERSION + 1,
       server: "9.9.9",
       nonce: "a".repeat(64),
     });
     await readAll(conn).catch(() => {});
     conn.close();
   })();
-  const client = startClient(groupFile({
-    server: `127.0.0.1:${fake.addr.port}`,
-    token: TOKEN,
-    group: "old",
-    apps: [{ name: "a", local: "127.0.0.1:9" }],
-  }));
+  const client = startClient(
+    groupFile({
+      server: `127.0.0.1:${fake.addr.port}`,
+      token: TOKEN,
+      group: "old",
+      apps: [{ name: "a", local: "127.0.0.1:9" }],
+    }),
+    ["--no-tls"],
+  );
   try {
     assert.equal(await client.exitCode(), 3);
     assert.match(
       client.stderr.text,
-      /client speaks v2, server speaks v3; upgrade burrow-client \(version_mismatch\)/,
+      /client speaks v3, server speaks v4; upgrade burrow-client \(version_mismatch\)/,
     );
   } finally {
     await client.stop();
@@ -255,7 +265,7 @@ Deno.test("garbage, oversize and silent first frames close only that connection"
   const { server } = tunnel;
   const port = await tunnel.port("echo");
   const hostile = async (payload: Uint8Array | null): Promise<number> => {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    const conn = await dialControl(server.port, { preamble: payload !== null });
     const started = performance.now();
     if (payload) await writeAll(conn, payload).catch(() => {});
     await readAll(conn).catch(() => {}); // the challenge, then EOF when the server hangs up
@@ -278,7 +288,7 @@ Deno.test("garbage, oversize and silent first frames close only that connection"
   );
   await server.proc.stderr.wait(/exceeds the 65536-byte cap/);
   await server.proc.stderr.wait(/not valid UTF-8 JSON/);
-  await server.proc.stderr.wait(/no complete frame within 5s/);
+  await server.proc.stderr.wait(/no hello within 5s/);
   const data = randomBytes(300_000);
   assert.equal(await echoThrough(port, data), await sha256(data));
 });

@@ -15,6 +15,7 @@ import {
 import { prove, Secret } from "../lib/secret.ts";
 import {
   connectAndReset,
+  dialControl,
   echoApp,
   echoThrough,
   groupFile,
@@ -66,8 +67,9 @@ Deno.test("the idle work pool refills after a burst, so later users need no extr
     assert.equal(await echoThrough(port, data), await sha256(data));
   }
   // With the pool drained for good, all but the burst's few leftover extras
-  // would have asked (32 of 40 before the fix).
-  assert.ok(asked() - before <= 2, `sequential users asked for work ${asked() - before} times`);
+  // would have asked (32 of 40 before the fix). A few may ask while the pool
+  // is still refilling (TLS handshakes take a few ms each).
+  assert.ok(asked() - before <= 5, `sequential users asked for work ${asked() - before} times`);
 });
 
 Deno.test("a client whose stdout is a closed pipe keeps serving and stops cleanly", async () => {
@@ -113,7 +115,7 @@ Deno.test("a flood of silent handshakes is capped; clients register once it is g
 Deno.test("control characters from peers cannot forge log lines", async () => {
   const server = await startServer({ token: TOKEN });
   try {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    const conn = await dialControl(server.port);
     const reader = new FrameReader(conn);
     const challenge = parseServerMessage(await reader.read(5000));
     assert.equal(challenge.type, "challenge");
@@ -145,7 +147,7 @@ Deno.test("control characters from peers cannot forge log lines", async () => {
 Deno.test("a malformed expose is refused on its own; the session carries on", async () => {
   const server = await startServer({ token: TOKEN });
   try {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    const conn = await dialControl(server.port);
     const reader = new FrameReader(conn);
     const writer = new FrameWriter(conn);
     const challenge = parseServerMessage(await reader.read(5000));

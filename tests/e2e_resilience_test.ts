@@ -422,7 +422,9 @@ async function userClosedAfter(
  */
 async function noWorkConnection(stack: AsyncDisposableStack): Promise<{ staleReason: string }> {
   const { app, server, serverPort } = await echoServer(stack, { heartbeatTimeout: 30 });
-  const proxy = stack.use(new FreezableProxy(serverPort, (index) => index === 0));
+  // The client's first two connections pass: the one that reads the server's
+  // certificate chain, then the control connection. Work connections do not.
+  const proxy = stack.use(new FreezableProxy(serverPort, (index) => index <= 1));
   const cutOff = stack.use(client(proxy.port, "cut-off", [{ name: "echo" }], app));
   const frozen = stack.use(client(serverPort, "frozen", [{ name: "echo" }], app));
   const cutOffPort = await readyPort(cutOff, "cut-off", "echo");

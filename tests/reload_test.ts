@@ -48,6 +48,7 @@ Deno.test("diffApps sorts apps into added, removed, changed and kept; restartKey
     heartbeatInterval: 10,
     logLevel: "info",
     apps: [],
+    tls: {},
     ...over,
   });
   assert.deepEqual(restartKeys(config({}), config({ apps: [app("x", 1)] })), []);

@@ -8,6 +8,8 @@
  * @module
  */
 
+import { CLIENT_PREAMBLE } from "../../lib/protocol.ts";
+
 const ROOT = new URL("../../", import.meta.url).pathname;
 const decoder = new TextDecoder();
 
@@ -113,6 +115,15 @@ export class Lines {
   }
 }
 
+/**
+ * One state folder for the whole run, for every program the tests start and
+ * for servers and clients started in this process: servers share one
+ * generated CA there, and clients record it there on first use. The user's
+ * own state folder is never touched.
+ */
+export const SUITE_STATE: string = Deno.makeTempDirSync({ prefix: "burrow-state-" });
+Deno.env.set("XDG_STATE_HOME", SUITE_STATE);
+
 /** A running burrow program. */
 export class Proc {
   readonly child: Deno.ChildProcess;
@@ -126,7 +137,7 @@ export class Proc {
     this.child = new Deno.Command(netns ? "ip" : Deno.execPath(), {
       args: netns ? ["netns", "exec", netns, Deno.execPath(), ...deno] : deno,
       cwd: ROOT,
-      env: { NO_COLOR: "1", ...env },
+      env: { NO_COLOR: "1", XDG_STATE_HOME: SUITE_STATE, ...env },
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
@@ -229,7 +240,7 @@ export interface ServerProcOptions {
 /** Starts `server.ts` on 127.0.0.1 and waits for its `listening` line. */
 export async function startServer(
   o: ServerProcOptions = {},
-): Promise<{ proc: Proc; port: number }> {
+): Promise<{ proc: Proc; port: number; fingerprint?: string }> {
   const args = [
     "--bind",
     `127.0.0.1:${o.bindPort ?? 0}`,
@@ -247,7 +258,8 @@ export async function startServer(
   const proc = new Proc("server.ts", [...args, ...(o.args ?? [])], o.env);
   try {
     const m = await proc.stdout.wait(/^listening 127\.0\.0\.1:(\d+)$/);
-    return { proc, port: Number(m[1]) };
+    const fp = proc.stdout.all.find((l) => l.startsWith("fingerprint "))?.slice(12);
+    return { proc, port: Number(m[1]), ...(fp === undefined ? {} : { fingerprint: fp }) };
   } catch (err) {
     await proc.stop();
     throw new Error(`server did not start: ${err}\nstderr:\n${proc.stderr.text}`);
@@ -535,4 +547,26 @@ export async function connectAndReset(port: number): Promise<void> {
     });
     socket.on("error", () => resolve());
   });
+}
+
+/** The CA the suite's servers share (made by the first server started). */
+export function suiteCa(): string {
+  return Deno.readTextFileSync(`${SUITE_STATE}/burrow/tls/ca.pem`);
+}
+
+/**
+ * A raw connection to a server's control port, as a client opens one: TLS
+ * against the suite's CA (unless `tls` is false), then the preamble (unless
+ * `preamble` is false). For tests that speak the protocol by hand.
+ */
+export async function dialControl(
+  port: number,
+  o: { tls?: boolean; preamble?: boolean } = {},
+): Promise<Deno.Conn> {
+  const tcp = await Deno.connect({ hostname: "127.0.0.1", port });
+  const conn: Deno.Conn = o.tls === false
+    ? tcp
+    : await Deno.startTls(tcp, { hostname: "burrow-server", caCerts: [suiteCa()] });
+  if (o.preamble !== false) await writeAll(conn, CLIENT_PREAMBLE);
+  return conn;
 }
