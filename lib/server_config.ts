@@ -35,6 +35,15 @@ export interface ServerConfig {
   /** Seconds. */
   heartbeatTimeout: number;
   logLevel: LogLevel;
+  /** The dashboard, when `dashboard.bind` or `--dashboard` turns it on. */
+  dashboard?: DashboardConfig;
+}
+
+/** The dashboard's settings (see `lib/dashboard.ts`). */
+export interface DashboardConfig {
+  bind: HostPort;
+  user?: string;
+  password?: Secret;
 }
 
 /** Flags as given on the command line; each overrides the key of the same name. */
@@ -47,9 +56,23 @@ export interface ServerFlags {
   "heartbeat-timeout"?: string;
   "log-level"?: string;
   "no-auth"?: boolean;
+  dashboard?: string;
+  "dashboard-user"?: string;
+  "dashboard-password"?: string;
 }
 
 const publicHostField = z.string("must be a host name or address").min(1, "must not be empty");
+
+const dashboardUserField = z.string("must be text").regex(
+  /^[^:\s]{1,64}$/,
+  "must be 1-64 characters without spaces or a colon",
+);
+
+const dashboardFile = z.strictObject({
+  bind: hostPortField,
+  user: dashboardUserField.optional(),
+  password: z.string("must be text").min(1, "must not be empty").optional(),
+}, "must be a map with bind, and optionally user and password");
 
 const serverFile = z.strictObject({
   bind: hostPortField.optional(),
@@ -59,6 +82,7 @@ const serverFile = z.strictObject({
   public_host: publicHostField.optional(),
   heartbeat_timeout: secondsField.optional(),
   log_level: logLevelField.optional(),
+  dashboard: dashboardFile.optional(),
 });
 
 /** Defaults from the contract. */
@@ -114,5 +138,49 @@ export async function loadServerConfig(
     logLevel: logLevel ?? SERVER_DEFAULTS.logLevel,
   };
   if (tokenText !== undefined && !noAuth) config.token = new Secret(tokenText);
+  const dashboard = dashboardConfig(flags, file.dashboard, getEnv);
+  if (dashboard) config.dashboard = dashboard;
   return config;
+}
+
+/**
+ * The dashboard from `--dashboard*` flags over the `dashboard` key; the
+ * password falls back to `BURROW_DASHBOARD_PASSWORD`. Undefined when off.
+ */
+function dashboardConfig(
+  flags: ServerFlags,
+  file: z.infer<typeof dashboardFile> | undefined,
+  getEnv: (name: string) => string | undefined,
+): DashboardConfig | undefined {
+  const bind = flags.dashboard !== undefined
+    ? checkFlag("dashboard", hostPortField, flags.dashboard)
+    : file?.bind;
+  const user = flags["dashboard-user"] !== undefined
+    ? checkFlag("dashboard-user", dashboardUserField, flags["dashboard-user"])
+    : file?.user;
+  if (flags["dashboard-password"] === "") {
+    throw new ConfigError("--dashboard-password: must not be empty");
+  }
+  const password = flags["dashboard-password"] ?? file?.password ?? envDashboardPassword(getEnv);
+  if (bind === undefined) {
+    if (flags["dashboard-user"] !== undefined || flags["dashboard-password"] !== undefined) {
+      throw new ConfigError(
+        "--dashboard-user and --dashboard-password need --dashboard HOST:PORT (or dashboard.bind)",
+      );
+    }
+    return undefined;
+  }
+  const config: DashboardConfig = { bind: hostPort(bind) };
+  if (user !== undefined) config.user = user;
+  if (password !== undefined) config.password = new Secret(password);
+  return config;
+}
+
+/** `BURROW_DASHBOARD_PASSWORD`, or undefined when unset, empty or not readable. */
+function envDashboardPassword(getEnv: (name: string) => string | undefined): string | undefined {
+  try {
+    return getEnv("BURROW_DASHBOARD_PASSWORD") || undefined;
+  } catch {
+    return undefined;
+  }
 }
