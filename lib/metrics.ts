@@ -73,7 +73,7 @@ export function renderExposition(
     out.push(`# HELP ${header} ${escapeHelp(family.help, format)}`);
     out.push(`# TYPE ${header} ${family.type}`);
     if (family.type === "histogram") {
-      for (const s of family.samples) writeHistogram(out, family.name, s);
+      for (const s of family.samples) writeHistogram(out, family.name, s, format);
     } else {
       const name = counter ? `${family.name}_total` : family.name;
       for (const s of family.samples) out.push(`${name}${labelText(s.labels)} ${num(s.value)}`);
@@ -83,9 +83,16 @@ export function renderExposition(
   return out.join("\n") + "\n";
 }
 
-function writeHistogram(out: string[], name: string, s: HistogramSample): void {
+function writeHistogram(
+  out: string[],
+  name: string,
+  s: HistogramSample,
+  format: ExpositionFormat,
+): void {
   s.bounds.forEach((bound, i) => {
-    const le = { ...s.labels, le: num(bound) };
+    // OpenMetrics wants canonical floats in `le` ("1.0", not "1").
+    const text = format === "openmetrics" && Number.isInteger(bound) ? `${bound}.0` : num(bound);
+    const le = { ...s.labels, le: text };
     out.push(`${name}_bucket${labelText(le)} ${num(s.cumulative[i] ?? 0)}`);
   });
   out.push(`${name}_bucket${labelText({ ...s.labels, le: "+Inf" })} ${num(s.count)}`);
