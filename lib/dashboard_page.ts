@@ -97,7 +97,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-sp
 .desc { display: block; color: var(--muted); font-size: .8rem; overflow-wrap: anywhere; }
 svg.spark { width: 120px; height: 28px; display: block; }
 svg.spark .in { stroke: var(--accent); fill: none; stroke-width: 1.5; }
-svg.spark .out { stroke: var(--accent2); fill: none; stroke-width: 1.5; }
+svg.spark .out { stroke: var(--accent2); fill: none; stroke-width: 1.5; stroke-dasharray: 3 2; }
 .rate { font-size: .75rem; color: var(--muted); white-space: nowrap; }
 .rate .i { color: var(--accent); } .rate .o { color: var(--accent2); }
 .empty { color: var(--muted); background: var(--panel); border: 1px dashed var(--line);
@@ -135,6 +135,7 @@ svg.spark .out { stroke: var(--accent2); fill: none; stroke-width: 1.5; }
 export const DASHBOARD_JS = `"use strict";
 (function () {
   var MAX_EVENTS = 200;
+  var SLOTS = 60;
   var lastEventId = 0;
   var pollTimer = null;
   var source = null;
@@ -181,9 +182,11 @@ export const DASHBOARD_JS = `"use strict";
     svg.setAttribute("role", "img");
     var all = series.in.concat(series.out);
     var max = Math.max.apply(null, all.concat([1]));
-    var n = Math.max(series.in.length, 2);
+    // A minute of slots, newest on the right; the seconds before sampling began draw as zero.
+    var n = Math.max(SLOTS, series.in.length);
     ["in", "out"].forEach(function (dir) {
-      var pts = series[dir].map(function (v, i) {
+      var values = new Array(n - series[dir].length).fill(0).concat(series[dir]);
+      var pts = values.map(function (v, i) {
         return (i * 120 / (n - 1)).toFixed(1) + "," + (27 - v / max * 25).toFixed(1);
       });
       if (pts.length < 2) pts = ["0,27", "120,27"];
