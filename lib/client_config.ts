@@ -41,6 +41,8 @@ export interface ClientConfig {
   heartbeatInterval: number;
   logLevel: LogLevel;
   apps: AppConfig[];
+  /** Where to serve the client's `GET /api/status`, if anywhere. */
+  admin?: HostPort;
 }
 
 /** Flags that override the file. */
@@ -65,6 +67,7 @@ const groupFile = z.strictObject({
   token: z.string().min(1, "must not be empty").optional(),
   group: nameField,
   heartbeat_interval: secondsField.optional(),
+  admin: hostPortField.optional(),
   apps: z.array(appEntry, "must be a list of apps").min(1, "must list at least one app").max(
     MAX_APPS_PER_GROUP,
     `must list at most ${MAX_APPS_PER_GROUP} apps`,
@@ -101,7 +104,7 @@ export async function loadClientConfig(
   if (token === undefined) {
     throw new ConfigError(`${file}: token: is required (set it in the file or pass --token)`);
   }
-  return {
+  const config: ClientConfig = {
     file,
     server: hostPort(serverText),
     token: new Secret(token),
@@ -118,4 +121,6 @@ export async function loadClientConfig(
       return app;
     }),
   };
+  if (data.admin !== undefined) config.admin = hostPort(data.admin);
+  return config;
 }

@@ -144,6 +144,16 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
       apps: [{ name: "echo", local: { hostname: "localhost", port: 9000 }, remotePort: 65535 }],
     },
   },
+  "admin.yaml": {
+    want: {
+      server: { hostname: "127.0.0.1", port: 7700 },
+      token: "fixture-token-admin",
+      group: "admin-lab",
+      heartbeatInterval: 10,
+      logLevel: "info",
+      apps: [{ name: "ssh", local: { hostname: "127.0.0.1", port: 22 }, remotePort: 0 }],
+    },
+  },
   "env_inside_values.yaml": {
     want: {
       server: { hostname: "relay.example.net", port: 7700 },
