@@ -23,6 +23,7 @@ import { loadClientConfig } from "./lib/client_config.ts";
 import { GroupApps, reloadGroup, watchFile } from "./lib/reload.ts";
 import { runDiscovery } from "./lib/discovery_cli.ts";
 import { refusalLine, RefusedError } from "./lib/errors.ts";
+import { printStatusOnReady } from "./lib/status_table.ts";
 import { VERSION } from "./lib/version.ts";
 
 const USAGE = `burrow-client ${VERSION}: exposes a group of local apps through a burrow server
@@ -47,7 +48,9 @@ Flags (each overrides the same key of GROUP.yaml):
   --help               show this help
   --version            show the version
 
-Prints "ready GROUP/APP HOST:PORT" on stdout each time an app goes live.
+Prints "ready GROUP/APP HOST:PORT" on stdout each time an app goes live, and
+"admin http://HOST:PORT/api/status" when the group file's admin key is set.
+On a terminal, a table of the apps goes to stderr at start and after reconnects.
 Exit codes: 0 clean stop, 1 failure, 2 usage or config error, 3 refused by the server.`;
 
 async function main(args: string[]): Promise<number> {
@@ -109,6 +112,7 @@ async function main(args: string[]): Promise<number> {
       tls: config.tls === false ? false : Object.keys(config.tls).length === 0 ? true : config.tls,
       ...(config.stateDir === undefined ? {} : { stateDir: config.stateDir }),
       signal: stop.signal,
+      ...(config.admin ? { admin: formatHostPort(config.admin) } : {}),
       onReady: (tunnel) =>
         printLine(
           `ready ${config.group}/${tunnel.name} ${
@@ -123,6 +127,9 @@ async function main(args: string[]): Promise<number> {
     return undefined;
   });
   if (client) {
+    if (client.adminAddr) printLine(`admin http://${formatHostPort(client.adminAddr)}/api/status`);
+    // People at a terminal get a table of the apps once they are live, and after each reconnect.
+    if (Deno.stderr.isTerminal()) printStatusOnReady(client, (table) => printError(table));
     client.closed.then((reason) => reason instanceof RefusedError && refuse(reason));
     // The apps start inside the reload chain, from the file as last read.
     const running = client;

@@ -6,7 +6,9 @@
  * {@linkcode startServer} and {@linkcode startClient} run the two ends;
  * {@linkcode discoverServices} and {@linkcode discoverFreePorts} ask a server
  * what it offers; {@linkcode ServerHooks} let the host program allow or refuse
- * clients, apps and users. Expected failures are typed: {@linkcode ConfigError},
+ * clients, apps and users; `startServer({ dashboard })` serves a dashboard, a
+ * JSON API and Prometheus `/metrics`, and `startClient({ admin })` the
+ * client's own `GET /api/status`. Expected failures are typed: {@linkcode ConfigError},
  * {@linkcode ProtocolError} and {@linkcode RefusedError}.
  *
  * @example
@@ -64,5 +66,10 @@ export type {
   ServerHooks,
   UserConnectInfo,
 } from "./lib/hooks.ts";
+export type { DashboardOptions } from "./lib/dashboard.ts";
+export type { AppStatus, GroupStatus, ServerStatus } from "./lib/monitor.ts";
+export type { ServerEvent, ServerEventKind } from "./lib/events.ts";
+export type { ExpositionFormat } from "./lib/metrics.ts";
+export type { ClientAppStatus, ClientStatus, LinkState } from "./lib/client_status.ts";
 export { PROTOCOL_VERSION } from "./lib/protocol.ts";
 export { VERSION } from "./lib/version.ts";

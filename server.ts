@@ -18,7 +18,8 @@ import {
 } from "./lib/cli.ts";
 import { errorMessage, ListenError } from "./lib/errors.ts";
 import { type BurrowServer, startServer } from "./lib/server.ts";
-import { loadServerConfig, type ServerFlags } from "./lib/server_config.ts";
+import { type DashboardConfig, loadServerConfig, type ServerFlags } from "./lib/server_config.ts";
+import type { DashboardOptions } from "./lib/dashboard.ts";
 import { VERSION } from "./lib/version.ts";
 
 const USAGE = `burrow-server ${VERSION}: the public end of burrow tunnels
@@ -39,13 +40,18 @@ Flags (each overrides the same key of --config):
   --state-dir DIR            where the generated CA is kept       (state_dir,
                              default $XDG_STATE_HOME/burrow or ~/.local/state/burrow)
   --log-level LEVEL          debug, info, warning or error        (log_level, default info)
+  --dashboard HOST:PORT      serve the dashboard and /metrics     (dashboard.bind, default off)
+  --dashboard-user USER      its basic-auth user                  (dashboard.user, default admin)
+  --dashboard-password PASS  its password                         (dashboard.password,
+                             default $BURROW_DASHBOARD_PASSWORD; required off loopback)
   --help                     show this help
   --version                  show the version
 
 Without --tls-cert the server makes its own certificate authority on first
 start and reuses it; clients pin it by its fingerprint.
 Prints "fingerprint sha256:HEX" (the CA clients verify; not with --no-tls),
-then "listening HOST:PORT" on stdout once the control listener is bound.
+then "listening HOST:PORT" on stdout once the control listener is bound,
+and "dashboard http://HOST:PORT/" once the dashboard is.
 Exit codes: 0 clean stop, 1 failure or cannot bind, 2 usage or config error.`;
 
 async function main(args: string[]): Promise<number> {
@@ -62,6 +68,9 @@ async function main(args: string[]): Promise<number> {
     "tls-cert": { type: "string" },
     "tls-key": { type: "string" },
     "state-dir": { type: "string" },
+    dashboard: { type: "string" },
+    "dashboard-user": { type: "string" },
+    "dashboard-password": { type: "string" },
     help: { type: "boolean" },
     version: { type: "boolean" },
   }, false);
@@ -81,6 +90,7 @@ async function main(args: string[]): Promise<number> {
       heartbeatTimeout: config.heartbeatTimeout,
       tls: config.tls,
       ...(config.stateDir !== undefined ? { stateDir: config.stateDir } : {}),
+      ...(config.dashboard ? { dashboard: dashboardOptions(config.dashboard) } : {}),
     });
   } catch (err) {
     if (!(err instanceof ListenError)) throw err;
@@ -89,6 +99,7 @@ async function main(args: string[]): Promise<number> {
   }
   if (server.fingerprint !== undefined) printLine(`fingerprint ${server.fingerprint}`);
   printLine(`listening ${formatHostPort(server.addr)}`);
+  if (server.dashboardAddr) printLine(`dashboard http://${formatHostPort(server.dashboardAddr)}/`);
   const reloads = new AbortController();
   if (values.config !== undefined && Deno.build.os !== "windows") {
     const running = server;
@@ -113,6 +124,14 @@ async function reloadPorts(server: BurrowServer, flags: ServerFlags): Promise<vo
   } catch (err) {
     log.error(`reload (SIGHUP) failed, the port ranges are kept: ${errorMessage(err)}`);
   }
+}
+
+/** The config's dashboard as `startServer` takes it. */
+function dashboardOptions(config: DashboardConfig): DashboardOptions {
+  const options: DashboardOptions = { bind: formatHostPort(config.bind) };
+  if (config.user !== undefined) options.user = config.user;
+  if (config.password !== undefined) options.password = config.password;
+  return options;
 }
 
 /** Ranges back to the `6000-6100,7022` form. */

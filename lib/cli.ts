@@ -126,16 +126,26 @@ export async function runMain(
   }
 }
 
-/** Token values given by `--token` or `BURROW_TOKEN`, to keep out of error lines. */
+/** Secrets given by `--token`, `--dashboard-password` or the environment, to keep out of error lines. */
 function knownTokens(args: string[]): Array<[string, string]> {
   const out: Array<[string, string]> = [];
+  const flags: Array<[string, string]> = [
+    ["--token", "(the token)"],
+    ["--dashboard-password", "(the dashboard password)"],
+  ];
   args.forEach((arg, i) => {
-    if (arg === "--token" && args[i + 1] !== undefined) {
-      out.push([args[i + 1] as string, "(the token)"]);
+    for (const [flag, label] of flags) {
+      if (arg === flag && args[i + 1] !== undefined) out.push([args[i + 1] as string, label]);
+      if (arg.startsWith(`${flag}=`)) out.push([arg.slice(flag.length + 1), label]);
     }
-    if (arg.startsWith("--token=")) out.push([arg.slice("--token=".length), "(the token)"]);
   });
   const env = envToken((name) => Deno.env.get(name));
   if (env !== undefined) out.push([env, "(the token)"]);
+  try {
+    const password = Deno.env.get("BURROW_DASHBOARD_PASSWORD");
+    if (password) out.push([password, "(the dashboard password)"]);
+  } catch {
+    // not permitted to read it: then it cannot have been used either
+  }
   return out;
 }

@@ -18,6 +18,9 @@ import { ConfigError, errorMessage, RefusedError } from "./errors.ts";
 import { BufferPool } from "./join.ts";
 import { checkExposeExtras, NAME_PATTERN } from "./protocol.ts";
 import { newId, Secret } from "./secret.ts";
+import { ClientAdmin } from "./client_admin.ts";
+import { type ClientStatus, clientStatus, LinkTracker } from "./client_status.ts";
+import { TrafficCounter } from "./traffic.ts";
 
 /** A session that lasted this long resets the reconnect backoff. */
 const STABLE_SESSION_MS = 5_000;
@@ -89,6 +92,11 @@ export interface ClientOptions {
   signal?: AbortSignal;
   /** Called each time an app goes live: at first and after every reconnect. */
   onReady?: (tunnel: Tunnel) => void;
+  /**
+   * Serve `GET /api/status` (link state, retries, apps, ports, bytes) on
+   * this `HOST:PORT`; port 0 picks a free one. Off by default.
+   */
+  admin?: string;
 }
 
 /**
@@ -187,6 +195,8 @@ export interface ClientEventDetail {
   reconnecting: { reason: string; delayMs: number };
   /** The client stopped: `reason` is undefined, or the refusal that stopped it. */
   closed: { reason: Error | undefined };
+  /** The client registered its group with the server (at first and after every reconnect). */
+  connected: { server: string };
 }
 
 /**
@@ -213,6 +223,10 @@ export interface BurrowClient extends EventTarget {
   expose(options: ExposeOptions): Promise<Tunnel>;
   /** Public ports the server would still give out. */
   freePorts(): Promise<number[]>;
+  /** The link's state, retries, and each app's state, public address and traffic. */
+  status(): ClientStatus;
+  /** The admin listener's address as bound, when `admin` was given. */
+  readonly adminAddr: HostPort | undefined;
   /** Deregisters and closes every tunnel. */
   close(): Promise<void>;
 }
@@ -250,6 +264,8 @@ export interface WantedApp {
   /** When `limits.maxServeSeconds` runs out (ms since the epoch). */
   expiresAt?: number;
   tunnel: TunnelHandle;
+  /** User connections and bytes, for `status()`. */
+  traffic: TrafficCounter;
 }
 
 class TunnelHandle implements Tunnel {
@@ -282,7 +298,7 @@ class Client extends EventTarget implements BurrowClient {
   readonly started: Promise<void>;
   readonly closed: Promise<Error | undefined>;
   #server: HostPort;
-  #link: ServerLink;
+  #serverLink: ServerLink;
   #token: Secret;
   #runId = newId();
   #options: ClientOptions;
@@ -294,6 +310,8 @@ class Client extends EventTarget implements BurrowClient {
   #stop = new AbortController();
   #resolveClosed!: (reason: Error | undefined) => void;
   #startedSettled = false;
+  #link: LinkTracker = new LinkTracker(this);
+  #admin: ClientAdmin | undefined;
   #resolveStarted!: () => void;
   #rejectStarted!: (err: Error) => void;
 
@@ -310,8 +328,8 @@ class Client extends EventTarget implements BurrowClient {
     if (token.reveal() === "") throw new ConfigError("token: must not be empty");
     this.#options = options;
     this.#server = server;
-    this.#link = new ServerLink(server, clientTls(options), this.#log);
-    if (!this.#link.encrypted) {
+    this.#serverLink = new ServerLink(server, clientTls(options), this.#log);
+    if (!this.#serverLink.encrypted) {
       this.#log.warn("TLS is off (tls: false): the traffic to the server can be read on the way");
     }
     this.#token = token;
@@ -322,6 +340,11 @@ class Client extends EventTarget implements BurrowClient {
       this.#rejectStarted = reject;
     });
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
+    if (options.admin !== undefined) {
+      const admin = parseHostPort(options.admin);
+      if (typeof admin === "string") throw new ConfigError(`admin: ${admin}`);
+      this.#admin = new ClientAdmin(admin, () => this.status());
+    }
     options.signal?.addEventListener("abort", () => this.close(), { once: true });
     this.#run();
   }
@@ -346,6 +369,7 @@ class Client extends EventTarget implements BurrowClient {
       requestedPort: port,
       port,
       tunnel: new TunnelHandle(() => app, () => this.#closeTunnel(app)),
+      traffic: new TrafficCounter(),
     };
     if (options.description !== undefined) app.description = options.description;
     if (options.limits !== undefined) {
@@ -377,12 +401,21 @@ class Client extends EventTarget implements BurrowClient {
     return out;
   }
 
+  status(): ClientStatus {
+    return clientStatus(this.group, this.#server, this.#link, this.#apps.values());
+  }
+
+  get adminAddr(): HostPort | undefined {
+    return this.#admin?.addr;
+  }
+
   async close(): Promise<void> {
     if (this.#stop.signal.aborted) return void (await this.closed);
     this.#stop.abort();
     if (!this.#startedSettled) this.#settleStarted(new Error("client closed before it connected"));
     await this.#session?.close("client stopped");
     this.#finish(undefined);
+    await this.#admin?.close();
   }
 
   #emit<K extends keyof ClientEventDetail>(type: K, detail: ClientEventDetail[K]): void {
@@ -440,7 +473,7 @@ class Client extends EventTarget implements BurrowClient {
       try {
         session = await openSession({
           server: this.#server,
-          link: this.#link,
+          link: this.#serverLink,
           token: this.#token,
           group: this.group,
           runId: this.#runId,
@@ -466,6 +499,7 @@ class Client extends EventTarget implements BurrowClient {
         break;
       }
       this.#session = session;
+      this.#emit("connected", { server: where });
       for (const wake of this.#waiters) wake();
       if (!this.#startedSettled) this.#settleStarted();
       let reason: string;

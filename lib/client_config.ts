@@ -50,6 +50,8 @@ export interface ClientConfig {
   tls: false | { fingerprint?: string; ca?: string };
   /** Where servers trusted on first use are recorded; undefined: the default folder. */
   stateDir?: string;
+  /** Where to serve the client's `GET /api/status`, if anywhere. */
+  admin?: HostPort;
 }
 
 /** Flags that override the file. */
@@ -99,6 +101,7 @@ const groupFile = z.strictObject({
   fingerprint: fingerprintField.optional(),
   ca: z.string("must be a file name").min(1, "must not be empty").optional(),
   state_dir: z.string("must be a folder name").min(1, "must not be empty").optional(),
+  admin: hostPortField.optional(),
   apps: z.array(appEntry, "must be a list of apps").min(1, "must list at least one app").max(
     MAX_APPS_PER_GROUP,
     `must list at most ${MAX_APPS_PER_GROUP} apps`,
@@ -137,7 +140,7 @@ export async function loadClientConfig(
   }
   const tls = clientTls(file, data, flags);
   const stateDir = flags["state-dir"] ?? fromFile(file, data.state_dir);
-  return {
+  const config: ClientConfig = {
     file,
     tls,
     ...(stateDir === undefined ? {} : { stateDir }),
@@ -157,6 +160,8 @@ export async function loadClientConfig(
       return app;
     }),
   };
+  if (data.admin !== undefined) config.admin = hostPort(data.admin);
+  return config;
 }
 
 /** TLS from `--no-tls`, `--fingerprint`, `--ca` and the `tls`, `fingerprint`, `ca` keys. */

@@ -456,10 +456,13 @@ export class ClientSession {
       }
       // If the app resets or fails, tell the server, whose end of the work
       // connection would otherwise read our FIN as a mere half-close.
+      const stats = app.traffic.open();
       const result = await this.#joins.run(msg.id, conn, local, {
         aToBFirst: reader.takeBuffered(),
+        stats,
         pool: this.#o.buffers,
-      }, () => !this.ended && this.#send({ type: "abort", id: msg.id }));
+      }, () => !this.ended && this.#send({ type: "abort", id: msg.id }))
+        .finally(() => app.traffic.close(stats));
       const how = result.aborted ? "aborted by the user side" : result.error ? "failed" : "done";
       this.#o.log.debug(
         `${this.#o.group}/${app.name}: user ${msg.user} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,

@@ -98,8 +98,15 @@ export function configError(
   // the wrong key: name it instead of quoting it.
   const masks: Array<[string, string]> = [...(source.expanded ?? [])]
     .map(([name, value]) => [value, `(value of \${${name}})`]);
-  const token = (source.data as { token?: unknown } | null)?.token;
-  if (typeof token === "string") masks.push([token, "(the token)"]);
+  const data = source.data as { token?: unknown; dashboard?: { password?: unknown } } | null;
+  if (typeof data?.token === "string") masks.push([data.token, "(the token)"]);
+  if (Array.isArray(data)) { // a users file: a token per entry
+    for (const entry of data as Array<{ token?: unknown } | null>) {
+      if (typeof entry?.token === "string") masks.push([entry.token, "(a token)"]);
+    }
+  }
+  const password = data?.dashboard?.password;
+  if (typeof password === "string") masks.push([password, "(the dashboard password)"]);
   const text = maskSecrets(message, masks);
   return new ConfigError(`${source.file}: ${formatKey(path)}${where}: ${text}`);
 }

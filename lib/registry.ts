@@ -87,9 +87,12 @@ export class Registry<S> {
     return apps;
   }
 
-  /** Whether a port lies in the allowed ranges. */
-  allowed(port: number): boolean {
-    return this.#ranges.some((r) => port >= r.from && port <= r.to);
+  /**
+   * Whether a port lies in the allowed ranges (and in `within`, a group's
+   * own allowance, when given).
+   */
+  allowed(port: number, within?: readonly PortRange[]): boolean {
+    return inside(port, this.#ranges) && (within === undefined || inside(port, within));
   }
 
   /**
@@ -97,12 +100,14 @@ export class Registry<S> {
    * preferring `hint`, the port it had before a reconnect). A refusal when
    * no port can be had at all.
    */
-  candidates(port: number, hint?: number): number[] | PortRefusal {
+  candidates(port: number, hint?: number, within?: readonly PortRange[]): number[] | PortRefusal {
     if (port !== 0) {
-      if (!this.allowed(port)) {
+      if (!this.allowed(port, within)) {
         return {
           code: "port_not_allowed",
-          message: `port ${port} is outside the server's allowed ports`,
+          message: within !== undefined && this.allowed(port)
+            ? `port ${port} is outside the ports this group may claim`
+            : `port ${port} is outside the server's allowed ports`,
         };
       }
       const owner = this.#ports.get(port);
@@ -115,10 +120,10 @@ export class Registry<S> {
       return [port];
     }
     const out: number[] = [];
-    if (hint !== undefined && hint !== 0 && this.allowed(hint) && !this.#ports.has(hint)) {
+    if (hint !== undefined && hint !== 0 && this.allowed(hint, within) && !this.#ports.has(hint)) {
       out.push(hint);
     }
-    const free = this.#freeList();
+    const free = this.#freeList(within);
     for (let i = 0; i < RANDOM_TRIES && free.length > 0; i++) {
       const at = Math.floor(Math.random() * free.length);
       const pick = free[at] as number;
@@ -129,7 +134,9 @@ export class Registry<S> {
     if (out.length === 0) {
       return {
         code: "no_free_port",
-        message: "no free port is left in the server's allowed ports",
+        message: within === undefined
+          ? "no free port is left in the server's allowed ports"
+          : "no free port is left in the ports this group may claim",
       };
     }
     return out;
@@ -159,10 +166,10 @@ export class Registry<S> {
   }
 
   /** Allowed ports no app holds, as inclusive ranges in ascending order. */
-  freeRanges(): Array<[number, number]> {
+  freeRanges(within?: readonly PortRange[]): Array<[number, number]> {
     const out: Array<[number, number]> = [];
     for (const port of this.#allowedSorted()) {
-      if (this.#ports.has(port)) continue;
+      if (this.#ports.has(port) || (within !== undefined && !inside(port, within))) continue;
       const last = out[out.length - 1];
       if (last && last[1] === port - 1) last[1] = port;
       else out.push([port, port]);
@@ -170,8 +177,10 @@ export class Registry<S> {
     return out;
   }
 
-  #freeList(): number[] {
-    return this.#allowedSorted().filter((p) => !this.#ports.has(p));
+  #freeList(within?: readonly PortRange[]): number[] {
+    return this.#allowedSorted().filter((p) =>
+      !this.#ports.has(p) && (within === undefined || inside(p, within))
+    );
   }
 
   #allowedSorted(): number[] {
@@ -179,6 +188,10 @@ export class Registry<S> {
     for (const r of this.#ranges) for (let p = r.from; p <= r.to; p++) set.add(p);
     return [...set].sort((x, y) => x - y);
   }
+}
+
+function inside(port: number, ranges: readonly PortRange[]): boolean {
+  return ranges.some((r) => port >= r.from && port <= r.to);
 }
 
 /**

@@ -36,6 +36,15 @@ import {
   withDeadline,
 } from "./protocol.ts";
 import { consult, type ServerHooks } from "./hooks.ts";
+import {
+  checkDashboardOptions,
+  Dashboard,
+  type DashboardOptions,
+  type DashboardSettings,
+} from "./dashboard.ts";
+import type { ServerEvent } from "./events.ts";
+import type { ExpositionFormat } from "./metrics.ts";
+import { type GroupStatus, ServerMonitor, type ServerStatus } from "./monitor.ts";
 import { Registry } from "./registry.ts";
 import { newId, newNonce, Secret, verifyProof } from "./secret.ts";
 import { freePortsAnswer, ServerSession, type SessionContext } from "./server_session.ts";
@@ -111,6 +120,11 @@ export interface ServerOptions extends ServerHooks {
   stateDir?: string;
   /** Stops the server when aborted, like `close()`. */
   signal?: AbortSignal;
+  /**
+   * Serve the dashboard, its JSON API and Prometheus `/metrics` on this
+   * address. Off by default; a non-loopback bind needs a password.
+   */
+  dashboard?: DashboardOptions;
 }
 
 /** One exposed app, as `services()` reports it. */
@@ -146,6 +160,16 @@ export interface BurrowServer {
   readonly closed: Promise<void>;
   /** Every exposed app with live figures. */
   services(): ServiceInfo[];
+  /** The dashboard's address as bound, when it is on. */
+  readonly dashboardAddr: HostPort | undefined;
+  /** Groups online and recently offline, with their apps' figures (as `GET /api/groups`). */
+  groups(): GroupStatus[];
+  /** Version, uptime and totals (as `GET /api/status`). */
+  status(): ServerStatus;
+  /** Recent connects, reconnects, disconnects and refusals, oldest first (as `GET /api/events`). */
+  events(): ServerEvent[];
+  /** Every metric in the Prometheus text format, or OpenMetrics (as `GET /metrics`). */
+  metrics(format?: ExpositionFormat): string;
   /**
    * Replaces the public ports clients may claim (e.g. on SIGHUP). Apps that
    * hold a port outside the new ranges keep it. Throws `ConfigError` for a
@@ -188,6 +212,9 @@ class Server implements BurrowServer {
   #lastRare = new Map<string, number>();
   #accepting: Promise<void> = Promise.resolve();
   #ctx: SessionContext;
+  #monitor = new ServerMonitor();
+  #dashboardSettings: DashboardSettings | undefined;
+  #dashboard: Dashboard | undefined;
   #closing = false;
   #closed: Promise<void>;
   #resolveClosed!: () => void;
@@ -216,10 +243,12 @@ class Server implements BurrowServer {
       buffers: new BufferPool(),
       log: this.#log,
       hooks: options,
+      monitor: this.#monitor,
       ended: (session) => {
         if (this.#sessions.get(session.id) === session) this.#sessions.delete(session.id);
       },
     };
+    if (options.dashboard) this.#dashboardSettings = checkDashboardOptions(options.dashboard);
     this.#closed = new Promise((resolve) => this.#resolveClosed = resolve);
   }
 
@@ -253,6 +282,15 @@ class Server implements BurrowServer {
       }
       throw new ListenError(`cannot listen on ${formatHostPort(bind)}: ${netReason(err)}`);
     }
+    if (this.#dashboardSettings) {
+      try {
+        this.#dashboard = new Dashboard(this.#dashboardSettings, this.#monitor);
+      } catch (err) {
+        closeQuietly(this.#listener);
+        throw err;
+      }
+    }
+    this.#monitor.start();
     const local = this.#listener.addr as Deno.NetAddr;
     this.addr = { hostname: local.hostname, port: local.port };
     this.#log.info(`listening for clients on ${formatHostPort(this.addr)}`);
@@ -315,6 +353,26 @@ class Server implements BurrowServer {
     return out.sort((a, b) => a.group.localeCompare(b.group) || a.app.localeCompare(b.app));
   }
 
+  get dashboardAddr(): HostPort | undefined {
+    return this.#dashboard?.addr;
+  }
+
+  groups(): GroupStatus[] {
+    return this.#monitor.groups();
+  }
+
+  status(): ServerStatus {
+    return this.#monitor.status();
+  }
+
+  events(): ServerEvent[] {
+    return this.#monitor.events.list();
+  }
+
+  metrics(format: ExpositionFormat = "text"): string {
+    return this.#monitor.metrics(format);
+  }
+
   setPorts(spec: string): void {
     const ranges = parsePortSpec(spec);
     if (typeof ranges === "string") throw new ConfigError(`ports: ${ranges}`);
@@ -327,7 +385,9 @@ class Server implements BurrowServer {
     this.#closing = true;
     closeQuietly(this.#listener);
     for (const conn of this.#handshakes) closeQuietly(conn);
-    await this.#accepting; // the port is free only once the pending accept has ended
+    await this.#accepting;
+    await this.#dashboard?.close();
+    this.#monitor.stop(); // the port is free only once the pending accept has ended
     const sessions = [...this.#sessions.values()];
     for (const session of sessions) {
       session.end("server shutting down", { type: "shutdown", reason: "server shutting down" });
@@ -374,6 +434,7 @@ class Server implements BurrowServer {
       if (typeof version === "number" && version !== PROTOCOL_VERSION) {
         const message = versionMismatch(version, PROTOCOL_VERSION);
         this.#log.warn(`refused ${from}: ${message}`);
+        this.#monitor.refused("version_mismatch", message, { addr: from });
         await writer.send({ type: "refused", code: "version_mismatch", message });
         return closeQuietly(conn);
       }
@@ -469,6 +530,7 @@ class Server implements BurrowServer {
       message: string,
     ) => {
       this.#log.info(`refused group ${hello.group} from ${from}: ${message}`);
+      this.#monitor.refused(code, message, { addr: from, group: hello.group });
       await writer.send({ type: "refused", code, message }).catch(() => {});
       closeQuietly(conn);
     };
@@ -510,6 +572,7 @@ class Server implements BurrowServer {
     });
     this.#registry.addGroup(hello.group, session);
     this.#sessions.set(session.id, session);
+    this.#monitor.groupOnline(session);
     this.#log.info(`group ${hello.group} connected from ${from} (burrow ${hello.client})`);
     try {
       await session.run();
@@ -530,6 +593,9 @@ class Server implements BurrowServer {
     try {
       if (!(await this.#verify(query.proof, nonce, "query", query.group ?? ""))) {
         this.#log.info(`refused a ${what} query from ${from}: wrong token`);
+        this.#monitor.refused("auth_failed", `refused a ${what} query: wrong token`, {
+          addr: from,
+        });
         await writer.send({
           type: "refused",
           code: "auth_failed",

@@ -40,6 +40,15 @@ export interface ServerConfig {
   tls: boolean | { certFile: string; keyFile: string };
   /** Where the generated CA is kept; undefined: the default folder. */
   stateDir?: string;
+  /** The dashboard, when `dashboard.bind` or `--dashboard` turns it on. */
+  dashboard?: DashboardConfig;
+}
+
+/** The dashboard's settings (see `lib/dashboard.ts`). */
+export interface DashboardConfig {
+  bind: HostPort;
+  user?: string;
+  password?: Secret;
 }
 
 /** Flags as given on the command line; each overrides the key of the same name. */
@@ -56,11 +65,25 @@ export interface ServerFlags {
   "tls-cert"?: string;
   "tls-key"?: string;
   "state-dir"?: string;
+  dashboard?: string;
+  "dashboard-user"?: string;
+  "dashboard-password"?: string;
 }
 
 const pathField = z.string("must be a file name").min(1, "must not be empty");
 
 const publicHostField = z.string("must be a host name or address").min(1, "must not be empty");
+
+const dashboardUserField = z.string("must be text").regex(
+  /^[^:\s]{1,64}$/,
+  "must be 1-64 characters without spaces or a colon",
+);
+
+const dashboardFile = z.strictObject({
+  bind: hostPortField,
+  user: dashboardUserField.optional(),
+  password: z.string("must be text").min(1, "must not be empty").optional(),
+}, "must be a map with bind, and optionally user and password");
 
 const serverFile = z.strictObject({
   bind: hostPortField.optional(),
@@ -75,6 +98,7 @@ const serverFile = z.strictObject({
     z.strictObject({ cert: pathField, key: pathField }),
   ], "must be false, or cert and key file names").optional(),
   state_dir: pathField.optional(),
+  dashboard: dashboardFile.optional(),
 });
 
 /** Defaults from the contract. */
@@ -135,6 +159,8 @@ export async function loadServerConfig(
   const stateDir = flags["state-dir"] ?? fromFile(flags.config, file.state_dir);
   if (flags["state-dir"] === "") throw new ConfigError("--state-dir: must not be empty");
   if (stateDir !== undefined) config.stateDir = stateDir;
+  const dashboard = dashboardConfig(flags, file.dashboard, getEnv);
+  if (dashboard) config.dashboard = dashboard;
   return config;
 }
 
@@ -171,4 +197,46 @@ function serverTls(
 function fromFile(configFile: string | undefined, path: string | undefined): string | undefined {
   if (path === undefined || configFile === undefined || isAbsolute(path)) return path;
   return join(dirname(configFile), path);
+}
+
+/**
+ * The dashboard from `--dashboard*` flags over the `dashboard` key; the
+ * password falls back to `BURROW_DASHBOARD_PASSWORD`. Undefined when off.
+ */
+function dashboardConfig(
+  flags: ServerFlags,
+  file: z.infer<typeof dashboardFile> | undefined,
+  getEnv: (name: string) => string | undefined,
+): DashboardConfig | undefined {
+  const bind = flags.dashboard !== undefined
+    ? checkFlag("dashboard", hostPortField, flags.dashboard)
+    : file?.bind;
+  const user = flags["dashboard-user"] !== undefined
+    ? checkFlag("dashboard-user", dashboardUserField, flags["dashboard-user"])
+    : file?.user;
+  if (flags["dashboard-password"] === "") {
+    throw new ConfigError("--dashboard-password: must not be empty");
+  }
+  const password = flags["dashboard-password"] ?? file?.password ?? envDashboardPassword(getEnv);
+  if (bind === undefined) {
+    if (flags["dashboard-user"] !== undefined || flags["dashboard-password"] !== undefined) {
+      throw new ConfigError(
+        "--dashboard-user and --dashboard-password need --dashboard HOST:PORT (or dashboard.bind)",
+      );
+    }
+    return undefined;
+  }
+  const config: DashboardConfig = { bind: hostPort(bind) };
+  if (user !== undefined) config.user = user;
+  if (password !== undefined) config.password = new Secret(password);
+  return config;
+}
+
+/** `BURROW_DASHBOARD_PASSWORD`, or undefined when unset, empty or not readable. */
+function envDashboardPassword(getEnv: (name: string) => string | undefined): string | undefined {
+  try {
+    return getEnv("BURROW_DASHBOARD_PASSWORD") || undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -26,7 +26,9 @@ import {
   writeAll,
 } from "./protocol.ts";
 import { consult, observe, type ServerHooks } from "./hooks.ts";
+import type { ServerMonitor } from "./monitor.ts";
 import { type AppEntry, type Registry, WorkPool } from "./registry.ts";
+import type { WireRefusalCode } from "./errors.ts";
 
 /** A work connection that proved it belongs to a session and waits for a user. */
 export interface WorkConn {
@@ -54,6 +56,8 @@ export interface SessionContext {
   buffers: BufferPool;
   log: Logger;
   hooks: ServerHooks;
+  /** Counts and records what happens, for the dashboard and metrics. */
+  monitor: ServerMonitor;
   ended(session: ServerSession): void;
 }
 
@@ -174,6 +178,10 @@ export class ServerSession {
           if (id === undefined) throw err;
           // A malformed request is refused on its own; the session and its other apps carry on.
           this.#ctx.log.info(`refused a malformed expose from group ${this.group}`);
+          this.#ctx.monitor.refused("bad_request", "malformed expose request", {
+            addr: this.clientAddr,
+            group: this.group,
+          });
           await this.#send({
             type: "refused",
             id,
@@ -243,6 +251,7 @@ export class ServerSession {
   end(reason: string, notice?: ServerMessage): void {
     if (this.#ended) return;
     this.#ended = true;
+    this.#ctx.monitor.groupOffline(this, reason);
     clearInterval(this.#watchdog);
     const freed = this.#ctx.registry.removeGroup(this.group, this).map((a) => a.port);
     const closing = [...this.apps.values(), ...this.#retiring].map((app) => this.#closeApp(app));
@@ -307,11 +316,13 @@ export class ServerSession {
 
   async #expose(msg: Extract<ClientMessage, { type: "expose" }>): Promise<void> {
     const { id, app: name, port, hint, description } = msg;
-    const refuse = (
-      code: "app_exists" | "bad_request" | "port_taken" | "port_not_allowed" | "forbidden",
-      message: string,
-    ) => {
+    const refuse = (code: WireRefusalCode, message: string) => {
       this.#ctx.log.info(`refused ${this.group}/${name}: ${message}`);
+      this.#ctx.monitor.refused(code, message, {
+        addr: this.clientAddr,
+        group: this.group,
+        app: name,
+      });
       return this.#send({ type: "refused", id, code, message });
     };
     const info = { group: this.group, app: name, port, addr: this.clientAddr };
@@ -325,10 +336,7 @@ export class ServerSession {
       return refuse("bad_request", `a group may expose at most ${MAX_APPS_PER_GROUP} apps`);
     }
     const candidates = this.#ctx.registry.candidates(port, hint);
-    if (!Array.isArray(candidates)) {
-      this.#ctx.log.info(`refused ${this.group}/${name}: ${candidates.message}`);
-      return this.#send({ type: "refused", id, ...candidates });
-    }
+    if (!Array.isArray(candidates)) return refuse(candidates.code, candidates.message);
     for (const candidate of candidates) {
       let listener: Deno.TcpListener;
       try {
@@ -377,12 +385,7 @@ export class ServerSession {
       );
       return this.#send({ type: "exposed", id, app: name, port: candidate });
     }
-    return this.#send({
-      type: "refused",
-      id,
-      code: "no_free_port",
-      message: "no free port could be bound in the server's allowed ports",
-    });
+    return refuse("no_free_port", "no free port could be bound in the server's allowed ports");
   }
 
   #serve(app: PublicApp): Promise<void> {
@@ -428,6 +431,7 @@ export class ServerSession {
     }
     const stats: JoinStats = { aToB: 0, bToA: 0 };
     app.stats.live.add(stats);
+    this.#ctx.monitor.userOpened(this.group, app.entry.app, stats);
     let error: string | undefined;
     try {
       error = await this.#serveUser(app, user, from, stats);
@@ -439,6 +443,7 @@ export class ServerSession {
       app.stats.connections--;
       app.stats.bytesIn += stats.aToB;
       app.stats.bytesOut += stats.bToA;
+      this.#ctx.monitor.userClosed(this.group, app.entry.app, stats);
     }
     const closed = {
       ...info,
@@ -462,12 +467,14 @@ export class ServerSession {
     stats: JoinStats,
   ): Promise<string | undefined> {
     const label = `${this.group}/${app.entry.app}`;
+    const waitStart = performance.now();
     let work = this.#pool.takeIdle();
     if (!work) {
       this.#ctx.log.debug(`${label}: no idle work connection; asking the client for one`);
       this.#send({ type: "want_work", count: 1 }).catch(() => {});
       work = await this.#pool.wait(WORK_TIMEOUT_MS);
     }
+    this.#ctx.monitor.workWaited((performance.now() - waitStart) / 1000);
     if (!work) {
       const why = this.#ended
         ? "the group went offline"

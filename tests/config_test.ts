@@ -37,7 +37,12 @@ async function expectation(file: string): Promise<string> {
 }
 
 /** Secret values used by the fixtures and the environment; none may appear in an error. */
-const SECRETS = ["fixture-secret-token", "env-secret-value-8d1f", "fixture-server-token"];
+const SECRETS = [
+  "fixture-secret-token",
+  "env-secret-value-8d1f",
+  "fixture-server-token",
+  "fixture-dashboard-pass",
+];
 
 /** The environment the fixtures expect, set for the duration of `fn`. */
 async function withFixtureEnv(fn: () => Promise<void>): Promise<void> {
@@ -137,6 +142,16 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
       heartbeatInterval: 10,
       logLevel: "warning",
       apps: [{ name: "echo", local: { hostname: "localhost", port: 9000 }, remotePort: 65535 }],
+    },
+  },
+  "admin.yaml": {
+    want: {
+      server: { hostname: "127.0.0.1", port: 7700 },
+      token: "fixture-token-admin",
+      group: "admin-lab",
+      heartbeatInterval: 10,
+      logLevel: "info",
+      apps: [{ name: "ssh", local: { hostname: "127.0.0.1", port: 22 }, remotePort: 0 }],
     },
   },
   "env_inside_values.yaml": {
@@ -273,6 +288,15 @@ function plainServer(c: ServerConfig) {
     publicHost: c.publicHost,
     heartbeatTimeout: c.heartbeatTimeout,
     logLevel: c.logLevel,
+    ...(c.dashboard
+      ? {
+        dashboard: {
+          bind: c.dashboard.bind,
+          user: c.dashboard.user,
+          password: c.dashboard.password?.reveal(),
+        },
+      }
+      : {}),
   };
 }
 
@@ -323,6 +347,24 @@ const serverValid: Record<
   "empty.yaml": {
     env: { BURROW_TOKEN: "from-env" },
     want: { ...DEFAULT_SERVER, token: "from-env" },
+  },
+  "dashboard.yaml": {
+    want: {
+      ...DEFAULT_SERVER,
+      token: "fixture-server-token",
+      dashboard: {
+        bind: { hostname: "0.0.0.0", port: 7500 },
+        user: "ops",
+        password: "env-secret-value-8d1f",
+      },
+    },
+  },
+  "dashboard_loopback.yaml": {
+    want: {
+      ...DEFAULT_SERVER,
+      token: "fixture-server-token",
+      dashboard: { bind: { hostname: "::1", port: 0 }, user: undefined, password: undefined },
+    },
   },
 };
 
