@@ -6,7 +6,7 @@
  * @module
  */
 
-import { isMap, isPair, isScalar, LineCounter, parseDocument } from "yaml";
+import { type Document, isMap, isPair, isScalar, LineCounter, parseDocument, visit } from "yaml";
 import type { z } from "zod";
 import { ConfigError } from "./errors.ts";
 import { maskSecrets } from "./secret.ts";
@@ -64,7 +64,35 @@ export function parseYaml(file: string, text: string): YamlSource {
     }
     return line;
   };
-  return { file, data: doc.toJS(), lineOf };
+  return { file, data: toData(file, doc, lines), lineOf };
+}
+
+/**
+ * The document as plain data. The yaml package throws, rather than reports,
+ * an alias with no anchor before it and an alias explosion ("billion
+ * laughs"); both become a `ConfigError` naming the line. The alias's name is
+ * not quoted: `token: *abc` is a token that YAML read as an alias.
+ */
+function toData(file: string, doc: Document.Parsed, lines: LineCounter): unknown {
+  try {
+    return doc.toJS();
+  } catch (err) {
+    if (!(err instanceof ReferenceError)) throw err;
+    if (!err.message.startsWith("Unresolved alias")) {
+      throw new ConfigError(`${file}: YAML aliases expand too far (a guard against alias bombs)`);
+    }
+    let line: number | undefined;
+    visit(doc, {
+      Alias(_, node) {
+        if (node.resolve(doc) !== undefined) return;
+        line = offsetLine(lines, node);
+        return visit.BREAK;
+      },
+    });
+    const where = line === undefined ? "" : ` line ${line}:`;
+    const why = "YAML alias has no anchor before it (quote a value that starts with *)";
+    throw new ConfigError(`${file}:${where} ${why}`);
+  }
 }
 
 function offsetLine(lines: LineCounter, node: unknown): number | undefined {
