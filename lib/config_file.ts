@@ -123,13 +123,26 @@ export function configError(
   const line = source.lineOf(path);
   const where = line === undefined ? "" : ` (line ${line})`;
   // A value from the environment, or the token, may be a secret put under
-  // the wrong key: name it instead of quoting it.
+  // the wrong key (or written as a key): name it instead of quoting it.
   const masks: Array<[string, string]> = [...(source.expanded ?? [])]
     .map(([name, value]) => [value, `(value of \${${name}})`]);
   const token = (source.data as { token?: unknown } | null)?.token;
   if (typeof token === "string") masks.push([token, "(the token)"]);
-  const text = maskSecrets(message, masks);
-  return new ConfigError(`${source.file}: ${formatKey(path)}${where}: ${text}`);
+  const text = maskSecrets(`${formatKey(path)}${where}: ${message}`, masks);
+  return new ConfigError(`${source.file}: ${escapeControls(text)}`);
+}
+
+const NAMED_ESCAPES: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+
+/**
+ * Control characters and line separators written as escapes: a key or value
+ * quoted from the file keeps the error on one line and cannot drive the terminal.
+ */
+function escapeControls(text: string): string {
+  return text.replace(
+    /[\p{Cc}\u2028\u2029]/gu,
+    (c) => NAMED_ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
 }
 
 /**

@@ -127,19 +127,22 @@ function fromHex(hex: string): Uint8Array<ArrayBuffer> | undefined {
 }
 
 /**
- * Replaces every whole occurrence of each secret value in `text` by its
- * label, for messages that quote what a user typed: a token pasted under
- * the wrong key or flag must not be printed back.
+ * Replaces every occurrence of each secret value in `text` by its label, for
+ * messages that quote what a user typed: a token pasted under the wrong key
+ * or flag must not be printed back. Occurrences inside longer words are
+ * masked too (a value glued to other text, as in `x${BURROW_TOKEN}`, is
+ * still the secret), and longer values first, so one that contains another
+ * is masked whole.
  */
 export function maskSecrets(
   text: string,
   secrets: Iterable<readonly [value: string, label: string]>,
 ): string {
   let out = text;
-  for (const [value, label] of secrets) {
+  const longestFirst = [...secrets].sort(([a], [b]) => b.length - a.length);
+  for (const [value, label] of longestFirst) {
     if (value.length === 0) continue;
-    const escaped = value.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-    out = out.replace(new RegExp(`(?<![A-Za-z0-9_])${escaped}(?![A-Za-z0-9_])`, "g"), label);
+    out = out.replaceAll(value, () => label); // a function: `$&` in a label stays text
   }
   return out;
 }
