@@ -40,7 +40,8 @@ export function parseYaml(file: string, text: string): YamlSource {
   const first = doc.errors[0];
   if (first) {
     const line = lines.linePos(first.pos[0]).line;
-    throw new ConfigError(`${file}: line ${line}: YAML syntax error: ${oneLine(first.message)}`);
+    const why = escapeControls(oneLine(first.message)); // it may quote the file, U+2028 and all
+    throw new ConfigError(`${file}: line ${line}: YAML syntax error: ${why}`);
   }
   const lineOf = (path: ReadonlyArray<PropertyKey>): number | undefined => {
     // Walk down as far as the path exists; report the key's own line where possible.

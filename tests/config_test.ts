@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import { formatHostPort, parseHostPort, parsePortSpec } from "../lib/addr.ts";
 import { type ClientConfig, type ClientFlags, loadClientConfig } from "../lib/client_config.ts";
+import { parseYaml } from "../lib/config_file.ts";
 import { ConfigError } from "../lib/errors.ts";
 import { newId, newNonce, prove, Secret, verifyProof } from "../lib/secret.ts";
 import { loadServerConfig, type ServerConfig, type ServerFlags } from "../lib/server_config.ts";
@@ -244,6 +245,17 @@ Deno.test("an environment variable that cannot be read names the variable, not a
     () => loadClientConfig(file, {}, denied),
     file,
     "token (line 3): environment variable BURROW_FIXTURE_TOKEN cannot be read",
+  );
+});
+
+Deno.test("a YAML syntax error that quotes the file stays on one line", () => {
+  // Found by the long fuzz run: yaml quotes the offending text with JSON
+  // escapes, which leave U+2028 (a line terminator) as it is.
+  assert.throws(
+    () => parseYaml("g.yaml", "lab\n#\n\u2028\ntoken: x"),
+    (err) =>
+      err instanceof ConfigError && err.message.startsWith("g.yaml: line ") &&
+      !/[\r\n\u2028\u2029]/.test(err.message) && err.message.includes("\\u2028"),
   );
 });
 
