@@ -40,7 +40,9 @@ export function parseYaml(file: string, text: string): YamlSource {
   const first = doc.errors[0];
   if (first) {
     const line = lines.linePos(first.pos[0]).line;
-    const why = escapeControls(oneLine(first.message)); // it may quote the file, U+2028 and all
+    // yaml's sentence, without the text it quotes after a colon: that may be a
+    // token YAML read as syntax (`token: !ab!cd` is a tag), and may hold U+2028.
+    const why = escapeControls(oneLine(first.message).replace(/: [^]*$/, ""));
     throw new ConfigError(`${file}: line ${line}: YAML syntax error: ${why}`);
   }
   const lineOf = (path: ReadonlyArray<PropertyKey>): number | undefined => {
