@@ -40,10 +40,7 @@ export function parseYaml(file: string, text: string): YamlSource {
   const first = doc.errors[0];
   if (first) {
     const line = lines.linePos(first.pos[0]).line;
-    // yaml's sentence, without the text it quotes after a colon: that may be a
-    // token YAML read as syntax (`token: !ab!cd` is a tag), and may hold U+2028.
-    const why = escapeControls(oneLine(first.message).replace(/: [^]*$/, ""));
-    throw new ConfigError(`${file}: line ${line}: YAML syntax error: ${why}`);
+    throw new ConfigError(`${file}: line ${line}: YAML syntax error: ${syntaxProblem(first)}`);
   }
   const lineOf = (path: ReadonlyArray<PropertyKey>): number | undefined => {
     // Walk down as far as the path exists; report the key's own line where possible.
@@ -96,6 +93,33 @@ function toData(file: string, doc: Document.Parsed, lines: LineCounter): unknown
     const why = "YAML alias has no anchor before it (quote a value that starts with *)";
     throw new ConfigError(`${file}:${where} ${why}`);
   }
+}
+
+/**
+ * yaml errors whose message quotes text from the file. That text may be a
+ * token that YAML read as syntax (`token: !ab!cd` is a tag, `"a\q"` a bad
+ * escape), so these are said in words of our own.
+ */
+const QUOTING_YAML_ERRORS: Record<string, string> = {
+  TAG_RESOLVE_FAILED: "unknown tag (quote a value that starts with !)",
+  BAD_DQ_ESCAPE: "invalid escape sequence in a double-quoted value",
+  BAD_PROP_ORDER: "anchors and tags must come after the indicator",
+  BAD_SCALAR_START: "a plain value cannot start with this character (quote the value)",
+  BAD_ALIAS: "bad alias (quote a value that starts with *)",
+  BAD_COLLECTION_TYPE: "a tag does not fit its collection",
+  BAD_DIRECTIVE: "bad directive",
+  UNEXPECTED_TOKEN: "unexpected text here",
+};
+
+/**
+ * One line for a YAML syntax error: yaml's own sentence where it quotes
+ * nothing from the file, cut at a colon (what follows one is quoted text)
+ * and with control characters escaped (its JSON quoting leaves U+2028).
+ */
+function syntaxProblem(error: { code: string; message: string }): string {
+  const ours = QUOTING_YAML_ERRORS[error.code];
+  if (ours !== undefined) return ours;
+  return escapeControls(oneLine(error.message).replace(/: [^]*$/, ""));
 }
 
 function offsetLine(lines: LineCounter, node: unknown): number | undefined {

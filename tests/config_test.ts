@@ -255,11 +255,19 @@ Deno.test("a YAML syntax error quotes nothing from the file and stays on one lin
   const cases: Array<[string, string]> = [
     [
       "lab\n#\n\u2028\ntoken: x",
-      "g.yaml: line 3: YAML syntax error: Unexpected scalar token in YAML stream",
+      "g.yaml: line 3: YAML syntax error: unexpected text here",
     ],
     [
       "server: 127.0.0.1:7700\ntoken: !s3cret!tail\n",
-      "g.yaml: line 2: YAML syntax error: Could not resolve tag",
+      "g.yaml: line 2: YAML syntax error: unknown tag (quote a value that starts with !)",
+    ],
+    [
+      "token: !s3cret!\n",
+      "g.yaml: line 1: YAML syntax error: unknown tag (quote a value that starts with !)",
+    ],
+    [
+      'token: "s3cret\\q"\n',
+      "g.yaml: line 1: YAML syntax error: invalid escape sequence in a double-quoted value",
     ],
   ];
   for (const [text, message] of cases) {
