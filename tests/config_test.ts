@@ -12,7 +12,7 @@ import { formatHostPort, parseHostPort, parsePortSpec } from "../lib/addr.ts";
 import { type ClientConfig, type ClientFlags, loadClientConfig } from "../lib/client_config.ts";
 import { parseYaml } from "../lib/config_file.ts";
 import { ConfigError } from "../lib/errors.ts";
-import { newId, newNonce, prove, Secret, verifyProof } from "../lib/secret.ts";
+import { maskSecrets, newId, newNonce, prove, Secret, verifyProof } from "../lib/secret.ts";
 import { loadServerConfig, type ServerConfig, type ServerFlags } from "../lib/server_config.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url);
@@ -592,4 +592,17 @@ Deno.test("newNonce and newId are fresh lowercase hex", () => {
   assert.equal(ids.size, 20);
   for (const n of nonces) assert.match(n, /^[0-9a-f]{64}$/);
   for (const id of ids) assert.match(id, /^[0-9a-f]{32}$/);
+});
+
+Deno.test("maskSecrets masks long values anywhere, short ones only as whole words", () => {
+  const masks: Array<[string, string]> = [["s3cret-tok", "(the token)"], ["t", "(t)"]];
+  assert.equal(
+    maskSecrets('got "hosts3cret-toks3cret-tok:80" for t', masks),
+    'got "host(the token)(the token):80" for (t)',
+  );
+  // Longest first: a value that contains another is masked whole; `$&` is no pattern.
+  assert.equal(
+    maskSecrets("abcdefgh abcdef", [["abcdef", "$&"], ["abcdefgh", "(long)"]]),
+    "(long) $&",
+  );
 });
