@@ -6,7 +6,7 @@
  * @module
  */
 
-import { isMap, isPair, isScalar, LineCounter, parseDocument } from "yaml";
+import { type Document, isMap, isPair, isScalar, LineCounter, parseDocument, visit } from "yaml";
 import type { z } from "zod";
 import { ConfigError } from "./errors.ts";
 import { maskSecrets } from "./secret.ts";
@@ -40,7 +40,7 @@ export function parseYaml(file: string, text: string): YamlSource {
   const first = doc.errors[0];
   if (first) {
     const line = lines.linePos(first.pos[0]).line;
-    throw new ConfigError(`${file}: line ${line}: YAML syntax error: ${oneLine(first.message)}`);
+    throw new ConfigError(`${file}: line ${line}: YAML syntax error: ${syntaxProblem(first)}`);
   }
   const lineOf = (path: ReadonlyArray<PropertyKey>): number | undefined => {
     // Walk down as far as the path exists; report the key's own line where possible.
@@ -64,7 +64,62 @@ export function parseYaml(file: string, text: string): YamlSource {
     }
     return line;
   };
-  return { file, data: doc.toJS(), lineOf };
+  return { file, data: toData(file, doc, lines), lineOf };
+}
+
+/**
+ * The document as plain data. The yaml package throws, rather than reports,
+ * an alias with no anchor before it and an alias explosion ("billion
+ * laughs"); both become a `ConfigError` naming the line. The alias's name is
+ * not quoted: `token: *abc` is a token that YAML read as an alias.
+ */
+function toData(file: string, doc: Document.Parsed, lines: LineCounter): unknown {
+  try {
+    return doc.toJS();
+  } catch (err) {
+    if (!(err instanceof ReferenceError)) throw err;
+    if (!err.message.startsWith("Unresolved alias")) {
+      throw new ConfigError(`${file}: YAML aliases expand too far (a guard against alias bombs)`);
+    }
+    let line: number | undefined;
+    visit(doc, {
+      Alias(_, node) {
+        if (node.resolve(doc) !== undefined) return;
+        line = offsetLine(lines, node);
+        return visit.BREAK;
+      },
+    });
+    const where = line === undefined ? "" : ` line ${line}:`;
+    const why = "YAML alias has no anchor before it (quote a value that starts with *)";
+    throw new ConfigError(`${file}:${where} ${why}`);
+  }
+}
+
+/**
+ * yaml errors whose message quotes text from the file. That text may be a
+ * token that YAML read as syntax (`token: !ab!cd` is a tag, `"a\q"` a bad
+ * escape), so these are said in words of our own.
+ */
+const QUOTING_YAML_ERRORS: Record<string, string> = {
+  TAG_RESOLVE_FAILED: "unknown tag (quote a value that starts with !)",
+  BAD_DQ_ESCAPE: "invalid escape sequence in a double-quoted value",
+  BAD_PROP_ORDER: "anchors and tags must come after the indicator",
+  BAD_SCALAR_START: "a plain value cannot start with this character (quote the value)",
+  BAD_ALIAS: "bad alias (quote a value that starts with *)",
+  BAD_COLLECTION_TYPE: "a tag does not fit its collection",
+  BAD_DIRECTIVE: "bad directive",
+  UNEXPECTED_TOKEN: "unexpected text here",
+};
+
+/**
+ * One line for a YAML syntax error: yaml's own sentence where it quotes
+ * nothing from the file, cut at a colon (what follows one is quoted text)
+ * and with control characters escaped (its JSON quoting leaves U+2028).
+ */
+function syntaxProblem(error: { code: string; message: string }): string {
+  const ours = QUOTING_YAML_ERRORS[error.code];
+  if (ours !== undefined) return ours;
+  return escapeControls(oneLine(error.message).replace(/: [^]*$/, ""));
 }
 
 function offsetLine(lines: LineCounter, node: unknown): number | undefined {
@@ -95,7 +150,7 @@ export function configError(
   const line = source.lineOf(path);
   const where = line === undefined ? "" : ` (line ${line})`;
   // A value from the environment, or the token, may be a secret put under
-  // the wrong key: name it instead of quoting it.
+  // the wrong key (or written as a key): name it instead of quoting it.
   const masks: Array<[string, string]> = [...(source.expanded ?? [])]
     .map(([name, value]) => [value, `(value of \${${name}})`]);
   const data = source.data as { token?: unknown; dashboard?: { password?: unknown } } | null;
@@ -107,8 +162,21 @@ export function configError(
   }
   const password = data?.dashboard?.password;
   if (typeof password === "string") masks.push([password, "(the dashboard password)"]);
-  const text = maskSecrets(message, masks);
-  return new ConfigError(`${source.file}: ${formatKey(path)}${where}: ${text}`);
+  const text = maskSecrets(`${formatKey(path)}${where}: ${message}`, masks);
+  return new ConfigError(`${source.file}: ${escapeControls(text)}`);
+}
+
+const NAMED_ESCAPES: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+
+/**
+ * Control characters and line separators written as escapes: a key or value
+ * quoted from the file keeps the error on one line and cannot drive the terminal.
+ */
+function escapeControls(text: string): string {
+  return text.replace(
+    /[\p{Cc}\u2028\u2029]/gu,
+    (c) => NAMED_ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
 }
 
 /**

@@ -261,10 +261,20 @@ export function parseClientMessage(value: unknown): ClientMessage {
 function check<T>(schema: z.ZodType<T>, value: unknown, from: string): T {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const type = typeof value === "object" && value !== null && "type" in value
-    ? JSON.stringify(String((value as { type: unknown }).type)).slice(0, 40)
-    : "(none)";
-  throw new ProtocolError(`invalid ${from} message of type ${type}`);
+  throw new ProtocolError(`invalid ${from} message of type ${quotedType(value)}`);
+}
+
+/** The `type` a rejected message claims, quoted and cut short for the error. */
+function quotedType(value: unknown): string {
+  if (typeof value !== "object" || value === null || !("type" in value)) return "(none)";
+  const type = value.type;
+  // Only a primitive is quoted. Turning an object into text would call a
+  // `toString` the peer chose (a TypeError when it is not a function), and an
+  // array recurses as deep as the peer nested it (a RangeError).
+  if (typeof type === "object" && type !== null) {
+    return Array.isArray(type) ? "(array)" : "(object)";
+  }
+  return JSON.stringify(String(type)).slice(0, 40);
 }
 
 /** The sentence both sides use when versions differ, naming the side to upgrade. */

@@ -127,19 +127,32 @@ function fromHex(hex: string): Uint8Array<ArrayBuffer> | undefined {
 }
 
 /**
- * Replaces every whole occurrence of each secret value in `text` by its
- * label, for messages that quote what a user typed: a token pasted under
- * the wrong key or flag must not be printed back.
+ * Values shorter than this are masked only where they stand alone: a
+ * one-letter token would otherwise mask every such letter of the message.
+ */
+const MASK_ANYWHERE_FROM = 6;
+
+/**
+ * Replaces each secret value in `text` by its label, for messages that quote
+ * what a user typed: a token pasted under the wrong key or flag must not be
+ * printed back. A value of 6 characters or more is masked wherever it occurs,
+ * even glued to other text (`x${BURROW_TOKEN}` still holds the secret); a
+ * shorter one only as a whole word. Longer values go first, so one that
+ * contains another is masked whole.
  */
 export function maskSecrets(
   text: string,
   secrets: Iterable<readonly [value: string, label: string]>,
 ): string {
   let out = text;
-  for (const [value, label] of secrets) {
+  const longestFirst = [...secrets].sort(([a], [b]) => b.length - a.length);
+  for (const [value, label] of longestFirst) {
     if (value.length === 0) continue;
     const escaped = value.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-    out = out.replace(new RegExp(`(?<![A-Za-z0-9_])${escaped}(?![A-Za-z0-9_])`, "g"), label);
+    const pattern = value.length >= MASK_ANYWHERE_FROM
+      ? escaped
+      : `(?<![A-Za-z0-9_])${escaped}(?![A-Za-z0-9_])`;
+    out = out.replace(new RegExp(pattern, "g"), () => label); // a function: `$&` stays text
   }
   return out;
 }

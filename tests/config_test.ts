@@ -10,8 +10,9 @@
 import assert from "node:assert/strict";
 import { formatHostPort, parseHostPort, parsePortSpec } from "../lib/addr.ts";
 import { type ClientConfig, type ClientFlags, loadClientConfig } from "../lib/client_config.ts";
+import { parseYaml } from "../lib/config_file.ts";
 import { ConfigError } from "../lib/errors.ts";
-import { newId, newNonce, prove, Secret, verifyProof } from "../lib/secret.ts";
+import { maskSecrets, newId, newNonce, prove, Secret, verifyProof } from "../lib/secret.ts";
 import { loadServerConfig, type ServerConfig, type ServerFlags } from "../lib/server_config.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url);
@@ -260,6 +261,37 @@ Deno.test("an environment variable that cannot be read names the variable, not a
     file,
     "token (line 3): environment variable BURROW_FIXTURE_TOKEN cannot be read",
   );
+});
+
+Deno.test("a YAML syntax error quotes nothing from the file and stays on one line", () => {
+  // Found by the long fuzz runs: yaml quotes the offending text, which may be
+  // a token that YAML read as syntax (`!ab!cd` is a tag) and may hold U+2028,
+  // a line terminator that its JSON escapes leave as it is.
+  const cases: Array<[string, string]> = [
+    [
+      "lab\n#\n\u2028\ntoken: x",
+      "g.yaml: line 3: YAML syntax error: unexpected text here",
+    ],
+    [
+      "server: 127.0.0.1:7700\ntoken: !s3cret!tail\n",
+      "g.yaml: line 2: YAML syntax error: unknown tag (quote a value that starts with !)",
+    ],
+    [
+      "token: !s3cret!\n",
+      "g.yaml: line 1: YAML syntax error: unknown tag (quote a value that starts with !)",
+    ],
+    [
+      'token: "s3cret\\q"\n',
+      "g.yaml: line 1: YAML syntax error: invalid escape sequence in a double-quoted value",
+    ],
+  ];
+  for (const [text, message] of cases) {
+    assert.throws(() => parseYaml("g.yaml", text), (err) => {
+      assert.ok(err instanceof ConfigError);
+      assert.equal(err.message, message);
+      return true;
+    });
+  }
 });
 
 Deno.test("a loaded client config never prints its token", async () => {
@@ -602,4 +634,17 @@ Deno.test("newNonce and newId are fresh lowercase hex", () => {
   assert.equal(ids.size, 20);
   for (const n of nonces) assert.match(n, /^[0-9a-f]{64}$/);
   for (const id of ids) assert.match(id, /^[0-9a-f]{32}$/);
+});
+
+Deno.test("maskSecrets masks long values anywhere, short ones only as whole words", () => {
+  const masks: Array<[string, string]> = [["s3cret-tok", "(the token)"], ["t", "(t)"]];
+  assert.equal(
+    maskSecrets('got "hosts3cret-toks3cret-tok:80" for t', masks),
+    'got "host(the token)(the token):80" for (t)',
+  );
+  // Longest first: a value that contains another is masked whole; `$&` is no pattern.
+  assert.equal(
+    maskSecrets("abcdefgh abcdef", [["abcdef", "$&"], ["abcdefgh", "(long)"]]),
+    "(long) $&",
+  );
 });

@@ -469,6 +469,36 @@ Deno.test("an invalid message's type is quoted and cut short in the error", () =
   );
 });
 
+Deno.test("a rejected message whose type is an object or array is a ProtocolError", () => {
+  // Found by tests/protocol_fuzz_test.ts: quoting the type ran String() on
+  // it, which threw a TypeError for a `toString` key that is not a function
+  // and a RangeError (stack overflow) for an array nested thousands deep.
+  const deep = JSON.parse(`{"type":${"[".repeat(20_000)}${"]".repeat(20_000)}}`);
+  const cases: Array<[unknown, string]> = [
+    [JSON.parse('{"type":{"toString":1}}'), "(object)"],
+    [JSON.parse('{"type":{"toString":{},"valueOf":{}}}'), "(object)"],
+    [deep, "(array)"],
+    [{ type: ["ping"] }, "(array)"],
+    [{ type: null }, '"null"'],
+    [{ type: 7 }, '"7"'],
+  ];
+  for (const [value, quoted] of cases) {
+    for (
+      const [parse, from] of [[parseClientMessage, "client"], [
+        parseServerMessage,
+        "server",
+      ]] as const
+    ) {
+      assert.throws(
+        () => parse(value),
+        (err) =>
+          err instanceof ProtocolError &&
+          err.message === `invalid ${from} message of type ${quoted}`,
+      );
+    }
+  }
+});
+
 Deno.test("versionMismatch names the side to upgrade", () => {
   assert.equal(
     versionMismatch(1, 2),
