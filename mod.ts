@@ -73,3 +73,5 @@ export type { ExpositionFormat } from "./lib/metrics.ts";
 export type { ClientAppStatus, ClientStatus, LinkState } from "./lib/client_status.ts";
 export { PROTOCOL_VERSION } from "./lib/protocol.ts";
 export { VERSION } from "./lib/version.ts";
+export type { UserSpec } from "./lib/users.ts";
+export { DEFAULT_LIMITS, type ServerLimits } from "./lib/limits.ts";

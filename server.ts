@@ -20,6 +20,7 @@ import { errorMessage, ListenError } from "./lib/errors.ts";
 import { type BurrowServer, startServer } from "./lib/server.ts";
 import { type DashboardConfig, loadServerConfig, type ServerFlags } from "./lib/server_config.ts";
 import type { DashboardOptions } from "./lib/dashboard.ts";
+import { loadUsersFile } from "./lib/users.ts";
 import { VERSION } from "./lib/version.ts";
 
 const USAGE = `burrow-server ${VERSION}: the public end of burrow tunnels
@@ -31,6 +32,7 @@ Flags (each overrides the same key of --config):
   --bind HOST:PORT           control listener clients dial        (bind, default 0.0.0.0:7700)
   --token TOKEN              shared secret                        (token, default $BURROW_TOKEN)
   --no-auth                  accept any client without a token    (no_auth)
+  --users FILE               per-group tokens, ports and quotas   (users; reloaded on SIGHUP)
   --ports SPEC               public ports clients may claim       (ports, default 10000-20000)
   --public-host HOST         address public listeners bind on     (public_host, default 0.0.0.0)
   --heartbeat-timeout SEC    drop a client silent this long       (heartbeat_timeout, default 30)
@@ -68,6 +70,7 @@ async function main(args: string[]): Promise<number> {
     "tls-cert": { type: "string" },
     "tls-key": { type: "string" },
     "state-dir": { type: "string" },
+    users: { type: "string" },
     dashboard: { type: "string" },
     "dashboard-user": { type: "string" },
     "dashboard-password": { type: "string" },
@@ -78,6 +81,10 @@ async function main(args: string[]): Promise<number> {
   if (values.version) return printLine(`burrow-server ${VERSION}`), EXIT.ok;
   const config = await loadServerConfig(values, (name) => Deno.env.get(name));
   await setupLogging(config.logLevel);
+  const log = getLogger(["burrow", "server"]);
+  const users = config.users === undefined
+    ? undefined
+    : await loadUsersFile(config.users, (name) => Deno.env.get(name), log);
   const stopping = stopSignal();
   let server;
   try {
@@ -89,6 +96,8 @@ async function main(args: string[]): Promise<number> {
       publicHost: config.publicHost,
       heartbeatTimeout: config.heartbeatTimeout,
       tls: config.tls,
+      limits: config.limits,
+      ...(users === undefined ? {} : { users }),
       ...(config.stateDir !== undefined ? { stateDir: config.stateDir } : {}),
       ...(config.dashboard ? { dashboard: dashboardOptions(config.dashboard) } : {}),
     });
@@ -101,11 +110,11 @@ async function main(args: string[]): Promise<number> {
   printLine(`listening ${formatHostPort(server.addr)}`);
   if (server.dashboardAddr) printLine(`dashboard http://${formatHostPort(server.dashboardAddr)}/`);
   const reloads = new AbortController();
-  if (values.config !== undefined && Deno.build.os !== "windows") {
+  if ((values.config !== undefined || config.users !== undefined) && Deno.build.os !== "windows") {
     const running = server;
     // One reload at a time, in order: a burst of SIGHUPs ends with the newest file.
     let reloading = Promise.resolve();
-    const reload = () => reloading = reloading.then(() => reloadPorts(running, values));
+    const reload = () => reloading = reloading.then(() => reloadFiles(running, values));
     Deno.addSignalListener("SIGHUP", reload);
     reloads.signal.addEventListener("abort", () => Deno.removeSignalListener("SIGHUP", reload));
   }
@@ -115,14 +124,26 @@ async function main(args: string[]): Promise<number> {
   return EXIT.ok;
 }
 
-/** SIGHUP: reads --config again and applies its port ranges; a bad file is reported and ignored. */
-async function reloadPorts(server: BurrowServer, flags: ServerFlags): Promise<void> {
+/**
+ * SIGHUP: reads --config again and applies its port ranges, and reads the
+ * users file again and applies it. A bad file is reported and ignored.
+ */
+async function reloadFiles(server: BurrowServer, flags: ServerFlags): Promise<void> {
   const log = getLogger(["burrow", "server"]);
+  const env = (name: string) => Deno.env.get(name);
+  let config;
   try {
-    const config = await loadServerConfig(flags, (name) => Deno.env.get(name));
+    config = await loadServerConfig(flags, env);
     server.setPorts(portSpec(config.ports));
   } catch (err) {
     log.error(`reload (SIGHUP) failed, the port ranges are kept: ${errorMessage(err)}`);
+    return;
+  }
+  if (config.users === undefined) return;
+  try {
+    server.setUsers(await loadUsersFile(config.users, env, log));
+  } catch (err) {
+    log.error(`reload (SIGHUP) failed, the users are kept: ${errorMessage(err)}`);
   }
 }
 

@@ -12,11 +12,12 @@ import { formatHostPort, type HostPort, parseHostPort } from "./addr.ts";
 import { Backoff, sleep } from "./backoff.ts";
 import { type ClientSession, openSession } from "./client_session.ts";
 import { type ClientTls, ServerLink } from "./server_link.ts";
+import { parseCidr } from "./cidr.ts";
 import { defaultStateDir } from "./state_dir.ts";
 import { normalizeFingerprint, pemCertificates } from "./tls_certs.ts";
 import { ConfigError, errorMessage, RefusedError } from "./errors.ts";
 import { BufferPool } from "./join.ts";
-import { checkExposeExtras, NAME_PATTERN } from "./protocol.ts";
+import { checkExposeExtras, MAX_ALLOW_FROM, NAME_PATTERN } from "./protocol.ts";
 import { newId, Secret } from "./secret.ts";
 import { ClientAdmin } from "./client_admin.ts";
 import { type ClientStatus, clientStatus, LinkTracker } from "./client_status.ts";
@@ -132,6 +133,12 @@ export interface ExposeOptions {
   description?: string;
   /** Optional limits; the tunnel closes itself when one is reached. */
   limits?: TunnelLimits;
+  /**
+   * Only users from these address ranges (CIDR, e.g. `203.0.113.0/24`,
+   * `2001:db8::/32`, or one address) may connect; the server turns others
+   * away before any byte reaches this client.
+   */
+  allowFrom?: string[];
 }
 
 /**
@@ -261,6 +268,7 @@ export interface WantedApp {
   port: number;
   description?: string;
   limits?: TunnelLimits;
+  allowFrom?: string[];
   /** When `limits.maxServeSeconds` runs out (ms since the epoch). */
   expiresAt?: number;
   tunnel: TunnelHandle;
@@ -372,6 +380,16 @@ class Client extends EventTarget implements BurrowClient {
       traffic: new TrafficCounter(),
     };
     if (options.description !== undefined) app.description = options.description;
+    if (options.allowFrom !== undefined) {
+      if (options.allowFrom.length === 0 || options.allowFrom.length > MAX_ALLOW_FROM) {
+        throw new ConfigError(`allowFrom: must list 1 to ${MAX_ALLOW_FROM} address ranges`);
+      }
+      for (const range of options.allowFrom) {
+        const parsed = parseCidr(range);
+        if (typeof parsed === "string") throw new ConfigError(`allowFrom: ${parsed}`);
+      }
+      app.allowFrom = [...options.allowFrom];
+    }
     if (options.limits !== undefined) {
       app.limits = options.limits;
       const seconds = options.limits.maxServeSeconds;

@@ -239,6 +239,7 @@ export class ClientSession {
         ? { type: "expose", id: this.#nextId++, app: app.name, port: 0, hint: app.port }
         : { type: "expose", id: this.#nextId++, app: app.name, port: app.requestedPort };
     if (app.description !== undefined) request.description = app.description;
+    if (app.allowFrom !== undefined) request.allowFrom = app.allowFrom;
     if (app.limits !== undefined) {
       const limits = { ...app.limits };
       // After a reconnect, ask only for the serve time that is left.

@@ -119,6 +119,12 @@ const REFUSAL_CODES: readonly WireRefusalCode[] = [
 /** App counters kept per group at most; apps no longer exposed are dropped past it. */
 const MAX_APP_RECORDS = 256;
 
+/** Why a user was turned away before reaching the client. */
+export type TurnedAwayCause = "allow_from" | "group_quota" | "pending_limit";
+
+/** Series of `burrow_users_turned_away` kept at most (group, app and cause). */
+const MAX_TURNED_AWAY_SERIES = 4096;
+
 interface AppRecord {
   traffic: TrafficCounter;
   /** ms since the epoch. */
@@ -147,6 +153,7 @@ export class ServerMonitor {
   #offlineLimit: number;
   #refusals = new Map<string, number>(REFUSAL_CODES.map((c) => [c, 0]));
   #authFailures = 0;
+  #turnedAway = new Map<string, number>();
   #wait = new Histogram(WAIT_BUCKETS);
   #history = new TrafficHistory();
   /** Totals of forgotten groups, so server-wide totals never go down. */
@@ -254,6 +261,16 @@ export class ServerMonitor {
     record.lastActivity = Date.now();
   }
 
+  /**
+   * A user was turned away before reaching the client: `cause` is
+   * `allow_from`, `group_quota` or `pending_limit`.
+   */
+  userTurnedAway(group: string, app: string, cause: TurnedAwayCause): void {
+    const key = `${group}\0${app}\0${cause}`;
+    if (!this.#turnedAway.has(key) && this.#turnedAway.size >= MAX_TURNED_AWAY_SERIES) return;
+    this.#turnedAway.set(key, (this.#turnedAway.get(key) ?? 0) + 1);
+  }
+
   /** How long a user waited for a work connection, in seconds. */
   workWaited(seconds: number): void {
     this.#wait.observe(seconds);
@@ -353,6 +370,12 @@ export class ServerMonitor {
         bytes.push({ labels: { ...labels, direction: "out" }, value: b.bytesOut });
       }
     }
+    const turnedAway = [...this.#turnedAway].sort(([a], [b]) => a.localeCompare(b)).map(
+      ([key, value]) => {
+        const [group = "", app = "", cause = ""] = key.split("\0");
+        return { labels: { group, app, cause }, value };
+      },
+    );
     const refusals = [...this.#refusals].sort(([a], [b]) => a.localeCompare(b))
       .map(([cause, value]) => ({ labels: { cause }, value }));
     return [
@@ -416,6 +439,13 @@ export class ServerMonitor {
         help: "Refusals sent to clients, by cause (the refusal code).",
         type: "counter",
         samples: refusals,
+      },
+      {
+        name: "burrow_users_turned_away",
+        help: "User connections closed before reaching the client, per app and cause " +
+          "(allow_from, group_quota, pending_limit).",
+        type: "counter",
+        samples: turnedAway,
       },
       {
         name: "burrow_work_wait_seconds",

@@ -48,6 +48,8 @@ import { type GroupStatus, ServerMonitor, type ServerStatus } from "./monitor.ts
 import { Registry } from "./registry.ts";
 import { newId, newNonce, Secret, verifyProof } from "./secret.ts";
 import { freePortsAnswer, ServerSession, type SessionContext } from "./server_session.ts";
+import { Credentials, type UserSpec } from "./users.ts";
+import { DEFAULT_LIMITS, type ServerLimits, SourceGuard, sourceOf } from "./limits.ts";
 import { VERSION } from "./version.ts";
 
 /**
@@ -118,6 +120,14 @@ export interface ServerOptions extends ServerHooks {
    * @default {"$STATE_DIRECTORY, $XDG_STATE_HOME/burrow or ~/.local/state/burrow"}
    */
   stateDir?: string;
+  /**
+   * Per-group credentials: each entry (a group, or a `prefix-*` family) has
+   * its own token, ports, and app and connection quotas. Groups no entry
+   * matches use `token`, if there is one. Replace them with `setUsers()`.
+   */
+  users?: UserSpec[];
+  /** Limits against floods and guessing; each has a default in {@linkcode DEFAULT_LIMITS}. */
+  limits?: Partial<ServerLimits>;
   /** Stops the server when aborted, like `close()`. */
   signal?: AbortSignal;
   /**
@@ -176,6 +186,13 @@ export interface BurrowServer {
    * bad spec.
    */
   setPorts(spec: string): void;
+  /**
+   * Replaces the per-group credentials (e.g. on SIGHUP). Sessions whose
+   * token changed or whose entry is gone (with no shared token to fall back
+   * on) are ended as refused; new quotas apply to what comes next. Throws
+   * `ConfigError` for a bad entry.
+   */
+  setUsers(users: UserSpec[]): void;
   /** Closes every listener and session; resolves when all are closed. */
   close(): Promise<void>;
 }
@@ -203,12 +220,18 @@ const encoder = new TextEncoder();
 class Server implements BurrowServer {
   #options: ServerOptions;
   #token: Secret | undefined;
+  /** Undefined with `noAuth`. */
+  #credentials: Credentials | undefined;
+  #limits: ServerLimits;
+  #guard: SourceGuard;
+  #pending = { count: 0 };
   #log: Logger = getLogger(["burrow", "server"]);
   #listener!: Deno.Listener<Deno.Conn, Deno.NetAddr>;
   #tls: ServerTlsMaterial | undefined;
   #registry: Registry<ServerSession>;
   #sessions = new Map<string, ServerSession>();
-  #handshakes = new Set<Deno.Conn>();
+  /** Connections in their handshake, with the source each is counted against. */
+  #handshakes = new Map<Deno.Conn, string>();
   #lastRare = new Map<string, number>();
   #accepting: Promise<void> = Promise.resolve();
   #ctx: SessionContext;
@@ -224,11 +247,18 @@ class Server implements BurrowServer {
   constructor(options: ServerOptions) {
     this.#options = options;
     if (options.noAuth !== true) {
-      if (options.token === undefined || options.token === "") {
-        throw new ConfigError("no token given: set token, or noAuth to accept any client");
+      if (options.token !== undefined && options.token !== "") {
+        this.#token = typeof options.token === "string" ? new Secret(options.token) : options.token;
       }
-      this.#token = typeof options.token === "string" ? new Secret(options.token) : options.token;
+      if (this.#token === undefined && (options.users ?? []).length === 0) {
+        throw new ConfigError("no token given: set token or users, or noAuth to accept any client");
+      }
+      this.#credentials = new Credentials(options.users ?? [], this.#token);
+    } else if (options.users !== undefined && options.users.length > 0) {
+      throw new ConfigError("users: cannot be combined with noAuth");
     }
+    this.#limits = checkLimits(options.limits ?? {});
+    this.#guard = new SourceGuard(this.#limits);
     const ranges = parsePortSpec(options.ports ?? "10000-20000");
     if (typeof ranges === "string") throw new ConfigError(`ports: ${ranges}`);
     this.#registry = new Registry(ranges);
@@ -244,6 +274,9 @@ class Server implements BurrowServer {
       log: this.#log,
       hooks: options,
       monitor: this.#monitor,
+      limits: this.#limits,
+      pending: this.#pending,
+      rare: (kind, message) => this.#rare(kind, message),
       ended: (session) => {
         if (this.#sessions.get(session.id) === session) this.#sessions.delete(session.id);
       },
@@ -380,11 +413,34 @@ class Server implements BurrowServer {
     this.#log.info(`public ports are now ${spec}`);
   }
 
+  setUsers(users: UserSpec[]): void {
+    if (this.#credentials === undefined) {
+      throw new ConfigError("users: cannot be combined with noAuth");
+    }
+    if (this.#token === undefined && users.length === 0) {
+      throw new ConfigError("users: the list is empty and there is no shared token");
+    }
+    const next = new Credentials(users, this.#token);
+    this.#credentials = next;
+    for (const session of this.#sessions.values()) {
+      const credential = next.lookup(session.group);
+      // A local comparison of two values this server holds; nothing remote can time it.
+      if (credential === undefined || credential.token.reveal() !== session.token.reveal()) {
+        const message = "this group's credentials were revoked";
+        this.#log.info(`group ${session.group}: ${message}; ending its session`);
+        session.end(message, { type: "refused", code: "auth_failed", message });
+      } else {
+        session.quota = credential.quota;
+      }
+    }
+    this.#log.info(`per-group credentials: ${next.size} entries`);
+  }
+
   async close(): Promise<void> {
     if (this.#closing) return this.#closed;
     this.#closing = true;
     closeQuietly(this.#listener);
-    for (const conn of this.#handshakes) closeQuietly(conn);
+    for (const conn of this.#handshakes.keys()) closeQuietly(conn);
     await this.#accepting;
     await this.#dashboard?.close();
     this.#monitor.stop(); // the port is free only once the pending accept has ended
@@ -419,8 +475,17 @@ class Server implements BurrowServer {
       );
       return closeQuietly(conn);
     }
+    const source = sourceOf((conn.remoteAddr as Deno.NetAddr).hostname);
+    if (!this.#guard.enter(source)) {
+      this.#rare(
+        `source-flood`,
+        `${this.#limits.handshakesPerSource} handshakes in flight from ${source}: ` +
+          `turning its new connections away (limits.handshakes_per_source)`,
+      );
+      return closeQuietly(conn);
+    }
     noDelay(conn);
-    this.#handshakes.add(conn);
+    this.#handshakes.set(conn, source);
     const reader = new FrameReader(conn);
     const writer = new FrameWriter(conn);
     const nonce = newNonce();
@@ -440,8 +505,9 @@ class Server implements BurrowServer {
       }
       const hello = parseClientMessage(raw);
       if (hello.type === "hello") {
-        this.#handshakes.delete(conn);
-        return await this.#control(conn, reader, writer, nonce, hello);
+        if (!(await this.#authenticate(conn, writer, nonce, hello))) return;
+        this.#endHandshake(conn);
+        return await this.#control(conn, reader, writer, hello);
       }
       if (hello.type === "query") {
         // Still a handshake: counted against the cap, closed on shutdown, and
@@ -455,12 +521,14 @@ class Server implements BurrowServer {
       if (hello.type === "work_hello") {
         const session = this.#sessions.get(hello.session);
         const ok = session !== undefined &&
-          (await this.#verify(hello.proof, nonce, "work", hello.session));
-        this.#handshakes.delete(conn);
+          (this.#credentials === undefined ||
+            await verifyProof(session.token, hello.proof, nonce, "work", hello.session));
         if (!ok || session === undefined) {
           this.#log.debug(`closed work connection from ${from}: unknown session or wrong proof`);
+          await this.#failed(source, from, "a work connection with an unknown session or proof");
           return closeQuietly(conn);
         }
+        this.#endHandshake(conn);
         return session.addWork({ conn, reader, writer });
       }
       throw new ProtocolError(`expected hello, got ${hello.type}`);
@@ -476,8 +544,69 @@ class Server implements BurrowServer {
       if (!this.#closing) this.#log.debug(`closed connection from ${from}: ${why}`);
       closeQuietly(conn);
     } finally {
-      this.#handshakes.delete(conn);
+      this.#endHandshake(conn);
     }
+  }
+
+  /** Ends a connection's handshake bookkeeping (once; later calls do nothing). */
+  #endHandshake(conn: Deno.Conn): void {
+    const source = this.#handshakes.get(conn);
+    if (source === undefined) return;
+    this.#handshakes.delete(conn);
+    this.#guard.leave(source);
+  }
+
+  /**
+   * Checks a hello's proof against its group's credential. On failure the
+   * refusal is sent after a delay that grows with the source's failures, and
+   * a source past its limit is locked out. False when refused.
+   */
+  async #authenticate(
+    conn: Deno.Conn,
+    writer: FrameWriter,
+    nonce: string,
+    hello: Extract<ClientMessage, { type: "hello" }>,
+  ): Promise<boolean> {
+    const from = peer(conn);
+    const source = this.#handshakes.get(conn) ?? from;
+    const refuse = async (code: "auth_failed" | "locked_out", message: string) => {
+      this.#log.info(`refused group ${hello.group} from ${from}: ${message}`);
+      this.#monitor.refused(code, message, { addr: from, group: hello.group });
+      await writer.send({ type: "refused", code, message }).catch(() => {});
+      closeQuietly(conn);
+      return false;
+    };
+    const locked = this.#guard.lockedFor(source);
+    if (locked > 0) return await refuse("locked_out", lockedOutMessage(source, locked));
+    if (this.#credentials === undefined) return true;
+    const credential = this.#credentials.lookup(hello.group);
+    const ok = credential !== undefined &&
+      await verifyProof(credential.token, hello.proof, nonce, "control", hello.group, hello.runId);
+    if (ok) {
+      this.#guard.succeeded(source);
+      return true;
+    }
+    const lockedOut = await this.#failed(source, from, `a login as group ${hello.group}`);
+    if (lockedOut) {
+      return await refuse("locked_out", lockedOutMessage(source, this.#limits.lockoutSeconds));
+    }
+    return await refuse("auth_failed", "authentication failed: wrong token");
+  }
+
+  /**
+   * Counts a failed login from `source` and waits the delay it earns.
+   * True when this failure locked the source out.
+   */
+  async #failed(source: string, from: string, what: string): Promise<boolean> {
+    const { delayMs, lockedOut } = this.#guard.failed(source);
+    if (lockedOut) {
+      this.#log.warn(
+        `locking out ${source} for ${this.#limits.lockoutSeconds}s after ` +
+          `${this.#limits.authFailures} failed logins (limits.auth_failures; latest: ${what} from ${from})`,
+      );
+    }
+    if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+    return lockedOut;
   }
 
   /** TLS handshake (when on), challenge, preamble and the first frame. */
@@ -521,12 +650,11 @@ class Server implements BurrowServer {
     conn: Deno.Conn,
     reader: FrameReader,
     writer: FrameWriter,
-    nonce: string,
     hello: { group: string; runId: string; proof: string; client: string },
   ): Promise<void> {
     const from = peer(conn);
     const refuse = async (
-      code: "auth_failed" | "group_live" | "server_closing" | "forbidden",
+      code: "group_live" | "server_closing" | "forbidden" | "quota" | "auth_failed",
       message: string,
     ) => {
       this.#log.info(`refused group ${hello.group} from ${from}: ${message}`);
@@ -534,9 +662,6 @@ class Server implements BurrowServer {
       await writer.send({ type: "refused", code, message }).catch(() => {});
       closeQuietly(conn);
     };
-    if (!(await this.#verify(hello.proof, nonce, "control", hello.group, hello.runId))) {
-      return refuse("auth_failed", "authentication failed: wrong token");
-    }
     const forbidden = await consult("onAuth", this.#options.onAuth, {
       group: hello.group,
       addr: from,
@@ -561,6 +686,15 @@ class Server implements BurrowServer {
     if (this.#registry.group(hello.group)) {
       return refuse("group_live", `group ${hello.group} is live from another client`);
     }
+    if (this.#sessions.size >= this.#limits.maxGroups) {
+      this.#rare("max-groups", `${this.#limits.maxGroups} groups are live (limits.max_groups)`);
+      return refuse("quota", `the server has its limit of ${this.#limits.maxGroups} groups live`);
+    }
+    const credential = this.#credentials?.lookup(hello.group);
+    if (this.#credentials !== undefined && credential === undefined) {
+      // The users file changed while this client was in its handshake.
+      return refuse("auth_failed", "authentication failed: wrong token");
+    }
     const session = new ServerSession(this.#ctx, {
       id: newId(),
       group: hello.group,
@@ -569,6 +703,8 @@ class Server implements BurrowServer {
       conn,
       reader,
       writer,
+      token: credential?.token ?? NO_TOKEN,
+      ...(credential?.quota === undefined ? {} : { quota: credential.quota }),
     });
     this.#registry.addGroup(hello.group, session);
     this.#sessions.set(session.id, session);
@@ -591,21 +727,39 @@ class Server implements BurrowServer {
     const from = peer(conn);
     const what = query.what;
     try {
-      if (!(await this.#verify(query.proof, nonce, "query", query.group ?? ""))) {
-        this.#log.info(`refused a ${what} query from ${from}: wrong token`);
-        this.#monitor.refused("auth_failed", `refused a ${what} query: wrong token`, {
-          addr: from,
-        });
-        await writer.send({
-          type: "refused",
-          code: "auth_failed",
-          message: "authentication failed: wrong token",
-        });
-        return;
+      const source = this.#handshakes.get(conn) ?? from;
+      const locked = this.#guard.lockedFor(source);
+      if (locked > 0) {
+        const message = lockedOutMessage(source, locked);
+        this.#monitor.refused("locked_out", message, { addr: from });
+        return await writer.send({ type: "refused", code: "locked_out", message });
       }
+      // With per-group credentials a query names its group and sees only that group.
+      const credential = query.group === undefined
+        ? (this.#token === undefined ? undefined : { token: this.#token })
+        : this.#credentials?.lookup(query.group);
+      const ok = this.#credentials === undefined ||
+        (credential !== undefined &&
+          await verifyProof(credential.token, query.proof, nonce, "query", query.group ?? ""));
+      if (!ok) {
+        const lockedOut = await this.#failed(source, from, `a ${what} query`);
+        const message = lockedOut
+          ? lockedOutMessage(source, this.#limits.lockoutSeconds)
+          : "authentication failed: wrong token";
+        const code = lockedOut ? "locked_out" : "auth_failed";
+        this.#log.info(`refused a ${what} query from ${from}: ${message}`);
+        this.#monitor.refused(code, `refused a ${what} query: ${message}`, { addr: from });
+        return await writer.send({ type: "refused", code, message });
+      }
+      this.#guard.succeeded(source);
       this.#log.debug(`answered a ${what} query from ${from}`);
-      if (what === "free_ports") return await writer.send(freePortsAnswer(this.#registry, 0));
-      const all = this.services().map((s) => ({ ...s, since: s.since.toISOString() }));
+      const quota = credential && "quota" in credential ? credential.quota : undefined;
+      if (what === "free_ports") {
+        return await writer.send(freePortsAnswer(this.#registry, 0, quota?.ports));
+      }
+      const all = this.services()
+        .filter((s) => query.group === undefined || s.group === query.group)
+        .map((s) => ({ ...s, since: s.since.toISOString() }));
       // As many as fit in one frame (descriptions may be long), at most MAX_SERVICES.
       const services: typeof all = [];
       let size = 100; // the envelope
@@ -619,9 +773,22 @@ class Server implements BurrowServer {
       closeQuietly(conn);
     }
   }
+}
 
-  #verify(proof: string, ...parts: string[]): Promise<boolean> {
-    if (this.#token === undefined) return Promise.resolve(true);
-    return verifyProof(this.#token, proof, ...parts);
+/** The token of sessions on a server without authentication (never checked). */
+const NO_TOKEN = new Secret("no-auth");
+
+function lockedOutMessage(source: string, seconds: number): string {
+  return `too many failed logins from ${source}: locked out for ${seconds}s more`;
+}
+
+/** The limits with their defaults, each checked to be a whole number of at least 1. */
+function checkLimits(given: Partial<ServerLimits>): ServerLimits {
+  const limits = { ...DEFAULT_LIMITS, ...given };
+  for (const [key, value] of Object.entries(limits)) {
+    if (!Number.isInteger(value) || value < 1) {
+      throw new ConfigError(`limits.${key}: must be a whole number of at least 1, got ${value}`);
+    }
   }
+  return limits;
 }

@@ -23,6 +23,7 @@ import {
 import { expandEnv, readYaml, validate } from "./config_file.ts";
 import { ConfigError } from "./errors.ts";
 import type { LogLevel } from "./log_level.ts";
+import type { ServerLimits } from "./limits.ts";
 import { Secret } from "./secret.ts";
 
 /** The server's settings, validated. */
@@ -40,6 +41,10 @@ export interface ServerConfig {
   tls: boolean | { certFile: string; keyFile: string };
   /** Where the generated CA is kept; undefined: the default folder. */
   stateDir?: string;
+  /** The per-group credentials file, if any. */
+  users?: string;
+  /** Limits given in the file; the rest keep their defaults. */
+  limits: Partial<ServerLimits>;
   /** The dashboard, when `dashboard.bind` or `--dashboard` turns it on. */
   dashboard?: DashboardConfig;
 }
@@ -68,6 +73,7 @@ export interface ServerFlags {
   dashboard?: string;
   "dashboard-user"?: string;
   "dashboard-password"?: string;
+  users?: string;
 }
 
 const pathField = z.string("must be a file name").min(1, "must not be empty");
@@ -85,7 +91,20 @@ const dashboardFile = z.strictObject({
   password: z.string("must be text").min(1, "must not be empty").optional(),
 }, "must be a map with bind, and optionally user and password");
 
+const limitField = z.int("must be a whole number").min(1, "must be at least 1");
+
+const limitsFile = z.strictObject({
+  max_groups: limitField.optional(),
+  max_apps_per_group: limitField.optional(),
+  max_pending_users: limitField.optional(),
+  handshakes_per_source: limitField.optional(),
+  auth_failures: limitField.optional(),
+  lockout_seconds: limitField.optional(),
+}, "must be a map of limits");
+
 const serverFile = z.strictObject({
+  users: pathField.optional(),
+  limits: limitsFile.optional(),
   bind: hostPortField.optional(),
   token: z.string().min(1, "must not be empty").optional(),
   no_auth: z.boolean().optional(),
@@ -138,9 +157,11 @@ export async function loadServerConfig(
   const noAuth = flags["no-auth"] === true || file.no_auth === true;
   const tokenText = flags.token ?? file.token ?? envToken(getEnv);
   if (flags.token === "") throw new ConfigError("--token: must not be empty");
-  if (tokenText === undefined && !noAuth) {
+  const users = flags.users ?? fromFile(flags.config, file.users);
+  if (flags.users === "") throw new ConfigError("--users: must not be empty");
+  if (tokenText === undefined && !noAuth && users === undefined) {
     throw new ConfigError(
-      "no token: pass --token, set BURROW_TOKEN or the token key, or pass --no-auth to accept any client",
+      "no token: pass --token, set BURROW_TOKEN or the token key, give --users FILE, or pass --no-auth to accept any client",
     );
   }
   const config: ServerConfig = {
@@ -153,7 +174,12 @@ export async function loadServerConfig(
     heartbeatTimeout: timeout ?? SERVER_DEFAULTS.heartbeatTimeout,
     logLevel: logLevel ?? SERVER_DEFAULTS.logLevel,
     tls: true,
+    limits: limitsOf(file.limits ?? {}),
   };
+  if (users !== undefined) {
+    if (noAuth) throw new ConfigError("--users: cannot be combined with --no-auth");
+    config.users = users;
+  }
   if (tokenText !== undefined && !noAuth) config.token = new Secret(tokenText);
   config.tls = serverTls(flags, file.tls, flags.config);
   const stateDir = flags["state-dir"] ?? fromFile(flags.config, file.state_dir);
@@ -239,4 +265,18 @@ function envDashboardPassword(getEnv: (name: string) => string | undefined): str
   } catch {
     return undefined;
   }
+}
+
+/** The file's `limits` keys as the library names them. */
+function limitsOf(file: z.infer<typeof limitsFile>): Partial<ServerLimits> {
+  const out: Partial<ServerLimits> = {};
+  if (file.max_groups !== undefined) out.maxGroups = file.max_groups;
+  if (file.max_apps_per_group !== undefined) out.maxAppsPerGroup = file.max_apps_per_group;
+  if (file.max_pending_users !== undefined) out.maxPendingUsers = file.max_pending_users;
+  if (file.handshakes_per_source !== undefined) {
+    out.handshakesPerSource = file.handshakes_per_source;
+  }
+  if (file.auth_failures !== undefined) out.authFailures = file.auth_failures;
+  if (file.lockout_seconds !== undefined) out.lockoutSeconds = file.lockout_seconds;
+  return out;
 }

@@ -8,7 +8,11 @@
  */
 
 import type { Logger } from "@logtape/logtape";
-import { formatHostPort } from "./addr.ts";
+import { formatHostPort, type PortRange } from "./addr.ts";
+import { type Cidr, inRanges, parseCidr } from "./cidr.ts";
+import type { ServerLimits } from "./limits.ts";
+import type { Secret } from "./secret.ts";
+import type { Quota } from "./users.ts";
 import { errorMessage, ProtocolError } from "./errors.ts";
 import { type BufferPool, type JoinStats, LiveJoins } from "./join.ts";
 import { acceptLoop, closeQuietly, netReason, peer } from "./net.ts";
@@ -17,7 +21,6 @@ import {
   encodeFrame,
   type FrameReader,
   type FrameWriter,
-  MAX_APPS_PER_GROUP,
   MAX_FREE_RANGES,
   parseClientMessage,
   type ServerMessage,
@@ -26,7 +29,7 @@ import {
   writeAll,
 } from "./protocol.ts";
 import { consult, observe, type ServerHooks } from "./hooks.ts";
-import type { ServerMonitor } from "./monitor.ts";
+import type { ServerMonitor, TurnedAwayCause } from "./monitor.ts";
 import { type AppEntry, type Registry, WorkPool } from "./registry.ts";
 import type { WireRefusalCode } from "./errors.ts";
 
@@ -58,6 +61,12 @@ export interface SessionContext {
   hooks: ServerHooks;
   /** Counts and records what happens, for the dashboard and metrics. */
   monitor: ServerMonitor;
+  /** The server's limits against floods. */
+  limits: ServerLimits;
+  /** Users waiting for a work connection, across every session. */
+  pending: { count: number };
+  /** Logs a warning at most now and then (a limit hit under a flood). */
+  rare(kind: string, message: string): void;
   ended(session: ServerSession): void;
 }
 
@@ -76,6 +85,8 @@ interface PublicApp {
   expiry?: ReturnType<typeof setTimeout>;
   /** Called when the last user leaves (a retired app waits for that). */
   drained: Array<() => void>;
+  /** Only users from these ranges are served (`allow_from`); undefined: everyone. */
+  allowFrom?: Cidr[];
 }
 
 /** Per-tunnel limits, as the client asked for them. */
@@ -90,8 +101,12 @@ function exposeId(raw: unknown): number | undefined {
 }
 
 /** The `free_ports` answer: the first MAX_FREE_RANGES free ranges, saying if more were left out. */
-export function freePortsAnswer<S>(registry: Registry<S>, id: number): ServerMessage {
-  const ranges = registry.freeRanges();
+export function freePortsAnswer<S>(
+  registry: Registry<S>,
+  id: number,
+  within?: readonly PortRange[],
+): ServerMessage {
+  const ranges = registry.freeRanges(within);
   return {
     type: "free_ports",
     id,
@@ -109,6 +124,10 @@ export class ServerSession {
   readonly clientVersion: string;
   readonly since = new Date();
   readonly apps = new Map<string, PublicApp>();
+  /** The secret this group proved it knows; its work connections prove it too. */
+  readonly token: Secret;
+  /** What the group's entry in the users file allows; replaced on reload. */
+  quota: Quota | undefined;
   #ctx: SessionContext;
   #conn: Deno.Conn;
   #reader: FrameReader;
@@ -137,8 +156,12 @@ export class ServerSession {
       conn: Deno.Conn;
       reader: FrameReader;
       writer: FrameWriter;
+      token: Secret;
+      quota?: Quota;
     },
   ) {
+    this.token = init.token;
+    this.quota = init.quota;
     this.#ctx = ctx;
     this.id = init.id;
     this.group = init.group;
@@ -294,7 +317,7 @@ export class ServerSession {
         this.#joins.abort(msg.id);
         return Promise.resolve();
       case "free_ports":
-        return this.#send(freePortsAnswer(this.#ctx.registry, msg.id));
+        return this.#send(freePortsAnswer(this.#ctx.registry, msg.id, this.quota?.ports));
       case "bye":
         this.end("client stopped");
         return Promise.resolve();
@@ -332,10 +355,23 @@ export class ServerSession {
     if (this.apps.has(name)) {
       return refuse("app_exists", `app ${this.group}/${name} is already exposed`);
     }
-    if (this.apps.size >= MAX_APPS_PER_GROUP) {
-      return refuse("bad_request", `a group may expose at most ${MAX_APPS_PER_GROUP} apps`);
+    const maxApps = Math.min(this.#ctx.limits.maxAppsPerGroup, this.quota?.maxApps ?? Infinity);
+    if (this.apps.size >= maxApps) {
+      const why = maxApps === this.quota?.maxApps
+        ? `group ${this.group} may expose at most ${maxApps} apps (its entry ${this.quota.entry} in the users file)`
+        : `a group may expose at most ${maxApps} apps (limits.max_apps_per_group)`;
+      return refuse("quota", why);
     }
-    const candidates = this.#ctx.registry.candidates(port, hint);
+    let allowFrom: Cidr[] | undefined;
+    if (msg.allowFrom !== undefined) {
+      allowFrom = [];
+      for (const text of msg.allowFrom) {
+        const range = parseCidr(text);
+        if (typeof range === "string") return refuse("bad_request", `allow_from: ${range}`);
+        allowFrom.push(range);
+      }
+    }
+    const candidates = this.#ctx.registry.candidates(port, hint, this.quota?.ports);
     if (!Array.isArray(candidates)) return refuse(candidates.code, candidates.message);
     for (const candidate of candidates) {
       let listener: Deno.TcpListener;
@@ -368,6 +404,7 @@ export class ServerSession {
         serving: Promise.resolve(),
         limits: msg.limits ?? {},
         drained: [],
+        ...(allowFrom === undefined ? {} : { allowFrom }),
       };
       app.serving = this.#serve(app);
       this.apps.set(name, app);
@@ -398,6 +435,14 @@ export class ServerSession {
 
   async #user(app: PublicApp, user: Deno.TcpConn): Promise<void> {
     const from = peer(user);
+    const turnedAway = this.#turnAway(app, user);
+    if (turnedAway !== undefined) {
+      this.#ctx.monitor.userTurnedAway(this.group, app.entry.app, turnedAway.cause);
+      this.#ctx.log.debug(
+        `turned user ${from} away from ${this.group}/${app.entry.app}: ${turnedAway.why}`,
+      );
+      return closeQuietly(user);
+    }
     const started = Date.now();
     const info = { group: this.group, app: app.entry.app, port: app.entry.port, user: from };
     const refused = await consult(
@@ -459,6 +504,42 @@ export class ServerSession {
     );
   }
 
+  /**
+   * Why a user may not reach the client at all, checked before any byte or
+   * hook: `allow_from`, the group's concurrent-connection quota, and the
+   * server's cap on users waiting for a work connection.
+   */
+  #turnAway(
+    app: PublicApp,
+    user: Deno.TcpConn,
+  ): { cause: TurnedAwayCause; why: string } | undefined {
+    if (app.allowFrom !== undefined) {
+      const { hostname } = user.remoteAddr as Deno.NetAddr;
+      if (!inRanges(hostname, app.allowFrom)) {
+        return { cause: "allow_from", why: "its address is not in the app's allow_from" };
+      }
+    }
+    const max = this.quota?.maxConnections;
+    if (max !== undefined) {
+      let open = 0;
+      for (const a of this.apps.values()) open += a.stats.connections;
+      if (open >= max) {
+        return {
+          cause: "group_quota",
+          why:
+            `the group has its ${max} connections open (entry ${this.quota?.entry} in the users file)`,
+        };
+      }
+    }
+    if (this.#pool.idle === 0 && this.#ctx.pending.count >= this.#ctx.limits.maxPendingUsers) {
+      const why = `${this.#ctx.limits.maxPendingUsers} users are waiting for work connections ` +
+        `(limits.max_pending_users)`;
+      this.#ctx.rare("max-pending", `${why}: turning new users away`);
+      return { cause: "pending_limit", why };
+    }
+    return undefined;
+  }
+
   /** Joins a user to a work connection; resolves to why it failed, or undefined. */
   async #serveUser(
     app: PublicApp,
@@ -472,7 +553,12 @@ export class ServerSession {
     if (!work) {
       this.#ctx.log.debug(`${label}: no idle work connection; asking the client for one`);
       this.#send({ type: "want_work", count: 1 }).catch(() => {});
-      work = await this.#pool.wait(WORK_TIMEOUT_MS);
+      this.#ctx.pending.count++;
+      try {
+        work = await this.#pool.wait(WORK_TIMEOUT_MS);
+      } finally {
+        this.#ctx.pending.count--;
+      }
     }
     this.#ctx.monitor.workWaited((performance.now() - waitStart) / 1000);
     if (!work) {

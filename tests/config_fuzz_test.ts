@@ -349,7 +349,8 @@ function tokenOf(text: string): string[] {
   }
 }
 
-const NO_TOKEN = /^no token: pass --token, set BURROW_TOKEN or the token key, or pass --no-auth/;
+const NO_TOKEN =
+  /^no token: pass --token, set BURROW_TOKEN or the token key, give --users FILE, or pass --no-auth/;
 
 /** A one-line ConfigError that names the file and quotes no secret. */
 function checkError(err: unknown, file: string, secrets: string[]): void {

@@ -15,6 +15,7 @@ import {
 import { prove, Secret } from "../lib/secret.ts";
 import {
   connectAndReset,
+  connectFrom,
   dialControl,
   echoApp,
   echoThrough,
@@ -90,14 +91,15 @@ Deno.test("a client whose stdout is a closed pipe keeps serving and stops cleanl
 Deno.test("a flood of silent handshakes is capped; clients register once it is gone", async () => {
   const app = echoApp();
   const server = await startServer({ token: TOKEN });
-  const flood: Deno.TcpConn[] = [];
+  const flood: Array<{ destroy(): void }> = [];
   let client: ReturnType<typeof startClient> | undefined;
   try {
+    // 560 from 20 addresses: under the per-source limit, over the global one.
     for (let i = 0; i < 560; i++) {
-      flood.push(await Deno.connect({ hostname: "127.0.0.1", port: server.port }));
+      flood.push(await connectFrom(`127.0.1.${1 + (i % 20)}`, server.port));
     }
     await server.proc.stderr.wait(/512 handshakes in flight: turning new connections away/);
-    for (const c of flood.splice(0)) c.close();
+    for (const c of flood.splice(0)) c.destroy();
     client = startClient(groupFile({
       server: `127.0.0.1:${server.port}`,
       token: TOKEN,
@@ -108,7 +110,35 @@ Deno.test("a flood of silent handshakes is capped; clients register once it is g
     const data = randomBytes(10_000);
     assert.equal(await echoThrough(port, data), await sha256(data));
   } finally {
-    for (const c of flood) c.close();
+    for (const c of flood) c.destroy();
+    await client?.stop();
+    await server.proc.stop();
+    app.close();
+  }
+});
+
+Deno.test("one source's flood of handshakes is capped at its own limit; other hosts register meanwhile", async () => {
+  const app = echoApp();
+  const server = await startServer({ token: TOKEN });
+  const flood: Array<{ destroy(): void }> = [];
+  let client: ReturnType<typeof startClient> | undefined;
+  try {
+    for (let i = 0; i < 100; i++) flood.push(await connectFrom("127.0.2.9", server.port));
+    await server.proc.stderr.wait(
+      /64 handshakes in flight from 127\.0\.2\.9: turning its new connections away \(limits\.handshakes_per_source\)/,
+    );
+    // The flood still holds its 64 handshakes; a client from 127.0.0.1 is not held up.
+    client = startClient(groupFile({
+      server: `127.0.0.1:${server.port}`,
+      token: TOKEN,
+      group: "beside-flood",
+      apps: [{ name: "echo", local: app.addr }],
+    }));
+    const port = await readyPort(client, "beside-flood", "echo");
+    const data = randomBytes(10_000);
+    assert.equal(await echoThrough(port, data), await sha256(data));
+  } finally {
+    for (const c of flood) c.destroy();
     await client?.stop();
     await server.proc.stop();
     app.close();

@@ -570,3 +570,22 @@ export async function dialControl(
   if (o.preamble !== false) await writeAll(conn, CLIENT_PREAMBLE);
   return conn;
 }
+
+/**
+ * An idle TCP connection to `port` from `source`, another loopback address
+ * (127.0.0.2 and up: Linux routes all of 127/8 to lo), so tests can play
+ * several hosts. Resolves once connected; `destroy()` closes it.
+ */
+export async function connectFrom(
+  source: string,
+  port: number,
+): Promise<{ destroy(): void }> {
+  const { connect } = await import("node:net");
+  return await new Promise((resolve, reject) => {
+    const socket = connect(
+      { host: "127.0.0.1", port, localAddress: source },
+      () => resolve(socket),
+    );
+    socket.once("error", reject);
+  });
+}
