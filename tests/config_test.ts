@@ -106,12 +106,18 @@ function plainClient(c: ClientConfig) {
     heartbeatInterval: c.heartbeatInterval,
     logLevel: c.logLevel,
     apps: c.apps,
+    tls: c.tls,
+    stateDir: c.stateDir,
   };
 }
+
+/** TLS as a group file without TLS keys leaves it: on, trust on first use, default state folder. */
+const CLIENT_TLS_DEFAULT = { tls: {}, stateDir: undefined };
 
 const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof plainClient> }> = {
   "minimal.yaml": {
     want: {
+      ...CLIENT_TLS_DEFAULT,
       server: { hostname: "127.0.0.1", port: 7700 },
       token: "fixture-token-minimal",
       group: "home-lab",
@@ -122,6 +128,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   },
   "full.yaml": {
     want: {
+      ...CLIENT_TLS_DEFAULT,
       server: { hostname: "tunnel.example.com", port: 7701 },
       token: "env-secret-value-8d1f",
       group: "lab-2",
@@ -137,6 +144,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   "token_from_flag.yaml": {
     flags: { server: "[2001:db8::1]:7700", token: "from-the-flag", "log-level": "warning" },
     want: {
+      ...CLIENT_TLS_DEFAULT,
       server: { hostname: "2001:db8::1", port: 7700 },
       token: "from-the-flag",
       group: "flagged",
@@ -147,6 +155,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   },
   "admin.yaml": {
     want: {
+      ...CLIENT_TLS_DEFAULT,
       server: { hostname: "127.0.0.1", port: 7700 },
       token: "fixture-token-admin",
       group: "admin-lab",
@@ -157,12 +166,53 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   },
   "env_inside_values.yaml": {
     want: {
+      ...CLIENT_TLS_DEFAULT,
       server: { hostname: "relay.example.net", port: 7700 },
       token: "prefix-env-secret-value-8d1f",
       group: "envy",
       heartbeatInterval: 10,
       logLevel: "info",
       apps: [{ name: "app-seven", local: { hostname: "127.0.0.1", port: 7007 }, remotePort: 0 }],
+    },
+  },
+  "tls_pinned.yaml": {
+    want: {
+      server: { hostname: "127.0.0.1", port: 7700 },
+      token: "fixture-token-pinned",
+      group: "pinned",
+      heartbeatInterval: 10,
+      logLevel: "info",
+      apps: [{ name: "ssh", local: { hostname: "127.0.0.1", port: 22 }, remotePort: 0 }],
+      // kept as written; lib/client.ts reduces it to 64 lowercase hex digits
+      tls: {
+        fingerprint:
+          "SHA256:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89",
+      },
+      stateDir: `${fixtureDir("client", "valid")}state`,
+    },
+  },
+  "tls_ca.yaml": {
+    want: {
+      server: { hostname: "127.0.0.1", port: 7700 },
+      token: "fixture-token-ca",
+      group: "with-ca",
+      heartbeatInterval: 10,
+      logLevel: "info",
+      apps: [{ name: "ssh", local: { hostname: "127.0.0.1", port: 22 }, remotePort: 0 }],
+      tls: { ca: `${fixtureDir("client", "valid")}certs/ca.pem` },
+      stateDir: undefined,
+    },
+  },
+  "tls_off.yaml": {
+    want: {
+      server: { hostname: "127.0.0.1", port: 7700 },
+      token: "fixture-token-plain",
+      group: "plain",
+      heartbeatInterval: 10,
+      logLevel: "info",
+      apps: [{ name: "ssh", local: { hostname: "127.0.0.1", port: 22 }, remotePort: 0 }],
+      tls: false,
+      stateDir: undefined,
     },
   },
 };
@@ -329,6 +379,8 @@ function plainServer(c: ServerConfig) {
         },
       }
       : {}),
+    tls: c.tls,
+    stateDir: c.stateDir,
   };
 }
 
@@ -339,6 +391,8 @@ const DEFAULT_SERVER: Omit<ReturnType<typeof plainServer>, "token"> = {
   publicHost: "0.0.0.0",
   heartbeatTimeout: 30,
   logLevel: "info",
+  tls: true,
+  stateDir: undefined,
 };
 
 const serverValid: Record<
@@ -355,6 +409,8 @@ const serverValid: Record<
       publicHost: "192.0.2.10",
       heartbeatTimeout: 45,
       logLevel: "debug",
+      tls: true,
+      stateDir: undefined,
     },
   },
   "single_port_int.yaml": {
@@ -398,6 +454,18 @@ const serverValid: Record<
       dashboard: { bind: { hostname: "::1", port: 0 }, user: undefined, password: undefined },
     },
   },
+  "own_cert.yaml": {
+    want: {
+      ...DEFAULT_SERVER,
+      token: "fixture-server-token",
+      tls: {
+        certFile: `${fixtureDir("server", "valid")}certs/chain.pem`,
+        keyFile: "/etc/burrow/key.pem",
+      },
+      stateDir: `${fixtureDir("server", "valid")}state`,
+    },
+  },
+  "no_tls.yaml": { want: { ...DEFAULT_SERVER, token: "fixture-server-token", tls: false } },
 };
 
 Deno.test("every valid server fixture loads to the expected config", async () => {
@@ -447,6 +515,9 @@ Deno.test("server flags override every file key", async () => {
       "public-host": "198.51.100.7",
       "heartbeat-timeout": "12",
       "log-level": "error",
+      "tls-cert": "chain.pem",
+      "tls-key": "key.pem",
+      "state-dir": "state",
     }, processEnv);
     assert.deepEqual(plainServer(config), {
       bind: { hostname: "127.0.0.2", port: 7900 },
@@ -456,6 +527,9 @@ Deno.test("server flags override every file key", async () => {
       publicHost: "198.51.100.7",
       heartbeatTimeout: 12,
       logLevel: "error",
+      // flags name paths as given, not relative to the file
+      tls: { certFile: "chain.pem", keyFile: "key.pem" },
+      stateDir: "state",
     });
   });
 });
