@@ -272,6 +272,7 @@ export interface AppSpec {
   local: string;
   remote_port?: number;
   description?: string;
+  allow_from?: string[];
 }
 
 /** Writes a group file to a temp dir and returns its path. */
@@ -294,6 +295,7 @@ export function groupFile(o: {
     if (a.description !== undefined) {
       lines.push(`    description: ${JSON.stringify(a.description)}`);
     }
+    if (a.allow_from !== undefined) lines.push(`    allow_from: ${JSON.stringify(a.allow_from)}`);
   }
   const path = Deno.makeTempFileSync({ prefix: "burrow-group-", suffix: ".yaml" });
   Deno.writeTextFileSync(path, lines.join("\n") + "\n");
