@@ -59,15 +59,19 @@ export function netReason(err: unknown): string {
  * Accepts connections until the listener is closed, handing each to
  * `handle`. A failed accept is never fatal: a peer that reset before it was
  * accepted is skipped, and running out of file descriptors pauses briefly
- * (the flood that caused it must not take the port down for good). Returns
- * when the listener is closed.
+ * (the flood that caused it must not take the port down for good). Before
+ * each accept it awaits `ready`, if given. Returns when the listener is closed.
  */
 export async function acceptLoop<C extends Deno.Conn>(
   listener: Deno.Listener<C>,
   handle: (conn: C) => void,
   onError: (reason: string) => void,
+  ready?: () => Promise<void>,
 ): Promise<void> {
   while (true) {
+    // At capacity, connections wait in the kernel's backlog instead of
+    // being accepted and dropped.
+    if (ready !== undefined) await ready();
     let conn: C;
     try {
       conn = await listener.accept();

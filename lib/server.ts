@@ -232,6 +232,15 @@ class Server implements BurrowServer {
   #sessions = new Map<string, ServerSession>();
   /** Connections in their handshake, with the source each is counted against. */
   #handshakes = new Map<Deno.Conn, string>();
+  /**
+   * Connections closed before their TLS handshake settled. Deno defers such a
+   * close until the handshake ends, so the socket stays open as long as the
+   * peer stalls: each keeps counting against the handshake limits until then.
+   */
+  #parked = new Map<Deno.Conn, string | undefined>();
+  /** When each TLS connection's handshake has settled (either way). */
+  #tlsSettled = new WeakMap<Deno.Conn, { done: boolean }>();
+  #capacityWaiters: Array<() => void> = [];
   #lastRare = new Map<string, number>();
   #accepting: Promise<void> = Promise.resolve();
   #ctx: SessionContext;
@@ -441,6 +450,7 @@ class Server implements BurrowServer {
     this.#closing = true;
     closeQuietly(this.#listener);
     for (const conn of this.#handshakes.keys()) closeQuietly(conn);
+    for (const wake of this.#capacityWaiters.splice(0)) wake(); // the accept loop sees the closed listener
     await this.#accepting;
     await this.#dashboard?.close();
     this.#monitor.stop(); // the port is free only once the pending accept has ended
@@ -458,6 +468,7 @@ class Server implements BurrowServer {
       this.#listener,
       (conn) => this.#handshake(conn),
       (reason) => this.#log.warn(`control listener: accept failed: ${reason}`),
+      () => this.#capacity(),
     );
   }
 
@@ -467,13 +478,18 @@ class Server implements BurrowServer {
    */
   async #handshake(conn: Deno.Conn): Promise<void> {
     const from = peer(conn);
-    if (this.#handshakes.size >= MAX_HANDSHAKES) {
+    if (this.#tls !== undefined) {
+      const state = { done: false };
+      this.#tlsSettled.set(conn, state);
+      (conn as Deno.TlsConn).handshake().then(() => {}, () => {}).finally(() => state.done = true);
+    }
+    if (this.#inFlight() >= MAX_HANDSHAKES) {
       // A flood of unauthenticated connections must not exhaust descriptors.
       this.#rare(
         "flood",
         `${MAX_HANDSHAKES} handshakes in flight: turning new connections away (latest ${from})`,
       );
-      return closeQuietly(conn);
+      return this.#drop(conn, undefined);
     }
     const source = sourceOf((conn.remoteAddr as Deno.NetAddr).hostname);
     if (!this.#guard.enter(source)) {
@@ -482,7 +498,7 @@ class Server implements BurrowServer {
         `${this.#limits.handshakesPerSource} handshakes in flight from ${source}: ` +
           `turning its new connections away (limits.handshakes_per_source)`,
       );
-      return closeQuietly(conn);
+      return this.#drop(conn, undefined);
     }
     noDelay(conn);
     this.#handshakes.set(conn, source);
@@ -548,12 +564,57 @@ class Server implements BurrowServer {
     }
   }
 
-  /** Ends a connection's handshake bookkeeping (once; later calls do nothing). */
+  /**
+   * Ends a connection's handshake bookkeeping (once; later calls do nothing).
+   * A connection whose TLS handshake has not settled is being closed, but
+   * its socket lives on until it settles: it stays counted until then.
+   */
   #endHandshake(conn: Deno.Conn): void {
     const source = this.#handshakes.get(conn);
     if (source === undefined) return;
     this.#handshakes.delete(conn);
-    this.#guard.leave(source);
+    if (!this.#park(conn, source)) this.#freeSlot(source);
+  }
+
+  /** Closes a connection that was never counted, parking it if its socket outlives the close. */
+  #drop(conn: Deno.Conn, source: string | undefined): void {
+    closeQuietly(conn);
+    this.#park(conn, source);
+  }
+
+  /** Counts a closed TLS connection until its handshake settles; false if it already has. */
+  #park(conn: Deno.Conn, source: string | undefined): boolean {
+    const state = this.#tlsSettled.get(conn);
+    if (state === undefined || state.done) return false;
+    closeQuietly(conn);
+    this.#parked.set(conn, source);
+    (conn as Deno.TlsConn).handshake().then(() => {}, () => {}).finally(() => {
+      this.#parked.delete(conn);
+      this.#freeSlot(source);
+    });
+    return true;
+  }
+
+  #freeSlot(source: string | undefined): void {
+    if (source !== undefined) this.#guard.leave(source);
+    if (this.#inFlight() < MAX_HANDSHAKES) {
+      for (const wake of this.#capacityWaiters.splice(0)) wake();
+    }
+  }
+
+  /** Connections in their handshake, plus closed ones whose socket lingers. */
+  #inFlight(): number {
+    return this.#handshakes.size + this.#parked.size;
+  }
+
+  /** Resolves once fewer than MAX_HANDSHAKES connections are in flight. */
+  #capacity(): Promise<void> {
+    if (this.#inFlight() < MAX_HANDSHAKES || this.#closing) return Promise.resolve();
+    this.#rare(
+      "flood",
+      `${MAX_HANDSHAKES} handshakes in flight: turning new connections away until some end`,
+    );
+    return new Promise((resolve) => this.#capacityWaiters.push(resolve));
   }
 
   /**
