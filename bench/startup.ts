@@ -27,6 +27,7 @@ export async function startup(
   control: number,
   token: string,
   appPort: number,
+  fingerprint: string | undefined,
   runs = 5,
 ): Promise<StartupFigures> {
   const binary = `${ROOT}/dist/burrow-client`;
@@ -44,6 +45,7 @@ export async function startup(
       await Deno.writeTextFile(
         file,
         `server: 127.0.0.1:${control}\ntoken: ${token}\ngroup: startup-${i}\n` +
+          (fingerprint === undefined ? "tls: false\n" : `fingerprint: ${fingerprint}\n`) +
           `apps:\n  - name: echo\n    local: 127.0.0.1:${appPort}\n`,
       );
       const args = ["--log-level", "warning"];

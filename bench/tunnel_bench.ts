@@ -123,18 +123,32 @@ interface Tunnel {
   client: Child;
   control: number;
   token: string;
+  /** The CA the client pins; undefined in plaintext. */
+  fingerprint: string | undefined;
   /** Public port of each sink service through the tunnel. */
   ports: SinkPorts;
 }
 
-/** Starts server.ts, then client.ts with a group exposing each sink service. */
-async function startTunnel(sink: SinkPorts, children: Child[]): Promise<Tunnel> {
+/**
+ * Starts server.ts, then client.ts with a group exposing each sink service:
+ * with TLS (a CA kept in `stateDir`, pinned by the client) or in plaintext.
+ */
+async function startTunnel(
+  sink: SinkPorts,
+  children: Child[],
+  tls: boolean,
+  stateDir: string,
+): Promise<Tunnel> {
   const token = crypto.randomUUID().replaceAll("-", "");
   const server = new Child("server", [
     ...["run", "-A", "server.ts", "--bind", "127.0.0.1:0", "--token", token],
     ...["--ports", pickPortBlock(), "--public-host", "127.0.0.1", "--log-level", "warning"],
+    ...(tls ? ["--state-dir", stateDir] : ["--no-tls"]),
   ]);
   children.push(server);
+  const fingerprint = tls
+    ? (await server.waitLine(/^fingerprint (sha256:[0-9a-f]{64})$/))[1]
+    : undefined;
   const control = Number((await server.waitLine(/^listening 127\.0\.0\.1:(\d+)$/))[1]);
   // The group file lives only until the client has read it.
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "burrow-bench-" });
@@ -143,7 +157,8 @@ async function startTunnel(sink: SinkPorts, children: Child[]): Promise<Tunnel> 
     const apps = Object.entries(sink).map(([name, port]) =>
       `  - name: ${name}\n    local: 127.0.0.1:${port}\n`
     );
-    const yaml = `server: 127.0.0.1:${control}\ntoken: ${token}\ngroup: bench\napps:\n`;
+    const yaml = `server: 127.0.0.1:${control}\ntoken: ${token}\ngroup: bench\n` +
+      (fingerprint === undefined ? "tls: false\n" : `fingerprint: ${fingerprint}\n`) + "apps:\n";
     await Deno.writeTextFile(file, yaml + apps.join(""));
     const client = new Child("client", ["run", "-A", "client.ts", file, "--log-level", "warning"]);
     children.push(client);
@@ -154,7 +169,7 @@ async function startTunnel(sink: SinkPorts, children: Child[]): Promise<Tunnel> 
       );
       ports[app as keyof SinkPorts] = Number(port);
     }
-    return { server, client, control, token, ports: ports as SinkPorts };
+    return { server, client, control, token, fingerprint, ports: ports as SinkPorts };
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -234,17 +249,42 @@ async function run(s: Settings, children: Child[], onSink: (sink: Sink) => void)
   const version = await denoVersion();
   const sink = await startSinkFor(s, children);
   onSink(sink);
-  const tunnel = await startTunnel(sink.ports, children);
-  const figures = await measure(s, sink, tunnel);
-  log("start-up: 5 client launches to their first ready line");
-  const boot = await startup(tunnel.control, tunnel.token, sink.ports.echo);
+  const stateDir = await Deno.makeTempDir({ dir: "/tmp", prefix: "burrow-bench-state-" });
+  // The same phases with TLS (the default) and in plaintext, one after the other.
+  const results: Array<{ mode: "tls" | "plaintext"; figures: Figures }> = [];
+  let boot: Awaited<ReturnType<typeof startup>> | undefined;
+  try {
+    for (const mode of ["tls", "plaintext"] as const) {
+      log(`--- ${mode === "tls" ? "TLS" : "plaintext (--no-tls)"} ---`);
+      const own: Child[] = [];
+      const tunnel = await startTunnel(sink.ports, own, mode === "tls", stateDir);
+      children.push(...own);
+      try {
+        results.push({ mode, figures: await measure(s, sink, tunnel) });
+        if (mode === "tls") {
+          log("start-up: 5 client launches to their first ready line");
+          boot = await startup(tunnel.control, tunnel.token, sink.ports.echo, tunnel.fingerprint);
+        }
+      } finally {
+        await Promise.all(own.map((c) => c.stop()));
+      }
+    }
+  } finally {
+    await Deno.remove(stateDir, { recursive: true });
+  }
   const date = new Date().toISOString();
   const cpus = navigator.hardwareConcurrency;
-  printReport(figures, [
-    `\nburrow tunnel benchmark, ${date}`,
-    `${version.split("\n")[0]}; ${cpus} CPUs; load average ${readProc("/proc/loadavg").trim()}`,
-    sinkNote(s),
-  ]);
+  for (const { mode, figures } of results) {
+    printReport(figures, [
+      `\nburrow tunnel benchmark (${
+        mode === "tls" ? "TLS, the default" : "plaintext, --no-tls"
+      }), ${date}`,
+      `${version.split("\n")[0]}; ${cpus} CPUs; load average ${readProc("/proc/loadavg").trim()}`,
+      sinkNote(s),
+    ]);
+  }
+  printSideBySide(results);
+  if (boot === undefined) throw new Error("no start-up figures");
   console.log(
     `client start-up, launch to first ready: median ${boot.medianMs.toFixed(0)} ms ` +
       `(runs: ${boot.readyMs.map((ms) => ms.toFixed(0)).join(", ")}); ` +
@@ -262,11 +302,34 @@ async function run(s: Settings, children: Child[], onSink: (sink: Sink) => void)
     sink: sinkNote(s),
     startup: boot,
   };
-  await Deno.writeTextFile(
-    RESULTS_FILE,
-    JSON.stringify(resultsJson(figures, meta), null, 2) + "\n",
+  const json = Object.fromEntries(
+    results.map(({ mode, figures }) => [mode, resultsJson(figures, meta)]),
   );
+  await Deno.writeTextFile(RESULTS_FILE, JSON.stringify(json, null, 2) + "\n");
   console.log(`wrote ${RESULTS_FILE}`);
+}
+
+/** TLS and plaintext medians in one table. */
+function printSideBySide(results: Array<{ mode: string; figures: Figures }>): void {
+  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? NaN;
+  const pct = (sorted: number[], q: number) =>
+    sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+  const row = (f: Figures) => [
+    median(f.up.tunnel).toFixed(0),
+    median(f.down.tunnel).toFixed(0),
+    (pct(f.latency.tunnel, 0.5) * 1000).toFixed(0),
+    (pct(f.latency.tunnel, 0.99) * 1000).toFixed(0),
+  ];
+  console.log("\nTLS and plaintext side by side (tunnel path, medians):");
+  console.log("mode        upload MiB/s  download MiB/s  connect+first byte p50 us  p99 us");
+  for (const { mode, figures } of results) {
+    const [up, down, p50, p99] = row(figures);
+    console.log(
+      `${mode.padEnd(12)}${up!.padStart(12)}  ${down!.padStart(14)}  ${p50!.padStart(25)}  ${
+        p99!.padStart(6)
+      }`,
+    );
+  }
 }
 
 async function main(args: string[]): Promise<number> {
