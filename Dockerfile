@@ -31,6 +31,10 @@ USER nonroot
 EXPOSE 7700
 # burrow-server runs as PID 1 and stops cleanly (exit 0) on docker stop's SIGTERM.
 ENTRYPOINT ["/burrow-server"]
+# The generated certificate authority lives in /state: mount a volume there
+# (-v burrow-state:/state) so the fingerprint clients pinned survives upgrades.
+ENV STATE_DIRECTORY=/state
+VOLUME ["/state"]
 # No default flags: the program's defaults apply (BURROW_TOKEN from -e, bind
 # 0.0.0.0:7700, ports 10000-20000).
 CMD []

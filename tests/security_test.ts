@@ -460,3 +460,19 @@ Deno.test("global caps: groups past limits.max_groups are refused with quota", a
     app.close();
   }
 });
+
+Deno.test("the example files load as written", async () => {
+  const { loadClientConfig } = await import("../lib/client_config.ts");
+  const { loadServerConfig } = await import("../lib/server_config.ts");
+  const env = (name: string) =>
+    ({ BURROW_TOKEN: "t", BURROW_TOKEN_HOME: "h", BURROW_TOKEN_CI: "c" })[name];
+  const group = await loadClientConfig("examples/group.yaml", {}, env);
+  assert.deepEqual(group.apps.find((a) => a.name === "db")?.allowFrom, [
+    "203.0.113.0/24",
+    "2001:db8::/32",
+  ]);
+  const server = await loadServerConfig({ config: "examples/server.yaml" }, env);
+  assert.equal(server.limits.authFailures, DEFAULT_LIMITS.authFailures);
+  const users = await loadUsersFile("examples/users.yaml", env);
+  assert.deepEqual(users.map((u) => u.group), ["home-lab", "ci-*"]);
+});
