@@ -49,7 +49,13 @@ export {
   type Tunnel,
   type TunnelLimits,
 } from "./lib/client.ts";
-export { ConfigError, ProtocolError, type RefusalCode, RefusedError } from "./lib/errors.ts";
+export {
+  ConfigError,
+  ProtocolError,
+  type RefusalCode,
+  RefusedError,
+  type WireRefusalCode,
+} from "./lib/errors.ts";
 export { Secret } from "./lib/secret.ts";
 export type { HostPort } from "./lib/addr.ts";
 export {
@@ -68,6 +74,7 @@ export type {
 } from "./lib/hooks.ts";
 export type { DashboardOptions } from "./lib/dashboard.ts";
 export type { AppStatus, GroupStatus, ServerStatus } from "./lib/monitor.ts";
+export type { TrafficSeries } from "./lib/traffic.ts";
 export type { ServerEvent, ServerEventKind } from "./lib/events.ts";
 export type { ExpositionFormat } from "./lib/metrics.ts";
 export type { ClientAppStatus, ClientStatus, LinkState } from "./lib/client_status.ts";

@@ -16,6 +16,7 @@ export type LinkState = "connecting" | "connected" | "reconnecting" | "closed";
 
 /** One app, as `GET /api/status` and the status table show it. */
 export interface ClientAppStatus {
+  /** The app's name. */
   name: string;
   /** The local `HOST:PORT` dialled for each user. */
   local: string;
@@ -25,19 +26,27 @@ export interface ClientAppStatus {
   publicAddr: string | null;
   /** `live` once the server confirmed it on the current link, `pending` until then. */
   state: "live" | "pending";
+  /** User connections open now. */
   connections: number;
+  /** User connections served since the client started. */
   connectionsTotal: number;
+  /** Bytes from users to the app. */
   bytesIn: number;
+  /** Bytes from the app to users. */
   bytesOut: number;
 }
 
 /** A client's status. */
 export interface ClientStatus {
+  /** The client's burrow version. */
   version: string;
+  /** The group it registers. */
   group: string;
+  /** The link to the server. */
   server: {
     /** The server as dialled, `HOST:PORT`. */
     addr: string;
+    /** Where the link is now. */
     state: LinkState;
     /** When the link entered its state (ISO time). */
     since: string;
@@ -48,6 +57,7 @@ export interface ClientStatus {
     /** Why the last attempt failed or the link was lost, if it was. */
     lastError?: string;
   };
+  /** Every app the client wants exposed. */
   apps: ClientAppStatus[];
 }
 

@@ -16,6 +16,7 @@ export interface ServerEvent {
   id: number;
   /** When, as an ISO 8601 time. */
   at: string;
+  /** What happened. */
   kind: ServerEventKind;
   /** The group concerned, if any (a refusal may come before a group is known). */
   group?: string;

@@ -37,9 +37,11 @@ export interface MonitoredSession {
 
 /** One app of a group, as the dashboard API shows it. */
 export interface AppStatus {
+  /** The app's name within its group. */
   name: string;
   /** The public port (for an offline group: the port it last had). */
   port: number;
+  /** Free text from the app's config, if it has one. */
   description?: string;
   /** Whether the app is exposed now. */
   online: boolean;
@@ -59,10 +61,13 @@ export interface AppStatus {
 
 /** One group, online or recently offline. */
 export interface GroupStatus {
+  /** The group's name. */
   name: string;
+  /** Whether a client holds the group now. */
   online: boolean;
   /** The client's address as the server sees it (its last one, if offline). */
   clientAddr: string;
+  /** The burrow version the client reported. */
   clientVersion: string;
   /** When its current (or last) session began. */
   connectedSince: string;
@@ -70,17 +75,25 @@ export interface GroupStatus {
   disconnectedAt?: string;
   /** Why it went offline, if it is offline. */
   reason?: string;
+  /** Its apps (for an offline group: those it last had). */
   apps: AppStatus[];
 }
 
 /** Server-wide figures, as `GET /api/status` shows them. */
 export interface ServerStatus {
+  /** The server's burrow version. */
   version: string;
+  /** When the server started (ISO time). */
   startedAt: string;
+  /** Seconds since it started. */
   uptimeSeconds: number;
+  /** Figures across every group. */
   totals: {
+    /** Groups with a live client. */
     groupsOnline: number;
+    /** Groups seen whose client is gone (recent ones). */
     groupsOffline: number;
+    /** Apps exposed now. */
     appsOnline: number;
     /** User connections open now. */
     connections: number;

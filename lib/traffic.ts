@@ -57,7 +57,9 @@ export class TrafficCounter {
 
 /** A sampled series: bytes per second in each direction, oldest first. */
 export interface TrafficSeries {
+  /** Bytes per second from users to the app. */
   in: number[];
+  /** Bytes per second from the app to users. */
   out: number[];
 }
 

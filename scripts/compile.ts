@@ -8,9 +8,11 @@
  *   deno run -A scripts/compile.ts --out DIR ...   into DIR instead of dist/
  *
  * Permissions: network, reading files (config files are wherever the user
- * keeps them), and the environment only for `BURROW_*` variables plus the two
- * that the YAML parser reads (LOG_TOKENS, LOG_STREAM). No writing and no
- * subprocesses.
+ * keeps them), writing (the state folder: the server's generated CA, the
+ * client's servers trusted on first use; it is wherever --state-dir says),
+ * and the environment only for `BURROW_*` variables, the two that the YAML
+ * parser reads (LOG_TOKENS, LOG_STREAM) and the three that locate the default
+ * state folder (HOME, XDG_STATE_HOME, STATE_DIRECTORY). No subprocesses.
  *
  * @module
  */
