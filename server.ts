@@ -51,8 +51,8 @@ Flags (each overrides the same key of --config):
 
 Without --tls-cert the server makes its own certificate authority on first
 start and reuses it; clients pin it by its fingerprint.
-Prints "fingerprint sha256:HEX" (the CA clients verify; not with --no-tls),
-then "listening HOST:PORT" on stdout once the control listener is bound,
+Prints "listening HOST:PORT" on stdout once the control listener is bound,
+then "fingerprint sha256:HEX" (the CA clients verify; not with --no-tls),
 and "dashboard http://HOST:PORT/" once the dashboard is.
 Exit codes: 0 clean stop, 1 failure or cannot bind, 2 usage or config error.`;
 
@@ -106,8 +106,9 @@ async function main(args: string[]): Promise<number> {
     printError(`burrow-server: ${err.message}`);
     return EXIT.failure;
   }
-  if (server.fingerprint !== undefined) printLine(`fingerprint ${server.fingerprint}`);
+  // "listening" stays the first line (scripts read the port from it).
   printLine(`listening ${formatHostPort(server.addr)}`);
+  if (server.fingerprint !== undefined) printLine(`fingerprint ${server.fingerprint}`);
   if (server.dashboardAddr) printLine(`dashboard http://${formatHostPort(server.dashboardAddr)}/`);
   const reloads = new AbortController();
   if ((values.config !== undefined || config.users !== undefined) && Deno.build.os !== "windows") {

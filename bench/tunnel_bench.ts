@@ -146,10 +146,10 @@ async function startTunnel(
     ...(tls ? ["--state-dir", stateDir] : ["--no-tls"]),
   ]);
   children.push(server);
+  const control = Number((await server.waitLine(/^listening 127\.0\.0\.1:(\d+)$/))[1]);
   const fingerprint = tls
     ? (await server.waitLine(/^fingerprint (sha256:[0-9a-f]{64})$/))[1]
     : undefined;
-  const control = Number((await server.waitLine(/^listening 127\.0\.0\.1:(\d+)$/))[1]);
   // The group file lives only until the client has read it.
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "burrow-bench-" });
   try {

@@ -95,8 +95,8 @@ Deno.test("TLS is on by default: a CA is made in the state folder, reused, and t
   assert.ok(fp !== undefined && FP_LINE.test(fp), `fingerprint line: ${fp}`);
   assert.deepEqual(
     first.proc.stdout.all.slice(0, 2).map((l) => l.split(" ")[0]),
-    ["fingerprint", "listening"],
-    "the fingerprint comes before the listening line",
+    ["listening", "fingerprint"],
+    "the listening line stays first, the fingerprint follows",
   );
   assert.equal(fp, await pemFingerprint(`${state}/tls/ca.pem`), "the fingerprint is the CA's");
   assert.equal((await Deno.stat(`${state}/tls`)).mode! & 0o777, 0o700);

@@ -258,7 +258,11 @@ export async function startServer(
   const proc = new Proc("server.ts", [...args, ...(o.args ?? [])], o.env);
   try {
     const m = await proc.stdout.wait(/^listening 127\.0\.0\.1:(\d+)$/);
-    const fp = proc.stdout.all.find((l) => l.startsWith("fingerprint "))?.slice(12);
+    // The fingerprint line follows, unless TLS is off.
+    const tlsOff = [...(o.args ?? [])].includes("--no-tls");
+    const fp = tlsOff
+      ? undefined
+      : (await proc.stdout.wait(/^fingerprint (sha256:[0-9a-f]{64})$/))[1];
     return { proc, port: Number(m[1]), ...(fp === undefined ? {} : { fingerprint: fp }) };
   } catch (err) {
     await proc.stop();
