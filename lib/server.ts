@@ -350,23 +350,21 @@ class Server implements BurrowServer {
   async #loadTls(): Promise<ServerTlsMaterial | undefined> {
     const tls = this.#options.tls ?? true;
     if (tls === false) return undefined;
-    const material = tls === true
-      ? await generatedIdentity(this.#stateDir(), this.#log)
-      : tls === "ephemeral"
+    const stateDir = this.#options.stateDir ?? defaultStateDir();
+    if (tls === true && stateDir === undefined) {
+      this.#log.warn(
+        "no state folder (HOME is not set and no --state-dir): this server's certificate " +
+          "authority lives only as long as this process, so clients that pinned it will refuse " +
+          "the next one; name a folder with --state-dir",
+      );
+    }
+    const material = tls === true && stateDir !== undefined
+      ? await generatedIdentity(stateDir, this.#log)
+      : tls === true || tls === "ephemeral"
       ? await ephemeralIdentity()
       : await loadOwnCertificate(tls);
     this.fingerprint = formatFingerprint(material.fingerprint);
     return material;
-  }
-
-  #stateDir(): string {
-    const dir = this.#options.stateDir ?? defaultStateDir();
-    if (dir === undefined) {
-      throw new ConfigError(
-        "state_dir: no state folder (HOME is not set): name one with --state-dir, or give tls.cert and tls.key",
-      );
-    }
-    return dir;
   }
 
   services(): ServiceInfo[] {
