@@ -244,7 +244,13 @@ export class ServerLink {
       await ensurePrivateDir(stateDir);
       await writeFileAtomic(file, formatKnown(known), 0o600);
     } catch (err) {
-      throw new ConfigError(`state_dir: cannot record the server in ${file}: ${netReason(err)}`);
+      // Refusing to run over an unwritable folder would help no one: trust
+      // this once, loudly, as without a state folder.
+      this.#log.warn(
+        `cannot record the server in ${file} (${netReason(err)}): trusting its certificate ` +
+          `authority ${seen} for this run only; pin it with fingerprint: ${seen}`,
+      );
+      return;
     }
     this.#log.warn(
       `trusting the server at ${at} on first use: its certificate authority is ${seen} ` +
