@@ -521,9 +521,10 @@ class Server implements BurrowServer {
       }
       const hello = parseClientMessage(raw);
       if (hello.type === "hello") {
-        if (!(await this.#authenticate(conn, writer, nonce, hello))) return;
+        const proven = await this.#authenticate(conn, writer, nonce, hello);
+        if (proven === false) return;
         this.#endHandshake(conn);
-        return await this.#control(conn, reader, writer, hello);
+        return await this.#control(conn, reader, writer, hello, proven);
       }
       if (hello.type === "query") {
         // Still a handshake: counted against the cap, closed on shutdown, and
@@ -620,14 +621,15 @@ class Server implements BurrowServer {
   /**
    * Checks a hello's proof against its group's credential. On failure the
    * refusal is sent after a delay that grows with the source's failures, and
-   * a source past its limit is locked out. False when refused.
+   * a source past its limit is locked out. False when refused; otherwise
+   * the token the client proved it knows (undefined without authentication).
    */
   async #authenticate(
     conn: Deno.Conn,
     writer: FrameWriter,
     nonce: string,
     hello: Extract<ClientMessage, { type: "hello" }>,
-  ): Promise<boolean> {
+  ): Promise<Secret | undefined | false> {
     const from = peer(conn);
     const source = this.#handshakes.get(conn) ?? from;
     const refuse = async (code: "auth_failed" | "locked_out", message: string) => {
@@ -635,17 +637,17 @@ class Server implements BurrowServer {
       this.#monitor.refused(code, message, { addr: from, group: hello.group });
       await writer.send({ type: "refused", code, message }).catch(() => {});
       closeQuietly(conn);
-      return false;
+      return false as const;
     };
     const locked = this.#guard.lockedFor(source);
     if (locked > 0) return await refuse("locked_out", lockedOutMessage(source, locked));
-    if (this.#credentials === undefined) return true;
+    if (this.#credentials === undefined) return undefined;
     const credential = this.#credentials.lookup(hello.group);
     const ok = credential !== undefined &&
       await verifyProof(credential.token, hello.proof, nonce, "control", hello.group, hello.runId);
     if (ok) {
       this.#guard.succeeded(source);
-      return true;
+      return credential.token;
     }
     const lockedOut = await this.#failed(source, from, `a login as group ${hello.group}`);
     if (lockedOut) {
@@ -712,6 +714,7 @@ class Server implements BurrowServer {
     reader: FrameReader,
     writer: FrameWriter,
     hello: { group: string; runId: string; proof: string; client: string },
+    proven: Secret | undefined,
   ): Promise<void> {
     const from = peer(conn);
     const refuse = async (
@@ -752,8 +755,14 @@ class Server implements BurrowServer {
       return refuse("quota", `the server has its limit of ${this.#limits.maxGroups} groups live`);
     }
     const credential = this.#credentials?.lookup(hello.group);
-    if (this.#credentials !== undefined && credential === undefined) {
-      // The users file changed while this client was in its handshake.
+    if (
+      this.#credentials !== undefined &&
+      (credential === undefined || proven === undefined ||
+        // A local comparison of two values this server holds; nothing remote can time it.
+        credential.token.reveal() !== proven.reveal())
+    ) {
+      // The users file changed while this client was in its handshake (the
+      // hook and the takeover probe above wait): what it proved is revoked.
       return refuse("auth_failed", "authentication failed: wrong token");
     }
     const session = new ServerSession(this.#ctx, {

@@ -8,6 +8,7 @@ import * as x509 from "@peculiar/x509";
 import {
   echoApp,
   groupFile,
+  portBlock,
   readyPort,
   startClient,
   startServer,
@@ -260,4 +261,41 @@ Deno.test("trust on first use: a recorded server cannot be replaced by a MITM wi
   );
   assert.equal(outcome, "exit 3", client.stderr.text);
   assert.match(client.stderr.text, /IDENTITY CHANGED/);
+});
+
+Deno.test("revocation: a token changed while a client is in its handshake does not give that client a session", async () => {
+  const { startServer: serve, startClient: connect } = await import("../mod.ts");
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => release = resolve);
+  let entered!: () => void;
+  const inHook = new Promise<void>((resolve) => entered = resolve);
+  const server = await serve({
+    bind: "127.0.0.1:0",
+    ports: portBlock().spec,
+    publicHost: "127.0.0.1",
+    tls: false,
+    users: [{ group: "team", token: "old-token-4kq2" }],
+    // Any await between the proof check and the session (here the onAuth hook).
+    onAuth: async () => {
+      entered();
+      await held;
+      return true;
+    },
+  });
+  try {
+    const client = connect({
+      server: `127.0.0.1:${server.addr.port}`,
+      token: "old-token-4kq2",
+      group: "team",
+      tls: false,
+    });
+    client.then((c) => c.close(), () => {});
+    await inHook;
+    server.setUsers([{ group: "team", token: "new-token-9zx7" }]);
+    release();
+    await assert.rejects(client, (err: Error & { code?: string }) => err.code === "auth_failed");
+    assert.deepEqual(server.groups().filter((g) => g.online).map((g) => g.name), []);
+  } finally {
+    await server.close();
+  }
 });
