@@ -299,3 +299,74 @@ Deno.test("revocation: a token changed while a client is in its handshake does n
     await server.close();
   }
 });
+
+Deno.test("max_connections: users admitted together while an onUserConnect hook answers do not exceed the group's quota", async () => {
+  const { startServer: serve, startClient: connect } = await import("../mod.ts");
+  // Every user ends up either at the app or closed by the server; count both.
+  let reached = 0;
+  let closed = 0;
+  let settle!: () => void;
+  const settled = new Promise<void>((resolve) => settle = resolve);
+  const check = () => reached + closed === 3 && settle();
+  const local = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const appConns: Deno.Conn[] = [];
+  const serving = (async () => {
+    for await (const conn of local) {
+      appConns.push(conn);
+      reached++;
+      check();
+    }
+  })().catch(() => {});
+  let arrived = 0;
+  let allArrived!: () => void;
+  const three = new Promise<void>((resolve) => allArrived = resolve);
+  const server = await serve({
+    bind: "127.0.0.1:0",
+    ports: portBlock().spec,
+    publicHost: "127.0.0.1",
+    tls: false,
+    users: [{ group: "quota", token: "quota-token-7hd2", maxConnections: 1 }],
+    // An asynchronous hook: every user is asked about before any is counted.
+    onUserConnect: async () => {
+      if (++arrived === 3) allArrived();
+      await three;
+      return true;
+    },
+  });
+  const client = await connect({
+    server: `127.0.0.1:${server.addr.port}`,
+    token: "quota-token-7hd2",
+    group: "quota",
+    tls: false,
+  });
+  const users: Deno.TcpConn[] = [];
+  try {
+    const tunnel = await client.expose({
+      name: "app",
+      local: `127.0.0.1:${local.addr.port}`,
+      remotePort: 0,
+    });
+    for (let i = 0; i < 3; i++) {
+      users.push(await Deno.connect({ hostname: "127.0.0.1", port: tunnel.remotePort }));
+    }
+    for (const u of users) {
+      u.read(new Uint8Array(1)).catch(() => null).finally(() => {
+        closed++;
+        check();
+      });
+    }
+    await settled;
+    assert.equal(reached, 1, "more users reached the app than the group's max_connections");
+    assert.equal(closed, 2);
+  } finally {
+    for (const c of [...users, ...appConns]) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+    await client.close();
+    await server.close();
+    local.close();
+    await serving;
+  }
+});
