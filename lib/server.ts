@@ -537,12 +537,17 @@ class Server implements BurrowServer {
       }
       if (hello.type === "work_hello") {
         const session = this.#sessions.get(hello.session);
-        const ok = session !== undefined &&
-          (this.#credentials === undefined ||
-            await verifyProof(session.token, hello.proof, nonce, "work", hello.session));
-        if (!ok || session === undefined) {
-          this.#log.debug(`closed work connection from ${from}: unknown session or wrong proof`);
-          await this.#failed(source, from, "a work connection with an unknown session or proof");
+        if (session === undefined) {
+          // Not a guess at any token (no proof was checked): a client's pooled
+          // work connections routinely arrive just after its session ended.
+          this.#log.debug(`closed work connection from ${from}: unknown session`);
+          return closeQuietly(conn);
+        }
+        const ok = this.#credentials === undefined ||
+          await verifyProof(session.token, hello.proof, nonce, "work", hello.session);
+        if (!ok) {
+          this.#log.debug(`closed work connection from ${from}: wrong proof`);
+          await this.#failed(source, from, "a work connection with a wrong proof");
           return closeQuietly(conn);
         }
         this.#endHandshake(conn);

@@ -370,3 +370,37 @@ Deno.test("max_connections: users admitted together while an onUserConnect hook 
     await serving;
   }
 });
+
+Deno.test("lockout: a client that stops right after it connects does not lock its own address out (its pooled work connections arrive after its session ended)", async () => {
+  const { startServer: serve, startClient: connect } = await import("../mod.ts");
+  const server = await serve({
+    bind: "127.0.0.1:0",
+    ports: portBlock().spec,
+    publicHost: "127.0.0.1",
+    tls: false,
+    users: [{ group: "mine", token: "my-own-token-5sk1" }],
+    limits: { authFailures: 5 }, // fewer than the client's pooled work connections (8)
+  });
+  try {
+    const codes: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      codes.push(
+        await connect({
+          server: `127.0.0.1:${server.addr.port}`,
+          token: "my-own-token-5sk1",
+          group: "mine",
+          tls: false,
+        }).then(
+          async (client) => {
+            await client.close();
+            return "ok";
+          },
+          (err: Error & { code?: string }) => err.code ?? String(err),
+        ),
+      );
+    }
+    assert.deepEqual(codes, ["ok", "ok", "ok", "ok"]);
+  } finally {
+    await server.close();
+  }
+});
