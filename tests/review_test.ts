@@ -404,3 +404,37 @@ Deno.test("lockout: a client that stops right after it connects does not lock it
     await server.close();
   }
 });
+
+Deno.test("lockout: successful logins with a token one holds do not reset the count of failed guesses at another group's token", async () => {
+  const { startServer: serve, startClient: connect } = await import("../mod.ts");
+  const server = await serve({
+    bind: "127.0.0.1:0",
+    ports: portBlock().spec,
+    publicHost: "127.0.0.1",
+    tls: false,
+    users: [
+      { group: "mine", token: "my-own-token-5sk1" },
+      { group: "victim", token: "victims-token-8qm3" },
+    ],
+    limits: { authFailures: 5 },
+  });
+  const login = (group: string, token: string) =>
+    connect({ server: `127.0.0.1:${server.addr.port}`, token, group, tls: false }).then(
+      async (client) => {
+        await client.close();
+        return "ok";
+      },
+      (err: Error & { code?: string }) => err.code ?? String(err),
+    );
+  try {
+    const codes: string[] = [];
+    for (let round = 0; round < 3; round++) {
+      // Three free guesses, then a login of one's own to wipe the slate.
+      for (let i = 0; i < 3; i++) codes.push(await login("victim", `guess-${round}-${i}`));
+      codes.push(await login("mine", "my-own-token-5sk1"));
+    }
+    assert.ok(codes.includes("locked_out"), `never locked out: ${codes.join(" ")}`);
+  } finally {
+    await server.close();
+  }
+});
