@@ -62,7 +62,8 @@ interface Record {
 /**
  * Counts failed logins and handshakes in flight per source. Failures after
  * the first few are answered later and later; past `authFailures` within
- * `lockoutSeconds` the source is locked out for `lockoutSeconds`.
+ * `lockoutSeconds` the source is locked out for `lockoutSeconds`. Successes
+ * in between do not reset the count.
  */
 export class SourceGuard {
   #limits: ServerLimits;
@@ -125,11 +126,13 @@ export class SourceGuard {
     return { delayMs, lockedOut: false };
   }
 
-  /** A successful login clears the source's failures. */
-  succeeded(source: string): void {
-    const record = this.#failures.get(source);
-    if (record !== undefined && record.lockedUntil <= this.#now()) this.#failures.delete(source);
-  }
+  /**
+   * A successful login forgives nothing: failures age out with the window
+   * only. Otherwise anyone holding one valid token (their own group's, or
+   * the shared one) could log in between guesses at another group's token
+   * and never be slowed down or locked out.
+   */
+  succeeded(_source: string): void {}
 
   /** Sources tracked now (for tests and the memory bound). */
   get tracked(): number {

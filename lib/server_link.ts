@@ -29,7 +29,7 @@ import { closeQuietly, dial, netReason } from "./net.ts";
 import { CLIENT_PREAMBLE, withDeadline, writeAll } from "./protocol.ts";
 import { ensurePrivateDir, writeFileAtomic } from "./state_dir.ts";
 import { derToPem, formatFingerprint, sha256Hex } from "./tls_certs.ts";
-import { GENERATED_SERVER_NAME } from "./tls_server.ts";
+import { GENERATED_SERVER_NAME, isGeneratedCa } from "./tls_server.ts";
 
 /** How the client secures its connections to the server. */
 export type ClientTls =
@@ -144,16 +144,26 @@ export class ServerLink {
     const tls = this.#tls as Extract<ClientTls, { enabled: true }>;
     const at = formatHostPort(this.server);
     const chain = await this.#peek(timeoutMs);
-    if (tls.fingerprint === undefined && tls.ca === undefined && chain.publiclyTrusted) {
+    if (
+      tls.fingerprint === undefined && tls.ca === undefined && chain.publiclyTrusted &&
+      !(await isRecorded(tls.stateDir, at))
+    ) {
       // A certificate the system's roots vouch for: nothing to pin or record.
+      // An address with a record keeps to it: a public certificate does not override it.
       return { hostname: this.server.hostname, how: "the system's root certificates" };
     }
-    const hostname = chain.names.includes(GENERATED_SERVER_NAME)
-      ? GENERATED_SERVER_NAME
-      : this.server.hostname;
     if (tls.ca !== undefined) {
-      return { caCerts: [tls.ca.pem], hostname, how: `the CA in ${tls.ca.file}` };
+      return {
+        caCerts: [tls.ca.pem],
+        hostname: this.#nameUnder(tls.ca.pem),
+        how: `the CA in ${tls.ca.file}`,
+      };
     }
+    // The name to verify comes from the trusted CA itself, never from the
+    // leaf this (unverified) look showed: Deno adds caCerts to the system
+    // roots, so under the server's own name a publicly trusted certificate
+    // for it would pass on the real connection.
+    const hostname = this.#nameUnder(chain.topPem);
     const seen = formatFingerprint(chain.fingerprint);
     if (tls.fingerprint !== undefined) {
       if (chain.fingerprint !== tls.fingerprint) {
@@ -169,9 +179,18 @@ export class ServerLink {
     return { caCerts: [chain.topPem], hostname, how: `the recorded fingerprint ${seen}` };
   }
 
+  /**
+   * The name a certificate under `caPem` is verified against: a CA that
+   * burrow generated signs only `burrow-server` certificates, which no public
+   * CA issues; another CA's certificates carry the server's own name.
+   */
+  #nameUnder(caPem: string): string {
+    return isGeneratedCa(caPem) ? GENERATED_SERVER_NAME : this.server.hostname;
+  }
+
   /** The chain the server presents, read with node:tls without verifying it. */
   #peek(timeoutMs: number): Promise<
-    { fingerprint: string; topPem: string; names: string[]; publiclyTrusted: boolean }
+    { fingerprint: string; topPem: string; publiclyTrusted: boolean }
   > {
     const { hostname, port } = this.server;
     const isIp = /^[0-9.]+$|:/.test(hostname);
@@ -200,12 +219,8 @@ export class ServerLink {
           }
           const top = ders[ders.length - 1];
           if (top === undefined) return reject(new Error("the server sent no certificate"));
-          const names = (leaf.subjectaltname ?? "").split(/,\s*/).map((n) =>
-            n.replace(/^(DNS|IP Address):/, "")
-          );
           sha256Hex(top).then(
-            (fingerprint) =>
-              resolve({ fingerprint, topPem: derToPem(top), names, publiclyTrusted }),
+            (fingerprint) => resolve({ fingerprint, topPem: derToPem(top), publiclyTrusted }),
             reject,
           );
         });
@@ -257,6 +272,12 @@ export class ServerLink {
         `(recorded in ${file}; pin it with fingerprint: to be sure)`,
     );
   }
+}
+
+/** True when `known_servers` in `stateDir` has a line for `at`. */
+async function isRecorded(stateDir: string | undefined, at: string): Promise<boolean> {
+  if (stateDir === undefined) return false;
+  return (await readKnown(join(stateDir, "known_servers"))).has(at);
 }
 
 /** `known_servers`: one `HOST:PORT sha256:HEX` per line; `#` starts a comment. */

@@ -452,14 +452,15 @@ export class ServerSession {
       this.#ctx.log,
     );
     const { maxUsers, maxConnections } = app.limits;
-    // Checked after the hook answered: meanwhile the app may have closed or filled up.
+    // Checked after the hook answered: meanwhile the app may have closed or
+    // filled up, and other users of the group may have been let in.
     const full = this.apps.get(app.entry.app) !== app
       ? "the tunnel has closed"
-      : maxUsers !== undefined && app.stats.connections >= maxUsers
-      ? `the tunnel's limit of ${maxUsers} concurrent users is reached`
-      : maxConnections !== undefined && app.stats.total >= maxConnections
-      ? `the tunnel has served its ${maxConnections} connections`
-      : undefined;
+      : this.#groupFull() ?? (maxUsers !== undefined && app.stats.connections >= maxUsers
+        ? `the tunnel's limit of ${maxUsers} concurrent users is reached`
+        : maxConnections !== undefined && app.stats.total >= maxConnections
+        ? `the tunnel has served its ${maxConnections} connections`
+        : undefined);
     if (refused !== undefined || full !== undefined) {
       this.#ctx.log.debug(
         `refused user ${from} on ${this.group}/${app.entry.app}: ${refused ?? full}`,
@@ -519,18 +520,8 @@ export class ServerSession {
         return { cause: "allow_from", why: "its address is not in the app's allow_from" };
       }
     }
-    const max = this.quota?.maxConnections;
-    if (max !== undefined) {
-      let open = 0;
-      for (const a of this.apps.values()) open += a.stats.connections;
-      if (open >= max) {
-        return {
-          cause: "group_quota",
-          why:
-            `the group has its ${max} connections open (entry ${this.quota?.entry} in the users file)`,
-        };
-      }
-    }
+    const full = this.#groupFull();
+    if (full !== undefined) return { cause: "group_quota", why: full };
     if (this.#pool.idle === 0 && this.#ctx.pending.count >= this.#ctx.limits.maxPendingUsers) {
       const why = `${this.#ctx.limits.maxPendingUsers} users are waiting for work connections ` +
         `(limits.max_pending_users)`;
@@ -538,6 +529,17 @@ export class ServerSession {
       return { cause: "pending_limit", why };
     }
     return undefined;
+  }
+
+  /** Why the group may take no more users (its `max_connections`), or undefined. */
+  #groupFull(): string | undefined {
+    const max = this.quota?.maxConnections;
+    if (max === undefined) return undefined;
+    let open = 0;
+    for (const a of [...this.apps.values(), ...this.#retiring]) open += a.stats.connections;
+    return open >= max
+      ? `the group has its ${max} connections open (entry ${this.quota?.entry} in the users file)`
+      : undefined;
   }
 
   /** Joins a user to a work connection; resolves to why it failed, or undefined. */

@@ -19,6 +19,20 @@ import { pemCertificates, sha256Hex } from "./tls_certs.ts";
 /** The name every generated server certificate carries; clients that pin the CA verify it. */
 export const GENERATED_SERVER_NAME = "burrow-server";
 
+/** The subject of every generated CA: `burrow CA` and 8 hex digits. */
+const GENERATED_CA_NAME = /^CN=burrow CA [0-9a-f]{8}$/;
+
+/** True when the first certificate in `pem` is a CA that burrow generated. */
+export function isGeneratedCa(pem: string): boolean {
+  const der = pemCertificates(pem)[0];
+  if (der === undefined) return false;
+  try {
+    return GENERATED_CA_NAME.test(new x509.X509Certificate(der as BufferSource).subject);
+  } catch {
+    return false;
+  }
+}
+
 /** What `Deno.listenTls` needs, plus the fingerprint to print. */
 export interface ServerTlsMaterial {
   /** PEM chain: the server certificate first, then its issuers. */
