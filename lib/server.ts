@@ -831,7 +831,13 @@ class Server implements BurrowServer {
         return await writer.send(freePortsAnswer(this.#registry, 0, quota?.ports));
       }
       const all = this.services()
-        .filter((s) => query.group === undefined || s.group === query.group)
+        // A group's own query sees that group; the shared token sees the groups
+        // that use it, never those with their own entry in the users file.
+        .filter((s) =>
+          query.group === undefined
+            ? this.#credentials?.lookup(s.group)?.quota === undefined
+            : s.group === query.group
+        )
         .map((s) => ({ ...s, since: s.since.toISOString() }));
       // As many as fit in one frame (descriptions may be long), at most MAX_SERVICES.
       const services: typeof all = [];
