@@ -12,6 +12,7 @@
  * @module
  */
 
+import { type SourceGuard, sourceOf } from "./limits.ts";
 import { getLogger } from "@logtape/logtape";
 import { formatHostPort, type HostPort, parseHostPort } from "./addr.ts";
 import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS, FAVICON_SVG } from "./dashboard_page.ts";
@@ -157,10 +158,16 @@ export class Dashboard {
   #auth: BasicAuth | undefined;
   #streams = new Set<() => void>();
   #log = getLogger(["burrow", "dashboard"]);
+  #guard: SourceGuard | undefined;
 
-  /** Binds at once; throws `ListenError` if the address cannot be bound. */
-  constructor(settings: DashboardSettings, monitor: ServerMonitor) {
+  /**
+   * Binds at once; throws `ListenError` if the address cannot be bound.
+   * Wrong passwords count as failed logins in `guard` (the server's own, so
+   * a source guessing here and at the control port is locked out once).
+   */
+  constructor(settings: DashboardSettings, monitor: ServerMonitor, guard?: SourceGuard) {
     this.#monitor = monitor;
+    this.#guard = guard;
     if (settings.password !== undefined) {
       this.#auth = new BasicAuth(settings.user, settings.password);
     }
@@ -173,7 +180,7 @@ export class Dashboard {
           this.#log.error(`dashboard request failed: ${netReason(err)}`);
           return new Response("internal error", { status: 500 });
         },
-      }, (request) => this.#handle(request));
+      }, (request, info) => this.#handle(request, info.remoteAddr.hostname));
     } catch (err) {
       throw new ListenError(
         `cannot listen for the dashboard on ${formatHostPort(settings.bind)}: ${netReason(err)}`,
@@ -191,11 +198,34 @@ export class Dashboard {
     await this.#server.shutdown();
   }
 
-  async #handle(request: Request): Promise<Response> {
-    if (this.#auth && !(await this.#auth.check(request.headers.get("authorization")))) {
-      return respond("authentication required\n", 401, "text/plain; charset=utf-8", {
-        "www-authenticate": 'Basic realm="burrow", charset="UTF-8"',
-      });
+  async #handle(request: Request, from: string): Promise<Response> {
+    if (this.#auth) {
+      const source = sourceOf(from);
+      const locked = this.#guard?.lockedFor(source) ?? 0;
+      if (locked > 0) {
+        return respond(
+          `too many failed logins from ${source}: locked out for ${locked}s more\n`,
+          429,
+          "text/plain; charset=utf-8",
+          { "retry-after": String(locked) },
+        );
+      }
+      const given = request.headers.get("authorization");
+      if (!(await this.#auth.check(given))) {
+        // A browser's first request carries no credentials: only a wrong one is a
+        // failure. HTTP requests are cheap to send in parallel, so no delay here:
+        // the lockout is what stops guessing.
+        if (given !== null && this.#guard) {
+          const { lockedOut } = this.#guard.failed(source);
+          this.#monitor.refused("auth_failed", "dashboard: wrong password", { addr: from });
+          if (lockedOut) {
+            this.#log.warn(`locking out ${source}: too many wrong dashboard passwords`);
+          }
+        }
+        return respond("authentication required\n", 401, "text/plain; charset=utf-8", {
+          "www-authenticate": 'Basic realm="burrow", charset="UTF-8"',
+        });
+      }
     }
     if (request.method !== "GET" && request.method !== "HEAD") {
       return respond("method not allowed\n", 405, "text/plain; charset=utf-8", {

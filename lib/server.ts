@@ -326,7 +326,7 @@ class Server implements BurrowServer {
     }
     if (this.#dashboardSettings) {
       try {
-        this.#dashboard = new Dashboard(this.#dashboardSettings, this.#monitor);
+        this.#dashboard = new Dashboard(this.#dashboardSettings, this.#monitor, this.#guard);
       } catch (err) {
         closeQuietly(this.#listener);
         throw err;

@@ -191,6 +191,7 @@ Deno.test("the dashboard asks for a password, with security headers, and streams
     ports: portBlock().spec,
     publicHost: "127.0.0.1",
     dashboard: { bind: "127.0.0.1:0", password: PASSWORD },
+    limits: { authFailures: 100 }, // this test sends 16 wrong ones on purpose
   });
   const base = `http://127.0.0.1:${server.dashboardAddr?.port}`;
   try {
@@ -348,5 +349,37 @@ Deno.test("server.ts --dashboard prints its address; the password comes from the
     assert.ok(!server.proc.stderr.text.includes("env-pass-31"), "the password is never logged");
   } finally {
     await server.proc.stop();
+  }
+});
+
+Deno.test("wrong dashboard passwords lock the source out, even from the right password", async () => {
+  const server = await startServer({
+    bind: "127.0.0.1:0",
+    token: "t",
+    ports: portBlock().spec,
+    publicHost: "127.0.0.1",
+    tls: "ephemeral",
+    dashboard: { bind: "127.0.0.1:0", password: PASSWORD },
+    limits: { authFailures: 3, lockoutSeconds: 60 },
+  });
+  const base = `http://127.0.0.1:${server.dashboardAddr?.port}`;
+  try {
+    const get = async (headers: Record<string, string>) => {
+      const res = await fetch(`${base}/api/status`, { headers });
+      await res.body?.cancel();
+      return res;
+    };
+    // No credentials at all (a browser's first request) is not a failure.
+    for (let i = 0; i < 5; i++) assert.equal((await get({})).status, 401);
+    assert.equal((await get({ authorization: basic("admin", PASSWORD) })).status, 200);
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await get({ authorization: basic("admin", `guess-${i}`) })).status, 401);
+    }
+    const locked = await get({ authorization: basic("admin", PASSWORD) });
+    assert.equal(locked.status, 429);
+    assert.ok(Number(locked.headers.get("retry-after")) > 0);
+    assert.ok(server.status().totals.authFailures >= 3);
+  } finally {
+    await server.close();
   }
 });
