@@ -10,6 +10,8 @@
  * @module
  */
 
+// Every refusal code, so each `burrow_refusals_total` series exists from the start.
+import { REFUSAL_CODES } from "./protocol.ts";
 import type { WireRefusalCode } from "./errors.ts";
 import { EventLog, type ServerEvent } from "./events.ts";
 import type { JoinStats } from "./join.ts";
@@ -112,22 +114,6 @@ export interface MonitorOptions {
   /** Events kept in the log. */
   events?: number;
 }
-
-/** Every refusal code, so each `burrow_refusals_total` series exists from the start. */
-const REFUSAL_CODES: readonly WireRefusalCode[] = [
-  "auth_failed",
-  "version_mismatch",
-  "group_live",
-  "app_exists",
-  "port_taken",
-  "port_not_allowed",
-  "no_free_port",
-  "bad_request",
-  "server_closing",
-  "forbidden",
-  "locked_out",
-  "quota",
-];
 
 /** App counters kept per group at most; apps no longer exposed are dropped past it. */
 const MAX_APP_RECORDS = 256;

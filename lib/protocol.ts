@@ -73,7 +73,8 @@ const text = z.string().max(1024);
 const label = z.string().max(1024).regex(/^\P{Cc}*$/u);
 const version = z.int().min(0).max(1_000_000);
 
-const refusalCodes = [
+/** Every refusal code the server may send. */
+export const REFUSAL_CODES = [
   "auth_failed",
   "version_mismatch",
   "group_live",
@@ -141,7 +142,7 @@ const serverMessage = z.discriminatedUnion("type", [
   z.object({
     type: z.literal("refused"),
     id: requestId.optional(),
-    code: z.enum(refusalCodes),
+    code: z.enum(REFUSAL_CODES),
     message: text,
   }),
   z.object({ type: z.literal("ping"), seq: requestId }),

@@ -3,8 +3,8 @@
  * the defect it guards against.
  */
 
+import { makeOwnPki } from "./helpers/pki.ts";
 import assert from "node:assert/strict";
-import * as x509 from "@peculiar/x509";
 import {
   echoApp,
   groupFile,
@@ -17,51 +17,12 @@ import {
 } from "./helpers/harness.ts";
 
 const TOKEN = "review-test-token-Zp41qW";
-const ALG = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
-
-/** A CA and a leaf it signed for IP 127.0.0.1 (no `burrow-server` name), as PEM. */
+/** A CA and a leaf for 127.0.0.1, in the shape this file uses. */
 async function makePki(
   caName: string,
 ): Promise<{ caPem: string; leafPem: string; keyPem: string }> {
-  const notBefore = new Date(Date.now() - 86_400_000);
-  const notAfter = new Date(Date.now() + 30 * 86_400_000);
-  const caKeys = await crypto.subtle.generateKey(ALG, true, ["sign", "verify"]);
-  const ca = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: "01",
-    name: `CN=${caName}`,
-    notBefore,
-    notAfter,
-    signingAlgorithm: ALG,
-    keys: caKeys,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey),
-    ],
-  }, crypto);
-  const leafKeys = await crypto.subtle.generateKey(ALG, true, ["sign", "verify"]);
-  const leaf = await x509.X509CertificateGenerator.create({
-    serialNumber: "02",
-    subject: "CN=127.0.0.1",
-    issuer: ca.subject,
-    notBefore,
-    notAfter,
-    signingAlgorithm: ALG,
-    publicKey: leafKeys.publicKey,
-    signingKey: caKeys.privateKey,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      new x509.SubjectAlternativeNameExtension([{ type: "ip", value: "127.0.0.1" }]),
-      await x509.AuthorityKeyIdentifierExtension.create(ca, false, crypto),
-    ],
-  }, crypto);
-  const keyPem = x509.PemConverter.encode(
-    await crypto.subtle.exportKey("pkcs8", leafKeys.privateKey),
-    "PRIVATE KEY",
-  );
-  return { caPem: ca.toString("pem") + "\n", leafPem: leaf.toString("pem") + "\n", keyPem };
+  const pki = await makeOwnPki(caName);
+  return { caPem: pki.caPem, leafPem: pki.leafPem, keyPem: pki.leafKeyPem };
 }
 
 /**
