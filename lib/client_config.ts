@@ -5,7 +5,6 @@
  * @module
  */
 
-import { dirname, isAbsolute, join } from "node:path";
 import { z } from "zod";
 import type { HostPort } from "./addr.ts";
 import {
@@ -16,7 +15,7 @@ import {
   nameField,
   secondsField,
 } from "./config_fields.ts";
-import { configError, expandEnv, readYaml, validate } from "./config_file.ts";
+import { besideFile, configError, expandEnv, readYaml, validate } from "./config_file.ts";
 import { ConfigError } from "./errors.ts";
 import type { LogLevel } from "./log_level.ts";
 import { parseCidr } from "./cidr.ts";
@@ -139,7 +138,7 @@ export async function loadClientConfig(
     throw new ConfigError(`${file}: token: is required (set it in the file or pass --token)`);
   }
   const tls = clientTls(file, data, flags);
-  const stateDir = flags["state-dir"] ?? fromFile(file, data.state_dir);
+  const stateDir = flags["state-dir"] ?? besideFile(file, data.state_dir);
   const config: ClientConfig = {
     file,
     tls,
@@ -176,7 +175,7 @@ function clientTls(
   if (flags.ca === "") throw new ConfigError("--ca: must not be empty");
   const off = flags["no-tls"] === true || data.tls === false;
   const fingerprint = flags.fingerprint ?? data.fingerprint;
-  const ca = flags.ca ?? fromFile(file, data.ca);
+  const ca = flags.ca ?? besideFile(file, data.ca);
   if (off) {
     if (fingerprint !== undefined || ca !== undefined) {
       throw new ConfigError(
@@ -193,10 +192,4 @@ function clientTls(
   if (fingerprint !== undefined) return { fingerprint };
   if (ca !== undefined) return { ca };
   return {};
-}
-
-/** A path from the group file, relative to the file's folder. */
-function fromFile(file: string, path: string | undefined): string | undefined {
-  if (path === undefined || isAbsolute(path)) return path;
-  return join(dirname(file), path);
 }

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { dirname, isAbsolute, join } from "node:path";
 import { type Document, isMap, isPair, isScalar, LineCounter, parseDocument, visit } from "yaml";
 import type { z } from "zod";
 import { ConfigError } from "./errors.ts";
@@ -256,4 +257,13 @@ function valueAt(data: unknown, path: ReadonlyArray<PropertyKey>): unknown {
 
 function throwIt(err: Error): never {
   throw err;
+}
+
+/**
+ * A path written in a config `file`, taken relative to that file's folder
+ * (absolute paths, and paths from no file, stay as they are).
+ */
+export function besideFile(file: string | undefined, path: string | undefined): string | undefined {
+  if (path === undefined || file === undefined || isAbsolute(path)) return path;
+  return join(dirname(file), path);
 }

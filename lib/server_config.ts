@@ -5,7 +5,6 @@
  * @module
  */
 
-import { dirname, isAbsolute, join } from "node:path";
 import { z } from "zod";
 import type { HostPort, PortRange } from "./addr.ts";
 import {
@@ -20,7 +19,7 @@ import {
   portSpecField,
   secondsField,
 } from "./config_fields.ts";
-import { expandEnv, readYaml, validate } from "./config_file.ts";
+import { besideFile, expandEnv, readYaml, validate } from "./config_file.ts";
 import { ConfigError } from "./errors.ts";
 import type { LogLevel } from "./log_level.ts";
 import type { ServerLimits } from "./limits.ts";
@@ -157,7 +156,7 @@ export async function loadServerConfig(
   const noAuth = flags["no-auth"] === true || file.no_auth === true;
   const tokenText = flags.token ?? file.token ?? envToken(getEnv);
   if (flags.token === "") throw new ConfigError("--token: must not be empty");
-  const users = flags.users ?? fromFile(flags.config, file.users);
+  const users = flags.users ?? besideFile(flags.config, file.users);
   if (flags.users === "") throw new ConfigError("--users: must not be empty");
   if (tokenText === undefined && !noAuth && users === undefined) {
     throw new ConfigError(
@@ -182,7 +181,7 @@ export async function loadServerConfig(
   }
   if (tokenText !== undefined && !noAuth) config.token = new Secret(tokenText);
   config.tls = serverTls(flags, file.tls, flags.config);
-  const stateDir = flags["state-dir"] ?? fromFile(flags.config, file.state_dir);
+  const stateDir = flags["state-dir"] ?? besideFile(flags.config, file.state_dir);
   if (flags["state-dir"] === "") throw new ConfigError("--state-dir: must not be empty");
   if (stateDir !== undefined) config.stateDir = stateDir;
   const dashboard = dashboardConfig(flags, file.dashboard, getEnv);
@@ -214,15 +213,12 @@ function serverTls(
   }
   if (key === false) return false;
   if (key !== undefined) {
-    return { certFile: fromFile(configFile, key.cert)!, keyFile: fromFile(configFile, key.key)! };
+    return {
+      certFile: besideFile(configFile, key.cert)!,
+      keyFile: besideFile(configFile, key.key)!,
+    };
   }
   return true;
-}
-
-/** A path from the config file, relative to the file's folder. */
-function fromFile(configFile: string | undefined, path: string | undefined): string | undefined {
-  if (path === undefined || configFile === undefined || isAbsolute(path)) return path;
-  return join(dirname(configFile), path);
 }
 
 /**
