@@ -12,7 +12,7 @@
  * @module
  */
 
-import { type SourceGuard, sourceOf } from "./limits.ts";
+import { lockedOutMessage, type SourceGuard, sourceOf } from "./limits.ts";
 import { getLogger } from "@logtape/logtape";
 import { formatHostPort, type HostPort, parseHostPort } from "./addr.ts";
 import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS, FAVICON_SVG } from "./dashboard_page.ts";
@@ -204,7 +204,7 @@ export class Dashboard {
       const locked = this.#guard?.lockedFor(source) ?? 0;
       if (locked > 0) {
         return respond(
-          `too many failed logins from ${source}: locked out for ${locked}s more\n`,
+          `${lockedOutMessage(source, locked)}\n`,
           429,
           "text/plain; charset=utf-8",
           { "retry-after": String(locked) },

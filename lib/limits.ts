@@ -100,7 +100,10 @@ export class SourceGuard {
   }
 
   /**
-   * Records a failed login. Returns how long to wait before answering it,
+   * Records a failed login. Failures age out with the window only; a
+   * successful login forgives none, or anyone holding one valid token (their
+   * own group's, or the shared one) could log in between guesses at another
+   * group's token and never be slowed down or locked out. Returns how long to wait before answering it,
    * and whether this failure locked the source out.
    */
   failed(source: string): { delayMs: number; lockedOut: boolean } {
@@ -126,16 +129,13 @@ export class SourceGuard {
     return { delayMs, lockedOut: false };
   }
 
-  /**
-   * A successful login forgives nothing: failures age out with the window
-   * only. Otherwise anyone holding one valid token (their own group's, or
-   * the shared one) could log in between guesses at another group's token
-   * and never be slowed down or locked out.
-   */
-  succeeded(_source: string): void {}
-
   /** Sources tracked now (for tests and the memory bound). */
   get tracked(): number {
     return this.#failures.size;
   }
+}
+
+/** The refusal a locked-out source gets, for the control port and the dashboard alike. */
+export function lockedOutMessage(source: string, seconds: number): string {
+  return `too many failed logins from ${source}: locked out for ${seconds}s more`;
 }

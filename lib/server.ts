@@ -49,7 +49,13 @@ import { Registry } from "./registry.ts";
 import { newId, newNonce, Secret, verifyProof } from "./secret.ts";
 import { freePortsAnswer, ServerSession, type SessionContext } from "./server_session.ts";
 import { Credentials, type UserSpec } from "./users.ts";
-import { DEFAULT_LIMITS, type ServerLimits, SourceGuard, sourceOf } from "./limits.ts";
+import {
+  DEFAULT_LIMITS,
+  lockedOutMessage,
+  type ServerLimits,
+  SourceGuard,
+  sourceOf,
+} from "./limits.ts";
 import { VERSION } from "./version.ts";
 
 /**
@@ -642,21 +648,37 @@ class Server implements BurrowServer {
       closeQuietly(conn);
       return false as const;
     };
+    const credential = this.#credentials?.lookup(hello.group);
+    const refusal = await this.#admit(
+      source,
+      from,
+      `a login as group ${hello.group}`,
+      () =>
+        this.#credentials === undefined ||
+        (credential !== undefined &&
+          verifyProof(credential.token, hello.proof, nonce, "control", hello.group, hello.runId)),
+    );
+    if (refusal !== undefined) return await refuse(refusal.code, refusal.message);
+    return credential?.token;
+  }
+
+  /**
+   * Decides a login attempt from `source`: a locked-out source is refused
+   * before `check` runs; a failed check is counted, answered after the delay
+   * it earns, and may lock the source out. Undefined when admitted.
+   */
+  async #admit(
+    source: string,
+    from: string,
+    what: string,
+    check: () => boolean | Promise<boolean>,
+  ): Promise<{ code: "auth_failed" | "locked_out"; message: string } | undefined> {
     const locked = this.#guard.lockedFor(source);
-    if (locked > 0) return await refuse("locked_out", lockedOutMessage(source, locked));
-    if (this.#credentials === undefined) return undefined;
-    const credential = this.#credentials.lookup(hello.group);
-    const ok = credential !== undefined &&
-      await verifyProof(credential.token, hello.proof, nonce, "control", hello.group, hello.runId);
-    if (ok) {
-      this.#guard.succeeded(source);
-      return credential.token;
-    }
-    const lockedOut = await this.#failed(source, from, `a login as group ${hello.group}`);
-    if (lockedOut) {
-      return await refuse("locked_out", lockedOutMessage(source, this.#limits.lockoutSeconds));
-    }
-    return await refuse("auth_failed", "authentication failed: wrong token");
+    if (locked > 0) return { code: "locked_out", message: lockedOutMessage(source, locked) };
+    if (await check()) return undefined;
+    return await this.#failed(source, from, what)
+      ? { code: "locked_out", message: lockedOutMessage(source, this.#limits.lockoutSeconds) }
+      : { code: "auth_failed", message: "authentication failed: wrong token" };
   }
 
   /**
@@ -801,30 +823,25 @@ class Server implements BurrowServer {
     const what = query.what;
     try {
       const source = this.#handshakes.get(conn) ?? from;
-      const locked = this.#guard.lockedFor(source);
-      if (locked > 0) {
-        const message = lockedOutMessage(source, locked);
-        this.#monitor.refused("locked_out", message, { addr: from });
-        return await writer.send({ type: "refused", code: "locked_out", message });
-      }
       // With per-group credentials a query names its group and sees only that group.
       const credential = query.group === undefined
         ? (this.#token === undefined ? undefined : { token: this.#token })
         : this.#credentials?.lookup(query.group);
-      const ok = this.#credentials === undefined ||
-        (credential !== undefined &&
-          await verifyProof(credential.token, query.proof, nonce, "query", query.group ?? ""));
-      if (!ok) {
-        const lockedOut = await this.#failed(source, from, `a ${what} query`);
-        const message = lockedOut
-          ? lockedOutMessage(source, this.#limits.lockoutSeconds)
-          : "authentication failed: wrong token";
-        const code = lockedOut ? "locked_out" : "auth_failed";
+      const refusal = await this.#admit(
+        source,
+        from,
+        `a ${what} query`,
+        () =>
+          this.#credentials === undefined ||
+          (credential !== undefined &&
+            verifyProof(credential.token, query.proof, nonce, "query", query.group ?? "")),
+      );
+      if (refusal !== undefined) {
+        const { code, message } = refusal;
         this.#log.info(`refused a ${what} query from ${from}: ${message}`);
         this.#monitor.refused(code, `refused a ${what} query: ${message}`, { addr: from });
         return await writer.send({ type: "refused", code, message });
       }
-      this.#guard.succeeded(source);
       this.#log.debug(`answered a ${what} query from ${from}`);
       const quota = credential && "quota" in credential ? credential.quota : undefined;
       if (what === "free_ports") {
@@ -856,10 +873,6 @@ class Server implements BurrowServer {
 
 /** The token of sessions on a server without authentication (never checked). */
 const NO_TOKEN = new Secret("no-auth");
-
-function lockedOutMessage(source: string, seconds: number): string {
-  return `too many failed logins from ${source}: locked out for ${seconds}s more`;
-}
 
 /** The limits with their defaults, each checked to be a whole number of at least 1. */
 function checkLimits(given: Partial<ServerLimits>): ServerLimits {
