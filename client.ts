@@ -109,7 +109,7 @@ async function main(args: string[]): Promise<number> {
       token: config.token,
       group: config.group,
       heartbeatInterval: config.heartbeatInterval,
-      tls: config.tls === false ? false : Object.keys(config.tls).length === 0 ? true : config.tls,
+      tls: config.tls,
       ...(config.stateDir === undefined ? {} : { stateDir: config.stateDir }),
       signal: stop.signal,
       ...(config.admin ? { admin: formatHostPort(config.admin) } : {}),
