@@ -43,7 +43,14 @@ export async function muxRig(
     return rigOf(a, b, client, server, () => a.cut(), () => {});
   }
   const relay = await Relay.start();
-  return rigOf(relay.clientEnd, relay.serverEnd, client, server, () => relay.freeze(), () => relay.close());
+  return rigOf(
+    relay.clientEnd,
+    relay.serverEnd,
+    client,
+    server,
+    () => relay.freeze(),
+    () => relay.close(),
+  );
 }
 
 function rigOf(
@@ -155,12 +162,16 @@ export function pattern(length: number, seed: number): Uint8Array {
 
 /** Hex SHA-256 of `bytes`. */
 export async function sha256(bytes: Uint8Array): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
+  const digest = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>),
+  );
   return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** Reads `stream` to its end; returns every byte. */
-export async function readAll(stream: { read(p: Uint8Array): Promise<number | null> }): Promise<Uint8Array> {
+export async function readAll(
+  stream: { read(p: Uint8Array): Promise<number | null> },
+): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   let total = 0;
   const buf = new Uint8Array(64 * 1024);
@@ -197,7 +208,9 @@ export async function writeAllThenClose(
 export async function until(check: () => boolean, ms: number, what: string): Promise<void> {
   const deadline = performance.now() + ms;
   while (!check()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    if (performance.now() > deadline) {
+      throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    }
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
 }

@@ -66,7 +66,10 @@ for (const link of LINKS) {
         const stream = open();
         assert.equal(stream.id % 2, parity);
         const sent = pattern(size, seedBase + i);
-        const [, back] = await Promise.all([writeAllThenClose(stream, sent, 50_000), readAll(stream)]);
+        const [, back] = await Promise.all([
+          writeAllThenClose(stream, sent, 50_000),
+          readAll(stream),
+        ]);
         assert.equal(back.length, size);
         assert.equal(await sha256(back), await sha256(sent));
         stream.close();
@@ -113,7 +116,10 @@ for (const link of LINKS) {
       return s;
     });
     await until(() => rig.server.stats.buffered >= 6 * MiB, 20_000, "the session window to fill");
-    assert.ok(rig.server.stats.buffered <= 8 * MiB + 256 * KiB, `${rig.server.stats.buffered} bytes`);
+    assert.ok(
+      rig.server.stats.buffered <= 8 * MiB + 256 * KiB,
+      `${rig.server.stats.buffered} bytes`,
+    );
     for (const s of many) s.reset("done");
 
     // Once read, the stalled stream delivers every byte.
@@ -150,7 +156,11 @@ for (const link of LINKS) {
     assert.equal(await sha256(all.subarray(5)), await sha256(more));
     b.close();
     bPeer.close();
-    await until(() => rig.client.streamCount === 0 && rig.server.streamCount === 0, 5_000, "release");
+    await until(
+      () => rig.client.streamCount === 0 && rig.server.streamCount === 0,
+      5_000,
+      "release",
+    );
   });
 
   Deno.test(`mux ${link}: reset either way fails that stream only, at once`, async () => {
@@ -331,7 +341,10 @@ for (const link of LINKS) {
     await writeAllThenClose(s, encoder.encode("GET / HTTP/1.0\r\n\r\n"));
     // Everything was queued before the peer accepted anything.
     const peer = (await rig.server.accept())!;
-    assert.deepEqual(JSON.parse(decoder.decode(peer.header)), { app: "web", user: "203.0.113.9:5555" });
+    assert.deepEqual(JSON.parse(decoder.decode(peer.header)), {
+      app: "web",
+      user: "203.0.113.9:5555",
+    });
     assert.equal(decoder.decode(await readAll(peer)), "GET / HTTP/1.0\r\n\r\n");
     assert.ok(typeof (await rig.client.ping()) === "number");
   });

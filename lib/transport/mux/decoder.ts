@@ -227,7 +227,10 @@ export class FrameDecoder {
 function checkMagic(buf: Uint8Array, start: number, count: number): void {
   for (let i = 0; i < count; i++) {
     if (buf[start + i] === MAGIC[i]) continue;
-    const got = Array.from(buf.subarray(start, start + count), (b) => b.toString(16).padStart(2, "0"))
+    const got = Array.from(
+      buf.subarray(start, start + count),
+      (b) => b.toString(16).padStart(2, "0"),
+    )
       .join(" ");
     const hint = buf[start] === 0x16
       ? ": the peer speaks TLS, and this side does not"

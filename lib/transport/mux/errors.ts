@@ -88,3 +88,21 @@ export class StreamResetError extends Error {
     this.reason = reason;
   }
 }
+
+/**
+ * `err` as a session's end reason: mux errors as they are, the connection's
+ * own failures (reset, broken pipe, closed) as a `MuxConnectionError` that
+ * keeps them as its cause, anything else (a bug) unchanged.
+ */
+export function asSessionError(err: unknown): Error {
+  if (err instanceof Error && err.name.startsWith("Mux")) return err;
+  const e = Deno.errors;
+  if (
+    err instanceof e.BadResource || err instanceof e.ConnectionReset ||
+    err instanceof e.BrokenPipe || err instanceof e.ConnectionAborted ||
+    err instanceof e.UnexpectedEof || err instanceof e.TimedOut || err instanceof e.NotConnected
+  ) {
+    return new MuxConnectionError(`the connection failed: ${err.message}`, { cause: err });
+  }
+  return err instanceof Error ? err : new Error(String(err));
+}

@@ -36,6 +36,8 @@ export const MAGIC: Uint8Array = new Uint8Array([0x42, 0x4d, 0x55, 0x58]);
 export const PREAMBLE_SIZE = 5;
 /** Every frame's fixed header length. */
 export const HEADER_SIZE = 10;
+/** Room a `writeWithHeadroom` buffer leaves before its payload: one header. */
+export const MUX_HEADROOM = HEADER_SIZE;
 
 /** Stream data; FIN ends the sender's direction. */
 export const DATA = 0;

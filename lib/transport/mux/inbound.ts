@@ -148,7 +148,9 @@ export class Inbound implements FrameHandler {
     const stream = core.streams.get(id);
     if (stream === undefined) return this.#checkEnded(id, "WINDOW");
     if (!stream.addCredit(increment)) {
-      throw new MuxProtocolError(`the peer's window grants for stream ${id} add up to more than 2 GiB`);
+      throw new MuxProtocolError(
+        `the peer's window grants for stream ${id} add up to more than 2 GiB`,
+      );
     }
   }
 
@@ -177,6 +179,8 @@ export class Inbound implements FrameHandler {
   #checkEnded(id: number, frame: string): void {
     const ours = (id & 1) !== this.#peerParity;
     const opened = ours ? id < this.#core.nextLocalId() : id <= this.peerHighest;
-    if (!opened) throw new MuxProtocolError(`${frame} frame for stream ${id}, which was never opened`);
+    if (!opened) {
+      throw new MuxProtocolError(`${frame} frame for stream ${id}, which was never opened`);
+    }
   }
 }

@@ -19,13 +19,8 @@ export {
   MuxVersionError,
   StreamResetError,
 } from "./errors.ts";
-export { MUX_VERSION } from "./frame.ts";
+export { MUX_HEADROOM, MUX_VERSION } from "./frame.ts";
 export type { MuxSessionOptions } from "./options.ts";
-export {
-  type ByteConn,
-  type Datagram,
-  type MuxCloseReason,
-  MuxSession,
-  type MuxStats,
-} from "./session.ts";
+export { MuxSession } from "./session.ts";
+export type { ByteConn, Datagram, MuxCloseReason, MuxStats } from "./types.ts";
 export type { MuxStream } from "./stream.ts";

@@ -89,7 +89,9 @@ export function muxSettings(options: MuxSessionOptions): MuxSettings {
   const parsed = schema.safeParse(rest);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new RangeError(`mux option ${issue?.path.join(".") ?? "?"}: ${issue?.message ?? "invalid"}`);
+    throw new RangeError(
+      `mux option ${issue?.path.join(".") ?? "?"}: ${issue?.message ?? "invalid"}`,
+    );
   }
   const settings: MuxSettings = parsed.data;
   if (onDatagram) settings.onDatagram = onDatagram;

@@ -14,7 +14,9 @@
  * @module
  */
 
-import { MuxClosedError, MuxConnectionError, MuxProtocolError } from "./errors.ts";
+import { asSessionError, MuxClosedError, MuxConnectionError, MuxProtocolError } from "./errors.ts";
+import { DatagramQueue } from "./datagrams.ts";
+import { Pinger } from "./pinger.ts";
 import { ReceiveWindow } from "./flow.ts";
 import {
   GOAWAY,
@@ -28,59 +30,22 @@ import {
 } from "./frame.ts";
 import { FrameDecoder } from "./decoder.ts";
 import { Inbound, type SessionCore } from "./inbound.ts";
-import { FRAME_ROOM, type MuxSessionOptions, type MuxSettings, muxSettings } from "./options.ts";
+import { type MuxSessionOptions, type MuxSettings, muxSettings } from "./options.ts";
+import { readFrames } from "./reader.ts";
+import type { ByteConn, Datagram, MuxCloseReason, MuxStats } from "./types.ts";
 import { type MuxStream, Stream, type StreamHost } from "./stream.ts";
 import { FrameWriter } from "./writer.ts";
 
-/** A byte connection: Deno's TcpConn and TlsConn fit. */
-export interface ByteConn {
-  read(p: Uint8Array): Promise<number | null>;
-  write(p: Uint8Array): Promise<number>;
-  close(): void;
-}
-
-/** Why a session ended. */
-export type MuxCloseReason =
-  /** `close()` was called on this side. */
-  | { kind: "closed" }
-  /** One side sent GoAway, and every stream then finished. */
-  | { kind: "drained" }
-  /** The connection failed or the peer broke the protocol. */
-  | { kind: "failed"; error: Error };
-
-/** One received datagram. */
-export interface Datagram {
-  flowId: number;
-  payload: Uint8Array;
-}
-
-/** Counters of a session, as {@linkcode MuxSession.stats} reports them. */
-export interface MuxStats {
-  /** Streams open now. */
-  streams: number;
-  /** Streams this side opened, in all. */
-  opened: number;
-  /** Streams the peer opened that this side took, in all. */
-  accepted: number;
-  /** Streams the peer opened that this side refused. */
-  refused: number;
-  /** `write()` calls on the connection, and bytes written. */
-  writes: number;
-  bytesOut: number;
-  /** `read()` calls on the connection, and bytes read. */
-  reads: number;
-  bytesIn: number;
-  /** Bytes received on streams and not yet read by their readers. */
-  buffered: number;
-  /** Datagrams dropped before sending (queue full), and on arrival (queue full). */
-  datagramsDroppedOut: number;
-  datagramsDroppedIn: number;
-}
-
 /** The milliseconds assumed for the round trip until a ping has measured it. */
 const DEFAULT_RTT_MS = 50;
-/** Most pings in flight. */
-const MAX_PINGS = 16;
+/**
+ * The least round trip the windows' auto-tuning assumes. A loopback or LAN
+ * ping (well under a millisecond) says little of how long a grant takes
+ * through two busy event loops; below this floor the windows would stay too
+ * small to keep a fast local link busy (measured: 256 KiB windows gave 60%
+ * of raw loopback TCP, grown ones 80-90%).
+ */
+const TUNING_RTT_FLOOR_MS = 20;
 const EMPTY = new Uint8Array(0);
 const encoder = new TextEncoder();
 const noop = () => {};
@@ -110,16 +75,13 @@ export class MuxSession {
   #goAwayReceived = false;
   #reason: MuxCloseReason | null = null;
   #resolveClosed: (reason: MuxCloseReason) => void = noop;
-  #pings = new Map<number, { start: number; resolve: (ms: number) => void; reject: (e: Error) => void }>();
-  #pingSeq = 0;
-  #srtt: number | undefined;
+  #pinger = new Pinger();
   #heard = false;
   #lastHeard = performance.now();
   #timer: ReturnType<typeof setInterval>;
   #handshakeTimer: ReturnType<typeof setTimeout>;
-  #datagrams: Datagram[] = [];
-  #datagramWaiters: Array<(d: Datagram | null) => void> = [];
-  #counts = { opened: 0, accepted: 0, refused: 0, reads: 0, bytesIn: 0, droppedIn: 0 };
+  #datagrams: DatagramQueue;
+  #counts = { opened: 0, accepted: 0, refused: 0, reads: 0, bytesIn: 0 };
 
   /**
    * Starts a session on `conn` (which it then owns and closes): sends the
@@ -148,11 +110,17 @@ export class MuxSession {
     this.#nextId = s.role === "client" ? 1 : 2;
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
     this.#recv = new ReceiveWindow(INITIAL_SESSION_WINDOW, s.sessionWindow, s.sessionWindow);
-    this.#writer = new FrameWriter(conn, {
-      beforeFlush: () => this.#queueGrants(),
-      idle: () => this.#maybeDrain(),
-      failed: (err) => this.#fail(err),
-    }, { chunk: s.chunk, batch: s.writeBatch, datagramBytes: s.datagramBytes }, preamble());
+    this.#datagrams = new DatagramQueue(s.datagramQueue);
+    this.#writer = new FrameWriter(
+      conn,
+      {
+        beforeFlush: () => this.#queueGrants(),
+        idle: () => this.#maybeDrain(),
+        failed: (err) => this.#fail(err),
+      },
+      { chunk: s.chunk, batch: s.writeBatch, datagramBytes: s.datagramBytes },
+      preamble(),
+    );
     this.#core = this.#makeCore();
     this.#inbound = new Inbound(this.#core, s);
     this.#decoder = new FrameDecoder(this.#inbound);
@@ -179,7 +147,7 @@ export class MuxSession {
 
   /** The smoothed round-trip time in ms, once a ping has measured it. */
   get rtt(): number | undefined {
-    return this.#srtt;
+    return this.#pinger.srtt;
   }
 
   /** Current counters. */
@@ -199,7 +167,7 @@ export class MuxSession {
       bytesIn: c.bytesIn,
       buffered,
       datagramsDroppedOut: w.datagramsDropped,
-      datagramsDroppedIn: c.droppedIn,
+      datagramsDroppedIn: this.#datagrams.dropped,
     };
   }
 
@@ -221,7 +189,9 @@ export class MuxSession {
       );
     }
     if (header.length > this.#s.maxHeader) {
-      throw new RangeError(`stream header of ${header.length} bytes (at most ${this.#s.maxHeader})`);
+      throw new RangeError(
+        `stream header of ${header.length} bytes (at most ${this.#s.maxHeader})`,
+      );
     }
     if (this.#streams.size >= this.#s.maxStreams) {
       throw new RangeError(`the mux session has ${this.#s.maxStreams} streams open, its maximum`);
@@ -272,10 +242,7 @@ export class MuxSession {
 
   /** The next received datagram (unless `onDatagram` takes them), or null once ended. */
   receiveDatagram(): Promise<Datagram | null> {
-    const next = this.#datagrams.shift();
-    if (next !== undefined) return Promise.resolve(next);
-    if (this.#reason !== null) return Promise.resolve(null);
-    return new Promise((resolve) => this.#datagramWaiters.push(resolve));
+    return this.#datagrams.receive();
   }
 
   /** Received datagrams as they arrive, until the session ends. */
@@ -290,12 +257,7 @@ export class MuxSession {
   /** Measures the round trip: resolves with it in ms, rejects if the session ends first. */
   ping(): Promise<number> {
     if (this.#reason !== null) return Promise.reject(this.#endError());
-    if (this.#pings.size >= MAX_PINGS) return Promise.reject(new Error("too many pings in flight"));
-    const seq = this.#pingSeq = (this.#pingSeq + 1) >>> 0;
-    return new Promise((resolve, reject) => {
-      this.#pings.set(seq, { start: performance.now(), resolve, reject });
-      this.#writer.control(PING, 0, 0, seq);
-    });
+    return this.#pinger.start((seq) => this.#writer.control(PING, 0, 0, seq));
   }
 
   /**
@@ -326,30 +288,14 @@ export class MuxSession {
   }
 
   async #readLoop(): Promise<void> {
-    const buf = new Uint8Array(this.#s.readBuffer);
-    const decoder = this.#decoder;
-    let start = 0;
-    let end = 0;
-    while (this.#reason === null) {
-      if (start === end) start = end = 0;
-      else if (buf.length - end < FRAME_ROOM) {
-        buf.copyWithin(0, start, end);
-        end -= start;
-        start = 0;
-      }
-      const n = await this.#conn.read(end === 0 ? buf : buf.subarray(end));
-      if (this.#reason !== null) return;
-      if (n === null) return this.#connectionEnded();
+    const ended = await readFrames(this.#conn, this.#decoder, this.#s.readBuffer, (n) => {
+      if (this.#reason !== null) return false;
       this.#heard = true;
       this.#counts.reads++;
       this.#counts.bytesIn += n;
-      end += n;
-      try {
-        start = decoder.feed(buf, start, end);
-      } finally {
-        this.#wakeReaders();
-      }
-    }
+      return true;
+    }, () => this.#wakeReaders());
+    if (ended && this.#reason === null) this.#connectionEnded();
   }
 
   #connectionEnded(): void {
@@ -378,7 +324,7 @@ export class MuxSession {
     const due = this.#grantsDue;
     if (due.length === 0 && !this.#sessionGrantDue) return;
     const now = performance.now();
-    const rtt = this.#srtt ?? DEFAULT_RTT_MS;
+    const rtt = Math.max(this.#pinger.srtt ?? DEFAULT_RTT_MS, TUNING_RTT_FLOOR_MS);
     for (let i = 0; i < due.length; i++) {
       const s = due[i]!;
       s.grantQueued = false;
@@ -406,7 +352,7 @@ export class MuxSession {
       this.#fail(new MuxConnectionError(`no frames from the peer for ${Math.round(silent)} ms`));
     } else if (this.#writer.stalledFor(now) >= s.timeoutMs) {
       this.#fail(new MuxConnectionError(`the peer has not read for ${s.timeoutMs} ms`));
-    } else if (s.keepaliveMs > 0 && silent >= s.keepaliveMs && this.#pings.size === 0) {
+    } else if (s.keepaliveMs > 0 && silent >= s.keepaliveMs && this.#pinger.inFlight === 0) {
       this.ping().catch(noop);
     }
   }
@@ -431,22 +377,16 @@ export class MuxSession {
       this.#end({ kind: "drained" }); // the peer closed first, while both were draining
       return;
     }
-    const error = err instanceof Error && err.name.startsWith("Mux")
-      ? err
-      : err instanceof Deno.errors.BadResource || err instanceof Deno.errors.ConnectionReset ||
-          err instanceof Deno.errors.BrokenPipe || err instanceof Deno.errors.ConnectionAborted ||
-          err instanceof Deno.errors.UnexpectedEof || err instanceof Deno.errors.TimedOut
-      ? new MuxConnectionError(`the connection failed: ${err.message}`, { cause: err })
-      : err instanceof Error
-      ? err
-      : new Error(String(err));
+    const error = asSessionError(err);
     this.#end({ kind: "failed", error });
   }
 
   #endError(): Error {
     const r = this.#reason;
     if (r?.kind === "failed") return r.error;
-    return new MuxClosedError(r?.kind === "drained" ? "the mux session ended" : "the mux session was closed");
+    return new MuxClosedError(
+      r?.kind === "drained" ? "the mux session ended" : "the mux session was closed",
+    );
   }
 
   #end(reason: MuxCloseReason): void {
@@ -469,12 +409,8 @@ export class MuxSession {
       s.fail(err);
     }
     this.#noMoreStreams();
-    const dw = this.#datagramWaiters;
-    this.#datagramWaiters = [];
-    for (const w of dw) w(null);
-    const pings = [...this.#pings.values()];
-    this.#pings.clear();
-    for (const p of pings) p.reject(err);
+    this.#datagrams.close();
+    this.#pinger.failAll(err);
     this.#resolveClosed(reason);
   }
 
@@ -521,14 +457,7 @@ export class MuxSession {
         else this.#backlog.push(stream);
       },
       refused: () => this.#counts.refused++,
-      pong: (seq) => {
-        const p = this.#pings.get(seq);
-        if (!p) return;
-        this.#pings.delete(seq);
-        const rtt = performance.now() - p.start;
-        this.#srtt = this.#srtt === undefined ? rtt : this.#srtt * 0.875 + rtt * 0.125;
-        p.resolve(rtt);
-      },
+      pong: (seq) => this.#pinger.answered(seq),
       goneAway: (lastId, reason) => {
         this.#goAwayReceived = true;
         const why = `the peer is going away${reason ? `: ${reason}` : ""}`;
@@ -540,13 +469,7 @@ export class MuxSession {
         this.#noMoreStreams();
         this.#maybeDrain();
       },
-      datagram: (flowId, payload) => {
-        const waiter = this.#datagramWaiters.shift();
-        if (waiter) waiter({ flowId, payload: payload.slice() });
-        else if (this.#datagrams.length < this.#s.datagramQueue) {
-          this.#datagrams.push({ flowId, payload: payload.slice() });
-        } else this.#counts.droppedIn++;
-      },
+      datagram: (flowId, payload) => this.#datagrams.push(flowId, payload),
     };
   }
 }

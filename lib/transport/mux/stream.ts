@@ -41,6 +41,14 @@ export interface MuxStream {
   read(p: Uint8Array): Promise<number | null>;
   /** Queues `p`; resolves with `p.length` once every byte is framed (then `p` may be reused). */
   write(p: Uint8Array): Promise<number>;
+  /**
+   * Like `write` for `frame[MUX_HEADROOM..]`, the payload; the first
+   * `MUX_HEADROOM` bytes are scratch space the stream may overwrite with a
+   * frame header, so that a large payload leaves in one system call without
+   * being copied. Resolves with the payload's length. A relay that reads
+   * into `buf.subarray(MUX_HEADROOM)` gets this for free.
+   */
+  writeWithHeadroom(frame: Uint8Array): Promise<number>;
   /** Half-closes: the peer reads end of stream after the bytes already written. */
   closeWrite(): Promise<void>;
   /**
@@ -71,6 +79,8 @@ export interface StreamHost {
 
 interface PendingWrite {
   buf: Uint8Array;
+  /** Where the payload starts: 0, or HEADER_SIZE for a write with headroom. */
+  start: number;
   off: number;
   resolve: (n: number) => void;
   reject: (err: unknown) => void;
@@ -91,6 +101,8 @@ export class Stream implements MuxStream {
   released = false;
   /** Whether the session has it on its list of due grants. */
   grantQueued = false;
+  /** Whether the last `emitDirect` put the header in the caller's headroom. */
+  directFramed = false;
 
   #host: StreamHost;
   #recv: ReceiveWindow;
@@ -102,6 +114,7 @@ export class Stream implements MuxStream {
   #finIn = false;
   #credit = INITIAL_STREAM_WINDOW;
   #writes: PendingWrite[] = [];
+  #inFlight: PendingWrite | null = null;
   #finWanted = false;
   #finOut = false;
   #finResolve: (() => void) | null = null;
@@ -151,7 +164,24 @@ export class Stream implements MuxStream {
     }
     if (p.length === 0) return Promise.resolve(0);
     return new Promise((resolve, reject) => {
-      this.#writes.push({ buf: p, off: 0, resolve, reject });
+      this.#writes.push({ buf: p, start: 0, off: 0, resolve, reject });
+      if (this.#credit > 0) this.#host.ready(this);
+    });
+  }
+
+  writeWithHeadroom(frame: Uint8Array): Promise<number> {
+    if (frame.length < HEADER_SIZE) {
+      return Promise.reject(
+        new RangeError(`a write with headroom needs ${HEADER_SIZE} bytes of it`),
+      );
+    }
+    if (this.#error) return Promise.reject(this.#error);
+    if (this.#finWanted) {
+      return Promise.reject(new MuxClosedError(`stream ${this.id} was closed for writing`));
+    }
+    if (frame.length === HEADER_SIZE) return Promise.resolve(0);
+    return new Promise((resolve, reject) => {
+      this.#writes.push({ buf: frame, start: HEADER_SIZE, off: HEADER_SIZE, resolve, reject });
       if (this.#credit > 0) this.#host.ready(this);
     });
   }
@@ -192,7 +222,7 @@ export class Stream implements MuxStream {
   /** Writes one DATA frame of at most `max` payload bytes at `out[at]`; -1 if none is due. */
   emit(out: Uint8Array, at: number, max: number): number {
     const w = this.#writes[0];
-    if (w === undefined || this.#error) return -1;
+    if (w === undefined || this.#error || this.#inFlight) return -1;
     const left = w.buf.length - w.off;
     const n = Math.min(max, this.#credit, left);
     if (n <= 0) return -1;
@@ -203,7 +233,7 @@ export class Stream implements MuxStream {
     this.#credit -= n;
     if (w.off === w.buf.length) {
       this.#writes.shift();
-      w.resolve(w.buf.length);
+      w.resolve(w.buf.length - w.start);
     }
     if (fin) {
       this.#finOut = true;
@@ -215,9 +245,69 @@ export class Stream implements MuxStream {
     return n;
   }
 
+  /**
+   * Frames the next `min` to `max` bytes of the head write without copying
+   * them: writes the DATA header at `out[at]` and returns a view of the
+   * caller's bytes, which the writer sends right after the header; null if
+   * fewer than `min` bytes are due. The write resolves in `directDone`, once
+   * the bytes have left, so the caller cannot reuse its buffer too early.
+   */
+  emitDirect(
+    out: Uint8Array,
+    at: number,
+    max: number,
+    min: number,
+    minFramed: number,
+  ): Uint8Array | null {
+    const w = this.#writes[0];
+    if (w === undefined || this.#error || this.#inFlight) return null;
+    const left = w.buf.length - w.off;
+    const n = Math.min(max, this.#credit, left);
+    const framed = w.start === HEADER_SIZE && w.off === HEADER_SIZE && n === left;
+    if (n < (framed ? minFramed : min)) return null;
+    const fin = n === left && this.#finWanted && this.#writes.length === 1;
+    let view: Uint8Array;
+    if (framed) {
+      writeHeader(w.buf, 0, DATA, fin ? FLAG_FIN : 0, this.id, n);
+      view = w.buf;
+    } else {
+      writeHeader(out, at, DATA, fin ? FLAG_FIN : 0, this.id, n);
+      view = w.buf.subarray(w.off, w.off + n);
+    }
+    this.directFramed = framed;
+    w.off += n;
+    this.#credit -= n;
+    this.#inFlight = w;
+    if (fin) {
+      this.#finOut = true;
+      if (this.#finIn) this.#host.release(this);
+    }
+    return view;
+  }
+
+  /** The bytes `emitDirect` returned have been written (or, if not `ok`, never will be). */
+  directDone(ok: boolean): void {
+    const w = this.#inFlight;
+    this.#inFlight = null;
+    if (w === null) return;
+    if (this.#error || !ok) {
+      w.reject(this.#error ?? new Error(`stream ${this.id}: the connection failed`));
+      return;
+    }
+    if (w.off < w.buf.length) return;
+    this.#writes.shift();
+    w.resolve(w.buf.length - w.start);
+    if (this.#finOut && this.#writes.length === 0) {
+      const resolve = this.#finResolve;
+      this.#finResolve = this.#finReject = null;
+      resolve?.();
+    }
+  }
+
   /** Whether it has bytes it may send now. */
   sendable(): boolean {
-    return this.#error === null && this.#writes.length > 0 && this.#credit > 0;
+    return this.#error === null && this.#inFlight === null && this.#writes.length > 0 &&
+      this.#credit > 0;
   }
 
   /** The peer granted `n` more bytes; false if its grants overflow. */
@@ -320,7 +410,9 @@ export class Stream implements MuxStream {
     readReject?.(err);
     const writes = this.#writes;
     this.#writes = [];
-    for (const w of writes) w.reject(err);
+    // A write whose bytes the connection is sending now is rejected once
+    // they have left (`directDone`): its buffer must not be reused before.
+    for (const w of writes) if (w !== this.#inFlight) w.reject(err);
     const finReject = this.#finReject;
     this.#finResolve = this.#finReject = null;
     finReject?.(err);
