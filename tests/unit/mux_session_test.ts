@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { join } from "../../lib/join.ts";
 import {
+  MUX_HEADROOM,
   MuxClosedError,
   MuxConnectionError,
   type MuxStream,
@@ -411,5 +412,91 @@ for (const link of LINKS) {
     assert.equal(result.bToA, sent.length);
     assert.equal(await sha256(back), await sha256(sent));
     await until(() => rig.client.streamCount === 0, 5_000, "the stream to be released");
+  });
+
+  Deno.test(`mux ${link}: writes with headroom arrive exactly, whatever their size`, async () => {
+    await using rig = await muxRig(link);
+    const s = rig.client.openStream();
+    const sizes = [1, 5000, 20_000, 70_000, 256 * KiB, 300 * KiB, 1 * MiB];
+    const sent: Uint8Array[] = [];
+    const writing = (async () => {
+      for (const [i, size] of sizes.entries()) {
+        const frame = new Uint8Array(MUX_HEADROOM + size);
+        frame.set(pattern(size, 50 + i), MUX_HEADROOM);
+        sent.push(frame.slice(MUX_HEADROOM));
+        assert.equal(await s.writeWithHeadroom(frame), size);
+      }
+      await s.closeWrite();
+    })();
+    const got = await readAll((await rig.server.accept())!);
+    await writing;
+    const all = new Uint8Array(sent.reduce((n, p) => n + p.length, 0));
+    let off = 0;
+    for (const p of sent) {
+      all.set(p, off);
+      off += p.length;
+    }
+    assert.equal(await sha256(got), await sha256(all));
+  });
+
+  Deno.test(`mux ${link}: bulk streams do not starve an interactive one`, async () => {
+    await using rig = await muxRig(link);
+    let sending = true;
+    const chunk = pattern(256 * KiB, 21);
+    const bulks = Array.from({ length: 8 }, () => {
+      const s = rig.client.openStream(encoder.encode("bulk"));
+      return (async () => {
+        while (sending) await s.write(chunk);
+        await s.closeWrite();
+      })();
+    });
+    const serving = (async () => {
+      const running: Promise<unknown>[] = [];
+      for await (const s of rig.server.incoming()) {
+        running.push(decoder.decode(s.header) === "bulk" ? readAll(s) : echo(s));
+      }
+      await Promise.all(running);
+    })();
+    await until(() => rig.server.stats.bytesIn > 16 * MiB, 20_000, "bulk data to flow");
+    const chat = rig.client.openStream(encoder.encode("chat"));
+    const buf = new Uint8Array(100);
+    const times: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const started = performance.now();
+      await chat.write(pattern(100, i));
+      let got = 0;
+      while (got < 100) got += (await chat.read(buf.subarray(got))) ?? Infinity;
+      times.push(performance.now() - started);
+    }
+    const during = rig.server.stats.bytesIn;
+    sending = false;
+    await Promise.all(bulks);
+    await chat.closeWrite();
+    assert.ok(during > 16 * MiB);
+    times.sort((a, b) => a - b);
+    const worst = times[times.length - 1]!;
+    assert.ok(worst < 1_000, `slowest interactive round trip ${worst.toFixed(1)} ms`);
+    rig.client.close();
+    await serving.catch(() => {});
+  });
+
+  Deno.test(`mux ${link}: a reset in the middle of a large write fails it, not the session`, async () => {
+    await using rig = await muxRig(link);
+    const s = rig.client.openStream();
+    const big = s.write(pattern(8 * MiB, 31));
+    const peer = (await rig.server.accept())!;
+    const buf = new Uint8Array(64 * KiB);
+    assert.ok((await peer.read(buf))! > 0);
+    s.reset("abandon");
+    await assert.rejects(big, StreamResetError);
+    await assert.rejects(
+      (async () => {
+        while ((await peer.read(buf)) !== null) { /* bytes framed before the reset */ }
+      })(),
+      (e: StreamResetError) => e.remote && e.reason === "abandon",
+    );
+    const next = rig.client.openStream();
+    await writeAllThenClose(next, encoder.encode("after"));
+    assert.equal(decoder.decode(await readAll((await rig.server.accept())!)), "after");
   });
 }
