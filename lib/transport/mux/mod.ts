@@ -21,6 +21,7 @@ export {
 } from "./errors.ts";
 export { MUX_HEADROOM, MUX_VERSION } from "./frame.ts";
 export type { MuxSessionOptions } from "./options.ts";
+export { MuxPool, type MuxPoolEvent, type MuxPoolOptions } from "./pool.ts";
 export { MuxSession } from "./session.ts";
 export type { ByteConn, Datagram, MuxCloseReason, MuxStats } from "./types.ts";
 export type { MuxStream } from "./stream.ts";
