@@ -81,4 +81,4 @@ export type { ClientAppStatus, ClientStatus, LinkState } from "./lib/client/stat
 export { PROTOCOL_VERSION } from "./lib/protocol/protocol.ts";
 export { VERSION } from "./lib/util/version.ts";
 export type { UserSpec } from "./lib/server/users.ts";
-export { DEFAULT_LIMITS, type ServerLimits } from "./lib/server/limits.ts";
+export { DEFAULT_LIMITS, type ServerLimits } from "./lib/config/limits.ts";

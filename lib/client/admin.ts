@@ -8,9 +8,8 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { formatHostPort, type HostPort } from "../util/addr.ts";
+import { formatHostPort, type HostPort, isLoopback } from "../util/addr.ts";
 import type { ClientStatus } from "./status.ts";
-import { isLoopback } from "../dashboard/http.ts";
 import { ListenError } from "../util/errors.ts";
 import { netReason } from "../transport/net.ts";
 

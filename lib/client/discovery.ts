@@ -23,7 +23,7 @@ import {
   type ServerMessage,
 } from "../protocol/protocol.ts";
 import { prove, Secret } from "../util/secret.ts";
-import type { ServiceInfo } from "../server/server.ts";
+import type { ServiceInfo } from "../protocol/services.ts";
 
 /**
  * Options for {@linkcode discoverServices} and {@linkcode discoverFreePorts}.

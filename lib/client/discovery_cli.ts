@@ -11,7 +11,7 @@ import { fingerprintField } from "../config/group_file.ts";
 import { discoverFreePorts, discoverServices, type DiscoveryOptions } from "./discovery.ts";
 import { ConfigError, errorMessage, refusalLine, RefusedError } from "../util/errors.ts";
 import { Secret } from "../util/secret.ts";
-import type { ServiceInfo } from "../server/server.ts";
+import type { ServiceInfo } from "../protocol/services.ts";
 
 /** The flags discovery reads. */
 export interface DiscoveryFlags {

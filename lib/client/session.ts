@@ -9,7 +9,7 @@
 
 import type { Logger } from "@logtape/logtape";
 import { formatHostPort, type HostPort } from "../util/addr.ts";
-import type { WantedApp } from "./client.ts";
+import type { WantedApp } from "./tunnel.ts";
 import { errorMessage, ProtocolError, RefusedError } from "../util/errors.ts";
 import { type BufferPool, LiveJoins } from "../tunnel/join.ts";
 import { closeQuietly, dial, netReason } from "../transport/net.ts";

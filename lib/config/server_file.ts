@@ -22,7 +22,7 @@ import {
 import { besideFile, expandEnv, readYaml, validate } from "./file.ts";
 import { ConfigError } from "../util/errors.ts";
 import type { LogLevel } from "../util/log_level.ts";
-import type { ServerLimits } from "../server/limits.ts";
+import type { ServerLimits } from "./limits.ts";
 import { Secret } from "../util/secret.ts";
 
 /** The server's settings, validated. */

@@ -12,9 +12,9 @@
  * @module
  */
 
-import { lockedOutMessage, type SourceGuard, sourceOf } from "../server/limits.ts";
+import { lockedOutMessage, type SourceGuard, sourceOf } from "../util/source_guard.ts";
 import { getLogger } from "@logtape/logtape";
-import { formatHostPort, type HostPort, parseHostPort } from "../util/addr.ts";
+import { formatHostPort, type HostPort, isLoopback, parseHostPort } from "../util/addr.ts";
 import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS, FAVICON_SVG } from "./page.ts";
 import { ConfigError, ListenError } from "../util/errors.ts";
 import { CONTENT_TYPES, negotiateFormat } from "./metrics.ts";
@@ -61,13 +61,6 @@ export interface DashboardSettings {
   bind: HostPort;
   user: string;
   password?: Secret;
-}
-
-/** Whether a host is a loopback address, reachable only from this machine. */
-export function isLoopback(hostname: string): boolean {
-  const h = hostname.toLowerCase();
-  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) ||
-    /^::ffff:127\./.test(h);
 }
 
 /**

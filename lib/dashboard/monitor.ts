@@ -23,7 +23,7 @@ import {
   type Sample,
   WAIT_BUCKETS,
 } from "./metrics.ts";
-import type { AppEntry } from "../server/registry.ts";
+import type { AppEntry } from "../protocol/services.ts";
 import {
   type ByteTotals,
   TrafficCounter,

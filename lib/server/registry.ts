@@ -8,18 +8,11 @@
  * @module
  */
 
+import type { AppEntry } from "../protocol/services.ts";
 import type { PortRange } from "../util/addr.ts";
 import type { WireRefusalCode } from "../util/errors.ts";
 
-/** One exposed app, as the registry knows it. */
-export interface AppEntry {
-  group: string;
-  app: string;
-  port: number;
-  since: Date;
-  /** Free text from the app's config, shown by discovery. */
-  description?: string;
-}
+export type { AppEntry };
 
 /** One live group and the session (of type S) that owns it. */
 export interface GroupEntry<S> {

@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { ServiceInfo } from "../protocol/services.ts";
 import { getLogger, type Logger } from "@logtape/logtape";
 import { formatHostPort, type HostPort, parseHostPort, parsePortSpec } from "../util/addr.ts";
 import { ConfigError, errorMessage, ListenError, ProtocolError } from "../util/errors.ts";
@@ -49,13 +50,8 @@ import { Registry } from "./registry.ts";
 import { newId, newNonce, Secret, verifyProof } from "../util/secret.ts";
 import { freePortsAnswer, ServerSession, type SessionContext } from "./session.ts";
 import { Credentials, type UserSpec } from "./users.ts";
-import {
-  DEFAULT_LIMITS,
-  lockedOutMessage,
-  type ServerLimits,
-  SourceGuard,
-  sourceOf,
-} from "./limits.ts";
+import { DEFAULT_LIMITS, type ServerLimits } from "../config/limits.ts";
+import { lockedOutMessage, SourceGuard, sourceOf } from "../util/source_guard.ts";
 import { VERSION } from "../util/version.ts";
 
 /**
@@ -143,25 +139,7 @@ export interface ServerOptions extends ServerHooks {
   dashboard?: DashboardOptions;
 }
 
-/** One exposed app, as `services()` reports it. */
-export interface ServiceInfo {
-  /** The group that exposes the app. */
-  group: string;
-  /** The app's name within its group. */
-  app: string;
-  /** The public port it is served on. */
-  port: number;
-  /** User connections open now. */
-  connections: number;
-  /** Bytes from users to the app. */
-  bytesIn: number;
-  /** Bytes from the app to users. */
-  bytesOut: number;
-  /** When the app went live. */
-  since: Date;
-  /** Free text from the app's config, if it has one. */
-  description?: string;
-}
+export type { ServiceInfo };
 
 /** A running server. */
 export interface BurrowServer {

@@ -10,7 +10,7 @@
 import type { Logger } from "@logtape/logtape";
 import { formatHostPort, type PortRange } from "../util/addr.ts";
 import { type Cidr, inRanges, parseCidr } from "../util/cidr.ts";
-import type { ServerLimits } from "./limits.ts";
+import type { ServerLimits } from "../config/limits.ts";
 import type { Secret } from "../util/secret.ts";
 import type { Quota } from "./users.ts";
 import { errorMessage, ProtocolError } from "../util/errors.ts";

@@ -6,6 +6,30 @@
  * @module
  */
 
+import { X509Certificate } from "node:crypto";
+
+/** The name every generated server certificate carries; clients that pin the CA verify it. */
+export const GENERATED_SERVER_NAME = "burrow-server";
+
+/** How the subject of every generated CA starts; 8 hex digits follow. */
+export const GENERATED_CA_PREFIX = "burrow CA ";
+
+const GENERATED_CA_NAME = /^CN=burrow CA [0-9a-f]{8}$/;
+
+/**
+ * True when the first certificate in `pem` is a CA that burrow generated.
+ * Read with `node:crypto`, so a client never loads the certificate builder.
+ */
+export function isGeneratedCa(pem: string): boolean {
+  const der = pemCertificates(pem)[0];
+  if (der === undefined) return false;
+  try {
+    return GENERATED_CA_NAME.test(new X509Certificate(der).subject.trim());
+  } catch {
+    return false;
+  }
+}
+
 const PEM_BLOCK = /-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----/g;
 
 /** The DER bytes of every certificate in a PEM text, in order. */

@@ -14,24 +14,7 @@ import { join } from "node:path";
 import type { Logger } from "@logtape/logtape";
 import { ConfigError } from "../util/errors.ts";
 import { ensurePrivateDir, writeFileAtomic } from "../util/state_dir.ts";
-import { pemCertificates, sha256Hex } from "./certs.ts";
-
-/** The name every generated server certificate carries; clients that pin the CA verify it. */
-export const GENERATED_SERVER_NAME = "burrow-server";
-
-/** The subject of every generated CA: `burrow CA` and 8 hex digits. */
-const GENERATED_CA_NAME = /^CN=burrow CA [0-9a-f]{8}$/;
-
-/** True when the first certificate in `pem` is a CA that burrow generated. */
-export function isGeneratedCa(pem: string): boolean {
-  const der = pemCertificates(pem)[0];
-  if (der === undefined) return false;
-  try {
-    return GENERATED_CA_NAME.test(new x509.X509Certificate(der as BufferSource).subject);
-  } catch {
-    return false;
-  }
-}
+import { GENERATED_CA_PREFIX, GENERATED_SERVER_NAME, pemCertificates, sha256Hex } from "./certs.ts";
 
 /** What `Deno.listenTls` needs, plus the fingerprint to print. */
 export interface ServerTlsMaterial {
@@ -142,7 +125,7 @@ async function makeCa(): Promise<Identity> {
   const notBefore = new Date(Date.now() - DAY_MS);
   const ca = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: randomSerial(),
-    name: `CN=burrow CA ${crypto.randomUUID().slice(0, 8)}`,
+    name: `CN=${GENERATED_CA_PREFIX}${crypto.randomUUID().slice(0, 8)}`,
     notBefore,
     notAfter: new Date(notBefore.getTime() + CA_DAYS * DAY_MS),
     signingAlgorithm: ALG,

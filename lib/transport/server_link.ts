@@ -28,8 +28,13 @@ import { ConfigError, errorMessage, RefusedError } from "../util/errors.ts";
 import { closeQuietly, dial, netReason } from "./net.ts";
 import { CLIENT_PREAMBLE, withDeadline, writeAll } from "../protocol/protocol.ts";
 import { ensurePrivateDir, writeFileAtomic } from "../util/state_dir.ts";
-import { derToPem, formatFingerprint, sha256Hex } from "./certs.ts";
-import { GENERATED_SERVER_NAME, isGeneratedCa } from "./server_identity.ts";
+import {
+  derToPem,
+  formatFingerprint,
+  GENERATED_SERVER_NAME,
+  isGeneratedCa,
+  sha256Hex,
+} from "./certs.ts";
 
 /** How the client secures its connections to the server. */
 export type ClientTls =

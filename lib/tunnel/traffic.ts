@@ -9,7 +9,7 @@
  */
 
 import type { JoinStats } from "./join.ts";
-import { RingBuffer } from "../dashboard/events.ts";
+import { RingBuffer } from "../util/ring_buffer.ts";
 
 /** Bytes moved: `in` from users to the app, `out` from the app to users. */
 export interface ByteTotals {

@@ -56,3 +56,10 @@ export function parsePortSpec(spec: string): PortRange[] | string {
   }
   return ranges;
 }
+
+/** Whether a host is a loopback address, reachable only from this machine. */
+export function isLoopback(hostname: string): boolean {
+  const h = hostname.toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) ||
+    /^::ffff:127\./.test(h);
+}

@@ -7,7 +7,8 @@
 
 import assert from "node:assert/strict";
 import { startClient, startServer } from "../../mod.ts";
-import { checkDashboardOptions, isLoopback } from "../../lib/dashboard/http.ts";
+import { checkDashboardOptions } from "../../lib/dashboard/http.ts";
+import { isLoopback } from "../../lib/util/addr.ts";
 import { ConfigError } from "../../lib/util/errors.ts";
 import type { GroupStatus, ServerStatus } from "../../lib/dashboard/monitor.ts";
 import { loadServerConfig } from "../../lib/config/server_file.ts";

@@ -44,7 +44,7 @@ Deno.test("the README's embedding example runs as written", async () => {
 Deno.test("the library prints nothing unless the host program configures logging", async () => {
   const app = echoApp();
   const out = await runSnippet(`
-    import { startClient, startServer } from "../mod.ts";
+    import { startClient, startServer } from "./mod.ts";
     const server = await startServer({ bind: "127.0.0.1:0", token: "q", ports: "20000-20100", publicHost: "127.0.0.1" });
     const client = await startClient({ server: \`127.0.0.1:\${server.addr.port}\`, token: "q", group: "quiet" });
     const tunnel = await client.expose({ name: "echo", local: "${app.addr}" });

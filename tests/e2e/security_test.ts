@@ -9,7 +9,8 @@
 
 import assert from "node:assert/strict";
 import { Credentials, loadUsersFile } from "../../lib/server/users.ts";
-import { DEFAULT_LIMITS, SourceGuard, sourceOf } from "../../lib/server/limits.ts";
+import { DEFAULT_LIMITS } from "../../lib/config/limits.ts";
+import { SourceGuard, sourceOf } from "../../lib/util/source_guard.ts";
 import { ConfigError } from "../../lib/util/errors.ts";
 import { Secret } from "../../lib/util/secret.ts";
 import {

@@ -6,7 +6,8 @@
  */
 
 import assert from "node:assert/strict";
-import { EventLog, RingBuffer } from "../../lib/dashboard/events.ts";
+import { EventLog } from "../../lib/dashboard/events.ts";
+import { RingBuffer } from "../../lib/util/ring_buffer.ts";
 import {
   Histogram,
   type MetricFamily,
@@ -14,7 +15,7 @@ import {
   renderExposition,
 } from "../../lib/dashboard/metrics.ts";
 import { type MonitoredSession, ServerMonitor } from "../../lib/dashboard/monitor.ts";
-import type { AppEntry } from "../../lib/server/registry.ts";
+import type { AppEntry } from "../../lib/protocol/services.ts";
 import { TrafficCounter, TrafficHistory } from "../../lib/tunnel/traffic.ts";
 import { parseNpm, parseReference, referencePython } from "../helpers/prom_parse.ts";
 

@@ -1,40 +1,24 @@
 /**
- * The server's defences against floods and guessing, in one place: limits
- * with their defaults (each is a `limits.*` key of the server file), and the
- * per-source bookkeeping behind them. A source is an IPv4 address, or the
- * /64 an IPv6 address lies in (one host usually holds a whole /64).
+ * Per-source bookkeeping behind the login defences: failed logins with a
+ * growing delay and a lockout, and connections in their handshake. A source
+ * is an IPv4 address, or the /64 an IPv6 address lies in (one host usually
+ * holds a whole /64). Pure state, no I/O: the control port and the
+ * dashboard share one guard.
  *
  * @module
  */
 
-import { parseIp } from "../util/cidr.ts";
-import { MAX_APPS_PER_GROUP } from "../protocol/protocol.ts";
+import { parseIp } from "./cidr.ts";
 
-/** Every limit, as `startServer` takes them. */
-export interface ServerLimits {
-  /** Groups live at once (key `limits.max_groups`). */
-  maxGroups: number;
-  /** Apps one group may expose at once (`limits.max_apps_per_group`). */
-  maxAppsPerGroup: number;
-  /** Users waiting for a work connection, all groups together (`limits.max_pending_users`). */
-  maxPendingUsers: number;
-  /** Connections in their handshake from one source (`limits.handshakes_per_source`). */
+/** The limits a guard applies (the server's `limits.*` of the same names). */
+export interface GuardLimits {
+  /** Connections in their handshake from one source. */
   handshakesPerSource: number;
-  /** Failed logins from one source before it is locked out (`limits.auth_failures`). */
+  /** Failed logins from one source before it is locked out. */
   authFailures: number;
-  /** How long a lockout lasts, and how long failures are remembered (`limits.lockout_seconds`). */
+  /** How long a lockout lasts, and how long failures are remembered. */
   lockoutSeconds: number;
 }
-
-/** The defaults: generous for real use, tight enough that a flood cannot exhaust the server. */
-export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
-  maxGroups: 1024,
-  maxAppsPerGroup: MAX_APPS_PER_GROUP,
-  maxPendingUsers: 4096,
-  handshakesPerSource: 64,
-  authFailures: 10,
-  lockoutSeconds: 300,
-};
 
 /** Failures before the answers start to slow down. */
 const FREE_FAILURES = 3;
@@ -66,12 +50,12 @@ interface Record {
  * in between do not reset the count.
  */
 export class SourceGuard {
-  #limits: ServerLimits;
+  #limits: GuardLimits;
   #now: () => number;
   #failures = new Map<string, Record>();
   #inFlight = new Map<string, number>();
 
-  constructor(limits: ServerLimits, now: () => number = Date.now) {
+  constructor(limits: GuardLimits, now: () => number = Date.now) {
     this.#limits = limits;
     this.#now = now;
   }
