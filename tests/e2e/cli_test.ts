@@ -26,6 +26,7 @@ import {
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
 } from "../../lib/protocol/protocol.ts";
+import { makeTempDir } from "../helpers/temp.ts";
 
 const TOKEN = "cli-token-Zq81x";
 
@@ -99,7 +100,7 @@ Deno.test("server: no token exits 2; BURROW_TOKEN works; a taken bind exits 1", 
 });
 
 Deno.test("bad config files exit 2 naming the file, key and line", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "burrow-cli-" });
+  const dir = await makeTempDir({ prefix: "burrow-cli-" });
   const write = (name: string, text: string) => {
     Deno.writeTextFileSync(`${dir}/${name}`, text);
     return `${dir}/${name}`;
@@ -320,7 +321,7 @@ Deno.test("a token pasted in the wrong place is never printed back in an error",
     ["server.ts", ["--ports", secret], { BURROW_TOKEN: secret }],
     ["client.ts", ["group.yaml", secret, "--token", secret], {}],
   ];
-  const dir = await Deno.makeTempDir({ prefix: "burrow-mask-" });
+  const dir = await makeTempDir({ prefix: "burrow-mask-" });
   const file = `${dir}/server.yaml`;
   await Deno.writeTextFile(file, `token: ${secret}\nbind: ${secret}\n`);
   cases.push(["server.ts", ["--config", file], {}]);

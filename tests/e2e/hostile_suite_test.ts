@@ -40,6 +40,7 @@ import {
   suiteCa,
   writeAll,
 } from "../helpers/harness.ts";
+import { makeTempFile } from "../helpers/temp.ts";
 
 const TOKEN = "hostile-suite-Tk7q";
 const SECRET = new Secret(TOKEN);
@@ -276,7 +277,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 // ---- the suite ---------------------------------------------------------------
 
 Deno.test("hostile clients against one live server: the tunnel carries on and memory comes back", async (t) => {
-  const config = await Deno.makeTempFile({ prefix: "burrow-hostile-", suffix: ".yaml" });
+  const config = await makeTempFile({ prefix: "burrow-hostile-", suffix: ".yaml" });
   await Deno.writeTextFile(
     config,
     `limits:\n  auth_failures: ${AUTH_FAILURES}\n  lockout_seconds: 60\n`,

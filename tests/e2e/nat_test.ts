@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { Proc } from "../helpers/harness.ts";
 import { BED, type Home, listBedNamespaces, NetBed, netbedUnavailable } from "../helpers/netbed.ts";
+import { makeTempFile } from "../helpers/temp.ts";
 
 const TOKEN = "nat-token-Vq7";
 const why = await netbedUnavailable();
@@ -55,7 +56,7 @@ async function startHome(
   const app = new Proc("tests/helpers/echo_main.ts", [], {}, bed.home(home));
   stack.defer(() => app.stop());
   const appPort = Number((await app.stdout.wait(/^listening (\d+)$/))[1]);
-  const file = await Deno.makeTempFile({ prefix: "burrow-nat-", suffix: ".yaml" });
+  const file = await makeTempFile({ prefix: "burrow-nat-", suffix: ".yaml" });
   stack.defer(() => Deno.remove(file));
   await Deno.writeTextFile(
     file,

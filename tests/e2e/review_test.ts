@@ -15,6 +15,7 @@ import {
   suiteCa,
   writeAll,
 } from "../helpers/harness.ts";
+import { makeTempDirSync } from "../helpers/temp.ts";
 
 const TOKEN = "review-test-token-Zp41qW";
 /** A CA and a leaf for 127.0.0.1, in the shape this file uses. */
@@ -152,7 +153,7 @@ Deno.test("pinning: a MITM with a publicly trusted certificate for the address c
   // The "public" CA is in the client's trust store (DENO_CERT), as a
   // corporate interception root or a mis-issued public certificate would be.
   const [pub, own] = await Promise.all([makePki("public root"), makePki("attacker")]);
-  const dir = Deno.makeTempDirSync({ prefix: "burrow-review-" });
+  const dir = makeTempDirSync({ prefix: "burrow-review-" });
   Deno.writeTextFileSync(`${dir}/public-root.pem`, pub.caPem);
   const mitm = new SplitChainMitm(
     server.port,
@@ -187,7 +188,7 @@ Deno.test("trust on first use: a recorded server cannot be replaced by a MITM wi
   const server = await startServer({ token: TOKEN });
   stack.defer(() => server.proc.stop());
   const pub = await makePki("public root");
-  const dir = Deno.makeTempDirSync({ prefix: "burrow-review-" });
+  const dir = makeTempDirSync({ prefix: "burrow-review-" });
   Deno.writeTextFileSync(`${dir}/public-root.pem`, pub.caPem);
   const env = { DENO_CERT: `${dir}/public-root.pem`, XDG_STATE_HOME: dir };
   const publicCert = { cert: pub.leafPem + pub.caPem, key: pub.keyPem };

@@ -28,6 +28,7 @@ import {
   startServer,
   waitRefused,
 } from "../helpers/harness.ts";
+import { makeTempDir } from "../helpers/temp.ts";
 
 const SHARED = "shared-token-9f3";
 const TEAM_A = "team-a-token-71c";
@@ -55,7 +56,7 @@ Deno.test("credentials: an exact name beats a prefix, the longest prefix wins, e
 });
 
 Deno.test("users file: errors name the file, key and line, and never quote a token", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "burrow-users-" });
+  const dir = await makeTempDir({ prefix: "burrow-users-" });
   try {
     const cases: Array<[string, RegExp]> = [
       [`- group: a\n  token: tok-secret-1\n  ports: 9-8\n`, /users\.yaml: \[0\]\.ports \(line 3\)/],
@@ -125,7 +126,7 @@ async function usersServer(
   extra = "",
   args: string[] = [],
 ) {
-  const dir = await Deno.makeTempDir({ prefix: "burrow-sec-" });
+  const dir = await makeTempDir({ prefix: "burrow-sec-" });
   const block = portBlock();
   const text = typeof users === "string" ? users : users(block);
   await Deno.writeTextFile(`${dir}/users.yaml`, text, { mode: 0o600 });

@@ -23,13 +23,14 @@ import {
   startServer,
   writeAll,
 } from "../helpers/harness.ts";
+import { makeTempDirSync } from "../helpers/temp.ts";
 
 const TOKEN = "tls-test-token-Vq93kX7";
 const FP_LINE = /^sha256:[0-9a-f]{64}$/;
 
 /** A new empty folder. */
 function tempDir(): string {
-  return Deno.makeTempDirSync({ prefix: "burrow-tls-" });
+  return makeTempDirSync({ prefix: "burrow-tls-" });
 }
 
 /** The DER bytes of every certificate in a PEM text (parsed here, not with lib/). */

@@ -1,14 +1,15 @@
 /**
  * End-to-end test harness: runs the real `server.ts` and `client.ts` as
  * processes, waits for their output lines (never for a fixed time), and
- * provides local apps and byte-exact round trips. Public port blocks are
- * chosen below the kernel's ephemeral range so the tests' own outgoing
- * connections and TIME_WAIT sockets never collide with them.
+ * provides local apps and byte-exact round trips. Public port blocks come
+ * from `ports.ts`, temp files from `temp.ts` (nothing is left in /tmp).
  *
  * @module
  */
 
 import { CLIENT_PREAMBLE } from "../../lib/protocol/protocol.ts";
+import { portBlock } from "./ports.ts";
+import { makeTempFileSync, PROCESS_DIR, scratchDir } from "./temp.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const decoder = new TextDecoder();
@@ -119,10 +120,13 @@ export class Lines {
  * One state folder for the whole run, for every program the tests start and
  * for servers and clients started in this process: servers share one
  * generated CA there, and clients record it there on first use. The user's
- * own state folder is never touched.
+ * own state folder is never touched; the folder goes with the test process
+ * (see `temp.ts`).
  */
-export const SUITE_STATE: string = Deno.makeTempDirSync({ prefix: "burrow-state-" });
+export const SUITE_STATE: string = `${PROCESS_DIR}/state`;
+Deno.mkdirSync(SUITE_STATE, { recursive: true, mode: 0o700 });
 Deno.env.set("XDG_STATE_HOME", SUITE_STATE);
+scratchDir(); // registers this module, so the process folder stays while it runs
 
 /** A running burrow program. */
 export class Proc {
@@ -193,38 +197,7 @@ export class Proc {
   }
 }
 
-let blockCounter = 0;
-const pid = Deno.pid;
-
-/** A block of public ports: `from`-`to` inclusive, and `spec` as the server's `--ports` takes it. */
-export interface PortBlock {
-  from: number;
-  to: number;
-  spec: string;
-}
-
-/**
- * A block of `size` public ports for one test, below the ephemeral range,
- * different for every call in this process and spread by pid across runs.
- */
-export function portBlock(size = 50): PortBlock {
-  const [low] = Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range").trim().split(/\s+/)
-    .map(Number) as [number];
-  const floor = 20_000;
-  const slots = Math.floor((Math.max(low, floor + 1000) - floor) / 100);
-  const slot = (pid * 7 + blockCounter++) % slots;
-  const from = floor + slot * 100;
-  const to = from + Math.min(size, 100) - 1;
-  return { from, to, spec: `${from}-${to}` };
-}
-
-/** A currently free TCP port on 127.0.0.1 (for a control listener that must be reused). */
-export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = l.addr.port;
-  l.close();
-  return port;
-}
+export { freePort, type PortBlock, portBlock } from "./ports.ts";
 
 /** Options for {@linkcode startServer}. */
 export interface ServerProcOptions {
@@ -301,7 +274,7 @@ export function groupFile(o: {
     }
     if (a.allow_from !== undefined) lines.push(`    allow_from: ${JSON.stringify(a.allow_from)}`);
   }
-  const path = Deno.makeTempFileSync({ prefix: "burrow-group-", suffix: ".yaml" });
+  const path = makeTempFileSync({ prefix: "burrow-group-", suffix: ".yaml" });
   Deno.writeTextFileSync(path, lines.join("\n") + "\n");
   return path;
 }

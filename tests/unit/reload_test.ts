@@ -23,6 +23,7 @@ import {
   waitRefused,
   writeAll,
 } from "../helpers/harness.ts";
+import { makeTempFile } from "../helpers/temp.ts";
 
 const TOKEN = "reload-token-3x";
 const app = (name: string, port: number, remotePort = 0): AppConfig => ({
@@ -145,7 +146,7 @@ Deno.test("the client follows its group file: added, removed, changed, and untou
 Deno.test("the server reloads its port ranges on SIGHUP", async () => {
   const echo = echoApp();
   const [a, b] = [portBlock(5), portBlock(5)];
-  const config = await Deno.makeTempFile({ suffix: ".yaml" });
+  const config = await makeTempFile({ suffix: ".yaml" });
   await Deno.writeTextFile(
     config,
     `bind: 127.0.0.1:0\ntoken: ${TOKEN}\nports: ${a.spec}\npublic_host: 127.0.0.1\n`,
