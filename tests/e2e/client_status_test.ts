@@ -25,20 +25,8 @@ import {
   sha256,
   startClient as startClientProc,
   startServer as startServerProc,
+  until,
 } from "../helpers/harness.ts";
-
-/** Polls `get` until `ok` holds, or fails after `timeoutMs` showing the last value. */
-async function until<T>(get: () => Promise<T> | T, ok: (v: T) => boolean, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (true) {
-    const last = await get();
-    if (ok(last)) return last;
-    if (Date.now() > deadline) {
-      throw new Error(`not met in ${timeoutMs} ms: ${JSON.stringify(last)}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 Deno.test("client status and admin API follow the link through a server restart", async () => {
   const app = echoApp();

@@ -20,24 +20,11 @@ import {
   randomBytes,
   sha256,
   startServer as startServerProc,
+  until,
 } from "../helpers/harness.ts";
 import { parseNpm, parseReference, referencePython } from "../helpers/prom_parse.ts";
 
 const PASSWORD = "dash-pass-5c1e";
-
-/** Polls `get` until `ok` holds, or fails after `timeoutMs` showing the last value. */
-async function until<T>(get: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  let last: T;
-  while (true) {
-    last = await get();
-    if (ok(last)) return last;
-    if (Date.now() > deadline) {
-      throw new Error(`condition not met in ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 function basic(user: string, password: string): string {
   return `Basic ${btoa(`${user}:${password}`)}`;
@@ -75,7 +62,7 @@ Deno.test("dashboard API and metrics follow a live tunnel: groups, bytes, events
     // Real bytes, checked exactly, then seen by the API to the byte.
     const data = randomBytes(300_000);
     assert.equal(await echoThrough(tunnel.remotePort, data), await sha256(data));
-    const [lab] = await until(groups, (g) => g[0]?.apps[0]?.bytesOut === 300_000);
+    const [lab] = await until(groups, (g) => g[0]?.apps[0]?.bytesOut === 300_000, 10_000);
     assert.equal(lab?.name, "lab");
     assert.equal(lab?.online, true);
     assert.match(lab?.clientAddr ?? "", /^127\.0\.0\.1:\d+$/);
@@ -97,7 +84,7 @@ Deno.test("dashboard API and metrics follow a live tunnel: groups, bytes, events
       const got = new Uint8Array(1000);
       let read = 0;
       while (read < 1000) read += (await conn.read(got.subarray(read))) ?? 0;
-      const live = await until(groups, (g) => g[0]?.apps[0]?.bytesIn === 301_000);
+      const live = await until(groups, (g) => g[0]?.apps[0]?.bytesIn === 301_000, 10_000);
       assert.equal(live[0]?.apps[0]?.connections, 1);
       const status = await api<ServerStatus>("/api/status");
       assert.equal(status.version, "0.1.0");
@@ -112,7 +99,11 @@ Deno.test("dashboard API and metrics follow a live tunnel: groups, bytes, events
       conn.close();
     }
     // The sparkline series fills once a second.
-    const sampled = await until(groups, (g) => (g[0]?.apps[0]?.traffic.in.length ?? 0) >= 2);
+    const sampled = await until(
+      groups,
+      (g) => (g[0]?.apps[0]?.traffic.in.length ?? 0) >= 2,
+      10_000,
+    );
     assert.ok(sampled[0]?.apps[0]?.traffic.in.every((n) => Number.isInteger(n) && n >= 0));
 
     // Metrics: parsed by real parsers, with the same figures.
@@ -147,12 +138,16 @@ Deno.test("dashboard API and metrics follow a live tunnel: groups, bytes, events
       (err: Error) => (err as { code?: string }).code === "auth_failed",
     );
     const metricsText = () => fetch(`${base}/metrics`, { headers: auth }).then((r) => r.text());
-    await until(metricsText, (t) => /^burrow_auth_failures_total 1$/m.test(t));
-    await until(metricsText, (t) => /^burrow_refusals_total\{cause="auth_failed"\} 1$/m.test(t));
+    await until(metricsText, (t) => /^burrow_auth_failures_total 1$/m.test(t), 10_000);
+    await until(
+      metricsText,
+      (t) => /^burrow_refusals_total\{cause="auth_failed"\} 1$/m.test(t),
+      10_000,
+    );
 
     // The client goes away: the group stays listed as offline with its last address.
     await client.close();
-    const offline = await until(groups, (g) => g[0]?.online === false);
+    const offline = await until(groups, (g) => g[0]?.online === false, 10_000);
     assert.equal(offline[0]?.clientAddr, lab?.clientAddr);
     assert.equal(offline[0]?.reason, "client stopped");
     assert.equal(offline[0]?.apps[0]?.bytesIn, 301_000, "totals survive going offline");
@@ -163,7 +158,7 @@ Deno.test("dashboard API and metrics follow a live tunnel: groups, bytes, events
       group: "lab",
     });
     await client.expose({ name: "echo", local: app.addr });
-    await until(groups, (g) => g[0]?.online === true && g[0]?.apps.length === 1);
+    await until(groups, (g) => g[0]?.online === true && g[0]?.apps.length === 1, 10_000);
     const { events } = await api<{ events: Array<{ id: number; kind: string; code?: string }> }>(
       "/api/events",
     );

@@ -228,35 +228,6 @@ async function inWaves<T>(count: number, width: number, fn: (i: number) => Promi
   return out;
 }
 
-/**
- * A TCP relay on 127.0.0.1 whose upstream connections leave from `source`:
- * a real client dialled through it reaches the server from that address.
- */
-async function sourceRelay(source: string, port: number) {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((down) => {
-    const up = net.connect({ host: "127.0.0.1", port, localAddress: source });
-    for (const s of [down, up]) {
-      sockets.add(s);
-      s.on("error", () => {
-        down.destroy();
-        up.destroy();
-      });
-      s.on("close", () => sockets.delete(s));
-    }
-    down.pipe(up);
-    up.pipe(down);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-}
-
 // ---- memory ------------------------------------------------------------------
 
 function rssMiB(pid: number): number {

@@ -29,6 +29,8 @@ import {
   waitRefused,
 } from "../helpers/harness.ts";
 import { makeTempDir } from "../helpers/temp.ts";
+import { libraryClient, libraryServer, loginOutcome } from "../helpers/library.ts";
+import { startClient as startLibraryClient } from "../../mod.ts";
 
 const SHARED = "shared-token-9f3";
 const TEAM_A = "team-a-token-71c";
@@ -477,4 +479,137 @@ Deno.test("the example files load as written", async () => {
   assert.equal(server.limits.authFailures, DEFAULT_LIMITS.authFailures);
   const users = await loadUsersFile("examples/users.yaml", env);
   assert.deepEqual(users.map((u) => u.group), ["home-lab", "ci-*"]);
+});
+
+Deno.test("a token changed while a client is in its handshake does not give that client a session", async () => {
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => release = resolve);
+  let entered!: () => void;
+  const inHook = new Promise<void>((resolve) => entered = resolve);
+  await using server = await libraryServer({
+    tls: false,
+    users: [{ group: "team", token: "old-token-4kq2" }],
+    // Any await between the proof check and the session (here the onAuth hook).
+    onAuth: async () => {
+      entered();
+      await held;
+      return true;
+    },
+  });
+  const client = startLibraryClient({
+    server: server.dial,
+    token: "old-token-4kq2",
+    group: "team",
+    tls: false,
+  });
+  client.then((c) => c.close(), () => {});
+  await inHook;
+  server.setUsers([{ group: "team", token: "new-token-9zx7" }]);
+  release();
+  await assert.rejects(client, (err: Error & { code?: string }) => err.code === "auth_failed");
+  assert.deepEqual(server.groups().filter((g) => g.online).map((g) => g.name), []);
+});
+
+Deno.test("max_connections: users admitted together while an onUserConnect hook answers do not exceed the group's quota", async () => {
+  // Every user ends up either at the app or closed by the server; count both.
+  let reached = 0;
+  let closed = 0;
+  let settle!: () => void;
+  const settled = new Promise<void>((resolve) => settle = resolve);
+  const check = () => reached + closed === 3 && settle();
+  const appConns: Deno.Conn[] = [];
+  const users: Deno.TcpConn[] = [];
+  await using stack = new AsyncDisposableStack();
+  const local = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving = (async () => {
+    for await (const conn of local) {
+      appConns.push(conn);
+      reached++;
+      check();
+    }
+  })().catch(() => {});
+  stack.defer(() => serving); // after the listener below is closed
+  stack.use(local);
+  let arrived = 0;
+  let allArrived!: () => void;
+  const three = new Promise<void>((resolve) => allArrived = resolve);
+  const server = stack.use(
+    await libraryServer({
+      tls: false,
+      users: [{ group: "quota", token: "quota-token-7hd2", maxConnections: 1 }],
+      // An asynchronous hook: every user is asked about before any is counted.
+      onUserConnect: async () => {
+        if (++arrived === 3) allArrived();
+        await three;
+        return true;
+      },
+    }),
+  );
+  const client = stack.use(
+    await libraryClient(server, { token: "quota-token-7hd2", group: "quota", tls: false }),
+  );
+  stack.defer(() => {
+    for (const c of [...users, ...appConns]) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+  });
+  const tunnel = await client.expose({
+    name: "app",
+    local: `127.0.0.1:${local.addr.port}`,
+    remotePort: 0,
+  });
+  for (let i = 0; i < 3; i++) {
+    users.push(await Deno.connect({ hostname: "127.0.0.1", port: tunnel.remotePort }));
+  }
+  for (const u of users) {
+    u.read(new Uint8Array(1)).catch(() => null).finally(() => {
+      closed++;
+      check();
+    });
+  }
+  await settled;
+  assert.equal(reached, 1, "more users reached the app than the group's max_connections");
+  assert.equal(closed, 2);
+});
+
+Deno.test("lockout: a client that stops right after it connects does not lock its own address out (its pooled work connections arrive after its session ended)", async () => {
+  await using server = await libraryServer({
+    tls: false,
+    users: [{ group: "mine", token: "my-own-token-5sk1" }],
+    limits: { authFailures: 5 }, // fewer than the client's pooled work connections (8)
+  });
+  const codes: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    codes.push(
+      await loginOutcome(startLibraryClient({
+        server: server.dial,
+        token: "my-own-token-5sk1",
+        group: "mine",
+        tls: false,
+      })),
+    );
+  }
+  assert.deepEqual(codes, ["ok", "ok", "ok", "ok"]);
+});
+
+Deno.test("lockout: successful logins with a token one holds do not reset the count of failed guesses at another group's token", async () => {
+  await using server = await libraryServer({
+    tls: false,
+    users: [
+      { group: "mine", token: "my-own-token-5sk1" },
+      { group: "victim", token: "victims-token-8qm3" },
+    ],
+    limits: { authFailures: 5 },
+  });
+  const login = (group: string, token: string) =>
+    loginOutcome(startLibraryClient({ server: server.dial, token, group, tls: false }));
+  const codes: string[] = [];
+  for (let round = 0; round < 3; round++) {
+    // Three free guesses, then a login of one's own to wipe the slate.
+    for (let i = 0; i < 3; i++) codes.push(await login("victim", `guess-${round}-${i}`));
+    codes.push(await login("mine", "my-own-token-5sk1"));
+  }
+  assert.ok(codes.includes("locked_out"), `never locked out: ${codes.join(" ")}`);
 });

@@ -498,6 +498,50 @@ export async function echoThrough(port: number, data: Uint8Array<ArrayBuffer>): 
   }
 }
 
+/**
+ * Sends `size` random bytes through a public port to an echo app and checks
+ * the same bytes come back (by SHA-256).
+ */
+export async function assertEchoes(port: number, size = 256 * 1024): Promise<void> {
+  const data = randomBytes(size);
+  const [back, sent] = await Promise.all([echoThrough(port, data), sha256(data)]);
+  if (back !== sent) throw new Error(`echo through port ${port}: sha256 ${back}, sent ${sent}`);
+}
+
+/**
+ * Polls `get` every 50 ms until `ok` holds and returns that value; fails
+ * after `timeoutMs`, showing the last value (and `what`, if given).
+ */
+export async function until<T>(
+  get: () => Promise<T> | T,
+  ok: (v: T) => boolean,
+  timeoutMs = 15_000,
+  what = "",
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const last = await get();
+    if (ok(last)) return last;
+    if (Date.now() > deadline) {
+      throw new Error(
+        `${what || "condition"} not met in ${timeoutMs} ms; last: ${JSON.stringify(last)}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Runs a program (`server.ts`, `client.ts`) to its end, with no `BURROW_TOKEN` unless `env` sets one. */
+export async function runToEnd(
+  script: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const proc = new Proc(script, args, { BURROW_TOKEN: "", ...env });
+  const code = await proc.exitCode(20_000);
+  return { code, stdout: proc.stdout.text, stderr: proc.stderr.text };
+}
+
 /** Resolves true once connecting to the port is refused, polling every 50 ms up to `timeoutMs`. */
 export async function waitRefused(port: number, timeoutMs = 10_000): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
