@@ -9,12 +9,7 @@
 import assert from "node:assert/strict";
 import { startClient, startServer } from "../../mod.ts";
 import type { ClientStatus } from "../../lib/client/status.ts";
-import { loadClientConfig } from "../../lib/config/group_file.ts";
-import {
-  formatStatusTable,
-  formatTable,
-  printStatusOnReady,
-} from "../../lib/client/status_table.ts";
+import { printStatusOnReady } from "../../lib/client/status_table.ts";
 import {
   echoApp,
   echoThrough,
@@ -104,41 +99,6 @@ Deno.test("client status and admin API follow the link through a server restart"
     app.close();
   }
   assert.equal(client.status().server.state, "closed");
-});
-
-Deno.test("the status table lines up its columns", () => {
-  assert.equal(
-    formatTable(["A", "BB", "C"], [["long-name", "x", "end"], ["s", "yyyy", "e"]]),
-    "A          BB    C\nlong-name  x     end\ns          yyyy  e",
-  );
-  const table = formatStatusTable({
-    version: "0.1.0",
-    group: "lab",
-    server: { addr: "relay:7700", state: "reconnecting", since: "", retries: 3, reconnects: 0 },
-    apps: [{
-      name: "ssh",
-      local: "127.0.0.1:22",
-      remotePort: 6022,
-      publicAddr: null,
-      state: "pending",
-      connections: 0,
-      connectionsTotal: 0,
-      bytesIn: 0,
-      bytesOut: 0,
-    }],
-  });
-  assert.equal(
-    table,
-    "lab via relay:7700 (reconnecting)\nAPP  LOCAL         PUBLIC  STATE\nssh  127.0.0.1:22  -       pending",
-  );
-});
-
-Deno.test("the group file's admin key loads as HOST:PORT", async () => {
-  const file = new URL("../fixtures/client/valid/admin.yaml", import.meta.url).pathname;
-  const config = await loadClientConfig(file, {}, () => undefined);
-  assert.deepEqual(config.admin, { hostname: "127.0.0.1", port: 7401 });
-  const minimal = new URL("../fixtures/client/valid/minimal.yaml", import.meta.url).pathname;
-  assert.equal((await loadClientConfig(minimal, {}, () => undefined)).admin, undefined);
 });
 
 Deno.test("client.ts serves its admin key and prints where", async () => {

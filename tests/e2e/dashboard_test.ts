@@ -7,11 +7,7 @@
 
 import assert from "node:assert/strict";
 import { startClient, startServer } from "../../mod.ts";
-import { checkDashboardOptions } from "../../lib/dashboard/http.ts";
-import { isLoopback } from "../../lib/util/addr.ts";
-import { ConfigError } from "../../lib/util/errors.ts";
 import type { GroupStatus, ServerStatus } from "../../lib/dashboard/monitor.ts";
-import { loadServerConfig } from "../../lib/config/server_file.ts";
 import {
   echoApp,
   echoThrough,
@@ -250,47 +246,6 @@ Deno.test("the dashboard asks for a password, with security headers, and streams
     await reader.cancel();
   } finally {
     await server.close();
-  }
-});
-
-Deno.test("a dashboard off loopback needs a password; loopback is open", () => {
-  assert.ok(isLoopback("127.0.0.1") && isLoopback("localhost") && isLoopback("::1"));
-  assert.ok(!isLoopback("0.0.0.0") && !isLoopback("::") && !isLoopback("192.0.2.1"));
-  assert.throws(
-    () => checkDashboardOptions({ bind: "0.0.0.0:7500" }),
-    (err: Error) =>
-      err instanceof ConfigError && /refusing to serve on 0\.0\.0\.0:7500 without a password/
-        .test(err.message),
-  );
-  assert.throws(() => checkDashboardOptions({ bind: "[::]:7500" }), ConfigError);
-  assert.throws(() => checkDashboardOptions({ bind: "nope" }), /dashboard\.bind/);
-  assert.throws(() => checkDashboardOptions({ bind: "0.0.0.0:1", password: "" }), /empty/);
-  assert.equal(checkDashboardOptions({ bind: "0.0.0.0:1", password: "p" }).user, "admin");
-  assert.equal(checkDashboardOptions({ bind: "127.0.0.1:0" }).password, undefined);
-});
-
-Deno.test("dashboard flags override the file, and the password falls back to the environment", async () => {
-  const env = (n: string) =>
-    ({ BURROW_TOKEN: "tok", BURROW_DASHBOARD_PASSWORD: "from-env" } as Record<string, string>)[n];
-  const config = await loadServerConfig({ dashboard: "0.0.0.0:7501" }, env);
-  assert.deepEqual(config.dashboard?.bind, { hostname: "0.0.0.0", port: 7501 });
-  assert.equal(config.dashboard?.password?.reveal(), "from-env");
-  const flagged = await loadServerConfig({
-    dashboard: "127.0.0.1:7502",
-    "dashboard-user": "ops",
-    "dashboard-password": "from-flag",
-  }, env);
-  assert.equal(flagged.dashboard?.user, "ops");
-  assert.equal(flagged.dashboard?.password?.reveal(), "from-flag");
-  assert.equal((await loadServerConfig({}, env)).dashboard, undefined, "off by default");
-  const bad: Array<[Record<string, string>, RegExp]> = [
-    [{ dashboard: "7500" }, /^--dashboard: expected HOST:PORT/],
-    [{ dashboard: "127.0.0.1:1", "dashboard-user": "a b" }, /^--dashboard-user: must be/],
-    [{ dashboard: "127.0.0.1:1", "dashboard-password": "" }, /^--dashboard-password: must not/],
-    [{ "dashboard-password": "x" }, /need --dashboard HOST:PORT/],
-  ];
-  for (const [flags, re] of bad) {
-    await assert.rejects(loadServerConfig(flags, env), (err: Error) => re.test(err.message));
   }
 });
 

@@ -1,18 +1,14 @@
 /**
  * Who may connect: per-group credentials and quotas (`--users`, reloaded on
  * SIGHUP), per-app `allow_from`, failed-login delays and lockout, and the
- * server's global caps. Unit tests of the bookkeeping first, then real
- * servers and clients moving real bytes.
+ * server's global caps, and tokens revoked mid-handshake: real servers and
+ * clients moving real bytes (the bookkeeping's unit tests are in
+ * `tests/unit/users_test.ts` and `tests/unit/source_guard_test.ts`).
  *
  * @module
  */
 
 import assert from "node:assert/strict";
-import { Credentials, loadUsersFile } from "../../lib/server/users.ts";
-import { DEFAULT_LIMITS } from "../../lib/config/limits.ts";
-import { SourceGuard, sourceOf } from "../../lib/util/source_guard.ts";
-import { ConfigError } from "../../lib/util/errors.ts";
-import { Secret } from "../../lib/util/secret.ts";
 import {
   connectFrom,
   echoApp,
@@ -35,92 +31,6 @@ import { startClient as startLibraryClient } from "../../mod.ts";
 const SHARED = "shared-token-9f3";
 const TEAM_A = "team-a-token-71c";
 const CI = "ci-token-4e2";
-
-Deno.test("credentials: an exact name beats a prefix, the longest prefix wins, else the shared token", () => {
-  const creds = new Credentials([
-    { group: "ci-*", token: "ci", maxApps: 1 },
-    { group: "ci-prod-*", token: "ci-prod" },
-    { group: "ci-prod-7", token: "seven", ports: "6000-6010", maxConnections: 3 },
-  ], new Secret("shared"));
-  assert.equal(creds.lookup("ci-prod-7")?.token.reveal(), "seven");
-  assert.deepEqual(creds.lookup("ci-prod-7")?.quota?.ports, [{ from: 6000, to: 6010 }]);
-  assert.equal(creds.lookup("ci-prod-7")?.quota?.maxConnections, 3);
-  assert.equal(creds.lookup("ci-prod-8")?.token.reveal(), "ci-prod");
-  assert.equal(creds.lookup("ci-x")?.quota?.maxApps, 1);
-  assert.equal(creds.lookup("home")?.token.reveal(), "shared");
-  assert.equal(creds.lookup("home")?.quota, undefined);
-  assert.equal(new Credentials([{ group: "a", token: "t" }]).lookup("b"), undefined);
-  assert.throws(
-    () => new Credentials([{ group: "a", token: "x" }, { group: "a", token: "y" }]),
-    /users\[1\]\.group: "a" is listed twice/,
-  );
-  assert.throws(() => new Credentials([{ group: "Bad!", token: "x" }]), ConfigError);
-});
-
-Deno.test("users file: errors name the file, key and line, and never quote a token", async () => {
-  const dir = await makeTempDir({ prefix: "burrow-users-" });
-  try {
-    const cases: Array<[string, RegExp]> = [
-      [`- group: a\n  token: tok-secret-1\n  ports: 9-8\n`, /users\.yaml: \[0\]\.ports \(line 3\)/],
-      [
-        `- group: a\n  token: tok-secret-1\n- group: a\n  token: tok-secret-2\n`,
-        /\[1\]\.group \(line 3\): "a" is listed twice/,
-      ],
-      [`- group: a\n  token: tok-secret-1\n  max_apps: -1\n`, /\[0\]\.max_apps \(line 3\)/],
-      [`- group: a\n  token: tok-secret-1\n  tokn: x\n`, /\[0\]\.tokn \(line 3\): unknown key/],
-      [`group: a\n`, /must be a list of groups/],
-    ];
-    for (const [text, expected] of cases) {
-      await Deno.writeTextFile(`${dir}/users.yaml`, text);
-      const err = await loadUsersFile(`${dir}/users.yaml`, () => undefined).then(
-        () => assert.fail(`accepted:\n${text}`),
-        (e: unknown) => e,
-      );
-      assert.ok(err instanceof ConfigError, String(err));
-      assert.match(err.message, expected);
-      assert.ok(!err.message.includes("tok-secret"), err.message);
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("source guard: free failures, then growing delays, then a lockout that ends", () => {
-  let now = 1_000_000;
-  const guard = new SourceGuard(
-    { ...DEFAULT_LIMITS, authFailures: 7, lockoutSeconds: 60 },
-    () => now,
-  );
-  const delays = Array.from({ length: 6 }, () => guard.failed("198.51.100.7").delayMs);
-  assert.deepEqual(delays, [0, 0, 0, 250, 500, 1000]);
-  assert.equal(guard.lockedFor("198.51.100.7"), 0);
-  assert.deepEqual(guard.failed("198.51.100.7"), { delayMs: 0, lockedOut: true });
-  assert.equal(guard.lockedFor("198.51.100.7"), 60);
-  assert.equal(guard.lockedFor("198.51.100.8"), 0, "another source is not locked");
-  assert.equal(guard.lockedFor("198.51.100.7"), 60);
-  now += 60_001;
-  assert.equal(guard.lockedFor("198.51.100.7"), 0);
-  assert.deepEqual(guard.failed("198.51.100.7"), { delayMs: 0, lockedOut: false }, "counted anew");
-  // Delays are capped at 5 s.
-  const slow = new SourceGuard({ ...DEFAULT_LIMITS, authFailures: 100 }, () => now);
-  let last = 0;
-  for (let i = 0; i < 20; i++) last = slow.failed("192.0.2.1").delayMs;
-  assert.equal(last, 5000);
-});
-
-Deno.test("source guard: handshakes per source, IPv6 counted by /64, and a bounded memory", () => {
-  const guard = new SourceGuard({ ...DEFAULT_LIMITS, handshakesPerSource: 2 });
-  const a = sourceOf("2001:db8:1:2:aaaa::1");
-  assert.equal(a, sourceOf("2001:db8:1:2:bbbb::9"), "one /64, one source");
-  assert.notEqual(a, sourceOf("2001:db8:1:3::1"));
-  assert.equal(sourceOf("::ffff:192.0.2.4"), "192.0.2.4");
-  assert.ok(guard.enter(a) && guard.enter(a));
-  assert.equal(guard.enter(a), false);
-  guard.leave(a);
-  assert.ok(guard.enter(a));
-  for (let i = 0; i < 12_000; i++) guard.failed(`10.${i >> 16 & 255}.${i >> 8 & 255}.${i & 255}`);
-  assert.ok(guard.tracked <= 10_000, `tracks ${guard.tracked} sources`);
-});
 
 /** A server with a users file; `extra` is more YAML for the server file. */
 async function usersServer(
@@ -463,22 +373,6 @@ Deno.test("global caps: groups past limits.max_groups are refused with quota", a
     for (const p of procs) await p.stop();
     app.close();
   }
-});
-
-Deno.test("the example files load as written", async () => {
-  const { loadClientConfig } = await import("../../lib/config/group_file.ts");
-  const { loadServerConfig } = await import("../../lib/config/server_file.ts");
-  const env = (name: string) =>
-    ({ BURROW_TOKEN: "t", BURROW_TOKEN_HOME: "h", BURROW_TOKEN_CI: "c" })[name];
-  const group = await loadClientConfig("examples/group.yaml", {}, env);
-  assert.deepEqual(group.apps.find((a) => a.name === "db")?.allowFrom, [
-    "203.0.113.0/24",
-    "2001:db8::/32",
-  ]);
-  const server = await loadServerConfig({ config: "examples/server.yaml" }, env);
-  assert.equal(server.limits.authFailures, DEFAULT_LIMITS.authFailures);
-  const users = await loadUsersFile("examples/users.yaml", env);
-  assert.deepEqual(users.map((u) => u.group), ["home-lab", "ci-*"]);
 });
 
 Deno.test("a token changed while a client is in its handshake does not give that client a session", async () => {

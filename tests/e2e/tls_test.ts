@@ -10,7 +10,6 @@
 
 import { makeOwnPki } from "../helpers/pki.ts";
 import assert from "node:assert/strict";
-
 import {
   assertEchoes,
   echoApp,

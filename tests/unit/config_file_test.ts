@@ -6,9 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-
 import { parseYaml } from "../../lib/config/file.ts";
-
 import { ConfigError } from "../../lib/util/errors.ts";
 
 Deno.test("a YAML syntax error quotes nothing from the file and stays on one line", () => {

@@ -7,8 +7,6 @@
 import assert from "node:assert/strict";
 import { EventLog } from "../../lib/dashboard/events.ts";
 
-import type { AppEntry } from "../../lib/protocol/services.ts";
-
 Deno.test("the event log is bounded, numbered, and tells its listeners", () => {
   const log = new EventLog(2);
   const heard: number[] = [];

@@ -10,13 +10,11 @@
  */
 
 import assert from "node:assert/strict";
-
 import {
   type ClientConfig,
   type ClientFlags,
   loadClientConfig,
 } from "../../lib/config/group_file.ts";
-
 import {
   assertConfigError,
   expectation,
@@ -25,7 +23,6 @@ import {
   withFixtureEnv,
   yamlFiles,
 } from "../helpers/config_fixtures.ts";
-
 import { Secret } from "../../lib/util/secret.ts";
 
 /** The parts of a ClientConfig worth comparing, with the token revealed. */
@@ -256,4 +253,12 @@ Deno.test("a loaded client config never prints its token", async () => {
       assert.ok(printed.includes("***"));
     }
   });
+});
+
+Deno.test("the group file's admin key loads as HOST:PORT", async () => {
+  const file = new URL("../fixtures/client/valid/admin.yaml", import.meta.url).pathname;
+  const config = await loadClientConfig(file, {}, () => undefined);
+  assert.deepEqual(config.admin, { hostname: "127.0.0.1", port: 7401 });
+  const minimal = new URL("../fixtures/client/valid/minimal.yaml", import.meta.url).pathname;
+  assert.equal((await loadClientConfig(minimal, {}, () => undefined)).admin, undefined);
 });

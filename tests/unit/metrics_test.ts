@@ -6,16 +6,12 @@
  */
 
 import assert from "node:assert/strict";
-
 import {
   Histogram,
   type MetricFamily,
   negotiateFormat,
   renderExposition,
 } from "../../lib/dashboard/metrics.ts";
-
-import type { AppEntry } from "../../lib/protocol/services.ts";
-
 import { parseNpm, parseReference, referencePython } from "../helpers/prom_parse.ts";
 
 const skipNote = referencePython.missing ? ` (skipped: ${referencePython.missing})` : "";

@@ -6,7 +6,6 @@
  */
 
 import assert from "node:assert/strict";
-
 import { type MonitoredSession, ServerMonitor } from "../../lib/dashboard/monitor.ts";
 import type { AppEntry } from "../../lib/protocol/services.ts";
 

@@ -5,10 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-
 import { RingBuffer } from "../../lib/util/ring_buffer.ts";
-
-import type { AppEntry } from "../../lib/protocol/services.ts";
 
 Deno.test("the ring buffer keeps the newest items in order", () => {
   const ring = new RingBuffer<number>(3);

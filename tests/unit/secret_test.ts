@@ -6,7 +6,6 @@
  */
 
 import assert from "node:assert/strict";
-
 import { maskSecrets, newId, newNonce, prove, Secret, verifyProof } from "../../lib/util/secret.ts";
 
 Deno.test("a Secret prints masked however it is printed", () => {

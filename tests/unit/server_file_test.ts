@@ -8,7 +8,6 @@
  */
 
 import assert from "node:assert/strict";
-
 import {
   assertConfigError,
   expectation,
@@ -17,7 +16,6 @@ import {
   withFixtureEnv,
   yamlFiles,
 } from "../helpers/config_fixtures.ts";
-
 import { Secret } from "../../lib/util/secret.ts";
 import {
   loadServerConfig,
@@ -264,4 +262,29 @@ Deno.test("a missing server config file is a ConfigError naming it", async () =>
     file,
     "no such file",
   );
+});
+
+Deno.test("dashboard flags override the file, and the password falls back to the environment", async () => {
+  const env = (n: string) =>
+    ({ BURROW_TOKEN: "tok", BURROW_DASHBOARD_PASSWORD: "from-env" } as Record<string, string>)[n];
+  const config = await loadServerConfig({ dashboard: "0.0.0.0:7501" }, env);
+  assert.deepEqual(config.dashboard?.bind, { hostname: "0.0.0.0", port: 7501 });
+  assert.equal(config.dashboard?.password?.reveal(), "from-env");
+  const flagged = await loadServerConfig({
+    dashboard: "127.0.0.1:7502",
+    "dashboard-user": "ops",
+    "dashboard-password": "from-flag",
+  }, env);
+  assert.equal(flagged.dashboard?.user, "ops");
+  assert.equal(flagged.dashboard?.password?.reveal(), "from-flag");
+  assert.equal((await loadServerConfig({}, env)).dashboard, undefined, "off by default");
+  const bad: Array<[Record<string, string>, RegExp]> = [
+    [{ dashboard: "7500" }, /^--dashboard: expected HOST:PORT/],
+    [{ dashboard: "127.0.0.1:1", "dashboard-user": "a b" }, /^--dashboard-user: must be/],
+    [{ dashboard: "127.0.0.1:1", "dashboard-password": "" }, /^--dashboard-password: must not/],
+    [{ "dashboard-password": "x" }, /need --dashboard HOST:PORT/],
+  ];
+  for (const [flags, re] of bad) {
+    await assert.rejects(loadServerConfig(flags, env), (err: Error) => re.test(err.message));
+  }
 });

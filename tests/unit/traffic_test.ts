@@ -5,8 +5,6 @@
  */
 
 import assert from "node:assert/strict";
-
-import type { AppEntry } from "../../lib/protocol/services.ts";
 import { TrafficCounter, TrafficHistory } from "../../lib/tunnel/traffic.ts";
 
 Deno.test("a traffic counter counts live and finished connections", () => {
