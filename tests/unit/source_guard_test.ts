@@ -1,5 +1,6 @@
 /**
- * The per-source guard against floods and guessing (`lib/util/source_guard.ts`):\nhandshakes in flight, failed logins, delays and lockout.
+ * The per-source guard against floods and guessing (`lib/util/source_guard.ts`):
+ * handshakes in flight, failed logins, delays and lockout.
  *
  * @module
  */
