@@ -210,10 +210,17 @@ export interface ServerProcOptions {
   env?: Record<string, string>;
 }
 
+/** A running `server.ts`: `await using` stops it. */
+export interface ServerProc extends AsyncDisposable {
+  proc: Proc;
+  /** The control port. */
+  port: number;
+  /** The CA's fingerprint, unless TLS is off. */
+  fingerprint?: string;
+}
+
 /** Starts `server.ts` on 127.0.0.1 and waits for its `listening` line. */
-export async function startServer(
-  o: ServerProcOptions = {},
-): Promise<{ proc: Proc; port: number; fingerprint?: string }> {
+export async function startServer(o: ServerProcOptions = {}): Promise<ServerProc> {
   const args = [
     "--bind",
     `127.0.0.1:${o.bindPort ?? 0}`,
@@ -236,7 +243,12 @@ export async function startServer(
     const fp = tlsOff
       ? undefined
       : (await proc.stdout.wait(/^fingerprint (sha256:[0-9a-f]{64})$/))[1];
-    return { proc, port: Number(m[1]), ...(fp === undefined ? {} : { fingerprint: fp }) };
+    return {
+      proc,
+      port: Number(m[1]),
+      ...(fp === undefined ? {} : { fingerprint: fp }),
+      [Symbol.asyncDispose]: () => proc.stop(),
+    };
   } catch (err) {
     await proc.stop();
     throw new Error(`server did not start: ${err}\nstderr:\n${proc.stderr.text}`);
@@ -380,8 +392,8 @@ export async function startTunnel(o: TunnelOptions): Promise<Tunnel> {
   }
 }
 
-/** A local app for tests, listening on 127.0.0.1. */
-export interface LocalApp {
+/** A local app for tests, listening on 127.0.0.1; `using` closes it. */
+export interface LocalApp extends Disposable {
   port: number;
   addr: string;
   /** Connections accepted so far. */
@@ -406,6 +418,9 @@ export function localApp(handle: (conn: Deno.TcpConn) => Promise<void>): LocalAp
           c.close();
         } catch { /* closed */ }
       }
+    },
+    [Symbol.dispose]() {
+      app.close();
     },
   };
   (async () => {
