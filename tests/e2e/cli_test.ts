@@ -56,32 +56,28 @@ Deno.test("server: no token exits 2; BURROW_TOKEN works; a taken bind exits 1", 
   const none = await runToEnd("server.ts", ["--bind", "127.0.0.1:0"]);
   assert.equal(none.code, 2);
   assert.match(none.stderr, /no token/);
-  const blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  try {
-    const taken = await runToEnd("server.ts", [
-      "--bind",
-      `127.0.0.1:${blocker.addr.port}`,
-      "--token",
-      "x",
-    ]);
-    assert.equal(taken.code, 1);
-    assert.match(taken.stderr, /cannot listen on 127\.0\.0\.1:\d+: address in use/);
-    const badHost = await runToEnd("server.ts", [
-      "--bind",
-      "127.0.0.1:0",
-      "--token",
-      "x",
-      "--public-host",
-      "192.0.2.1",
-    ]);
-    assert.equal(badHost.code, 1);
-    assert.match(
-      badHost.stderr.trim(),
-      /^burrow-server: cannot listen on public host 192\.0\.2\.1: /,
-    );
-  } finally {
-    blocker.close();
-  }
+  await using blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const taken = await runToEnd("server.ts", [
+    "--bind",
+    `127.0.0.1:${blocker.addr.port}`,
+    "--token",
+    "x",
+  ]);
+  assert.equal(taken.code, 1);
+  assert.match(taken.stderr, /cannot listen on 127\.0\.0\.1:\d+: address in use/);
+  const badHost = await runToEnd("server.ts", [
+    "--bind",
+    "127.0.0.1:0",
+    "--token",
+    "x",
+    "--public-host",
+    "192.0.2.1",
+  ]);
+  assert.equal(badHost.code, 1);
+  assert.match(
+    badHost.stderr.trim(),
+    /^burrow-server: cannot listen on public host 192\.0\.2\.1: /,
+  );
   // No --token: the server takes BURROW_TOKEN.
   await using tunnel = await startTunnel({
     group: "envtok",
@@ -183,43 +179,35 @@ Deno.test("every refusal exits 3 with one line naming the cause", async () => {
     /outside the server's allowed ports/,
   );
   // A port in range held by another program on the server host.
-  const squatter = Deno.listen({ hostname: "127.0.0.1", port: block.to });
-  try {
-    await expectRefusal(one({ port: block.to }), "port_taken", /in use on the server host/);
-    await expectRefusal(one({}), "no_free_port", /no free port/);
-  } finally {
-    squatter.close();
-  }
+  using _squatter = Deno.listen({ hostname: "127.0.0.1", port: block.to });
+  await expectRefusal(one({ port: block.to }), "port_taken", /in use on the server host/);
+  await expectRefusal(one({}), "no_free_port", /no free port/);
   // The holder was never disturbed.
   const data = randomBytes(20_000);
   assert.equal(await echoThrough(block.from, data), await sha256(data));
 });
 
 Deno.test("protocol versions: each side names the one to upgrade", async () => {
-  const server = await startServer({ token: TOKEN });
-  try {
-    // A client from the future says hello with version 99.
-    const conn = await dialControl(server.port);
-    const reader = new FrameReader(conn);
-    const challenge = await reader.read(5000) as { type: string; version: number };
-    assert.equal(challenge.type, "challenge");
-    assert.equal(challenge.version, PROTOCOL_VERSION);
-    await writeAll(
-      conn,
-      encodeFrame({
-        type: "work_hello",
-        version: 99,
-        session: "0".repeat(32),
-        proof: "0".repeat(64),
-      }),
-    );
-    const reply = await reader.read(5000) as { type: string; code: string; message: string };
-    conn.close();
-    assert.equal(reply.code, "version_mismatch");
-    assert.match(reply.message, /client speaks v99, server speaks v3; upgrade burrow-server/);
-  } finally {
-    await server.proc.stop();
-  }
+  await using server = await startServer({ token: TOKEN });
+  // A client from the future says hello with version 99.
+  const conn = await dialControl(server.port);
+  const reader = new FrameReader(conn);
+  const challenge = await reader.read(5000) as { type: string; version: number };
+  assert.equal(challenge.type, "challenge");
+  assert.equal(challenge.version, PROTOCOL_VERSION);
+  await writeAll(
+    conn,
+    encodeFrame({
+      type: "work_hello",
+      version: 99,
+      session: "0".repeat(32),
+      proof: "0".repeat(64),
+    }),
+  );
+  const reply = await reader.read(5000) as { type: string; code: string; message: string };
+  conn.close();
+  assert.equal(reply.code, "version_mismatch");
+  assert.match(reply.message, /client speaks v99, server speaks v3; upgrade burrow-server/);
   // A server from the future: the client exits 3 saying to upgrade itself.
   const fake = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const serving = (async () => {

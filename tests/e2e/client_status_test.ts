@@ -8,6 +8,7 @@
 
 import assert from "node:assert/strict";
 import { startClient, startServer } from "../../mod.ts";
+
 import type { ClientStatus } from "../../lib/client/status.ts";
 import { printStatusOnReady } from "../../lib/client/status_table.ts";
 import {
@@ -102,8 +103,8 @@ Deno.test("client status and admin API follow the link through a server restart"
 });
 
 Deno.test("client.ts serves its admin key and prints where", async () => {
-  const app = echoApp();
-  const server = await startServerProc({ token: "cli-admin" });
+  using app = echoApp();
+  await using server = await startServerProc({ token: "cli-admin" });
   const file = groupFile({
     server: `127.0.0.1:${server.port}`,
     token: "cli-admin",
@@ -111,22 +112,16 @@ Deno.test("client.ts serves its admin key and prints where", async () => {
     apps: [{ name: "echo", local: app.addr }],
   });
   await Deno.writeTextFile(file, "admin: 127.0.0.1:0\n", { append: true });
-  const client = startClientProc(file);
-  try {
-    const port = await readyPort(client, "cli-admin", "echo");
-    const m = await client.stdout.wait(/^admin http:\/\/127\.0\.0\.1:(\d+)\/api\/status$/);
-    const status: ClientStatus = await until(
-      () => fetch(`http://127.0.0.1:${m[1]}/api/status`).then((r) => r.json()),
-      (s: ClientStatus) => s.apps[0]?.state === "live",
-    );
-    assert.equal(status.apps[0]?.remotePort, port);
-    assert.equal(status.server.state, "connected");
-    assert.ok(!JSON.stringify(status).includes("cli-admin-token"));
-    // stderr is a pipe here, not a terminal: no table on it.
-    assert.ok(!client.stderr.text.includes("APP  LOCAL"), "no table when stderr is not a terminal");
-  } finally {
-    await client.stop();
-    await server.proc.stop();
-    app.close();
-  }
+  await using client = startClientProc(file);
+  const port = await readyPort(client, "cli-admin", "echo");
+  const m = await client.stdout.wait(/^admin http:\/\/127\.0\.0\.1:(\d+)\/api\/status$/);
+  const status: ClientStatus = await until(
+    () => fetch(`http://127.0.0.1:${m[1]}/api/status`).then((r) => r.json()),
+    (s: ClientStatus) => s.apps[0]?.state === "live",
+  );
+  assert.equal(status.apps[0]?.remotePort, port);
+  assert.equal(status.server.state, "connected");
+  assert.ok(!JSON.stringify(status).includes("cli-admin-token"));
+  // stderr is a pipe here, not a terminal: no table on it.
+  assert.ok(!client.stderr.text.includes("APP  LOCAL"), "no table when stderr is not a terminal");
 });

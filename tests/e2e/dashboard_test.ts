@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import { startClient, startServer } from "../../mod.ts";
+import { libraryServer } from "../helpers/library.ts";
 import type { GroupStatus, ServerStatus } from "../../lib/dashboard/monitor.ts";
 import {
   echoApp,
@@ -177,76 +178,69 @@ Deno.test("dashboard API and metrics follow a live tunnel: groups, bytes, events
 });
 
 Deno.test("the dashboard asks for a password, with security headers, and streams events", async () => {
-  const server = await startServer({
-    bind: "127.0.0.1:0",
+  await using server = await libraryServer({
     token: "t",
-    ports: portBlock().spec,
-    publicHost: "127.0.0.1",
     dashboard: { bind: "127.0.0.1:0", password: PASSWORD },
     limits: { authFailures: 100 }, // this test sends 16 wrong ones on purpose
   });
   const base = `http://127.0.0.1:${server.dashboardAddr?.port}`;
-  try {
-    for (
-      const headers of [
-        {},
-        { authorization: basic("admin", "nope") },
-        {
-          authorization: basic("root", PASSWORD),
-        },
-        { authorization: "Basic !!!" },
-        { authorization: `Bearer ${PASSWORD}` },
-      ]
-    ) {
-      for (const path of ["/", "/api/status", "/metrics", "/api/stream"]) {
-        const res = await fetch(base + path, { headers });
-        assert.equal(res.status, 401, `${path} with ${JSON.stringify(headers)}`);
-        assert.equal(res.headers.get("www-authenticate"), 'Basic realm="burrow", charset="UTF-8"');
-        await res.body?.cancel();
-      }
+  for (
+    const headers of [
+      {},
+      { authorization: basic("admin", "nope") },
+      {
+        authorization: basic("root", PASSWORD),
+      },
+      { authorization: "Basic !!!" },
+      { authorization: `Bearer ${PASSWORD}` },
+    ]
+  ) {
+    for (const path of ["/", "/api/status", "/metrics", "/api/stream"]) {
+      const res = await fetch(base + path, { headers });
+      assert.equal(res.status, 401, `${path} with ${JSON.stringify(headers)}`);
+      assert.equal(res.headers.get("www-authenticate"), 'Basic realm="burrow", charset="UTF-8"');
+      await res.body?.cancel();
     }
-    const auth = { authorization: basic("admin", PASSWORD) };
-    const page = await fetch(`${base}/`, { headers: auth });
-    assert.equal(page.status, 200);
-    assert.match(page.headers.get("content-security-policy") ?? "", /script-src 'self'/);
-    assert.match(page.headers.get("content-security-policy") ?? "", /frame-ancestors 'none'/);
-    assert.equal(page.headers.get("x-content-type-options"), "nosniff");
-    assert.equal(page.headers.get("x-frame-options"), "DENY");
-    const html = await page.text();
-    assert.ok(!/<script>/.test(html), "no inline script");
-    for (const [path, type] of [["/app.js", "text/javascript"], ["/app.css", "text/css"]]) {
-      const res = await fetch(base + path, { headers: auth });
-      assert.match(res.headers.get("content-type") ?? "", new RegExp(`^${type}`));
-      assert.ok((await res.text()).length > 1000);
-    }
-    const missing = await fetch(`${base}/nope`, { headers: auth });
-    assert.equal(missing.status, 404);
-    await missing.body?.cancel();
-    const post = await fetch(`${base}/api/status`, { method: "POST", headers: auth });
-    assert.equal(post.status, 405);
-    await post.body?.cancel();
-
-    // The live stream: a snapshot at once, then each new event.
-    const stream = await fetch(`${base}/api/stream`, { headers: auth });
-    assert.match(stream.headers.get("content-type") ?? "", /^text\/event-stream/);
-    const reader = stream.body!.pipeThrough(new TextDecoderStream()).getReader();
-    let seen = "";
-    const readUntil = async (re: RegExp) => {
-      while (!re.test(seen)) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`stream ended before ${re}: ${seen}`);
-        seen += value;
-      }
-    };
-    await readUntil(/event: snapshot\ndata: \{"status":/);
-    await assert.rejects(
-      startClient({ server: `127.0.0.1:${server.addr.port}`, token: "bad", group: "g" }),
-    );
-    await readUntil(/event: event\ndata: \{[^\n]*"kind":"refused"/);
-    await reader.cancel();
-  } finally {
-    await server.close();
   }
+  const auth = { authorization: basic("admin", PASSWORD) };
+  const page = await fetch(`${base}/`, { headers: auth });
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-security-policy") ?? "", /script-src 'self'/);
+  assert.match(page.headers.get("content-security-policy") ?? "", /frame-ancestors 'none'/);
+  assert.equal(page.headers.get("x-content-type-options"), "nosniff");
+  assert.equal(page.headers.get("x-frame-options"), "DENY");
+  const html = await page.text();
+  assert.ok(!/<script>/.test(html), "no inline script");
+  for (const [path, type] of [["/app.js", "text/javascript"], ["/app.css", "text/css"]]) {
+    const res = await fetch(base + path, { headers: auth });
+    assert.match(res.headers.get("content-type") ?? "", new RegExp(`^${type}`));
+    assert.ok((await res.text()).length > 1000);
+  }
+  const missing = await fetch(`${base}/nope`, { headers: auth });
+  assert.equal(missing.status, 404);
+  await missing.body?.cancel();
+  const post = await fetch(`${base}/api/status`, { method: "POST", headers: auth });
+  assert.equal(post.status, 405);
+  await post.body?.cancel();
+
+  // The live stream: a snapshot at once, then each new event.
+  const stream = await fetch(`${base}/api/stream`, { headers: auth });
+  assert.match(stream.headers.get("content-type") ?? "", /^text\/event-stream/);
+  const reader = stream.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  const readUntil = async (re: RegExp) => {
+    while (!re.test(seen)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`stream ended before ${re}: ${seen}`);
+      seen += value;
+    }
+  };
+  await readUntil(/event: snapshot\ndata: \{"status":/);
+  await assert.rejects(
+    startClient({ server: `127.0.0.1:${server.addr.port}`, token: "bad", group: "g" }),
+  );
+  await readUntil(/event: event\ndata: \{[^\n]*"kind":"refused"/);
+  await reader.cancel();
 });
 
 Deno.test("server.ts: off loopback without a password exits 2 with a line saying why", async () => {
@@ -281,56 +275,45 @@ Deno.test("server.ts: off loopback without a password exits 2 with a line saying
 });
 
 Deno.test("server.ts --dashboard prints its address; the password comes from the environment", async () => {
-  const server = await startServerProc({
+  await using server = await startServerProc({
     token: "t",
     args: ["--dashboard", "127.0.0.1:0", "--dashboard-user", "ops"],
     env: { BURROW_DASHBOARD_PASSWORD: "env-pass-31" },
   });
-  try {
-    const m = await server.proc.stdout.wait(/^dashboard http:\/\/127\.0\.0\.1:(\d+)\/$/);
-    const base = `http://127.0.0.1:${m[1]}`;
-    const denied = await fetch(`${base}/api/status`);
-    assert.equal(denied.status, 401);
-    await denied.body?.cancel();
-    const res = await fetch(`${base}/api/status`, {
-      headers: { authorization: basic("ops", "env-pass-31") },
-    });
-    assert.equal(res.status, 200);
-    assert.equal((await res.json()).version, "0.1.0");
-    assert.ok(!server.proc.stderr.text.includes("env-pass-31"), "the password is never logged");
-  } finally {
-    await server.proc.stop();
-  }
+  const m = await server.proc.stdout.wait(/^dashboard http:\/\/127\.0\.0\.1:(\d+)\/$/);
+  const base = `http://127.0.0.1:${m[1]}`;
+  const denied = await fetch(`${base}/api/status`);
+  assert.equal(denied.status, 401);
+  await denied.body?.cancel();
+  const res = await fetch(`${base}/api/status`, {
+    headers: { authorization: basic("ops", "env-pass-31") },
+  });
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).version, "0.1.0");
+  assert.ok(!server.proc.stderr.text.includes("env-pass-31"), "the password is never logged");
 });
 
 Deno.test("wrong dashboard passwords lock the source out, even from the right password", async () => {
-  const server = await startServer({
-    bind: "127.0.0.1:0",
+  await using server = await libraryServer({
     token: "t",
-    ports: portBlock().spec,
-    publicHost: "127.0.0.1",
     tls: "ephemeral",
     dashboard: { bind: "127.0.0.1:0", password: PASSWORD },
     limits: { authFailures: 3, lockoutSeconds: 60 },
   });
   const base = `http://127.0.0.1:${server.dashboardAddr?.port}`;
-  try {
-    const get = async (headers: Record<string, string>) => {
-      const res = await fetch(`${base}/api/status`, { headers });
-      await res.body?.cancel();
-      return res;
-    };
-    // No credentials at all (a browser's first request) is not a failure.
-    for (let i = 0; i < 5; i++) assert.equal((await get({})).status, 401);
-    assert.equal((await get({ authorization: basic("admin", PASSWORD) })).status, 200);
-    for (let i = 0; i < 3; i++) {
-      assert.equal((await get({ authorization: basic("admin", `guess-${i}`) })).status, 401);
-    }
-    const locked = await get({ authorization: basic("admin", PASSWORD) });
-    assert.equal(locked.status, 429);
-    assert.ok(Number(locked.headers.get("retry-after")) > 0);
-    assert.ok(server.status().totals.authFailures >= 3);
-  } finally {
-    await server.close();
+  const get = async (headers: Record<string, string>) => {
+    const res = await fetch(`${base}/api/status`, { headers });
+    await res.body?.cancel();
+    return res;
+  };
+  // No credentials at all (a browser's first request) is not a failure.
+  for (let i = 0; i < 5; i++) assert.equal((await get({})).status, 401);
+  assert.equal((await get({ authorization: basic("admin", PASSWORD) })).status, 200);
+  for (let i = 0; i < 3; i++) {
+    assert.equal((await get({ authorization: basic("admin", `guess-${i}`) })).status, 401);
   }
+  const locked = await get({ authorization: basic("admin", PASSWORD) });
+  assert.equal(locked.status, 429);
+  assert.ok(Number(locked.headers.get("retry-after")) > 0);
+  assert.ok(server.status().totals.authFailures >= 3);
 });

@@ -177,52 +177,44 @@ Deno.test("one source's flood of handshakes is capped at its own limit; other ho
 });
 
 Deno.test("control characters from peers cannot forge log lines", async () => {
-  const server = await startServer({ token: OWN_TOKEN });
-  try {
-    const { conn } = await rawSession(server.port, new Secret(OWN_TOKEN), "forger", {
-      client: "1.0\n2026-01-01T00:00:00Z ERROR   server: FORGED LINE",
-      runId: "0".repeat(32),
-    });
-    conn.close();
-    const line = await server.proc.stderr.wait(/group forger connected from .*FORGED LINE/);
-    assert.match(
-      line.input ?? "",
-      /\(burrow 1\.0\\x0a2026-01-01T00:00:00Z ERROR {3}server: FORGED LINE\)$/,
-    );
-    assert.ok(
-      !server.proc.stderr.all.some((l) => l.startsWith("2026-01-01T00:00:00Z")),
-      "a forged line",
-    );
-  } finally {
-    await server.proc.stop();
-  }
+  await using server = await startServer({ token: OWN_TOKEN });
+  const { conn } = await rawSession(server.port, new Secret(OWN_TOKEN), "forger", {
+    client: "1.0\n2026-01-01T00:00:00Z ERROR   server: FORGED LINE",
+    runId: "0".repeat(32),
+  });
+  conn.close();
+  const line = await server.proc.stderr.wait(/group forger connected from .*FORGED LINE/);
+  assert.match(
+    line.input ?? "",
+    /\(burrow 1\.0\\x0a2026-01-01T00:00:00Z ERROR {3}server: FORGED LINE\)$/,
+  );
+  assert.ok(
+    !server.proc.stderr.all.some((l) => l.startsWith("2026-01-01T00:00:00Z")),
+    "a forged line",
+  );
 });
 
 Deno.test("a malformed expose is refused on its own; the session carries on", async () => {
-  const server = await startServer({ token: OWN_TOKEN });
-  try {
-    const { conn, reader, writer } = await rawSession(server.port, new Secret(OWN_TOKEN), "raw", {
-      client: "raw",
-      runId: "1".repeat(32),
-    });
-    // maxUsers 0 breaks the schema: sent raw, as an older or hostile client might.
-    await writeAll(
-      conn,
-      encodeFrame({ type: "expose", id: 7, app: "bad", port: 0, limits: { maxUsers: 0 } } as never),
-    );
-    assert.deepEqual(parseServerMessage(await reader.read(5000)), {
-      type: "refused",
-      id: 7,
-      code: "bad_request",
-      message: "malformed expose request",
-    });
-    await writer.send({ type: "expose", id: 8, app: "good", port: 0 });
-    const exposed = parseServerMessage(await reader.read(5000));
-    assert.equal(exposed.type, "exposed");
-    conn.close();
-  } finally {
-    await server.proc.stop();
-  }
+  await using server = await startServer({ token: OWN_TOKEN });
+  const { conn, reader, writer } = await rawSession(server.port, new Secret(OWN_TOKEN), "raw", {
+    client: "raw",
+    runId: "1".repeat(32),
+  });
+  // maxUsers 0 breaks the schema: sent raw, as an older or hostile client might.
+  await writeAll(
+    conn,
+    encodeFrame({ type: "expose", id: 7, app: "bad", port: 0, limits: { maxUsers: 0 } } as never),
+  );
+  assert.deepEqual(parseServerMessage(await reader.read(5000)), {
+    type: "refused",
+    id: 7,
+    code: "bad_request",
+    message: "malformed expose request",
+  });
+  await writer.send({ type: "expose", id: 8, app: "good", port: 0 });
+  const exposed = parseServerMessage(await reader.read(5000));
+  assert.equal(exposed.type, "exposed");
+  conn.close();
 });
 
 /** The token of the live server the hostile sequence attacks. */

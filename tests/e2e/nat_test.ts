@@ -87,13 +87,9 @@ async function readyIn(client: Proc, home: Home, from = 0): Promise<number> {
 
 /** Runs the probe as a user in the `user` namespace; returns its result line. */
 async function probe(bed: NetBed, args: string[]): Promise<string> {
-  const p = new Proc("tests/helpers/probe_main.ts", args, {}, bed.ns.user);
-  try {
-    assert.equal(await p.exitCode(30_000), 0, p.stderr.text);
-    return p.stdout.all.at(-1) ?? "";
-  } finally {
-    await p.stop();
-  }
+  await using p = new Proc("tests/helpers/probe_main.ts", args, {}, bed.ns.user);
+  assert.equal(await p.exitCode(30_000), 0, p.stderr.text);
+  return p.stdout.all.at(-1) ?? "";
 }
 
 /** Echoes `bytes` through a public port from the user side; asserts the bytes came back exactly. */

@@ -292,13 +292,9 @@ async function userClosedAfter(
   port: number,
 ): Promise<{ address: string; seconds: number; bytes: number }> {
   const t0 = Date.now();
-  const user = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    const got = await readAll(user);
-    return { address: `127.0.0.1:${user.localAddr.port}`, seconds: since(t0), bytes: got.length };
-  } finally {
-    user.close();
-  }
+  using user = await Deno.connect({ hostname: "127.0.0.1", port });
+  const got = await readAll(user);
+  return { address: `127.0.0.1:${user.localAddr.port}`, seconds: since(t0), bytes: got.length };
 }
 
 /**

@@ -114,29 +114,21 @@ Deno.test("per-group quotas: ports, apps and concurrent connections; refusals na
     `- group: team-a\n  token: ${TEAM_A}\n  ports: ${block.from}-${block.from + 4}\n` +
     `  max_apps: 2\n  max_connections: 2\n`
   );
-  const outside = client(server.port, "team-a", TEAM_A, [
+  await using outside = client(server.port, "team-a", TEAM_A, [
     { name: "out", local: held.addr, remote_port: server.block.from + 20 },
   ]);
-  try {
-    assert.equal(await outside.exitCode(), 3);
-    assert.match(
-      outside.stderr.text,
-      /outside the ports this group may claim \(port_not_allowed\)/,
-    );
-  } finally {
-    await outside.stop();
-  }
-  const three = client(server.port, "team-a", TEAM_A, [
+  assert.equal(await outside.exitCode(), 3);
+  assert.match(
+    outside.stderr.text,
+    /outside the ports this group may claim \(port_not_allowed\)/,
+  );
+  await using three = client(server.port, "team-a", TEAM_A, [
     { name: "one", local: held.addr },
     { name: "two", local: held.addr },
     { name: "three", local: held.addr },
   ]);
-  try {
-    assert.equal(await three.exitCode(), 3);
-    assert.match(three.stderr.text, /may expose at most 2 apps .*users file\) \(quota\)/);
-  } finally {
-    await three.stop();
-  }
+  assert.equal(await three.exitCode(), 3);
+  assert.match(three.stderr.text, /may expose at most 2 apps .*users file\) \(quota\)/);
   const two = client(server.port, "team-a", TEAM_A, [
     { name: "one", local: held.addr },
     { name: "two", local: held.addr },
@@ -227,80 +219,69 @@ Deno.test("a users file others can read is warned about", async () => {
 });
 
 Deno.test("discovery with a group's own token sees only that group", async () => {
-  const app = echoApp();
+  using app = echoApp();
   await using server = await usersServer(`- group: team-a\n  token: ${TEAM_A}\n`);
-  const a = client(server.port, "team-a", TEAM_A, [{ name: "echo", local: app.addr }]);
-  const b = client(server.port, "home", SHARED, [{ name: "echo", local: app.addr }]);
-  try {
-    await readyPort(a, "team-a", "echo");
-    await readyPort(b, "home", "echo");
-    const ask = async (args: string[]) => {
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          "--quiet",
-          "client.ts",
-          "--services",
-          "--json",
-          "--server",
-          `127.0.0.1:${server.port}`,
-          ...args,
-        ],
-        cwd: new URL("../../", import.meta.url).pathname,
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      return { code: out.code, text: new TextDecoder().decode(out.stdout) };
-    };
-    const own = await ask(["--group", "team-a", "--token", TEAM_A]);
-    assert.equal(own.code, 0);
-    assert.deepEqual(JSON.parse(own.text).services.map((s: { group: string }) => s.group), [
-      "team-a",
-    ]);
-    // The shared token sees the groups that use it, not those with their own entry.
-    const shared = await ask(["--token", SHARED]);
-    assert.deepEqual(
-      JSON.parse(shared.text).services.map((s: { group: string }) => s.group),
-      ["home"],
-    );
-    assert.equal((await ask(["--group", "team-a", "--token", SHARED])).code, 3);
-  } finally {
-    await a.stop();
-    await b.stop();
-    app.close();
-  }
+  await using a = client(server.port, "team-a", TEAM_A, [{ name: "echo", local: app.addr }]);
+  await using b = client(server.port, "home", SHARED, [{ name: "echo", local: app.addr }]);
+  await readyPort(a, "team-a", "echo");
+  await readyPort(b, "home", "echo");
+  const ask = async (args: string[]) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--quiet",
+        "client.ts",
+        "--services",
+        "--json",
+        "--server",
+        `127.0.0.1:${server.port}`,
+        ...args,
+      ],
+      cwd: new URL("../../", import.meta.url).pathname,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return { code: out.code, text: new TextDecoder().decode(out.stdout) };
+  };
+  const own = await ask(["--group", "team-a", "--token", TEAM_A]);
+  assert.equal(own.code, 0);
+  assert.deepEqual(JSON.parse(own.text).services.map((s: { group: string }) => s.group), [
+    "team-a",
+  ]);
+  // The shared token sees the groups that use it, not those with their own entry.
+  const shared = await ask(["--token", SHARED]);
+  assert.deepEqual(
+    JSON.parse(shared.text).services.map((s: { group: string }) => s.group),
+    ["home"],
+  );
+  assert.equal((await ask(["--group", "team-a", "--token", SHARED])).code, 3);
 });
 
 Deno.test("allow_from: users outside the ranges are turned away before the client sees them", async () => {
-  const app = echoApp();
+  using app = echoApp();
   await using server = await usersServer(`- group: team-a\n  token: ${TEAM_A}\n`);
-  const c = client(server.port, "home", SHARED, [
+  await using c = client(server.port, "home", SHARED, [
     { name: "office", local: app.addr, allow_from: ["127.0.0.1/32", "2001:db8::/32"] },
     { name: "open", local: app.addr },
   ]);
-  try {
-    const office = await readyPort(c, "home", "office");
-    const open = await readyPort(c, "home", "open");
-    const data = randomBytes(100_000);
-    assert.equal(await echoThrough(office, data), await sha256(data), "127.0.0.1 is allowed");
-    const before = app.accepted;
-    // From 127.0.5.5: not in the list. Closed at once; the local app never sees it.
-    const outsider = await connectFrom("127.0.5.5", office);
-    await server.proc.stderr.wait(
-      /turned user 127\.0\.5\.5:\d+ away from home\/office: its address is not in the app's allow_from/,
-    );
-    outsider.destroy();
-    assert.equal(app.accepted, before, "the local app was not dialled");
-    // The open app takes the same outsider.
-    const other = await connectFrom("127.0.5.5", open);
-    other.destroy();
-    await server.proc.stderr.wait(/user 127\.0\.5\.5:\d+ on home\/open closed/);
-    assert.equal(app.accepted, before + 1);
-  } finally {
-    await c.stop();
-    app.close();
-  }
+  const office = await readyPort(c, "home", "office");
+  const open = await readyPort(c, "home", "open");
+  const data = randomBytes(100_000);
+  assert.equal(await echoThrough(office, data), await sha256(data), "127.0.0.1 is allowed");
+  const before = app.accepted;
+  // From 127.0.5.5: not in the list. Closed at once; the local app never sees it.
+  const outsider = await connectFrom("127.0.5.5", office);
+  await server.proc.stderr.wait(
+    /turned user 127\.0\.5\.5:\d+ away from home\/office: its address is not in the app's allow_from/,
+  );
+  outsider.destroy();
+  assert.equal(app.accepted, before, "the local app was not dialled");
+  // The open app takes the same outsider.
+  const other = await connectFrom("127.0.5.5", open);
+  other.destroy();
+  await server.proc.stderr.wait(/user 127\.0\.5\.5:\d+ on home\/open closed/);
+  assert.equal(app.accepted, before + 1);
 });
 
 Deno.test("failed logins lock a source out; a locked source is refused even with the right token", async () => {
