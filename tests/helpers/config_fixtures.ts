@@ -43,7 +43,12 @@ export const SECRETS = [
   "fixture-dashboard-pass",
 ];
 
-/** The environment the fixtures expect, set for the duration of `fn`. */
+/**
+ * The environment the fixtures expect, set for `fn` and left set: test
+ * modules that `deno test --parallel` runs side by side share one process
+ * environment, and restoring it would pull the variables from under another
+ * module's fixtures. Only the fixtures read these names.
+ */
 export async function withFixtureEnv(fn: () => Promise<void>): Promise<void> {
   const vars: Record<string, string | undefined> = {
     BURROW_FIXTURE_TOKEN: "env-secret-value-8d1f",
@@ -52,20 +57,11 @@ export async function withFixtureEnv(fn: () => Promise<void>): Promise<void> {
     BURROW_FIXTURE_PORT: "7007",
     BURROW_FIXTURE_UNSET: undefined,
   };
-  const saved = new Map<string, string | undefined>();
   for (const [name, value] of Object.entries(vars)) {
-    saved.set(name, Deno.env.get(name));
     if (value === undefined) Deno.env.delete(name);
     else Deno.env.set(name, value);
   }
-  try {
-    await fn();
-  } finally {
-    for (const [name, value] of saved) {
-      if (value === undefined) Deno.env.delete(name);
-      else Deno.env.set(name, value);
-    }
-  }
+  await fn();
 }
 
 /** The real environment, as the loaders read it. */
