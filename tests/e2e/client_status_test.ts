@@ -7,9 +7,8 @@
  */
 
 import assert from "node:assert/strict";
-import { startClient, startServer } from "../../mod.ts";
+import { type ClientStatus, startClient, startServer } from "../../mod.ts";
 
-import type { ClientStatus } from "../../lib/client/status.ts";
 import { printStatusOnReady } from "../../lib/client/status_table.ts";
 import {
   echoApp,

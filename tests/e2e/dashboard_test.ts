@@ -6,9 +6,8 @@
  */
 
 import assert from "node:assert/strict";
-import { startClient, startServer } from "../../mod.ts";
+import { type GroupStatus, type ServerStatus, startClient, startServer } from "../../mod.ts";
 import { libraryServer } from "../helpers/library.ts";
-import type { GroupStatus, ServerStatus } from "../../lib/dashboard/monitor.ts";
 import {
   echoApp,
   echoThrough,

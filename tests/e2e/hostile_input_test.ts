@@ -27,7 +27,8 @@ import {
   PROTOCOL_VERSION,
   type ServerMessage,
 } from "../../lib/protocol/protocol.ts";
-import { newId, prove, Secret } from "../../lib/util/secret.ts";
+import { Secret } from "../../mod.ts";
+import { newId, prove } from "../../lib/util/secret.ts";
 import {
   connectAndReset,
   connectFrom,

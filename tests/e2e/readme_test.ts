@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { echoApp, portBlock } from "../helpers/harness.ts";
 import { loadUsersFile } from "../../lib/server/users.ts";
-import { DEFAULT_LIMITS } from "../../lib/config/limits.ts";
+import { DEFAULT_LIMITS } from "../../mod.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 
