@@ -6,7 +6,7 @@
  * @module
  */
 
-import { formatHostPort } from "./lib/addr.ts";
+import { formatHostPort } from "./lib/util/addr.ts";
 import {
   EXIT,
   parseFlags,
@@ -16,15 +16,15 @@ import {
   setupLogging,
   stopSignal,
   UsageError,
-} from "./lib/cli.ts";
-import { startClient } from "./lib/client.ts";
+} from "./lib/config/cli.ts";
+import { startClient } from "./lib/client/client.ts";
 import { getLogger } from "@logtape/logtape";
-import { loadClientConfig } from "./lib/client_config.ts";
-import { GroupApps, reloadGroup, watchFile } from "./lib/reload.ts";
-import { runDiscovery } from "./lib/discovery_cli.ts";
-import { refusalLine, RefusedError } from "./lib/errors.ts";
-import { printStatusOnReady } from "./lib/status_table.ts";
-import { VERSION } from "./lib/version.ts";
+import { loadClientConfig } from "./lib/config/group_file.ts";
+import { GroupApps, reloadGroup, watchFile } from "./lib/client/reload.ts";
+import { runDiscovery } from "./lib/client/discovery_cli.ts";
+import { refusalLine, RefusedError } from "./lib/util/errors.ts";
+import { printStatusOnReady } from "./lib/client/status_table.ts";
+import { VERSION } from "./lib/util/version.ts";
 
 const USAGE = `burrow-client ${VERSION}: exposes a group of local apps through a burrow server
 

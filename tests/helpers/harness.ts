@@ -8,7 +8,7 @@
  * @module
  */
 
-import { CLIENT_PREAMBLE } from "../../lib/protocol.ts";
+import { CLIENT_PREAMBLE } from "../../lib/protocol/protocol.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const decoder = new TextDecoder();

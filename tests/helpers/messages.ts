@@ -1,5 +1,5 @@
 /**
- * fast-check arbitraries for every wire message of `lib/protocol.ts`, valid
+ * fast-check arbitraries for every wire message of `lib/protocol/protocol.ts`, valid
  * by construction, and for out-of-range values of every bounded field.
  *
  * The tables are typed by `ServerMessage["type"]` and `ClientMessage["type"]`,
@@ -12,7 +12,7 @@
  */
 
 import fc from "fast-check";
-import type { WireRefusalCode } from "../../lib/errors.ts";
+import type { WireRefusalCode } from "../../lib/util/errors.ts";
 import {
   type ClientMessage,
   MAX_FREE_RANGES,
@@ -20,7 +20,7 @@ import {
   MAX_SERVICES,
   NAME_PATTERN,
   type ServerMessage,
-} from "../../lib/protocol.ts";
+} from "../../lib/protocol/protocol.ts";
 
 type ArbitraryPerType<M extends { type: string }> = {
   [K in M["type"]]: fc.Arbitrary<Extract<M, { type: K }>>;
