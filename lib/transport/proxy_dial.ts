@@ -18,8 +18,8 @@
  * @module
  */
 
-import { formatHostPort, type HostPort } from "../addr.ts";
-import { parseIp } from "../cidr.ts";
+import { formatHostPort, type HostPort } from "../util/addr.ts";
+import { parseIp } from "../util/cidr.ts";
 import type { ProxyConfig } from "./proxy_url.ts";
 
 /** Why a proxy could not give a tunnel, for programs to act on. */

@@ -8,8 +8,8 @@
  * @module
  */
 
-import { formatHostPort, type HostPort } from "../addr.ts";
-import { Secret } from "../secret.ts";
+import { formatHostPort, type HostPort } from "../util/addr.ts";
+import { Secret } from "../util/secret.ts";
 
 /** The protocols a client can reach its server through. */
 export type ProxyKind = "http" | "socks5";

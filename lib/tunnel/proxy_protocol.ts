@@ -22,8 +22,8 @@
  * @module
  */
 
-import type { HostPort } from "../addr.ts";
-import { parseIp } from "../cidr.ts";
+import type { HostPort } from "../util/addr.ts";
+import { parseIp } from "../util/cidr.ts";
 
 /** Which version of the PROXY protocol an app's service expects. */
 export type ProxyProtocolVersion = "v1" | "v2";

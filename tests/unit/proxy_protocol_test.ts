@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { parseIp } from "../../lib/cidr.ts";
+import { parseIp } from "../../lib/util/cidr.ts";
 import {
   encodeProxyHeader,
   formatIp,
