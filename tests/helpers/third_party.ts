@@ -225,10 +225,24 @@ export interface ProxyCredentials {
   pass: string;
 }
 
-/** tinyproxy as an HTTP CONNECT proxy on 127.0.0.1, requiring `auth` when given. */
-export async function startTinyproxy(auth?: ProxyCredentials): Promise<Daemon> {
+/** Where a proxy listens (127.0.0.1 and `port`, free by default) and connects from. */
+export interface ProxyPlacement {
+  /** The port to listen on; a free one by default. */
+  port?: number;
+  /** The loopback address outgoing connections come from, e.g. `127.0.0.5`. */
+  outgoing?: string;
+}
+
+/**
+ * tinyproxy as an HTTP CONNECT proxy on 127.0.0.1, requiring `auth` when
+ * given. With `LogLevel Info` it prints a line for every CONNECT it serves.
+ */
+export async function startTinyproxy(
+  auth?: ProxyCredentials,
+  at: ProxyPlacement = {},
+): Promise<Daemon> {
   const dir = await Deno.makeTempDir({ prefix: "burrow-tinyproxy-" });
-  const port = freePort();
+  const port = at.port ?? freePort();
   const lines = [
     `Port ${port}`,
     "Listen 127.0.0.1",
@@ -239,15 +253,20 @@ export async function startTinyproxy(auth?: ProxyCredentials): Promise<Daemon> {
     // No ConnectPort line: CONNECT may reach any port (the tests' servers use free ones).
   ];
   if (auth) lines.push(`BasicAuth ${auth.user} ${auth.pass}`);
+  if (at.outgoing) lines.push(`Bind ${at.outgoing}`);
   await Deno.writeTextFile(`${dir}/tinyproxy.conf`, lines.join("\n") + "\n");
   return await Daemon.start("tinyproxy", ["-d", "-c", `${dir}/tinyproxy.conf`], port, dir);
 }
 
 /** microsocks as a SOCKS5 proxy on 127.0.0.1, requiring `auth` when given. */
-export async function startMicrosocks(auth?: ProxyCredentials): Promise<Daemon> {
+export async function startMicrosocks(
+  auth?: ProxyCredentials,
+  at: ProxyPlacement = {},
+): Promise<Daemon> {
   const dir = await Deno.makeTempDir({ prefix: "burrow-microsocks-" });
-  const port = freePort();
+  const port = at.port ?? freePort();
   const args = ["-i", "127.0.0.1", "-p", String(port)];
   if (auth) args.push("-u", auth.user, "-P", auth.pass);
+  if (at.outgoing) args.push("-b", at.outgoing);
   return await Daemon.start("microsocks", args, port, dir);
 }
