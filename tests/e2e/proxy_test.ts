@@ -10,10 +10,11 @@
  */
 
 import assert from "node:assert/strict";
+import { ConfigError, startClient as startLibraryClient } from "../../mod.ts";
 import {
   echoApp,
   groupFile,
-  type Proc,
+  Proc,
   randomBytes,
   readAll,
   readyPort,
@@ -122,6 +123,19 @@ Deno.test({
     {
       await using t = await throughProxy("socks-env", { env: { BURROW_PROXY: url } });
       await assertThrough(t, "socks-env");
+      // Discovery goes through the proxy too.
+      await using discovery = new Proc("client.ts", [
+        "--services",
+        "--server",
+        `127.0.0.1:${t.server.port}`,
+        "--token",
+        TOKEN,
+        "--proxy",
+        url,
+      ]);
+      assert.equal(await discovery.exitCode(), 0, discovery.stderr.text);
+      assert.match(discovery.stdout.text, /^socks-env\s+echo\s/m);
+      await t.server.proc.stderr.wait(/answered a services query from 127\.0\.0\.5:\d+/);
     }
     {
       // --proxy wins over the file's proxy (a dead one here).
@@ -176,4 +190,29 @@ Deno.test({
     });
     await assertThrough(t, "proxy-later");
   },
+});
+
+Deno.test("a bad proxy URL is a usage error naming the flag, the variable or the option", async () => {
+  const file = groupFile({
+    server: "127.0.0.1:1",
+    token: TOKEN,
+    group: "bad-proxy",
+    apps: [{ name: "a", local: "127.0.0.1:9" }],
+  });
+  await using flag = startClient(file, ["--proxy", `https://bob:${PASSWORD}@proxy:3128`]);
+  assert.equal(await flag.exitCode(), 2);
+  assert.match(
+    flag.stderr.text,
+    /--proxy: proxy scheme "https" is not supported in "https:\/\/\*\*\*@proxy:3128"/,
+  );
+  await using env = startClient(file, [], { BURROW_PROXY: `socks5://bob:${PASSWORD}@proxy` });
+  assert.equal(await env.exitCode(), 2);
+  assert.match(env.stderr.text, /BURROW_PROXY: "socks5:\/\/\*\*\*@proxy" has no port: add :PORT/);
+  for (const p of [flag, env]) assert.ok(!p.stderr.text.includes(PASSWORD), p.stderr.text);
+  // The library says the same, naming its option.
+  await assert.rejects(
+    startLibraryClient({ server: "127.0.0.1:1", token: TOKEN, group: "lib", proxy: "socks5://h" }),
+    (err: unknown) =>
+      err instanceof ConfigError && err.message === `proxy: "socks5://h" has no port: add :PORT`,
+  );
 });
