@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { join } from "../../lib/join.ts";
+import { join } from "../../lib/tunnel/join.ts";
 import {
   MUX_HEADROOM,
   MuxClosedError,

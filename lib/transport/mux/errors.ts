@@ -9,7 +9,7 @@
  * @module
  */
 
-import { ProtocolError } from "../../errors.ts";
+import { ProtocolError } from "../../util/errors.ts";
 
 /**
  * The peer sent bytes that break the mux protocol: an unknown frame type, a

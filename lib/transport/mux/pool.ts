@@ -8,7 +8,7 @@
  * @module
  */
 
-import { Backoff, type BackoffOptions, sleep } from "../../backoff.ts";
+import { Backoff, type BackoffOptions, sleep } from "../../util/backoff.ts";
 import { MuxConnectionError } from "./errors.ts";
 import type { MuxSessionOptions } from "./options.ts";
 import { MuxSession } from "./session.ts";

@@ -29,7 +29,7 @@ import {
 import { ByteRing } from "./ring.ts";
 
 /**
- * A stream as callers see it: the `Duplex` shape of `lib/join.ts` (Deno's
+ * A stream as callers see it: the `Duplex` shape of `lib/tunnel/join.ts` (Deno's
  * TcpConn has it too) plus its id, the opener's header and `reset`.
  */
 export interface MuxStream {
