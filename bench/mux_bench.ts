@@ -14,6 +14,8 @@
  *   stream (open, 64-byte request, FIN, 64-byte answer, FIN), at 1, 10 and
  *   100 at once, with the writes per exchange (the coalescing), against a
  *   new raw TCP connection per exchange;
+ * - latency: 100-byte round trips on a stream and of a datagram, idle and
+ *   while another stream moves bulk data the same way;
  * - idle: memory per open idle stream, 1000 of them, on each side (heap and
  *   array buffers after a full GC, and RSS).
  *
@@ -121,6 +123,9 @@ async function child(): Promise<void> {
       const session = new MuxSession(conn, { ...tuning, role: "server" });
       (async () => {
         for await (const stream of session.incoming()) handle(stream).catch(() => {});
+      })();
+      (async () => {
+        for await (const d of session.datagrams()) session.sendDatagram(d.flowId, d.payload);
       })();
     }
   };
@@ -251,6 +256,64 @@ async function rawExchange(port: number): Promise<void> {
   } finally {
     conn.close();
   }
+}
+
+/** Round trips of a 100-byte echo on one stream and of a datagram, `count` of each. */
+async function roundTrips(
+  session: MuxSession,
+  count: number,
+): Promise<{ stream: number[]; datagram: number[] }> {
+  const s = session.openStream(encoder.encode("echo"));
+  const buf = new Uint8Array(100);
+  const stream: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const started = performance.now();
+    await writeAll(s, buf);
+    let got = 0;
+    while (got < 100) got += (await s.read(buf.subarray(got))) ?? Infinity;
+    stream.push(performance.now() - started);
+  }
+  await s.closeWrite();
+  await readToEnd(s, buf);
+  s.close();
+  const datagram: number[] = [];
+  const payload = new Uint8Array(100);
+  for (let i = 0; i < count; i++) {
+    const started = performance.now();
+    session.sendDatagram(i, payload);
+    while (true) {
+      const d = await session.receiveDatagram();
+      if (d === null) throw new Error("the session ended");
+      if (d.flowId === i) break; // an earlier one, late
+    }
+    datagram.push(performance.now() - started);
+  }
+  return { stream, datagram };
+}
+
+async function latencyPhase(session: MuxSession): Promise<string[]> {
+  const q = (xs: number[], p: number) =>
+    [...xs].sort((a, b) => a - b)[Math.floor(p * (xs.length - 1))]!;
+  const show = (xs: number[]) =>
+    `p50 ${q(xs, 0.5).toFixed(2)} ms, p99 ${q(xs, 0.99).toFixed(2)} ms`;
+  const idle = await roundTrips(session, 200);
+  const bulk = session.openStream(encoder.encode("discard"));
+  const chunk = new Uint8Array(CHUNK);
+  let sending = true;
+  const pushing = (async () => {
+    while (sending) await writeAll(bulk, chunk);
+    await bulk.closeWrite();
+    await readToEnd(bulk, new Uint8Array(16));
+    bulk.close();
+  })();
+  const loaded = await roundTrips(session, 200);
+  sending = false;
+  await pushing;
+  return [
+    "latency: 100-byte round trips on a stream, and of a datagram, 200 each",
+    `  idle          stream ${show(idle.stream)};  datagram ${show(idle.datagram)}`,
+    `  beside bulk   stream ${show(loaded.stream)};  datagram ${show(loaded.datagram)}`,
+  ];
 }
 
 async function childMemory(session: MuxSession): Promise<Memory> {
@@ -396,6 +459,7 @@ async function parent(seconds: number, pairs: number): Promise<void> {
           `   raw TCP ${rawRate.toFixed(0).padStart(6)}/s`,
       );
     }
+    out.push(...await latencyPhase(session));
     out.push(...await idlePhase(session, 1000));
   } finally {
     session.close();
