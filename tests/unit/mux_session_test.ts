@@ -12,6 +12,7 @@ import {
   MUX_HEADROOM,
   MuxClosedError,
   MuxConnectionError,
+  MuxSession,
   type MuxStream,
   StreamResetError,
 } from "../../lib/transport/mux/mod.ts";
@@ -24,6 +25,7 @@ import {
   until,
   writeAllThenClose,
 } from "../helpers/mux_rig.ts";
+import { memoryPipe } from "../helpers/memory_pipe.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -50,6 +52,27 @@ async function echoAll(session: { incoming(): AsyncGenerator<MuxStream> }): Prom
   }
   await Promise.all(running);
 }
+
+Deno.test("mux: closeWrite while a large write is on the wire still sends the FIN", async () => {
+  // The server side starts late, so the small pipe holds the write on the wire.
+  const [a, b] = memoryPipe(16 * KiB);
+  const client = new MuxSession(a, { role: "client" });
+  let server: MuxSession | undefined;
+  try {
+    const s = client.openStream();
+    const sent = pattern(200 * KiB, 77); // one frame, sent straight from this buffer
+    const writing = s.write(sent);
+    await until(() => a.written === 16 * KiB, 5_000, "the pipe to fill");
+    const closing = s.closeWrite();
+    server = new MuxSession(b, { role: "server" });
+    const got = await readAll((await server.accept())!);
+    await Promise.all([writing, closing]);
+    assert.equal(await sha256(got), await sha256(sent));
+  } finally {
+    client.close();
+    server?.close();
+  }
+});
 
 for (const link of LINKS) {
   Deno.test(`mux ${link}: many streams both ways interleave with every byte exact`, async () => {

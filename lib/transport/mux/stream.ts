@@ -297,7 +297,9 @@ export class Stream implements MuxStream {
     if (w.off < w.buf.length) return;
     this.#writes.shift();
     w.resolve(w.buf.length - w.start);
-    if (this.#finOut && this.#writes.length === 0) {
+    if (this.#writes.length === 0 && this.#finWanted) {
+      // closeWrite() came while these bytes were leaving: the FIN goes now.
+      if (!this.#finOut) this.#sendFin();
       const resolve = this.#finResolve;
       this.#finResolve = this.#finReject = null;
       resolve?.();
