@@ -15,7 +15,7 @@
 
 import { createClient, ErrorReply } from "@redis/client";
 import { getLogger } from "@logtape/logtape";
-import { Backoff, type BackoffOptions } from "../util/backoff.ts";
+import { Backoff, type BackoffOptions, sleep } from "../util/backoff.ts";
 import { newId } from "../util/secret.ts";
 import { feedChannel, type ScriptName, SCRIPTS, storeKeys } from "./redis_scripts.ts";
 import {
@@ -97,6 +97,7 @@ export class RedisStore implements ClusterStore {
   #epoch: string | undefined;
   #subscribed = false;
   #confirming = false;
+  #feedWanted = false;
 
   /**
    * Starts connecting to the store.
@@ -123,7 +124,7 @@ export class RedisStore implements ClusterStore {
     this.#client.on("ready", () => this.#setState({ status: "connected", since: Date.now() }));
     this.#client.on("error", (err: unknown) => this.#failed(err));
     this.#sub.on("error", (err: unknown) => this.#log.debug(`feed: ${this.#mask(err)}`));
-    this.#sub.on("ready", () => void this.#feedUp());
+    this.#sub.on("ready", () => this.#feedUp());
     this.#client.connect().catch((err: unknown) => this.#failed(err));
     this.#sub.connect().catch(() => {});
   }
@@ -345,7 +346,7 @@ export class RedisStore implements ClusterStore {
       this.#log.warn(`store ${this.address} unreachable: ${state.error}`);
     } else if (state.status === "connected") this.#log.info(`store ${this.address} connected`);
     this.#emit({ type: "state", state });
-    if (state.status === "connected") void this.#feedUp();
+    if (state.status === "connected") this.#feedUp();
   }
 
   #sawEpoch(epoch: string): void {
@@ -361,40 +362,55 @@ export class RedisStore implements ClusterStore {
   /**
    * Makes sure the subscription is live, then says `feed_ready`: publishes a
    * marker and waits for it to come back on the feed connection, so that no
-   * event after the listeners' snapshot can be missed.
+   * event after the listeners' snapshot can be missed. Called whenever either
+   * connection comes up; a call during a check makes it run once more.
    */
-  async #feedUp(): Promise<void> {
-    if (this.#confirming || this.#closer.signal.aborted) return;
+  #feedUp(): void {
+    this.#feedWanted = true;
+    if (!this.#confirming) void this.#confirmFeed();
+  }
+
+  async #confirmFeed(): Promise<void> {
     this.#confirming = true;
     try {
-      while (!this.#closer.signal.aborted && this.#sub.isReady) {
-        if (!this.#subscribed) {
-          await this.#sub.subscribe(this.#channel, (message: string) => this.#message(message));
-          this.#subscribed = true;
+      while (this.#feedWanted && !this.#closer.signal.aborted) {
+        this.#feedWanted = false;
+        // Whichever connection is still down calls again when it is up.
+        if (!this.#sub.isReady || !this.#client.isReady) continue;
+        if (await this.#markComesBack()) {
+          if (!this.#closer.signal.aborted) this.#emit({ type: "feed_ready" });
+        } else if (this.#sub.isReady && this.#client.isReady) {
+          this.#feedWanted = true; // both up but the marker was lost: try again
+          await sleep(100, this.#closer.signal);
         }
-        const id = newId();
-        const back = new Promise<boolean>((resolve) => {
-          const timer = setTimeout(() => resolve(false), MARK_TIMEOUT_MS);
-          this.#marks.set(id, () => {
-            clearTimeout(timer);
-            resolve(true);
-          });
-        });
-        const sent = await this.#client.publish(this.#channel, JSON.stringify({ type: "mark", id }))
-          .then(() => true, () => false);
-        const ok = sent && await back;
-        this.#marks.get(id)?.();
-        this.#marks.delete(id);
-        if (ok && !this.#closer.signal.aborted) {
-          this.#emit({ type: "feed_ready" });
-          return;
-        }
-        if (!sent) return; // the command connection is down: its "connected" state calls again
       }
-    } catch (err) {
-      this.#log.debug(`feed: ${this.#mask(err)}`);
     } finally {
       this.#confirming = false;
+    }
+  }
+
+  async #markComesBack(): Promise<boolean> {
+    const id = newId();
+    try {
+      if (!this.#subscribed) {
+        await this.#sub.subscribe(this.#channel, (message: string) => this.#message(message));
+        this.#subscribed = true;
+      }
+      const back = new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), MARK_TIMEOUT_MS);
+        this.#marks.set(id, () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+      });
+      await this.#client.publish(this.#channel, JSON.stringify({ type: "mark", id }));
+      return await back;
+    } catch (err) {
+      this.#log.debug(`feed: ${this.#mask(err)}`);
+      return false;
+    } finally {
+      this.#marks.get(id)?.();
+      this.#marks.delete(id);
     }
   }
 
