@@ -83,7 +83,9 @@ export function maskStore(store: Pick<StoreUrl, "secrets">, text: string): strin
   return maskSecrets(text, store.secrets.map((s) => [s, "***"] as const));
 }
 
-/** A URL that did not parse, quoted with anything between `//` and `@` masked. */
+/** A URL that did not parse, quoted with everything up to its last `@` masked. */
 function quoteMasked(text: string): string {
-  return JSON.stringify(text.replace(/\/\/[^/]*@/, "//***@"));
+  const at = text.lastIndexOf("@");
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(text)?.[0] ?? "";
+  return JSON.stringify(at < 0 ? text : `${scheme}***${text.slice(at)}`);
 }

@@ -77,11 +77,15 @@ export class ClusterView {
   #syncedAt: number | undefined;
   #syncWaiters: Array<() => void> = [];
 
-  /** Starts listening to `store`; the first snapshot comes with its `feed_ready`. */
+  /**
+   * Starts listening to `store` and takes a first snapshot. If the feed was
+   * not live yet, its `feed_ready` brings another, so nothing is missed.
+   */
   constructor(store: ClusterStore, options: ClusterViewOptions = {}) {
     this.#store = store;
     this.#retryMs = options.retryMs ?? 1000;
     this.#unsubscribe = store.subscribe((m) => this.#feed(m));
+    void this.#resync();
   }
 
   /** Resolves once the view has taken a snapshot (at once if it has). */
