@@ -13,6 +13,10 @@
  * - `{p}:token` the fencing counter (INCR); `{p}:epoch` the data's epoch
  * - channel `{p}:feed` carries every change as JSON
  *
+ * The snapshot is no script but a MULTI of TIME, the epoch and two HGETALLs:
+ * atomic as well, and without decoding every claim inside Redis, which made a
+ * snapshot of 30,000 claims block Redis about five times as long.
+ *
  * Times come from Redis' own clock (TIME), so nodes' clocks never matter for
  * leases. Every reply is one JSON string carrying the epoch: when it changes,
  * the store lost its data.
@@ -213,17 +217,6 @@ const LOOKUP = `
 return cjson.encode({ok = true, claim = live(field(ARGV[2], ARGV[3])), epoch = epoch()})
 `;
 
-/** ARGV: channel. Reaps first, so what it returns is live. */
-const SNAPSHOT = `
-reap(100000)
-local claims, nodes = {}, {}
-local raw = redis.call('HGETALL', CLAIMS)
-for i = 2, #raw, 2 do claims[#claims + 1] = cjson.decode(raw[i]) end
-raw = redis.call('HGETALL', NODES)
-for i = 2, #raw, 2 do nodes[#nodes + 1] = cjson.decode(raw[i]) end
-return cjson.encode({ok = true, now = NOW, claims = claims, nodes = nodes, epoch = epoch()})
-`;
-
 /** ARGV: channel, node info JSON, ttl ms. Join and heartbeat; reaps a little. */
 const JOIN = `
 local info = cjson.decode(ARGV[2])
@@ -264,7 +257,6 @@ export const SCRIPTS = {
   renew: PRELUDE + RENEW,
   release: PRELUDE + RELEASE,
   lookup: PRELUDE + LOOKUP,
-  snapshot: PRELUDE + SNAPSHOT,
   join: PRELUDE + JOIN,
   leave: PRELUDE + LEAVE,
   reap: PRELUDE + REAP,

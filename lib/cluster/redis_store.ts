@@ -203,16 +203,34 @@ export class RedisStore implements ClusterStore {
 
   /** {@inheritDoc ClusterStore.snapshot} */
   async snapshot(): Promise<SnapshotResult> {
-    const reply = await this.#run("snapshot");
+    const [claims, , nodes, , , epochKey] = this.#keys as [
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
+    const reply = await this.#guard("snapshot", () =>
+      this.#client.multi()
+        .addCommand(["TIME"])
+        .addCommand(["SET", epochKey, `${Date.now()}.${newId().slice(0, 8)}`, "NX"])
+        .addCommand(["GET", epochKey])
+        .addCommand(["HGETALL", claims])
+        .addCommand(["HGETALL", nodes])
+        .exec());
     if (!reply.ok) return reply;
-    const v = reply.value;
+    const [time, , epoch, claimsFlat, nodesFlat] = reply.value as unknown[];
+    const [sec, usec] = (time as [string, string]).map(Number) as [number, number];
+    const now = sec * 1000 + Math.floor(usec / 1000);
+    this.#sawEpoch(String(epoch));
     return {
       ok: true,
       snapshot: {
-        epoch: v.epoch,
-        now: v.now as number,
-        claims: list<Claim>(v.claims),
-        nodes: list<NodeRecord>(v.nodes),
+        epoch: String(epoch),
+        now,
+        claims: liveItems<Claim>(claimsFlat, now),
+        nodes: liveItems<NodeRecord>(nodesFlat, now),
       },
     };
   }
@@ -263,11 +281,23 @@ export class RedisStore implements ClusterStore {
     return Promise.resolve();
   }
 
-  /** Runs one script; every failure becomes `unreachable` with a masked message. */
+  /** Runs one script and parses its JSON reply. */
   async #run(
     name: ScriptName,
     ...args: Array<string | number>
   ): Promise<{ ok: true; value: Reply } | Unreachable> {
+    const reply = await this.#guard(name, () => this.#eval(name, args.map(String)));
+    if (!reply.ok) return reply;
+    const value = JSON.parse(String(reply.value)) as Reply;
+    this.#sawEpoch(value.epoch);
+    return { ok: true, value };
+  }
+
+  /** One round trip with a deadline; every failure becomes `unreachable` with a masked message. */
+  async #guard<T>(
+    what: string,
+    call: () => Promise<T>,
+  ): Promise<{ ok: true; value: T } | Unreachable> {
     if (this.#closer.signal.aborted) return this.#unreachable("the store client is closed");
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
@@ -277,16 +307,14 @@ export class RedisStore implements ClusterStore {
           this.#timeoutMs,
         );
       });
-      const raw = await Promise.race([this.#eval(name, args.map(String)), timeout]);
-      const value = JSON.parse(String(raw)) as Reply;
+      const value = await Promise.race([call(), timeout]);
       if (this.#state.status !== "connected" && this.#client.isReady) {
         this.#setState({ status: "connected", since: Date.now() });
       }
-      this.#sawEpoch(value.epoch);
       return { ok: true, value };
     } catch (err) {
-      if (err instanceof ErrorReply && !/^NOSCRIPT/.test(err.message)) {
-        this.#log.warn(`store ${this.address}: ${name}: ${this.#mask(err)}`);
+      if (err instanceof ErrorReply) {
+        this.#log.warn(`store ${this.address}: ${what}: ${this.#mask(err)}`);
       }
       this.#failed(err);
       return this.#unreachable(this.#mask(err));
@@ -454,6 +482,17 @@ const EVENT_TYPES = new Set([
 
 function isStoreEvent(m: { type?: unknown }): m is StoreEvent {
   return typeof m.type === "string" && EVENT_TYPES.has(m.type);
+}
+
+/** The values of a flat HGETALL reply, parsed, that are still live at `now`. */
+function liveItems<T extends { expiresAt: number }>(flat: unknown, now: number): T[] {
+  const items = Array.isArray(flat) ? flat : [];
+  const out: T[] = [];
+  for (let i = 1; i < items.length; i += 2) {
+    const item = JSON.parse(String(items[i])) as T;
+    if (item.expiresAt > now) out.push(item);
+  }
+  return out;
 }
 
 /** Lua's cjson writes an empty list as `{}`. */
