@@ -220,7 +220,8 @@ await phase("redis-benchmark", async (redis) => {
       stdout: "piped",
       stderr: "null",
     }).output();
-    return new TextDecoder().decode(out.stdout).split("\r").at(-1)?.trim() ?? "";
+    const last = new TextDecoder().decode(out.stdout).split("\r").at(-1)?.trim() ?? "";
+    return last.replace(/^.*: (?=[\d.]+ requests)/s, "");
   };
   say(
     "redis-benchmark EVALSHA claim, -c 50",
