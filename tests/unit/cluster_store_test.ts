@@ -372,7 +372,10 @@ Deno.test({
     const lines: string[] = [];
     await configure({
       sinks: { memory: (record) => lines.push(record.message.join("")) },
-      loggers: [{ category: ["burrow"], sinks: ["memory"], lowestLevel: "debug" }],
+      loggers: [
+        { category: ["burrow"], sinks: ["memory"], lowestLevel: "debug" },
+        { category: ["logtape", "meta"], sinks: [], lowestLevel: "warning" },
+      ],
       reset: true,
     });
     const url = `redis://burrow-user:${wrong}@127.0.0.1:${redis.port}/0`;
