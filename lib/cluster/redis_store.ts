@@ -87,7 +87,6 @@ export class RedisStore implements ClusterStore {
   readonly #timeoutMs: number;
   readonly #client: Client;
   readonly #sub: Client;
-  readonly #backoff: Backoff;
   readonly #log = getLogger(["burrow", "cluster", "store"]);
   readonly #listeners = new Set<FeedListener>();
   readonly #shas = new Map<ScriptName, Promise<string>>();
@@ -110,17 +109,24 @@ export class RedisStore implements ClusterStore {
     this.#keys = storeKeys(prefix);
     this.#channel = feedChannel(prefix);
     this.#timeoutMs = options.commandTimeoutMs ?? 2000;
-    this.#backoff = new Backoff({ initialMs: 100, maxMs: 5000, ...options.reconnect });
-    const socket = {
-      connectTimeout: this.#timeoutMs,
-      reconnectStrategy: (retries: number) => {
-        if (retries === 0) this.#backoff.reset();
-        return this.#backoff.next();
-      },
-      ...(this.#url.tls ? { tls: true as const, ...(options.ca ? { ca: options.ca } : {}) } : {}),
+    const socket = () => {
+      // One backoff per connection: node-redis counts retries per outage.
+      const backoff = new Backoff({ initialMs: 100, maxMs: 5000, ...options.reconnect });
+      return {
+        connectTimeout: this.#timeoutMs,
+        reconnectStrategy: (retries: number) => {
+          if (retries === 0) backoff.reset();
+          return backoff.next();
+        },
+        ...(this.#url.tls ? { tls: true as const, ...(options.ca ? { ca: options.ca } : {}) } : {}),
+      };
     };
-    this.#client = createClient({ url: this.#url.url, disableOfflineQueue: true, socket });
-    this.#sub = this.#client.duplicate();
+    this.#client = createClient({
+      url: this.#url.url,
+      disableOfflineQueue: true,
+      socket: socket(),
+    });
+    this.#sub = this.#client.duplicate({ socket: socket() });
     this.#client.on("ready", () => this.#setState({ status: "connected", since: Date.now() }));
     this.#client.on("error", (err: unknown) => this.#failed(err));
     this.#sub.on("error", (err: unknown) => this.#log.debug(`feed: ${this.#mask(err)}`));
