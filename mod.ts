@@ -13,7 +13,7 @@
  *
  * @example
  * ```ts
- * import { startClient, startServer } from "./mod.ts";
+ * import { startClient, startServer } from "@burrow/burrow";
  * const server = await startServer({
  *   bind: "127.0.0.1:0",
  *   token: "s3cret",
@@ -82,3 +82,5 @@ export { PROTOCOL_VERSION } from "./lib/protocol/protocol.ts";
 export { VERSION } from "./lib/util/version.ts";
 export type { UserSpec } from "./lib/server/users.ts";
 export { DEFAULT_LIMITS, type ServerLimits } from "./lib/config/limits.ts";
+export type { ProxyProtocolVersion } from "./lib/tunnel/proxy_protocol.ts";
+export { ProxyError, type ProxyFailure } from "./lib/transport/proxy_dial.ts";

@@ -187,18 +187,14 @@ export async function ratholePath(
 
 /**
  * bore 0.5: one server, one `bore local` per service. Its control port is
- * fixed (7835), so each run binds its server on its own 127.x address, and a
- * relay in front of it listens on port 7835 of another.
+ * fixed (0.0.0.0:7835, no option to move it), so one bore runs at a time and
+ * no relay can sit in front of it on the same machine.
  */
 export async function borePath(
   binary: string,
   services: Services,
   range: { min: number; max: number },
-  via?: (serverHost: string) => Promise<string>,
 ): Promise<Path> {
-  const host = `127.0.${Math.floor(Math.random() * 200) + 20}.${
-    Math.floor(Math.random() * 200) + 20
-  }`;
   const secret = crypto.randomUUID();
   const children: Child[] = [];
   const stop = () => Promise.all(children.map((c) => c.stop())).then(() => {});
@@ -208,26 +204,26 @@ export async function borePath(
         "bore-server",
         [
           ...["server", "--min-port", String(range.min), "--max-port", String(range.max)],
-          ...["--secret", secret, "--bind-addr", host],
+          ...["--secret", secret],
         ],
         false,
         binary,
       ),
     );
-    const to = via ? await via(host) : host;
-    await waitPort(host, 7835);
+    await waitPort("127.0.0.1", 7835);
     const ports: Services = {};
     for (const [name, port] of Object.entries(services)) {
       const child = new Child(
         `bore-${name}`,
         [
-          ...["local", String(port), "--local-host", "127.0.0.1", "--to", to, "--secret", secret],
+          ...["local", String(port), "--local-host", "127.0.0.1", "--to", "127.0.0.1"],
+          ...["--secret", secret],
         ],
         false,
         binary,
       );
       children.push(child);
-      // bore logs (tracing, maybe coloured) "listening at HOST:PORT" on stdout.
+      // bore logs (tracing) "listening at HOST:PORT" on stdout.
       const [, remote] = await child.waitLine(/listening at [^\s:]+:(\d+)/);
       ports[name] = Number(remote);
     }

@@ -12,6 +12,8 @@ import { formatHostPort, type HostPort, parseHostPort } from "../util/addr.ts";
 import { Backoff, sleep } from "../util/backoff.ts";
 import { type ClientSession, openSession } from "./session.ts";
 import { type ClientTls, ServerLink } from "../transport/server_link.ts";
+import { parseProxyUrl } from "../transport/proxy_url.ts";
+import type { ProxyProtocolVersion } from "../tunnel/proxy_protocol.ts";
 import { parseCidr } from "../util/cidr.ts";
 import { defaultStateDir } from "../util/state_dir.ts";
 import { normalizeFingerprint, pemCertificates } from "../transport/certs.ts";
@@ -101,6 +103,13 @@ export interface ClientOptions {
    * this `HOST:PORT`; port 0 picks a free one. Off by default.
    */
   admin?: string;
+  /**
+   * Reach the server through this proxy: `http://[user:pass@]host:port`
+   * (HTTP CONNECT) or `socks5://[user:pass@]host:port`. The control and every
+   * work connection go through it, with TLS on top as usual. A failing proxy
+   * is retried like an unreachable server. Off by default.
+   */
+  proxy?: string | Secret;
 }
 
 /**
@@ -142,6 +151,12 @@ export interface ExposeOptions {
    * away before any byte reaches this client.
    */
   allowFrom?: string[];
+  /**
+   * Send the local service a PROXY protocol header (`v1` text or `v2`
+   * binary) before any byte of the user, naming the user's address and the
+   * public address they connected to. Off by default.
+   */
+  proxyProtocol?: ProxyProtocolVersion;
 }
 
 /**
@@ -249,7 +264,12 @@ class Client extends EventTarget implements BurrowClient {
     if (token.reveal() === "") throw new ConfigError("token: must not be empty");
     this.#options = options;
     this.#server = server;
-    this.#serverLink = new ServerLink(server, clientTls(options), this.#log);
+    const proxy = options.proxy === undefined ? undefined : parseProxyUrl(
+      typeof options.proxy === "string" ? options.proxy : options.proxy.reveal(),
+    );
+    if (typeof proxy === "string") throw new ConfigError(`proxy: ${proxy}`);
+    this.#serverLink = new ServerLink(server, clientTls(options), this.#log, proxy);
+    if (proxy) this.#log.info(`reaching the server through the proxy ${proxy.display}`);
     if (!this.#serverLink.encrypted) {
       this.#log.warn("TLS is off (tls: false): the traffic to the server can be read on the way");
     }
@@ -293,6 +313,14 @@ class Client extends EventTarget implements BurrowClient {
       traffic: new TrafficCounter(),
     };
     if (options.description !== undefined) app.description = options.description;
+    if (options.proxyProtocol !== undefined) {
+      if (options.proxyProtocol !== "v1" && options.proxyProtocol !== "v2") {
+        throw new ConfigError(
+          `proxyProtocol: must be "v1" or "v2", got "${options.proxyProtocol}"`,
+        );
+      }
+      app.proxyProtocol = options.proxyProtocol;
+    }
     if (options.allowFrom !== undefined) {
       if (options.allowFrom.length === 0 || options.allowFrom.length > MAX_ALLOW_FROM) {
         throw new ConfigError(`allowFrom: must list 1 to ${MAX_ALLOW_FROM} address ranges`);

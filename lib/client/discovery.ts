@@ -23,6 +23,7 @@ import {
   type ServerMessage,
 } from "../protocol/protocol.ts";
 import { prove, Secret } from "../util/secret.ts";
+import { parseProxyUrl } from "../transport/proxy_url.ts";
 import type { ServiceInfo } from "../protocol/services.ts";
 
 /**
@@ -50,6 +51,8 @@ export interface DiscoveryOptions {
   tls?: ClientOptions["tls"];
   /** As for {@linkcode ClientOptions.stateDir}. */
   stateDir?: string;
+  /** As for {@linkcode ClientOptions.proxy}. */
+  proxy?: string | Secret;
 }
 
 /** What a discovery answer holds, and whether the server had to leave some out. */
@@ -72,7 +75,11 @@ async function ask(
       `group: "${options.group}" must be 1-63 lowercase letters, digits or dashes`,
     );
   }
-  const link = new ServerLink(server, clientTls(options), getLogger(["burrow", "discovery"]));
+  const proxyText = typeof options.proxy === "string" ? options.proxy : options.proxy?.reveal();
+  const proxy = proxyText === undefined ? undefined : parseProxyUrl(proxyText);
+  if (typeof proxy === "string") throw new ConfigError(`proxy: ${proxy}`);
+  const log = getLogger(["burrow", "discovery"]);
+  const link = new ServerLink(server, clientTls(options), log, proxy);
   const conn = await link.establish(HANDSHAKE_TIMEOUT_MS);
   try {
     const reader = new FrameReader(conn);

@@ -25,9 +25,11 @@ import {
   TlsRecordError,
   versionMismatch,
   WORK_TIMEOUT_MS,
+  writeAll,
 } from "../protocol/protocol.ts";
 import { prove, type Secret } from "../util/secret.ts";
 import { VERSION } from "../util/version.ts";
+import { encodeProxyHeader } from "../tunnel/proxy_protocol.ts";
 
 /** Pongs a client may miss before it calls the server dead. */
 const MISSED_PONGS = 3;
@@ -450,6 +452,8 @@ export class ClientSession {
         return;
       }
       try {
+        // The header goes first, so no user byte can come before it.
+        if (app.proxyProtocol) await writeAll(local, encodeProxyHeader(app.proxyProtocol, msg));
         await writer.send({ type: "started" });
       } catch (err) {
         closeQuietly(local);

@@ -8,6 +8,7 @@
 
 import type { HostPort } from "../util/addr.ts";
 import type { TrafficCounter } from "../tunnel/traffic.ts";
+import type { ProxyProtocolVersion } from "../tunnel/proxy_protocol.ts";
 
 /**
  * Per-tunnel limits, enforced by the server. Counts start afresh when the
@@ -68,6 +69,8 @@ export interface WantedApp {
   description?: string;
   limits?: TunnelLimits;
   allowFrom?: string[];
+  /** Send the local service a PROXY protocol header of this version first. */
+  proxyProtocol?: ProxyProtocolVersion;
   /** When `limits.maxServeSeconds` runs out (ms since the epoch). */
   expiresAt?: number;
   tunnel: TunnelHandle;

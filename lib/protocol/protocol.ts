@@ -28,7 +28,7 @@ import { ProtocolError, type WireRefusalCode } from "../util/errors.ts";
  * console.log(`burrow ${VERSION} (protocol v${PROTOCOL_VERSION})`);
  * ```
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4; // v4: `start` names the user's and the public address
 /**
  * The four bytes a client sends first on every connection, before it reads
  * the challenge (inside TLS when TLS is on). A plaintext client that meets a
@@ -72,6 +72,8 @@ const text = z.string().max(1024);
 /** Free text shown to people: no control characters (no terminal escapes, no line breaks). */
 const label = z.string().max(1024).regex(/^\P{Cc}*$/u);
 const version = z.int().min(0).max(1_000_000);
+/** An address as a socket reports it: an IP address (v6 without brackets) and a port. */
+const netAddr = z.object({ hostname: z.string().max(64), port });
 
 /** Every refusal code the server may send. */
 export const REFUSAL_CODES = [
@@ -160,8 +162,19 @@ const serverMessage = z.discriminatedUnion("type", [
     ranges: z.array(z.tuple([port, port])).max(MAX_FREE_RANGES),
     truncated: z.boolean(),
   }),
-  /** On a work connection: join it to a user of this app. Raw bytes follow. */
-  z.object({ type: z.literal("start"), id: requestId, app: name, user: text }),
+  /**
+   * On a work connection: join it to a user of this app. Raw bytes follow.
+   * `source` is the user's address, `destination` the public address they
+   * connected to (for a PROXY protocol header to the local service).
+   */
+  z.object({
+    type: z.literal("start"),
+    id: requestId,
+    app: name,
+    user: text,
+    source: netAddr,
+    destination: netAddr,
+  }),
   /**
    * The user of work `id` reset or failed: close that join at once, both
    * ends. (A raw stream can only carry a FIN, which would read as a half-close.)

@@ -575,7 +575,16 @@ export class ServerSession {
     // overtake it (and it is not counted as one); the client's answer then
     // leads the work-to-user direction.
     try {
-      await writeAll(work.conn, encodeFrame({ type: "start", id, app: app.entry.app, user: from }));
+      const { remoteAddr: u, localAddr: pub } = user;
+      const start: ServerMessage = {
+        type: "start",
+        id,
+        app: app.entry.app,
+        user: from,
+        source: { hostname: u.hostname, port: u.port },
+        destination: { hostname: pub.hostname, port: pub.port },
+      };
+      await writeAll(work.conn, encodeFrame(start));
     } catch (err) {
       closeQuietly(work.conn);
       const why = `work connection failed (${netReason(err)})`;

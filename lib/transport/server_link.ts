@@ -26,6 +26,9 @@ import { join } from "node:path";
 import { formatHostPort, type HostPort } from "../util/addr.ts";
 import { ConfigError, errorMessage, RefusedError } from "../util/errors.ts";
 import { closeQuietly, dial, netReason } from "./net.ts";
+import { duplexOf } from "./conn_duplex.ts";
+import { dialViaProxy, ProxyError } from "./proxy_dial.ts";
+import type { ProxyConfig } from "./proxy_url.ts";
 import { CLIENT_PREAMBLE, withDeadline, writeAll } from "../protocol/protocol.ts";
 import { ensurePrivateDir, writeFileAtomic } from "../util/state_dir.ts";
 import {
@@ -49,6 +52,13 @@ export type ClientTls =
     stateDir?: string;
   };
 
+/** The top of the chain a server presented, and whether the system's roots vouch for it. */
+interface PeekedChain {
+  fingerprint: string;
+  topPem: string;
+  publiclyTrusted: boolean;
+}
+
 /** What every connection verifies against, once settled. */
 interface TrustAnchor {
   caCerts?: string[];
@@ -62,11 +72,14 @@ export class ServerLink {
   #tls: ClientTls;
   #log: Logger;
   #anchor: TrustAnchor | undefined;
+  #proxy: ProxyConfig | undefined;
 
-  constructor(server: HostPort, tls: ClientTls, log: Logger) {
+  /** Reaches `server` directly, or through `proxy` (HTTP CONNECT or SOCKS5) when given. */
+  constructor(server: HostPort, tls: ClientTls, log: Logger, proxy?: ProxyConfig) {
     this.server = server;
     this.#tls = tls;
     this.#log = log;
+    this.#proxy = proxy;
   }
 
   /** True when connections are encrypted. */
@@ -88,7 +101,7 @@ export class ServerLink {
 
   /** A new connection verified against the settled trust anchor. */
   async connect(timeoutMs: number): Promise<Deno.Conn> {
-    const tcp = await dial(this.server, timeoutMs);
+    const tcp = await this.#dial(timeoutMs);
     let conn: Deno.Conn = tcp;
     try {
       if (this.#tls.enabled) {
@@ -101,6 +114,24 @@ export class ServerLink {
       closeQuietly(conn);
       throw err;
     }
+  }
+
+  /**
+   * TCP to the server, through the proxy when there is one (a `ProxyError`
+   * then names it). The client speaks first, so a proxy that passes on bytes
+   * from the server before that is not to be trusted with the link.
+   */
+  async #dial(timeoutMs: number): Promise<Deno.TcpConn> {
+    if (this.#proxy === undefined) return await dial(this.server, timeoutMs);
+    const { conn, early } = await dialViaProxy(this.#proxy, this.server, timeoutMs);
+    if (early.length === 0) return conn;
+    closeQuietly(conn);
+    throw new ProxyError(
+      "protocol",
+      this.#proxy.display,
+      `the proxy ${this.#proxy.display} sent ${early.length} bytes before the server could ` +
+        `have spoken`,
+    );
   }
 
   async #startTls(
@@ -194,16 +225,15 @@ export class ServerLink {
   }
 
   /** The chain the server presents, read with node:tls without verifying it. */
-  #peek(timeoutMs: number): Promise<
-    { fingerprint: string; topPem: string; publiclyTrusted: boolean }
-  > {
+  async #peek(timeoutMs: number): Promise<PeekedChain> {
     const { hostname, port } = this.server;
     const isIp = /^[0-9.]+$|:/.test(hostname);
-    return withDeadline(
-      new Promise((resolve, reject) => {
+    // Through a proxy, node:tls runs over the tunnel Deno opened.
+    const tunnel = this.#proxy === undefined ? undefined : duplexOf(await this.#dial(timeoutMs));
+    return await withDeadline(
+      new Promise<PeekedChain>((resolve, reject) => {
         const socket = nodeTls.connect({
-          host: hostname,
-          port,
+          ...(tunnel === undefined ? { host: hostname, port } : { socket: tunnel }),
           rejectUnauthorized: false,
           ...(isIp ? {} : { servername: hostname }),
         });
@@ -232,7 +262,7 @@ export class ServerLink {
       }),
       timeoutMs,
       `no TLS handshake within ${timeoutMs / 1000}s`,
-    );
+    ).finally(() => tunnel?.destroy());
   }
 
   /** Records a new server's CA, or refuses one that differs from the record. */
