@@ -120,12 +120,13 @@ export function startRedis(options: RedisOptions = {}): Promise<RedisProcess> {
 
 /** Reads stdout until the ready line (true) or the end (false); then drains it. */
 async function ready(stdout: ReadableStream<Uint8Array>): Promise<boolean> {
-  const reader = stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const reader = stdout.getReader();
+  const decoder = new TextDecoder();
   let text = "";
   while (true) {
     const next = await reader.read();
     if (next.done) return false;
-    text += next.value;
+    text += decoder.decode(next.value, { stream: true });
     if (text.includes("Ready to accept connections")) break;
   }
   (async () => {
