@@ -1,7 +1,7 @@
 /**
- * How a client reaches its server: TCP, then TLS (unless turned off), then
- * the preamble. The first connection of each control session settles whom to
- * trust; work and discovery connections reuse that answer.
+ * TLS as the client's transport: TCP, then TLS with the trust checks below.
+ * The first connection of each control session settles whom to trust; work
+ * and discovery connections reuse that answer.
  *
  * Trust, in order:
  * - `fingerprint` pins the server's certificate authority;
@@ -26,7 +26,8 @@ import { join } from "node:path";
 import { formatHostPort, type HostPort } from "../util/addr.ts";
 import { ConfigError, errorMessage, RefusedError } from "../util/errors.ts";
 import { closeQuietly, dial, netReason } from "./net.ts";
-import { CLIENT_PREAMBLE, withDeadline, writeAll } from "../protocol/protocol.ts";
+import { withDeadline } from "../protocol/frames.ts";
+import type { Conn, Dialer } from "./transport.ts";
 import { ensurePrivateDir, writeFileAtomic } from "../util/state_dir.ts";
 import {
   derToPem,
@@ -56,49 +57,34 @@ interface TrustAnchor {
   how: string;
 }
 
-/** Dials the server, secures the connection and sends the preamble. */
-export class ServerLink {
+/** Dials the server over TLS, verifying it as the settings say. */
+export class TlsDialer implements Dialer {
   readonly server: HostPort;
-  #tls: ClientTls;
+  readonly encrypted = true;
+  #tls: Extract<ClientTls, { enabled: true }>;
   #log: Logger;
   #anchor: TrustAnchor | undefined;
 
-  constructor(server: HostPort, tls: ClientTls, log: Logger) {
+  constructor(server: HostPort, tls: Extract<ClientTls, { enabled: true }>, log: Logger) {
     this.server = server;
     this.#tls = tls;
     this.#log = log;
   }
 
-  /** True when connections are encrypted. */
-  get encrypted(): boolean {
-    return this.#tls.enabled;
-  }
-
   /**
-   * A new connection whose server identity is checked afresh (for each
-   * control session, so a server replaced between reconnects is noticed).
-   * Rejects with `RefusedError` (`tls_mismatch`, `identity_changed`) for
-   * final failures.
+   * A new connection, verified against the settled trust anchor, or (with
+   * `fresh`, for each control session) against the server's identity
+   * checked afresh. Rejects with `RefusedError` (`tls_mismatch`,
+   * `identity_changed`) for final failures.
    */
-  async establish(timeoutMs: number): Promise<Deno.Conn> {
-    if (!this.#tls.enabled) return await this.connect(timeoutMs);
-    this.#anchor = await this.#settle(timeoutMs);
-    return await this.connect(timeoutMs);
-  }
-
-  /** A new connection verified against the settled trust anchor. */
-  async connect(timeoutMs: number): Promise<Deno.Conn> {
+  async dial(timeoutMs: number, fresh = false): Promise<Conn> {
+    if (fresh || this.#anchor === undefined) this.#anchor = await this.#settle(timeoutMs);
+    const anchor = this.#anchor;
     const tcp = await dial(this.server, timeoutMs);
-    let conn: Deno.Conn = tcp;
     try {
-      if (this.#tls.enabled) {
-        const anchor = this.#anchor ?? (this.#anchor = await this.#settle(timeoutMs));
-        conn = await this.#startTls(tcp, anchor, timeoutMs);
-      }
-      await writeAll(conn, CLIENT_PREAMBLE);
-      return conn;
+      return await this.#startTls(tcp, anchor, timeoutMs);
     } catch (err) {
-      closeQuietly(conn);
+      closeQuietly(tcp);
       throw err;
     }
   }
@@ -146,7 +132,7 @@ export class ServerLink {
    * One connection (node:tls) reads the chain the server presents.
    */
   async #settle(timeoutMs: number): Promise<TrustAnchor> {
-    const tls = this.#tls as Extract<ClientTls, { enabled: true }>;
+    const tls = this.#tls;
     const at = formatHostPort(this.server);
     const chain = await this.#peek(timeoutMs);
     if (
