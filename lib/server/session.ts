@@ -29,7 +29,7 @@ import type { ServerMonitor } from "../dashboard/monitor.ts";
 import type { ServerLimits } from "../config/limits.ts";
 import type { Registry } from "./registry.ts";
 import { freePortsAnswer } from "./answers.ts";
-import { type AppServices, type AppSession, PublicApp } from "./public_app.ts";
+import { type AppServices, type AppSession, bindPublicPort, PublicApp } from "./public_app.ts";
 import { WorkConns } from "./work_conn.ts";
 
 /** What a session needs from the server that runs it. */
@@ -333,7 +333,11 @@ export class ServerSession implements AppSession {
         allowFrom.push(range);
       }
     }
-    const bound = this.#bind(msg);
+    const candidates = this.#s.registry.candidates(port, msg.hint, this.quota?.ports);
+    if (!Array.isArray(candidates)) return refuse(candidates.code, candidates.message);
+    const bound = bindPublicPort(this.#s.publicHost, port, candidates, (why) => {
+      this.#s.log.error(`${this.group}/${name}: ${why}`);
+    });
     if ("code" in bound) return refuse(bound.code, bound.message);
     const entry = this.#s.registry.claim(this.group, name, bound.port, msg.description);
     const app = new PublicApp(this.#s, this, {
@@ -357,44 +361,6 @@ export class ServerSession implements AppSession {
       }`,
     );
     return this.#send({ type: "exposed", id, app: name, port: bound.port });
-  }
-
-  /** Binds the public port an `expose` asks for (or the first free candidate), or why not. */
-  #bind(
-    msg: Expose,
-  ): { port: number; listener: Deno.TcpListener } | { code: WireRefusalCode; message: string } {
-    const { app: name, port, hint } = msg;
-    const candidates = this.#s.registry.candidates(port, hint, this.quota?.ports);
-    if (!Array.isArray(candidates)) return candidates;
-    for (const candidate of candidates) {
-      try {
-        const listener = Deno.listen({
-          hostname: this.#s.publicHost,
-          port: candidate,
-          transport: "tcp",
-        });
-        return { port: candidate, listener };
-      } catch (err) {
-        if (!(err instanceof Deno.errors.AddrInUse)) {
-          // Not a busy port but a port this server may not bind (e.g. below 1024).
-          const why = `port ${candidate} cannot be bound on the server (${netReason(err)})`;
-          this.#s.log.error(`${this.group}/${name}: ${why}`);
-          if (port !== 0) return { code: "port_not_allowed", message: why };
-          continue;
-        }
-        // Another program on the server host holds it; a picked port just moves on.
-        if (port !== 0) {
-          return {
-            code: "port_taken",
-            message: `port ${port} is in use on the server host (address in use)`,
-          };
-        }
-      }
-    }
-    return {
-      code: "no_free_port",
-      message: "no free port could be bound in the server's allowed ports",
-    };
   }
 
   /** Closes an app's listener and users; resolves once its port is free again. */
