@@ -13,7 +13,7 @@
  *
  * @example
  * ```ts
- * import { startClient, startServer } from "./mod.ts";
+ * import { startClient, startServer } from "@burrow/burrow";
  * const server = await startServer({
  *   bind: "127.0.0.1:0",
  *   token: "s3cret",
