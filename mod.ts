@@ -52,6 +52,7 @@ export {
 export {
   ConfigError,
   ProtocolError,
+  REFUSAL_CODES,
   type RefusalCode,
   RefusedError,
   type WireRefusalCode,

@@ -8,6 +8,12 @@
 /**
  * Every code the server may give when it refuses a client: the one list the
  * wire schema, {@linkcode RefusedError} and the refusal metrics derive from.
+ *
+ * @example
+ * ```ts
+ * import { REFUSAL_CODES } from "@burrow/burrow";
+ * console.log(REFUSAL_CODES.includes("auth_failed")); // true
+ * ```
  */
 export const REFUSAL_CODES = [
   "auth_failed",
