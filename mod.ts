@@ -83,3 +83,5 @@ export { PROTOCOL_VERSION } from "./lib/protocol/version.ts";
 export { VERSION } from "./lib/util/version.ts";
 export type { UserSpec } from "./lib/server/users.ts";
 export { DEFAULT_LIMITS, type ServerLimits } from "./lib/config/limits.ts";
+export type { ProxyProtocolVersion } from "./lib/tunnel/proxy_protocol.ts";
+export { ProxyError, type ProxyFailure } from "./lib/transport/proxy_dial.ts";

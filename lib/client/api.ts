@@ -10,6 +10,7 @@ import type { HostPort } from "../util/addr.ts";
 import type { Secret } from "../util/secret.ts";
 import type { ClientStatus } from "./status.ts";
 import type { Tunnel, TunnelLimits } from "./tunnel.ts";
+import type { ProxyProtocolVersion } from "../tunnel/proxy_protocol.ts";
 
 /**
  * Options for {@linkcode startClient}.
@@ -83,6 +84,13 @@ export interface ClientOptions {
    * this `HOST:PORT`; port 0 picks a free one. Off by default.
    */
   admin?: string;
+  /**
+   * Reach the server through this proxy: `http://[user:pass@]host:port`
+   * (HTTP CONNECT) or `socks5://[user:pass@]host:port`. The control and every
+   * work connection go through it, with TLS on top as usual. A failing proxy
+   * is retried like an unreachable server. Off by default.
+   */
+  proxy?: string | Secret;
 }
 
 /**
@@ -124,6 +132,12 @@ export interface ExposeOptions {
    * away before any byte reaches this client.
    */
   allowFrom?: string[];
+  /**
+   * Send the local service a PROXY protocol header (`v1` text or `v2`
+   * binary) before any byte of the user, naming the user's address and the
+   * public address they connected to. Off by default.
+   */
+  proxyProtocol?: ProxyProtocolVersion;
 }
 
 /**

@@ -25,6 +25,8 @@ import {
   checkAllowFrom,
   checkClientOptions,
   checkExpose,
+  checkProxy,
+  checkProxyProtocol,
   clientTls,
 } from "./options.ts";
 import { dialerFor } from "./connect.ts";
@@ -83,7 +85,9 @@ class Client extends EventTarget implements BurrowClient {
     const { server, token } = checkClientOptions(options);
     this.#options = options;
     this.#server = server;
-    this.#dialer = dialerFor(server, clientTls(options), this.#log);
+    const proxy = checkProxy(options.proxy);
+    this.#dialer = dialerFor(server, clientTls(options), this.#log, proxy);
+    if (proxy) this.#log.info(`reaching the server through the proxy ${proxy.display}`);
     if (!this.#dialer.encrypted) {
       this.#log.warn("TLS is off (tls: false): the traffic to the server can be read on the way");
     }
@@ -116,6 +120,9 @@ class Client extends EventTarget implements BurrowClient {
       traffic: new TrafficCounter(),
     };
     if (options.description !== undefined) app.description = options.description;
+    if (options.proxyProtocol !== undefined) {
+      app.proxyProtocol = checkProxyProtocol(options.proxyProtocol);
+    }
     if (options.allowFrom !== undefined) {
       checkAllowFrom(options.allowFrom);
       app.allowFrom = [...options.allowFrom];

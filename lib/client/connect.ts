@@ -14,6 +14,7 @@ import { closeQuietly } from "../transport/net.ts";
 import type { Conn, Dialer } from "../transport/transport.ts";
 import { TcpDialer } from "../transport/tcp.ts";
 import { type ClientTls, TlsDialer } from "../transport/tls_dialer.ts";
+import type { ProxyConfig } from "../transport/proxy_url.ts";
 import {
   CLIENT_PREAMBLE,
   type ClientMessage,
@@ -28,9 +29,14 @@ import {
   writeAll,
 } from "../protocol/protocol.ts";
 
-/** The dialer the TLS settings call for. */
-export function dialerFor(server: HostPort, tls: ClientTls, log: Logger): Dialer {
-  return tls.enabled ? new TlsDialer(server, tls, log) : new TcpDialer(server);
+/** The dialer the TLS settings call for, reaching the server through `proxy` if given. */
+export function dialerFor(
+  server: HostPort,
+  tls: ClientTls,
+  log: Logger,
+  proxy?: ProxyConfig,
+): Dialer {
+  return tls.enabled ? new TlsDialer(server, tls, log, proxy) : new TcpDialer(server, proxy);
 }
 
 /** A connection to the server, challenged: its reader, writer and the nonce to prove against. */

@@ -11,7 +11,7 @@ import { dialerFor, open, refusal } from "./connect.ts";
 import { ConfigError, ProtocolError } from "../util/errors.ts";
 import { getLogger } from "@logtape/logtape";
 import type { ClientOptions } from "./api.ts";
-import { clientTls } from "./options.ts";
+import { checkProxy, clientTls } from "./options.ts";
 import { closeQuietly } from "../transport/net.ts";
 import {
   type DiscoveryAnswer,
@@ -48,6 +48,8 @@ export interface DiscoveryOptions {
   tls?: ClientOptions["tls"];
   /** As for {@linkcode ClientOptions.stateDir}. */
   stateDir?: string;
+  /** As for {@linkcode ClientOptions.proxy}. */
+  proxy?: string | Secret;
 }
 
 /** What a discovery answer holds, and whether the server had to leave some out. */
@@ -70,7 +72,9 @@ async function ask(
       `group: "${options.group}" must be 1-63 lowercase letters, digits or dashes`,
     );
   }
-  const dialer = dialerFor(server, clientTls(options), getLogger(["burrow", "discovery"]));
+  const proxy = checkProxy(options.proxy);
+  const log = getLogger(["burrow", "discovery"]);
+  const dialer = dialerFor(server, clientTls(options), log, proxy);
   const { conn, reader, writer, nonce } = await open(dialer, HANDSHAKE_TIMEOUT_MS, true);
   try {
     await writer.send({

@@ -6,7 +6,14 @@
  */
 
 import { EXIT, printError, printLine, UsageError } from "../config/cli.ts";
-import { checkFlag, envToken, hostPortField, nameField } from "../config/fields.ts";
+import {
+  checkFlag,
+  envProxy,
+  envToken,
+  hostPortField,
+  nameField,
+  proxyField,
+} from "../config/fields.ts";
 import { fingerprintField } from "../config/group_file.ts";
 import { discoverFreePorts, discoverServices, type DiscoveryOptions } from "./discovery.ts";
 import { ConfigError, errorMessage, refusalLine, RefusedError } from "../util/errors.ts";
@@ -25,6 +32,7 @@ export interface DiscoveryFlags {
   ca?: string;
   "no-tls"?: boolean;
   "state-dir"?: string;
+  proxy?: string;
 }
 
 /** Runs one discovery question and prints the answer; returns the exit code. */
@@ -55,6 +63,10 @@ export async function runDiscovery(
   const options: DiscoveryOptions = { server, token: new Secret(token), tls };
   if (flags.group !== undefined) options.group = checkFlag("group", nameField, flags.group);
   if (flags["state-dir"] !== undefined) options.stateDir = flags["state-dir"];
+  const proxy = flags.proxy !== undefined
+    ? checkFlag("proxy", proxyField, flags.proxy)
+    : envProxy(getEnv);
+  if (proxy !== undefined) options.proxy = new Secret(proxy);
   try {
     if (flags.services) {
       const { items, truncated } = await discoverServices(options);

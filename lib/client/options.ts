@@ -14,6 +14,8 @@ import { ConfigError, errorMessage } from "../util/errors.ts";
 import { Secret } from "../util/secret.ts";
 import { normalizeFingerprint, pemCertificates } from "../transport/certs.ts";
 import type { ClientTls } from "../transport/tls_dialer.ts";
+import { parseProxyUrl, type ProxyConfig } from "../transport/proxy_url.ts";
+import type { ProxyProtocolVersion } from "../tunnel/proxy_protocol.ts";
 import { checkExposeExtras, MAX_ALLOW_FROM, NAME_PATTERN } from "../protocol/protocol.ts";
 import type { ClientOptions, ExposeOptions } from "./api.ts";
 
@@ -36,6 +38,22 @@ export function checkClientOptions(options: ClientOptions): CheckedClient {
   const token = typeof options.token === "string" ? new Secret(options.token) : options.token;
   if (token.reveal() === "") throw new ConfigError("token: must not be empty");
   return { server, token };
+}
+
+/** The proxy to reach the server through, checked, or undefined. Throws `ConfigError`. */
+export function checkProxy(proxy: string | Secret | undefined): ProxyConfig | undefined {
+  if (proxy === undefined) return undefined;
+  const parsed = parseProxyUrl(typeof proxy === "string" ? proxy : proxy.reveal());
+  if (typeof parsed === "string") throw new ConfigError(`proxy: ${parsed}`);
+  return parsed;
+}
+
+/** Checks an app's `proxyProtocol`. Throws `ConfigError`. */
+export function checkProxyProtocol(version: string): ProxyProtocolVersion {
+  if (version !== "v1" && version !== "v2") {
+    throw new ConfigError(`proxyProtocol: must be "v1" or "v2", got "${version}"`);
+  }
+  return version;
 }
 
 /** Checks the admin address, if one is given. Throws `ConfigError`. */

@@ -40,7 +40,7 @@ export function diffApps(old: AppConfig[], next: AppConfig[]): AppDiff {
 
 function sameApp(a: AppConfig, b: AppConfig): boolean {
   return formatHostPort(a.local) === formatHostPort(b.local) && a.remotePort === b.remotePort &&
-    a.description === b.description &&
+    a.description === b.description && a.proxyProtocol === b.proxyProtocol &&
     (a.allowFrom ?? []).join(",") === (b.allowFrom ?? []).join(",");
 }
 
@@ -54,6 +54,7 @@ export function restartKeys(old: ClientConfig, next: ClientConfig): string[] {
   if (old.heartbeatInterval !== next.heartbeatInterval) out.push("heartbeat_interval");
   if (JSON.stringify(old.tls) !== JSON.stringify(next.tls)) out.push("tls/fingerprint/ca");
   if (old.stateDir !== next.stateDir) out.push("state_dir");
+  if (old.proxy?.reveal() !== next.proxy?.reveal()) out.push("proxy");
   return out;
 }
 
@@ -134,6 +135,7 @@ export class GroupApps {
       remotePort: app.remotePort,
       ...(app.description === undefined ? {} : { description: app.description }),
       ...(app.allowFrom === undefined ? {} : { allowFrom: app.allowFrom }),
+      ...(app.proxyProtocol === undefined ? {} : { proxyProtocol: app.proxyProtocol }),
     }).then((tunnel) => {
       tunnel.closed.then((reason) => reason instanceof RefusedError && onRefused(reason));
       return tunnel;

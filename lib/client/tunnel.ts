@@ -9,6 +9,7 @@
 import type { HostPort } from "../util/addr.ts";
 import type { TrafficCounter } from "../tunnel/traffic.ts";
 import type { TunnelLimits } from "../protocol/protocol.ts";
+import type { ProxyProtocolVersion } from "../tunnel/proxy_protocol.ts";
 
 export type { TunnelLimits };
 
@@ -48,6 +49,8 @@ export interface WantedApp {
   description?: string;
   limits?: TunnelLimits;
   allowFrom?: string[];
+  /** Send the local service a PROXY protocol header of this version first. */
+  proxyProtocol?: ProxyProtocolVersion;
   /** When `limits.maxServeSeconds` runs out (ms since the epoch). */
   expiresAt?: number;
   tunnel: TunnelHandle;

@@ -22,7 +22,9 @@ import {
   type FrameWriter,
   parseStart,
   PROTOCOL_VERSION,
+  writeAll,
 } from "../protocol/protocol.ts";
+import { encodeProxyHeader } from "../tunnel/proxy_protocol.ts";
 import { open } from "./connect.ts";
 import type { WantedApp } from "./tunnel.ts";
 
@@ -163,6 +165,8 @@ export class ClientWorkPool {
         return;
       }
       try {
+        // The header goes first, so no user byte can come before it.
+        if (app.proxyProtocol) await writeAll(local, encodeProxyHeader(app.proxyProtocol, msg));
         await writer.send({ type: "started" });
       } catch (err) {
         closeQuietly(local);

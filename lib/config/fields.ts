@@ -10,6 +10,7 @@ import { type HostPort, parseHostPort, parsePortSpec, type PortRange } from "../
 import { ConfigError } from "../util/errors.ts";
 import { isLogLevel, LOG_LEVELS, type LogLevel } from "../util/log_level.ts";
 import { NAME_PATTERN } from "../protocol/protocol.ts";
+import { parseProxyUrl } from "../transport/proxy_url.ts";
 
 /** A group or app name. */
 export const nameField = z.string().regex(
@@ -60,6 +61,31 @@ export function envToken(getEnv: (name: string) => string | undefined): string |
   } catch {
     return undefined;
   }
+}
+
+/** A proxy URL, `http://[USER:PASS@]HOST:PORT` or `socks5://...`, kept as text. */
+export const proxyField = z.string("must be a proxy URL such as http://proxy.example:3128")
+  .superRefine((text, ctx) => {
+    const parsed = parseProxyUrl(text);
+    if (typeof parsed === "string") ctx.addIssue({ code: "custom", message: parsed });
+  });
+
+/**
+ * The `BURROW_PROXY` environment variable, checked, or undefined when it is
+ * unset, empty, or not permitted to be read. A bad URL is a `ConfigError`
+ * naming the variable (never the password).
+ */
+export function envProxy(getEnv: (name: string) => string | undefined): string | undefined {
+  let text: string | undefined;
+  try {
+    text = getEnv("BURROW_PROXY") || undefined;
+  } catch {
+    return undefined;
+  }
+  if (text === undefined) return undefined;
+  const parsed = parseProxyUrl(text);
+  if (typeof parsed === "string") throw new ConfigError(`BURROW_PROXY: ${parsed}`);
+  return text;
 }
 
 /** Checks a flag's value with the same rule as its key; throws naming the flag. */

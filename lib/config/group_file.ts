@@ -9,10 +9,12 @@ import { z } from "zod";
 import type { HostPort } from "../util/addr.ts";
 import {
   checkFlag,
+  envProxy,
   hostPort,
   hostPortField,
   logLevelFlag,
   nameField,
+  proxyField,
   secondsField,
 } from "./fields.ts";
 import { besideFile, configError, expandEnv, readYaml, validate } from "./file.ts";
@@ -34,6 +36,8 @@ export interface AppConfig {
   description?: string;
   /** Users allowed to connect, as CIDR ranges; absent: everyone. */
   allowFrom?: string[];
+  /** The PROXY protocol header sent to the local service first, if any. */
+  proxyProtocol?: "v1" | "v2";
 }
 
 /** The group file merged with flags, validated. */
@@ -52,6 +56,8 @@ export interface ClientConfig {
   stateDir?: string;
   /** Where to serve the client's `GET /api/status`, if anywhere. */
   admin?: HostPort;
+  /** The proxy to reach the server through (its URL, checked), if any. */
+  proxy?: Secret;
 }
 
 /** Flags that override the file. */
@@ -63,6 +69,7 @@ export interface ClientFlags {
   ca?: string;
   "no-tls"?: boolean;
   "state-dir"?: string;
+  proxy?: string;
 }
 
 const cidrField = z.string("must be an address range such as 203.0.113.0/24").superRefine(
@@ -90,6 +97,7 @@ const appEntry = z.strictObject({
     .min(1, "must list at least one range (leave the key out to allow everyone)")
     .max(MAX_ALLOW_FROM, `must list at most ${MAX_ALLOW_FROM} ranges`)
     .optional(),
+  proxy_protocol: z.enum(["v1", "v2"], { error: "must be v1 or v2" }).optional(),
 });
 
 const groupFile = z.strictObject({
@@ -102,6 +110,7 @@ const groupFile = z.strictObject({
   ca: z.string("must be a file name").min(1, "must not be empty").optional(),
   state_dir: z.string("must be a folder name").min(1, "must not be empty").optional(),
   admin: hostPortField.optional(),
+  proxy: proxyField.optional(),
   apps: z.array(appEntry, "must be a list of apps").min(1, "must list at least one app").max(
     MAX_APPS_PER_GROUP,
     `must list at most ${MAX_APPS_PER_GROUP} apps`,
@@ -157,11 +166,24 @@ export async function loadClientConfig(
       };
       if (a.description !== undefined) app.description = a.description;
       if (a.allow_from !== undefined) app.allowFrom = a.allow_from;
+      if (a.proxy_protocol !== undefined) app.proxyProtocol = a.proxy_protocol;
       return app;
     }),
   };
   if (data.admin !== undefined) config.admin = hostPort(data.admin);
+  const proxy = clientProxy(data.proxy, flags.proxy, getEnv);
+  if (proxy !== undefined) config.proxy = proxy;
   return config;
+}
+
+/** `--proxy`, else the file's `proxy`, else `BURROW_PROXY`; each checked where it came from. */
+function clientProxy(
+  key: string | undefined,
+  flag: string | undefined,
+  getEnv: (name: string) => string | undefined,
+): Secret | undefined {
+  const text = flag !== undefined ? checkFlag("proxy", proxyField, flag) : key ?? envProxy(getEnv);
+  return text === undefined ? undefined : new Secret(text);
 }
 
 /** TLS from `--no-tls`, `--fingerprint`, `--ca` and the `tls`, `fingerprint`, `ca` keys. */

@@ -38,6 +38,9 @@ export const label: z.ZodString = z.string().max(1024).regex(/^\P{Cc}*$/u);
 /** A protocol version. */
 export const version: z.ZodInt = z.int().min(0).max(1_000_000);
 
+/** An address as a socket reports it: an IP address (v6 without brackets) and a port. */
+export const netAddr = z.object({ hostname: z.string().max(64), port });
+
 /** A refusal. With an id it answers that request; without, the session (or the query) ends. */
 export const refused = z.object({
   type: z.literal("refused"),

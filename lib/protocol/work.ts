@@ -8,10 +8,21 @@
  */
 
 import { z } from "zod";
-import { name, parseIn, ping, requestId, text, typesOf } from "./common.ts";
+import { name, netAddr, parseIn, ping, requestId, text, typesOf } from "./common.ts";
 
-/** On a work connection: join it to a user of this app. Raw bytes follow. */
-export const start = z.object({ type: z.literal("start"), id: requestId, app: name, user: text });
+/**
+ * On a work connection: join it to a user of this app. Raw bytes follow.
+ * `source` is the user's address, `destination` the public address they
+ * connected to (for a PROXY protocol header to the local service).
+ */
+export const start = z.object({
+  type: z.literal("start"),
+  id: requestId,
+  app: name,
+  user: text,
+  source: netAddr,
+  destination: netAddr,
+});
 /** On a work connection: the local app answered; raw bytes follow. */
 export const started = z.object({ type: z.literal("started") });
 /** On a work connection: the local app could not be reached. */

@@ -220,7 +220,15 @@ export class PublicApp {
     }
     const id = session.nextWorkId();
     try {
-      await work.start(id, this.entry.app, from);
+      const { remoteAddr: u, localAddr: pub } = user;
+      await work.start({
+        type: "start",
+        id,
+        app: this.entry.app,
+        user: from,
+        source: { hostname: u.hostname, port: u.port },
+        destination: { hostname: pub.hostname, port: pub.port },
+      });
     } catch (err) {
       const why = errorMessage(err);
       this.#s.log.warn(`user ${from} on ${this.#label} closed: ${why}`);

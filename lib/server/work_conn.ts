@@ -19,6 +19,7 @@ import {
   type FrameReader,
   parseWorkReply,
   type ServerControlMessage,
+  type Start,
   withDeadline,
   type WorkReply,
   writeAll,
@@ -40,7 +41,7 @@ export interface WorkStream {
   /** The raw stream, once started. */
   readonly stream: Duplex;
   /** Sends `start`; throws (with the stream closed) if it cannot be written. */
-  start(id: number, app: string, user: string): Promise<void>;
+  start(start: Start): Promise<void>;
   /** Resolves to the bytes after the client's `started`, or rejects with why not. */
   started(): Promise<Uint8Array>;
 }
@@ -81,9 +82,9 @@ export class WorkConn implements WorkStream {
    * overtake it (and it is not counted as one); the client's answer then
    * leads the work-to-user direction.
    */
-  async start(id: number, app: string, user: string): Promise<void> {
+  async start(start: Start): Promise<void> {
     try {
-      await writeAll(this.#conn, encodeFrame({ type: "start", id, app, user }));
+      await writeAll(this.#conn, encodeFrame(start));
     } catch (err) {
       this.close();
       throw new Error(`work connection failed (${netReason(err)})`);

@@ -6,7 +6,9 @@
  */
 
 import type { HostPort } from "../util/addr.ts";
-import { dial, noDelay } from "./net.ts";
+import { closeQuietly, dial, noDelay } from "./net.ts";
+import { dialViaProxy, ProxyError } from "./proxy_dial.ts";
+import type { ProxyConfig } from "./proxy_url.ts";
 import type { Conn, Dialer, Incoming, Transport, TransportListener } from "./transport.ts";
 
 const settled = Promise.resolve();
@@ -53,14 +55,38 @@ export function wrapListener<C extends Deno.Conn>(
   };
 }
 
-/** Dials the server over plain TCP. */
+/**
+ * TCP to `server`, through `proxy` (HTTP CONNECT or SOCKS5) when there is
+ * one (a `ProxyError` then names it). The client speaks first, so a proxy
+ * that passes on bytes from the server before that is not to be trusted
+ * with the link.
+ */
+export async function dialTcp(
+  server: HostPort,
+  timeoutMs: number,
+  proxy?: ProxyConfig,
+): Promise<Deno.TcpConn> {
+  if (proxy === undefined) return await dial(server, timeoutMs);
+  const { conn, early } = await dialViaProxy(proxy, server, timeoutMs);
+  if (early.length === 0) return conn;
+  closeQuietly(conn);
+  throw new ProxyError(
+    "protocol",
+    proxy.display,
+    `the proxy ${proxy.display} sent ${early.length} bytes before the server could have spoken`,
+  );
+}
+
+/** Dials the server over plain TCP, directly or through a proxy. */
 export class TcpDialer implements Dialer {
   readonly encrypted = false;
   readonly server: HostPort;
-  constructor(server: HostPort) {
+  #proxy: ProxyConfig | undefined;
+  constructor(server: HostPort, proxy?: ProxyConfig) {
     this.server = server;
+    this.#proxy = proxy;
   }
   dial(timeoutMs: number): Promise<Conn> {
-    return dial(this.server, timeoutMs);
+    return dialTcp(this.server, timeoutMs, this.#proxy);
   }
 }

@@ -25,7 +25,10 @@ import * as nodeTls from "node:tls";
 import { join } from "node:path";
 import { formatHostPort, type HostPort } from "../util/addr.ts";
 import { ConfigError, errorMessage, RefusedError } from "../util/errors.ts";
-import { closeQuietly, dial, netReason } from "./net.ts";
+import { closeQuietly, netReason } from "./net.ts";
+import { dialTcp } from "./tcp.ts";
+import { duplexOf } from "./conn_duplex.ts";
+import type { ProxyConfig } from "./proxy_url.ts";
 import { withDeadline } from "../protocol/frames.ts";
 import type { Conn, Dialer } from "./transport.ts";
 import { ensurePrivateDir, writeFileAtomic } from "../util/state_dir.ts";
@@ -50,6 +53,13 @@ export type ClientTls =
     stateDir?: string;
   };
 
+/** The top of the chain a server presented, and whether the system's roots vouch for it. */
+interface PeekedChain {
+  fingerprint: string;
+  topPem: string;
+  publiclyTrusted: boolean;
+}
+
 /** What every connection verifies against, once settled. */
 interface TrustAnchor {
   caCerts?: string[];
@@ -64,11 +74,19 @@ export class TlsDialer implements Dialer {
   #tls: Extract<ClientTls, { enabled: true }>;
   #log: Logger;
   #anchor: TrustAnchor | undefined;
+  #proxy: ProxyConfig | undefined;
 
-  constructor(server: HostPort, tls: Extract<ClientTls, { enabled: true }>, log: Logger) {
+  /** Reaches `server` directly, or through `proxy` (HTTP CONNECT or SOCKS5) when given. */
+  constructor(
+    server: HostPort,
+    tls: Extract<ClientTls, { enabled: true }>,
+    log: Logger,
+    proxy?: ProxyConfig,
+  ) {
     this.server = server;
     this.#tls = tls;
     this.#log = log;
+    this.#proxy = proxy;
   }
 
   /**
@@ -80,7 +98,7 @@ export class TlsDialer implements Dialer {
   async dial(timeoutMs: number, fresh = false): Promise<Conn> {
     if (fresh || this.#anchor === undefined) this.#anchor = await this.#settle(timeoutMs);
     const anchor = this.#anchor;
-    const tcp = await dial(this.server, timeoutMs);
+    const tcp = await dialTcp(this.server, timeoutMs, this.#proxy);
     try {
       return await this.#startTls(tcp, anchor, timeoutMs);
     } catch (err) {
@@ -180,16 +198,17 @@ export class TlsDialer implements Dialer {
   }
 
   /** The chain the server presents, read with node:tls without verifying it. */
-  #peek(timeoutMs: number): Promise<
-    { fingerprint: string; topPem: string; publiclyTrusted: boolean }
-  > {
+  async #peek(timeoutMs: number): Promise<PeekedChain> {
     const { hostname, port } = this.server;
     const isIp = /^[0-9.]+$|:/.test(hostname);
-    return withDeadline(
-      new Promise((resolve, reject) => {
+    // Through a proxy, node:tls runs over the tunnel Deno opened.
+    const tunnel = this.#proxy === undefined
+      ? undefined
+      : duplexOf(await dialTcp(this.server, timeoutMs, this.#proxy));
+    return await withDeadline(
+      new Promise<PeekedChain>((resolve, reject) => {
         const socket = nodeTls.connect({
-          host: hostname,
-          port,
+          ...(tunnel === undefined ? { host: hostname, port } : { socket: tunnel }),
           rejectUnauthorized: false,
           ...(isIp ? {} : { servername: hostname }),
         });
@@ -218,7 +237,7 @@ export class TlsDialer implements Dialer {
       }),
       timeoutMs,
       `no TLS handshake within ${timeoutMs / 1000}s`,
-    );
+    ).finally(() => tunnel?.destroy());
   }
 
   /** Records a new server's CA, or refuses one that differs from the record. */

@@ -221,7 +221,10 @@ Deno.test("protocol versions: each side names the one to upgrade", async () => {
     const reply = await reader.read(5000) as { type: string; code: string; message: string };
     conn.close();
     assert.equal(reply.code, "version_mismatch");
-    assert.match(reply.message, /client speaks v99, server speaks v3; upgrade burrow-server/);
+    assert.match(
+      reply.message,
+      new RegExp(`client speaks v99, server speaks v${PROTOCOL_VERSION}; upgrade burrow-server`),
+    );
   } finally {
     await server.proc.stop();
   }
@@ -251,7 +254,11 @@ Deno.test("protocol versions: each side names the one to upgrade", async () => {
     assert.equal(await client.exitCode(), 3);
     assert.match(
       client.stderr.text,
-      /client speaks v3, server speaks v4; upgrade burrow-client \(version_mismatch\)/,
+      new RegExp(
+        `client speaks v${PROTOCOL_VERSION}, server speaks v${
+          PROTOCOL_VERSION + 1
+        }; upgrade burrow-client \\(version_mismatch\\)`,
+      ),
     );
   } finally {
     await client.stop();

@@ -172,6 +172,31 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
       apps: [{ name: "ssh", local: { hostname: "127.0.0.1", port: 22 }, remotePort: 0 }],
     },
   },
+  "proxy.yaml": {
+    want: {
+      ...CLIENT_TLS_DEFAULT,
+      server: { hostname: "tunnel.example.com", port: 7700 },
+      token: "fixture-secret-token",
+      group: "office",
+      heartbeatInterval: 10,
+      logLevel: "info",
+      apps: [
+        {
+          name: "web",
+          local: { hostname: "127.0.0.1", port: 8080 },
+          remotePort: 0,
+          proxyProtocol: "v1",
+        },
+        {
+          name: "smtp",
+          local: { hostname: "127.0.0.1", port: 25 },
+          remotePort: 0,
+          proxyProtocol: "v2",
+        },
+        { name: "ssh", local: { hostname: "127.0.0.1", port: 22 }, remotePort: 0 },
+      ],
+    },
+  },
   "env_inside_values.yaml": {
     want: {
       ...CLIENT_TLS_DEFAULT,
@@ -283,6 +308,51 @@ Deno.test("a flag supplies a missing server or token, but not both missing", asy
     }, processEnv);
     assert.equal(noToken.token.reveal(), "t");
   });
+});
+
+Deno.test("the proxy: --proxy over the file's proxy over BURROW_PROXY, each checked", async () => {
+  const valid = fixtureDir("client", "valid");
+  const env = (proxy: string | undefined) => (name: string) =>
+    name === "BURROW_PROXY" ? proxy : processEnv(name);
+  const proxyOf = async (file: string, flags: ClientFlags, proxyEnv?: string) =>
+    (await loadClientConfig(valid + file, flags, env(proxyEnv))).proxy?.reveal();
+  await withFixtureEnv(async () => {
+    const fromFile = "http://alice:env-secret-value-8d1f@proxy.corp.example:3128";
+    assert.equal(await proxyOf("proxy.yaml", {}, "socks5://127.0.0.1:1080"), fromFile);
+    assert.equal(
+      await proxyOf("proxy.yaml", { proxy: "socks5://[::1]:1080" }, "http://h:1"),
+      "socks5://[::1]:1080",
+    );
+    assert.equal(
+      await proxyOf("minimal.yaml", {}, "socks5://u:p@127.0.0.1:1080"),
+      "socks5://u:p@127.0.0.1:1080",
+    );
+    assert.equal(await proxyOf("minimal.yaml", {}, ""), undefined);
+    assert.equal(await proxyOf("minimal.yaml", {}), undefined);
+    const denied = (name: string): string | undefined => {
+      if (name === "BURROW_PROXY") throw new Deno.errors.NotCapable("no env access");
+      return undefined;
+    };
+    const noEnv = await loadClientConfig(valid + "minimal.yaml", {}, denied);
+    assert.equal(noEnv.proxy, undefined, "a variable that cannot be read was not meant");
+    const printed = JSON.stringify(await loadClientConfig(valid + "proxy.yaml", {}, processEnv));
+    assert.ok(!printed.includes("env-secret-value-8d1f"), printed);
+  });
+  await assertConfigError(
+    () =>
+      loadClientConfig(
+        valid + "minimal.yaml",
+        { proxy: "ftp://fixture-secret-token@h:1" },
+        processEnv,
+      ),
+    undefined,
+    `--proxy: proxy scheme "ftp" is not supported in "ftp://***@h:1"`,
+  );
+  await assertConfigError(
+    () => loadClientConfig(valid + "minimal.yaml", {}, env("http://u:env-secret-value-8d1f@h")),
+    undefined,
+    `BURROW_PROXY: "http://***@h" has no port: add :PORT`,
+  );
 });
 
 Deno.test("bad client flags are one-line errors naming the flag", async () => {

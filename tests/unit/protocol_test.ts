@@ -165,7 +165,14 @@ Deno.test("FrameReader accepts a frame of exactly MAX_FRAME_BYTES", async () => 
 });
 
 Deno.test("takeBuffered returns exactly the bytes read past the last frame", async () => {
-  const start: ServerMessage = { type: "start", id: 7, app: "web", user: "1.2.3.4:5555" };
+  const start: ServerMessage = {
+    type: "start",
+    id: 7,
+    app: "web",
+    user: "1.2.3.4:5555",
+    source: { hostname: "1.2.3.4", port: 5555 },
+    destination: { hostname: "198.51.100.1", port: 6022 },
+  };
   const raw = new Uint8Array(300);
   for (let i = 0; i < raw.length; i++) raw[i] = (i * 7 + 3) & 0xff;
   // The frame and the first 200 raw bytes arrive together; the rest later.
@@ -346,7 +353,14 @@ const validServer: ServerMessage[] = [
   { type: "pong", seq: 99 },
   { type: "want_work", count: 3 },
   { type: "free_ports", id: 5, ranges: [[10000, 10010], [20000, 20000]], truncated: true },
-  { type: "start", id: 12, app: "db", user: "203.0.113.9:51234" },
+  {
+    type: "start",
+    id: 12,
+    app: "db",
+    user: "203.0.113.9:51234",
+    source: { hostname: "203.0.113.9", port: 51234 },
+    destination: { hostname: "2001:db8::1", port: 6022 },
+  },
   { type: "abort", id: 12 },
   { type: "shutdown", reason: "server stopping" },
 ];
@@ -452,6 +466,16 @@ Deno.test("parseServerMessage rejects malformed messages", () => {
     [{ type: "free_ports", id: 1, ranges: [[1, 70000]] }, /type "free_ports"/],
     [{ type: "start", id: 1, app: "db", user: "u".repeat(1025) }, /type "start"/],
     [{ type: "start", app: "db", user: "u" }, /type "start"/],
+    // v4: a start names both ends of the user's connection.
+    [{ type: "start", id: 1, app: "db", user: "u" }, /type "start"/],
+    [{
+      type: "start",
+      id: 1,
+      app: "db",
+      user: "u",
+      source: { hostname: "1.2.3.4", port: 70000 },
+      destination: { hostname: "1.2.3.4", port: 1 },
+    }, /type "start"/],
     [{ type: "abort", id: -1 }, /type "abort"/],
     [{ type: "shutdown" }, /type "shutdown"/],
     [{ type: "started" }, /type "started"/],
