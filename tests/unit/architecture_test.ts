@@ -63,8 +63,9 @@ Deno.test("layers import only downwards: server and client never import each oth
     config: ["util", "protocol", "transport"],
     transport: ["util", "protocol"],
     tunnel: ["util", "protocol", "transport"],
-    dashboard: ["util", "protocol", "transport", "tunnel", "config"],
-    server: ["util", "protocol", "transport", "tunnel", "config", "dashboard"],
+    cluster: ["util"],
+    dashboard: ["util", "protocol", "transport", "tunnel", "config", "cluster"],
+    server: ["util", "protocol", "transport", "tunnel", "config", "dashboard", "cluster"],
     client: ["util", "protocol", "transport", "tunnel", "config"],
   };
   const modules = await graph("mod.ts");
