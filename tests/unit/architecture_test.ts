@@ -107,8 +107,12 @@ Deno.test("the library's modules have no import cycles", async () => {
   assert.deepEqual(cycles, []);
 });
 
-/** Files allowed past MAX_LINES, each with the reason. Empty: every module fits. */
-const LONG_FILES: Record<string, string> = {};
+/** Files allowed past MAX_LINES, each with the reason. Ideally empty. */
+const LONG_FILES: Record<string, string> = {
+  "lib/cluster/redis_store.ts":
+    "the cluster store's Redis implementation arrived with its own work; to be split there " +
+    "(operations, scripts, feed)",
+};
 const MAX_LINES = 400;
 
 Deno.test("no module in lib/ is longer than 400 lines", async () => {
