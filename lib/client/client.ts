@@ -233,7 +233,7 @@ class Client extends EventTarget implements BurrowClient {
           group: this.group,
           runId: this.#runId,
           heartbeatIntervalMs: (this.#options.heartbeatInterval ?? 10) * 1000,
-          poolSize: this.#options.poolSize ?? 8,
+          poolSize: this.#options.poolSize ?? 2,
           apps: this.#apps,
           buffers: this.#buffers,
           log: this.#log,

@@ -1,7 +1,7 @@
 /**
  * One control connection of a client, from handshake to loss. It registers
  * the group, exposes the wanted apps (asking for the ports they had), keeps a
- * pool of idle work connections ready (`work_pool.ts`), pings the server and
+ * few work connections carrying mux sessions up (`work_pool.ts`), pings the server and
  * notices when it falls silent. The client's reconnect loop opens a new one
  * after each loss.
  *
@@ -117,9 +117,7 @@ export class ClientSession {
     this.#work = new ClientWorkPool({
       ...options,
       session: id,
-      abortPeer: (workId) => {
-        if (!this.ended) this.#send({ type: "abort", id: workId });
-      },
+      serverTimeoutMs: serverTimeoutS * 1000,
     });
   }
 
@@ -299,10 +297,8 @@ export class ClientSession {
       case "pong":
         return;
       case "abort":
-        return this.#work.joins.abort(msg.id);
       case "want_work":
-        for (let i = 0; i < msg.count; i++) this.#work.open(false);
-        return;
+        return; // v4's: a v5 server resets a stream instead, and needs no work connections asked for
       case "shutdown":
         return this.#end(`server is shutting down (${msg.reason})`);
       case "refused":

@@ -18,7 +18,13 @@ import type { TrafficCounter } from "../tunnel/traffic.ts";
 import { acceptLoop, closeQuietly, netReason, peer } from "../transport/net.ts";
 import type { ServerMonitor, TurnedAwayCause } from "../dashboard/monitor.ts";
 import { consult, observe, type ServerHooks } from "./hooks.ts";
-import { type PendingUsers, WORK_TIMEOUT_MS, type WorkSource } from "./work_conn.ts";
+import {
+  describeWorkError,
+  peerReset,
+  type PendingUsers,
+  WORK_TIMEOUT_MS,
+  type WorkSource,
+} from "./work_conn.ts";
 
 /** What an app needs from the server around it. */
 export interface AppServices {
@@ -36,12 +42,10 @@ export interface AppSession {
   readonly group: string;
   /** Where users get work streams. */
   readonly work: WorkSource;
-  /** Joins in progress by work id; `abortPeer` tells the client to end one. */
+  /** Joins in progress by work id. */
   readonly joins: LiveJoins;
   /** A fresh work id. */
   nextWorkId(): number;
-  /** Tells the client that join `id` failed here; false once the session ended. */
-  abortPeer(id: number): void;
   /** True once the session has ended. */
   readonly ended: boolean;
   /** Why the group may take no more users (its `max_connections`), or undefined. */
@@ -207,7 +211,7 @@ export class PublicApp {
     const session = this.#session;
     const waitStart = performance.now();
     if (session.work.idle === 0) {
-      this.#s.log.debug(`${this.#label}: no idle work connection; asking the client for one`);
+      this.#s.log.debug(`${this.#label}: no work connection up; waiting for the client's`);
     }
     const work = await session.work.take();
     this.#s.monitor.workWaited((performance.now() - waitStart) / 1000);
@@ -234,23 +238,19 @@ export class PublicApp {
       this.#s.log.warn(`user ${from} on ${this.#label} closed: ${why}`);
       return why;
     }
-    // A reset or failure here must end the client's side at once too: its
-    // end of the work connection would only see a FIN, i.e. a half-close.
+    // A reset or failure here must end the client's side at once too, as a
+    // reset of its stream, never as the FIN of a half-close.
     const result = await session.joins.run(id, user, work.stream, {
-      bToAFirst: work.started(),
       stats,
       pool: this.#s.buffers,
-    }, () => session.abortPeer(id));
-    const why = result.aborted
+    }, () => work.reset());
+    const aborted = result.aborted || peerReset(result.error);
+    const why = aborted
       ? "the app side reset or failed"
       : result.error === undefined
       ? undefined
-      : errorMessage(result.error);
-    const how = result.aborted
-      ? `closed: ${why}`
-      : why === undefined
-      ? "closed"
-      : `failed (${why})`;
+      : describeWorkError(result.error);
+    const how = aborted ? `closed: ${why}` : why === undefined ? "closed" : `failed (${why})`;
     this.#s.log.info(
       `user ${from} on ${this.#label} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,
     );

@@ -30,7 +30,7 @@ import type { ServerLimits } from "../config/limits.ts";
 import type { Registry } from "./registry.ts";
 import { freePortsAnswer } from "./answers.ts";
 import { type AppServices, type AppSession, bindPublicPort, PublicApp } from "./public_app.ts";
-import { WorkConns } from "./work_conn.ts";
+import { MuxWork } from "./work_conn.ts";
 
 /** What a session needs from the server that runs it. */
 export interface SessionServices extends AppServices {
@@ -73,7 +73,7 @@ export class ServerSession implements AppSession {
   readonly token: Secret;
   /** What the group's entry in the users file allows; replaced on reload. */
   quota: Quota | undefined;
-  readonly work: WorkConns;
+  readonly work: MuxWork;
   readonly joins = new LiveJoins();
   #s: SessionServices;
   #link: ControlLink;
@@ -113,7 +113,10 @@ export class ServerSession implements AppSession {
     this.#link = init.link;
     this.#onEnded = init.onEnded;
     this.clientAddr = peer(init.link.conn);
-    this.work = new WorkConns(init.link.writer, services.pending);
+    this.work = new MuxWork(services.pending, {
+      keepaliveMs: Math.max(1000, services.heartbeatTimeoutMs / 3),
+      timeoutMs: services.heartbeatTimeoutMs,
+    });
     this.#done = new Promise((resolve) => this.#resolveDone = resolve);
   }
 
@@ -222,10 +225,6 @@ export class ServerSession implements AppSession {
 
   nextWorkId(): number {
     return ++this.#workSeq;
-  }
-
-  abortPeer(id: number): void {
-    if (!this.#ended) this.#send({ type: "abort", id }).catch(() => {});
   }
 
   isLive(app: PublicApp): boolean {
