@@ -5,7 +5,8 @@
  * and then carrying a mux session, redialled with a backoff when one fails.
  * Each stream the server opens is one user: its header is the `start`
  * message; the client dials the local app, writes a PROXY protocol header
- * there first if the app wants one, and joins the two. If it cannot reach
+ * there first if the app wants one, answers one byte (it reached the app),
+ * and joins the two. If it cannot reach
  * the app it resets the stream with the reason, so the server closes the
  * user at once. The mux session's keepalive pings keep NAT mappings alive.
  *
@@ -57,6 +58,8 @@ export interface WorkPoolOptions {
 }
 
 const decoder = new TextDecoder();
+/** The first byte on a stream: the app was reached (the server's `STARTED`). */
+const STARTED = new Uint8Array([0]);
 
 /** The work connections of one client session. */
 export class ClientWorkPool {
@@ -101,7 +104,7 @@ export class ClientWorkPool {
 
   /** Closes the users being served (their local connections and streams). */
   closeActive(): void {
-    for (const c of this.#active) c.close();
+    for (const c of this.#active) closeQuietly(c);
   }
 
   async #hello() {
@@ -155,6 +158,7 @@ export class ClientWorkPool {
       // A failed or reset side closes the stream before its FIN: that is a
       // reset, so the server ends the user at once too.
       const stats = app.traffic.open();
+      await stream.write(STARTED); // not counted: it is not the app's
       const result = await join(stream, local, { stats, pool: this.#o.buffers })
         .finally(() => app.traffic.close(stats));
       const how = result.error instanceof StreamResetError && result.error.remote

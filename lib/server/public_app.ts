@@ -241,6 +241,7 @@ export class PublicApp {
     // A reset or failure here must end the client's side at once too, as a
     // reset of its stream, never as the FIN of a half-close.
     const result = await session.joins.run(id, user, work.stream, {
+      bToAFirst: work.started(),
       stats,
       pool: this.#s.buffers,
     }, () => work.reset());

@@ -15,7 +15,9 @@
  * (app, work id, the user's source and the public destination address for a
  * PROXY protocol header): no per-user connection, handshake or round trip.
  * The server sends the user's first bytes right behind it. The client dials
- * the local app and joins; if it cannot, it resets the stream with the
+ * the local app, answers with one byte ({@linkcode STARTED}: v4's `started`,
+ * which bounds how long a user waits for a client that stopped answering)
+ * and joins; if it cannot reach the app, it resets the stream with the
  * reason (prefixed {@linkcode UNREACHABLE}), which ends the user at once.
  * A reset on either end (or a failed join, which closes the stream before
  * its FIN arrived) resets the stream, so the other end is closed at once
@@ -35,12 +37,14 @@ import {
   StreamResetError,
 } from "../transport/mux/mod.ts";
 import { errorMessage } from "../util/errors.ts";
-import type { FrameReader, Start } from "../protocol/protocol.ts";
+import { type FrameReader, type Start, withDeadline } from "../protocol/protocol.ts";
 
 /** A user connection waits at most this long for a work connection (a mux session) to be up. */
 export const WORK_TIMEOUT_MS = 10_000;
 /** Most mux connections kept per session; more are closed. */
 export const MAX_MUX_CONNS = 8;
+/** The client's first byte on a stream: it reached the app; the app's bytes follow. */
+export const STARTED = 0;
 /** The prefix of a client's reset reason when it could not reach the local app. */
 export const UNREACHABLE = "unreachable: ";
 
@@ -55,6 +59,11 @@ export interface WorkStream {
   readonly stream: Duplex;
   /** Opens the stream with `start` as its header; throws if no connection can take it. */
   start(start: Start): Promise<void>;
+  /**
+   * Resolves (to bytes to send the user first: none) once the client says it
+   * reached the app, or rejects with why not (within WORK_TIMEOUT_MS).
+   */
+  started(): Promise<Uint8Array>;
   /** Resets the stream, so the client ends its side at once. */
   reset(): void;
 }
@@ -159,6 +168,10 @@ export class MuxWork implements WorkSource {
         opened = this.#open(encoder.encode(JSON.stringify(start)));
         return Promise.resolve();
       },
+      started: () => {
+        if (!opened) return Promise.reject(new Error("the work stream was not started"));
+        return started(opened);
+      },
       reset: () => opened?.reset(),
     };
   }
@@ -183,6 +196,24 @@ export class MuxWork implements WorkSource {
   #wake(): void {
     for (const w of [...this.#waiters]) w();
   }
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * Waits for the client's one-byte answer that leads its side of a stream:
+ * it reached the app (the user's bytes were sent optimistically meanwhile).
+ */
+async function started(stream: MuxStream): Promise<Uint8Array> {
+  const answer = stream.read(new Uint8Array(1));
+  answer.catch(() => {}); // after a deadline, the join closes the stream and this rejects
+  const n = await withDeadline(
+    answer,
+    WORK_TIMEOUT_MS,
+    `the client did not answer on its work connection within ${WORK_TIMEOUT_MS / 1000}s`,
+  );
+  if (n === null) throw new Error("the client closed the work stream");
+  return EMPTY;
 }
 
 /** Why a join over a work stream failed, in words for the log and the `onClose` hook. */
