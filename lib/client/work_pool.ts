@@ -80,8 +80,8 @@ export class ClientWorkPool {
       size,
       dial: () => this.#hello(),
       session: {
-        keepaliveMs: this.#o.heartbeatIntervalMs,
-        timeoutMs: Math.max(this.#o.serverTimeoutMs, this.#o.heartbeatIntervalMs * 3),
+        keepaliveMs: Math.round(this.#o.heartbeatIntervalMs),
+        timeoutMs: Math.round(Math.max(this.#o.serverTimeoutMs, this.#o.heartbeatIntervalMs * 3)),
         names: { client: "burrow", server: "burrow-server" },
       },
       backoff: { initialMs: 100, maxMs: 5_000 },

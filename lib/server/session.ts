@@ -114,8 +114,8 @@ export class ServerSession implements AppSession {
     this.#onEnded = init.onEnded;
     this.clientAddr = peer(init.link.conn);
     this.work = new MuxWork(services.pending, {
-      keepaliveMs: Math.max(1000, services.heartbeatTimeoutMs / 3),
-      timeoutMs: services.heartbeatTimeoutMs,
+      keepaliveMs: Math.round(Math.max(1000, services.heartbeatTimeoutMs / 3)),
+      timeoutMs: Math.round(services.heartbeatTimeoutMs),
     });
     this.#done = new Promise((resolve) => this.#resolveDone = resolve);
   }
