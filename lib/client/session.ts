@@ -296,9 +296,6 @@ export class ClientSession {
         return this.#send({ type: "pong", seq: msg.seq });
       case "pong":
         return;
-      case "abort":
-      case "want_work":
-        return; // v4's: a v5 server resets a stream instead, and needs no work connections asked for
       case "shutdown":
         return this.#end(`server is shutting down (${msg.reason})`);
       case "refused":

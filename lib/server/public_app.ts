@@ -13,7 +13,7 @@ import { type Cidr, inRanges } from "../util/cidr.ts";
 import type { ServerLimits } from "../config/limits.ts";
 import { errorMessage, type WireRefusalCode } from "../util/errors.ts";
 import type { RareLog } from "../util/rare_log.ts";
-import type { BufferPool, JoinStats, LiveJoins } from "../tunnel/join.ts";
+import { type BufferPool, join, type JoinStats } from "../tunnel/join.ts";
 import type { TrafficCounter } from "../tunnel/traffic.ts";
 import { acceptLoop, closeQuietly, netReason, peer } from "../transport/net.ts";
 import type { ServerMonitor, TurnedAwayCause } from "../dashboard/monitor.ts";
@@ -42,8 +42,6 @@ export interface AppSession {
   readonly group: string;
   /** Where users get work streams. */
   readonly work: WorkSource;
-  /** Joins in progress by work id. */
-  readonly joins: LiveJoins;
   /** A fresh work id. */
   nextWorkId(): number;
   /** True once the session has ended. */
@@ -240,12 +238,13 @@ export class PublicApp {
     }
     // A reset or failure here must end the client's side at once too, as a
     // reset of its stream, never as the FIN of a half-close.
-    const result = await session.joins.run(id, user, work.stream, {
+    const result = await join(user, work.stream, {
       bToAFirst: work.started(),
       stats,
       pool: this.#s.buffers,
-    }, () => work.reset());
-    const aborted = result.aborted || peerReset(result.error);
+    });
+    if (result.error !== undefined) work.reset();
+    const aborted = peerReset(result.error);
     const why = aborted
       ? "the app side reset or failed"
       : result.error === undefined

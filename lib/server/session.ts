@@ -12,7 +12,6 @@ import { type Cidr, parseCidr } from "../util/cidr.ts";
 import type { Secret } from "../util/secret.ts";
 import type { Quota } from "./users.ts";
 import { errorMessage, ProtocolError, type WireRefusalCode } from "../util/errors.ts";
-import { LiveJoins } from "../tunnel/join.ts";
 import type { Conn } from "../transport/transport.ts";
 import { closeQuietly, netReason, peer } from "../transport/net.ts";
 import {
@@ -74,7 +73,6 @@ export class ServerSession implements AppSession {
   /** What the group's entry in the users file allows; replaced on reload. */
   quota: Quota | undefined;
   readonly work: MuxWork;
-  readonly joins = new LiveJoins();
   #s: SessionServices;
   #link: ControlLink;
   #onEnded: (session: ServerSession) => void;
@@ -276,9 +274,6 @@ export class ServerSession implements AppSession {
         return this.#expose(msg);
       case "unexpose":
         return this.#unexpose(msg.id, msg.app);
-      case "abort":
-        this.joins.abort(msg.id);
-        return Promise.resolve();
       case "free_ports":
         return this.#send(freePortsAnswer(this.#s.registry, msg.id, this.quota?.ports));
       case "bye":
