@@ -16,6 +16,16 @@
 
 import { type ByteReader, writeAll } from "../protocol/frames.ts";
 import type { Duplex } from "../transport/transport.ts";
+import { MUX_HEADROOM } from "../transport/mux/mod.ts";
+
+/** A destination that frames a payload in place (a mux stream): see `MuxStream.writeWithHeadroom`. */
+interface HeadroomWriter {
+  writeWithHeadroom(frame: Uint8Array): Promise<number>;
+}
+
+function hasHeadroom(d: Duplex): d is Duplex & HeadroomWriter {
+  return typeof (d as Partial<HeadroomWriter>).writeWithHeadroom === "function";
+}
 
 export type { Duplex };
 
@@ -111,15 +121,19 @@ async function copy(
     await writeAll(dst, first);
     count(first.length);
   }
+  // Into a mux stream, each read lands after room for the frame header, so
+  // the stream writes header and payload in one system call, uncopied.
+  const room = hasHeadroom(dst) ? MUX_HEADROOM : 0;
   let buf: Uint8Array = new Uint8Array(SMALL_BUFFER);
   let large = false;
   try {
     while (true) {
-      const n = await src.read(buf);
+      const n = await src.read(room === 0 ? buf : buf.subarray(room));
       if (n === null) break;
-      await writeAll(dst, n === buf.length ? buf : buf.subarray(0, n));
+      if (room === 0) await writeAll(dst, n === buf.length ? buf : buf.subarray(0, n));
+      else await (dst as Duplex & HeadroomWriter).writeWithHeadroom(buf.subarray(0, room + n));
       count(n);
-      if (!large && n === buf.length) {
+      if (!large && n === buf.length - room) {
         buf = pool.take();
         large = true;
       }
