@@ -1,7 +1,7 @@
 /**
  * One client's control session on the server: it owns a group, exposes that
  * group's apps on public ports (`public_app.ts` serves their users), keeps
- * the group's work connections (`work_conn.ts`), and watches the heartbeat.
+ * the group's work connections (`work_conn.ts`: mux sessions, one stream per user), and watches the heartbeat.
  * When it ends, for whatever reason, its ports close and are free again.
  *
  * @module
