@@ -135,7 +135,7 @@ Deno.test("a user who never reads does not stall other users on the same work co
   await using client = await libraryClient(server, { token: TOKEN, group: "slow", poolSize: 1 });
   const hose = await client.expose({ name: "hose", local: firehose.addr });
   const tunnel = await client.expose({ name: "echo", local: echo.addr });
-  using stuck = await Deno.connect({ hostname: "127.0.0.1", port: hose.remotePort });
+  using _stuck = await Deno.connect({ hostname: "127.0.0.1", port: hose.remotePort });
   await until(() => firehoseBytes > 8 * 1024 * 1024, "the firehose to fill the stuck user's path");
   const started = performance.now();
   for (let i = 0; i < 5; i++) {

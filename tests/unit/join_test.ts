@@ -5,13 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import {
-  BufferPool,
-  type Duplex,
-  join,
-  type JoinStats,
-  LARGE_BUFFER,
-} from "../../lib/tunnel/join.ts";
+import { BufferPool, join, type JoinStats, LARGE_BUFFER } from "../../lib/tunnel/join.ts";
 
 interface Pair {
   outer: Deno.TcpConn;
