@@ -32,9 +32,26 @@ import { TrafficCounter, TrafficHistory } from "../tunnel/traffic.ts";
 import { VERSION } from "../util/version.ts";
 import { AppTraffic, NO_FIGURES } from "./app_traffic.ts";
 import { serverFamilies } from "./families.ts";
-import type { AppStatus, GroupStatus, ServerStatus } from "./status_types.ts";
+import type { AppStatus, GroupStatus, ReplicaStatus, ServerStatus } from "./status_types.ts";
 
-export type { AppStatus, GroupStatus, ServerStatus };
+export type { AppStatus, GroupStatus, ReplicaStatus, ServerStatus };
+
+/** What the monitor reads of one replica of a shared app. */
+export interface MonitoredReplica {
+  readonly clientAddr: string;
+  readonly since: Date;
+  readonly healthy: boolean;
+  readonly reason?: string;
+  readonly active: number;
+  readonly served: number;
+}
+
+/** What the monitor reads of an exposed app. */
+export interface MonitoredApp {
+  readonly entry: AppEntry;
+  readonly shared?: boolean;
+  replicas?(): readonly MonitoredReplica[];
+}
 
 /** What the monitor needs of a server session (`ServerSession` fits). */
 export interface MonitoredSession {
@@ -42,8 +59,10 @@ export interface MonitoredSession {
   readonly clientAddr: string;
   readonly clientVersion: string;
   readonly since: Date;
+  /** One of several clients of a shared group. */
+  readonly shared?: boolean;
   /** The apps exposed now. */
-  stats(): Array<{ entry: AppEntry }>;
+  stats(): MonitoredApp[];
 }
 
 /** Options for {@linkcode ServerMonitor}. */
@@ -69,6 +88,8 @@ interface GroupRecord {
   clientVersion: string;
   connectedSince: Date;
   session?: MonitoredSession;
+  /** Every live session of the group (several for a shared group); `session` is the oldest. */
+  members: MonitoredSession[];
   disconnectedAt?: Date;
   reason?: string;
   /** The apps of the last session, for an offline group. */
@@ -113,14 +134,27 @@ export class ServerMonitor {
   /** A group's session began: a connect, or a reconnect if the group was seen before. */
   groupOnline(session: MonitoredSession): void {
     const known = this.#groups.get(session.group);
+    if (known?.session && session.shared === true) {
+      known.members.push(session);
+      this.events.add({
+        kind: "replica",
+        group: session.group,
+        addr: session.clientAddr,
+        message: `replica ${session.clientAddr} joined shared group ${session.group} ` +
+          `(${known.members.length} clients, burrow ${session.clientVersion})`,
+      });
+      return;
+    }
     const record: GroupRecord = known ?? {
       name: session.group,
       clientAddr: session.clientAddr,
       clientVersion: session.clientVersion,
       connectedSince: session.since,
+      members: [],
       lastApps: [],
       apps: new Map(),
     };
+    record.members = [session];
     const offlineFor = known?.disconnectedAt
       ? ` after ${Math.round((Date.now() - known.disconnectedAt.getTime()) / 1000)}s offline`
       : "";
@@ -144,7 +178,23 @@ export class ServerMonitor {
   /** A group's session is ending (call before its apps are released). */
   groupOffline(session: MonitoredSession, reason: string): void {
     const record = this.#groups.get(session.group);
-    if (!record || record.session !== session) return;
+    if (!record || !record.members.includes(session)) return;
+    record.members = record.members.filter((m) => m !== session);
+    const next = record.members[0];
+    if (next !== undefined) {
+      record.session = next;
+      record.clientAddr = next.clientAddr;
+      record.clientVersion = next.clientVersion;
+      record.connectedSince = next.since;
+      this.events.add({
+        kind: "replica",
+        group: session.group,
+        addr: session.clientAddr,
+        message: `replica ${session.clientAddr} left shared group ${session.group} ` +
+          `(${record.members.length} left): ${reason}`,
+      });
+      return;
+    }
     record.lastApps = session.stats().map((s) => s.entry);
     delete record.session;
     record.disconnectedAt = new Date();
@@ -156,6 +206,11 @@ export class ServerMonitor {
       message: `group ${session.group} went offline: ${reason}`,
     });
     this.#forgetOldOffline();
+  }
+
+  /** A replica's health changed; `message` says how (one line, as the server logs it). */
+  replicaHealth(group: string, app: string, addr: string, message: string): void {
+    this.events.add({ kind: "health", group, app, addr, message });
   }
 
   /** The server refused a client, a query or an app. */
@@ -230,7 +285,7 @@ export class ServerMonitor {
     this.#history.beginRound();
     for (const record of this.#groups.values()) {
       if (!record.session) continue;
-      for (const { entry } of record.session.stats()) {
+      for (const { entry } of liveApps(record)) {
         const key = `${record.name}/${entry.app}`;
         const app = record.apps.get(entry.app);
         app?.fold();
@@ -272,7 +327,7 @@ export class ServerMonitor {
     for (const record of this.#groups.values()) {
       if (record.session) {
         totals.groupsOnline++;
-        totals.appsOnline += record.session.stats().length;
+        totals.appsOnline += liveApps(record).length;
       } else {
         totals.groupsOffline++;
       }
@@ -303,8 +358,19 @@ export class ServerMonitor {
       groups: [...this.#groups.values()].map((record) => ({
         name: record.name,
         online: record.session !== undefined,
-        exposed: new Set((record.session?.stats() ?? []).map((s) => s.entry.app)),
+        exposed: new Set(liveApps(record).map((s) => s.entry.app)),
         apps: record.apps,
+        replicas: liveApps(record).flatMap((app) =>
+          app.shared === true && app.replicas
+            ? app.replicas().map((r) => ({
+              app: app.entry.app,
+              replica: r.clientAddr,
+              healthy: r.healthy,
+              connections: r.active,
+              total: r.served,
+            }))
+            : []
+        ),
       })),
       turnedAway: this.#turnedAway,
       refusals: this.#refusals,
@@ -314,9 +380,12 @@ export class ServerMonitor {
   }
 
   #groupStatus(record: GroupRecord): GroupStatus {
-    const entries = record.session ? record.session.stats().map((s) => s.entry) : record.lastApps;
-    const apps = entries.map((entry) => this.#appStatus(record, entry, !!record.session))
-      .sort((a, b) => a.name.localeCompare(b.name));
+    const live = record.session ? liveApps(record) : undefined;
+    const apps = (live ?? record.lastApps.map((entry): MonitoredApp => ({ entry }))).map((app) => {
+      const status = this.#appStatus(record, app.entry, !!record.session);
+      if (app.shared === true && app.replicas) status.replicas = app.replicas().map(replicaStatus);
+      return status;
+    }).sort((a, b) => a.name.localeCompare(b.name));
     const status: GroupStatus = {
       name: record.name,
       online: record.session !== undefined,
@@ -362,7 +431,7 @@ export class ServerMonitor {
 
   /** Drops the counters of apps a group no longer exposes and nobody uses. */
   #pruneApps(record: GroupRecord): void {
-    const exposed = new Set((record.session?.stats() ?? []).map((s) => s.entry.app));
+    const exposed = new Set(liveApps(record).map((s) => s.entry.app));
     for (const [name, app] of record.apps) {
       if (!exposed.has(name) && app.figures().connections === 0) {
         this.#forget(app);
@@ -388,4 +457,26 @@ export class ServerMonitor {
     this.#forgotten.bytesIn += f.bytesIn;
     this.#forgotten.bytesOut += f.bytesOut;
   }
+}
+
+/** The apps a group's live sessions expose, each once (replicas share one app). */
+function liveApps(record: GroupRecord): MonitoredApp[] {
+  const seen = new Map<string, MonitoredApp>();
+  for (const member of record.members) {
+    for (const app of member.stats()) if (!seen.has(app.entry.app)) seen.set(app.entry.app, app);
+  }
+  return [...seen.values()];
+}
+
+/** A replica as the API shows it. */
+function replicaStatus(r: MonitoredReplica): ReplicaStatus {
+  const status: ReplicaStatus = {
+    clientAddr: r.clientAddr,
+    healthy: r.healthy,
+    connections: r.active,
+    connectionsTotal: r.served,
+    since: r.since.toISOString(),
+  };
+  if (r.reason !== undefined) status.reason = r.reason;
+  return status;
 }

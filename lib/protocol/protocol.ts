@@ -28,6 +28,7 @@ import {
   exposed,
   freePorts,
   freePortsRequest,
+  health,
   shutdown,
   unexpose,
   unexposed,
@@ -59,10 +60,13 @@ export {
   type WorkHello,
 } from "./handshake.ts";
 export {
+  BALANCE_POLICIES,
+  type BalancePolicy,
   checkExposeExtras,
   type ClientControlMessage,
   type Expose,
   type FreePorts,
+  type Health,
   parseClientControl,
   parseServerControl,
   type ServerControlMessage,
@@ -105,6 +109,7 @@ const clientOptions = [
   started,
   startFailed,
   bye,
+  health,
 ] as const;
 const clientMessage = z.discriminatedUnion("type", clientOptions);
 const clientTypes = typesOf(clientOptions);

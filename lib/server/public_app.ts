@@ -1,14 +1,22 @@
 /**
  * One exposed app on the server: its public listener, its users, its
- * limits, and the handler that serves each user in four steps: get a work
- * stream (bounded in time), start it, join the two, and count the result.
+ * limits, its replicas (one session, or several for a shared group), and
+ * the handler that serves each user in four steps: pick a replica and get
+ * a work stream from it (bounded in time), start it, join the two, and
+ * count the result.
+ *
+ * On a shared app the user's first bytes stay unread until the replica's
+ * client says its local dial worked (`started`): a replica that cannot
+ * reach its service (`start_failed`, or no work stream) is passed over and
+ * the next one tried, so the user loses nothing; with none left the user
+ * is closed at once.
  *
  * @module
  */
 
 import type { Logger } from "@logtape/logtape";
 import type { AppEntry } from "../protocol/services.ts";
-import type { TunnelLimits } from "../protocol/protocol.ts";
+import type { BalancePolicy, TunnelLimits } from "../protocol/protocol.ts";
 import { type Cidr, inRanges } from "../util/cidr.ts";
 import type { ServerLimits } from "../config/limits.ts";
 import { errorMessage, type WireRefusalCode } from "../util/errors.ts";
@@ -19,13 +27,14 @@ import { acceptLoop, closeQuietly, netReason, peer } from "../transport/net.ts";
 import type { ServerMonitor, TurnedAwayCause } from "../dashboard/monitor.ts";
 import { consult, observe, type ServerHooks } from "./hooks.ts";
 import { type PendingUsers, WORK_TIMEOUT_MS, type WorkSource } from "./work_conn.ts";
+import { type Replica, ReplicaSet } from "./replicas.ts";
 
 /** What an app needs from the server around it. */
 export interface AppServices {
   log: Logger;
   rare: RareLog;
   hooks: Pick<ServerHooks, "onUserConnect" | "onClose">;
-  monitor: Pick<ServerMonitor, "userTurnedAway" | "workWaited">;
+  monitor: Pick<ServerMonitor, "userTurnedAway" | "workWaited" | "replicaHealth">;
   limits: Pick<ServerLimits, "maxPendingUsers">;
   pending: PendingUsers;
   buffers: BufferPool;
@@ -34,6 +43,8 @@ export interface AppServices {
 /** What an app needs from the session that exposed it. */
 export interface AppSession {
   readonly group: string;
+  /** The client's address, as the dashboard shows a replica. */
+  readonly clientAddr: string;
   /** Where users get work streams. */
   readonly work: WorkSource;
   /** Joins in progress by work id; `abortPeer` tells the client to end one. */
@@ -67,7 +78,13 @@ export class PublicApp {
   /** The accept loop; it ends (and the port is really free) after the listener closes. */
   #serving: Promise<void>;
   #s: AppServices;
+  /** The session group-wide questions go to (quota, limits): the oldest replica's. */
   #session: AppSession;
+  #replicas: ReplicaSet<AppSession>;
+  /** Served by a shared group: several replicas, users held until `started`. */
+  readonly shared: boolean;
+  /** The port the first replica asked for (0: any); the others must ask for the same. */
+  readonly requestedPort: number;
 
   constructor(
     services: AppServices,
@@ -78,10 +95,17 @@ export class PublicApp {
       limits: TunnelLimits;
       traffic: TrafficCounter;
       allowFrom?: Cidr[];
+      shared?: boolean;
+      balance?: BalancePolicy;
+      requestedPort?: number;
     },
   ) {
     this.#s = services;
     this.#session = session;
+    this.shared = init.shared ?? false;
+    this.requestedPort = init.requestedPort ?? init.entry.port;
+    this.#replicas = new ReplicaSet(init.balance);
+    this.#replicas.add(session, session.clientAddr);
     this.entry = init.entry;
     this.#listener = init.listener;
     this.limits = init.limits;
@@ -97,6 +121,53 @@ export class PublicApp {
   /** Users connected now. */
   get users(): number {
     return this.#users.size;
+  }
+
+  /** How users are spread over the replicas. */
+  get balance(): BalancePolicy {
+    return this.#replicas.policy;
+  }
+
+  /** The replicas, in the order they joined. */
+  replicas(): readonly Replica<AppSession>[] {
+    return this.#replicas.list();
+  }
+
+  /** Adds another session of the shared group as a replica. */
+  addReplica(session: AppSession): void {
+    this.#replicas.add(session, session.clientAddr);
+    this.#s.log.info(
+      `${this.#label}: replica ${session.clientAddr} joined (${this.#replicas.size} replicas)`,
+    );
+  }
+
+  /**
+   * Removes `session`'s replica (its users stay until they end); true when
+   * it was the last one, and the app is to be closed.
+   */
+  removeReplica(session: AppSession): boolean {
+    const last = this.#replicas.remove(session);
+    const next = this.#replicas.list()[0];
+    if (next) this.#session = next.session;
+    if (!last) {
+      this.#s.log.info(
+        `${this.#label}: replica ${session.clientAddr} left (${this.#replicas.size} left)`,
+      );
+    }
+    return last;
+  }
+
+  /** A replica's health report: an unhealthy one gets no users until it is healthy again. */
+  setHealth(session: AppSession, healthy: boolean, reason?: string): void {
+    const changed = this.#replicas.setHealth(session, healthy, reason);
+    if (!changed) return;
+    const why = reason === undefined ? "" : `: ${reason}`;
+    const line = `${this.#label}: replica ${changed.clientAddr} is ${
+      healthy ? "healthy again" : `unhealthy${why}`
+    }`;
+    if (healthy) this.#s.log.info(line);
+    else this.#s.log.warn(line);
+    this.#s.monitor.replicaHealth(this.#session.group, this.entry.app, changed.clientAddr, line);
   }
 
   /** Closes the listener (and, with `dropUsers`, the users); resolves once the port is free. */
@@ -193,7 +264,8 @@ export class PublicApp {
     const full = this.#session.groupFull();
     if (full !== undefined) return { cause: "group_quota", why: full };
     const { maxPendingUsers } = this.#s.limits;
-    if (this.#session.work.idle === 0 && this.#s.pending.count >= maxPendingUsers) {
+    const idle = this.#replicas.list().reduce((n, r) => n + r.session.work.idle, 0);
+    if (idle === 0 && this.#s.pending.count >= maxPendingUsers) {
       const why = `${maxPendingUsers} users are waiting for work connections ` +
         `(limits.max_pending_users)`;
       this.#s.rare.warn("max-pending", `${why}: turning new users away`);
@@ -202,9 +274,42 @@ export class PublicApp {
     return undefined;
   }
 
-  /** Joins a user to a work stream; resolves to why it failed, or undefined. */
+  /**
+   * Serves a user on one replica after another until one takes it (or
+   * fails it after its first byte); resolves to why it failed, or undefined.
+   */
   async #serve(user: Deno.TcpConn, from: string, stats: JoinStats): Promise<string | undefined> {
-    const session = this.#session;
+    const tried = new Set<Replica<AppSession>>();
+    let why = "no healthy replica of the app is left";
+    while (true) {
+      const replica = this.#replicas.pick(tried, (r) => !this.shared || !r.session.ended);
+      if (!replica) {
+        if (tried.size === 0 || this.shared) {
+          this.#s.log.warn(`user ${from} on ${this.#label} closed: ${why}`);
+        }
+        return why;
+      }
+      tried.add(replica);
+      const outcome = await this.#serveOn(replica, user, from, stats);
+      if (outcome.retry !== true) return outcome.why;
+      why = outcome.why ?? why;
+      this.#s.log.info(
+        `user ${from} on ${this.#label}: replica ${replica.clientAddr} cannot take it (${why})`,
+      );
+    }
+  }
+
+  /**
+   * Joins a user to a work stream of one replica. `retry` when the replica
+   * failed before any of the user's bytes were read (a shared app only).
+   */
+  async #serveOn(
+    replica: Replica<AppSession>,
+    user: Deno.TcpConn,
+    from: string,
+    stats: JoinStats,
+  ): Promise<{ why: string | undefined; retry?: boolean }> {
+    const session = replica.session;
     const waitStart = performance.now();
     if (session.work.idle === 0) {
       this.#s.log.debug(`${this.#label}: no idle work connection; asking the client for one`);
@@ -215,8 +320,9 @@ export class PublicApp {
       const why = session.ended
         ? "the group went offline"
         : `no work connection from the client within ${WORK_TIMEOUT_MS / 1000}s`;
+      if (this.shared) return { why, retry: true };
       this.#s.log.warn(`user ${from} on ${this.#label} closed: ${why}`);
-      return why;
+      return { why };
     }
     const id = session.nextWorkId();
     try {
@@ -231,16 +337,29 @@ export class PublicApp {
       });
     } catch (err) {
       const why = errorMessage(err);
+      if (this.shared) return { why, retry: true };
       this.#s.log.warn(`user ${from} on ${this.#label} closed: ${why}`);
-      return why;
+      return { why };
     }
+    let first = work.started();
+    if (this.shared) {
+      // Nothing of the user's has been read yet: another replica can still take it.
+      try {
+        first = Promise.resolve(await first);
+      } catch (err) {
+        closeQuietly(work.stream);
+        return { why: errorMessage(err), retry: true };
+      }
+    }
+    replica.active++;
+    replica.served++;
     // A reset or failure here must end the client's side at once too: its
     // end of the work connection would only see a FIN, i.e. a half-close.
     const result = await session.joins.run(id, user, work.stream, {
-      bToAFirst: work.started(),
+      bToAFirst: first,
       stats,
       pool: this.#s.buffers,
-    }, () => session.abortPeer(id));
+    }, () => session.abortPeer(id)).finally(() => replica.active--);
     const why = result.aborted
       ? "the app side reset or failed"
       : result.error === undefined
@@ -251,10 +370,11 @@ export class PublicApp {
       : why === undefined
       ? "closed"
       : `failed (${why})`;
+    const via = this.#replicas.size > 1 || this.shared ? ` via ${replica.clientAddr}` : "";
     this.#s.log.info(
-      `user ${from} on ${this.#label} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,
+      `user ${from} on ${this.#label}${via} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,
     );
-    return why;
+    return { why };
   }
 }
 

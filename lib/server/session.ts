@@ -40,7 +40,13 @@ export interface SessionServices extends AppServices {
   hooks: Pick<ServerHooks, "onExpose" | "onUserConnect" | "onClose">;
   monitor: Pick<
     ServerMonitor,
-    "refused" | "groupOffline" | "appExposed" | "appClosed" | "userTurnedAway" | "workWaited"
+    | "refused"
+    | "groupOffline"
+    | "appExposed"
+    | "appClosed"
+    | "userTurnedAway"
+    | "workWaited"
+    | "replicaHealth"
   >;
   limits: Pick<ServerLimits, "maxAppsPerGroup" | "maxPendingUsers">;
 }
@@ -67,6 +73,8 @@ export class ServerSession implements AppSession {
   readonly runId: string;
   readonly clientAddr: string;
   readonly clientVersion: string;
+  /** One of several clients serving a shared group. */
+  readonly shared: boolean;
   readonly since = new Date();
   readonly apps = new Map<string, PublicApp>();
   /** The secret this group proved it knows; its work connections prove it too. */
@@ -96,6 +104,7 @@ export class ServerSession implements AppSession {
       group: string;
       runId: string;
       clientVersion: string;
+      shared?: boolean;
       link: ControlLink;
       token: Secret;
       quota?: Quota;
@@ -110,6 +119,7 @@ export class ServerSession implements AppSession {
     this.group = init.group;
     this.runId = init.runId;
     this.clientVersion = init.clientVersion;
+    this.shared = init.shared ?? false;
     this.#link = init.link;
     this.#onEnded = init.onEnded;
     this.clientAddr = peer(init.link.conn);
@@ -199,8 +209,17 @@ export class ServerSession implements AppSession {
     this.#ended = true;
     this.#s.monitor.groupOffline(this, reason);
     clearInterval(this.#watchdog);
-    const freed = this.#s.registry.removeGroup(this.group, this).map((a) => a.port);
-    const closing = [...this.apps.values(), ...this.#retiring].map((app) => this.#closeApp(app));
+    // A shared app goes on with its other replicas; the last one closes it.
+    const freed: number[] = [];
+    const closing: Promise<void>[] = [];
+    for (const app of this.apps.values()) {
+      if (!app.removeReplica(this)) continue;
+      const released = this.#s.registry.release(this.group, app.entry.app, app.entry);
+      if (released) freed.push(released.port);
+      closing.push(this.#closeApp(app));
+    }
+    for (const app of this.#retiring) closing.push(this.#closeApp(app));
+    freed.push(...this.#s.registry.removeGroup(this.group, this).map((a) => a.port));
     this.#retiring.clear();
     this.apps.clear();
     this.work.close();
@@ -285,13 +304,19 @@ export class ServerSession implements AppSession {
       case "bye":
         this.end("client stopped");
         return Promise.resolve();
+      case "health":
+        this.apps.get(msg.app)?.setHealth(this, msg.healthy, msg.reason);
+        return Promise.resolve();
     }
   }
 
   /** Closes an app; answers once its port is really free, so it can be claimed again at once. */
   async #unexpose(id: number, name: string): Promise<void> {
     const app = this.apps.get(name);
-    if (app) {
+    if (app && !app.removeReplica(this)) {
+      // Other replicas still serve it: only this one leaves.
+      this.apps.delete(name);
+    } else if (app) {
       this.#detach(app);
       await this.#closeApp(app);
       this.#s.log.info(`${this.group}/${name} closed; port ${app.entry.port} is free`);
@@ -324,6 +349,14 @@ export class ServerSession implements AppSession {
         : `a group may expose at most ${maxApps} apps (limits.max_apps_per_group)`;
       return refuse("quota", why);
     }
+    const sibling = this.#sharedApp(name);
+    if (sibling) {
+      const mismatch = replicaMismatch(sibling, msg);
+      if (mismatch !== undefined) return refuse("replica_mismatch", mismatch);
+      sibling.addReplica(this);
+      this.apps.set(name, sibling);
+      return this.#send({ type: "exposed", id, app: name, port: sibling.entry.port });
+    }
     let allowFrom: Cidr[] | undefined;
     if (msg.allowFrom !== undefined) {
       allowFrom = [];
@@ -346,6 +379,9 @@ export class ServerSession implements AppSession {
       limits: msg.limits ?? {},
       traffic: this.#s.monitor.appExposed(this.group, name),
       ...(allowFrom === undefined ? {} : { allowFrom }),
+      shared: this.shared,
+      requestedPort: port,
+      ...(msg.balance === undefined ? {} : { balance: msg.balance }),
     });
     this.apps.set(name, app);
     const seconds = app.limits.maxServeSeconds;
@@ -373,6 +409,25 @@ export class ServerSession implements AppSession {
   /** Takes an app out of this session and frees its port in the registry. */
   #detach(app: PublicApp): void {
     this.apps.delete(app.entry.app);
-    this.#s.registry.release(this.group, app.entry.app);
+    this.#s.registry.release(this.group, app.entry.app, app.entry);
   }
+
+  /** The app of that name another client of this shared group serves, if any. */
+  #sharedApp(name: string): PublicApp | undefined {
+    if (!this.shared) return undefined;
+    for (const member of this.#s.registry.group(this.group)?.members ?? []) {
+      const app = member === this ? undefined : member.apps.get(name);
+      if (app) return app;
+    }
+    return undefined;
+  }
+}
+
+/** Why an `expose` cannot join the replicas of `app` (they must agree on its port), or undefined. */
+function replicaMismatch(app: PublicApp, msg: Expose): string | undefined {
+  if (app.requestedPort === msg.port) return undefined;
+  const want = (port: number) => port === 0 ? "any port (remote_port 0)" : `remote_port ${port}`;
+  return `app ${app.entry.group}/${app.entry.app} is served by other replicas with ` +
+    `${want(app.requestedPort)}, this one asks for ${want(msg.port)}: ` +
+    `give every replica the same type and remote_port`;
 }

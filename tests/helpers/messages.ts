@@ -40,6 +40,7 @@ const REFUSAL_CODES: Record<WireRefusalCode, true> = {
   forbidden: true,
   locked_out: true,
   quota: true,
+  replica_mismatch: true,
 };
 const codes = Object.keys(REFUSAL_CODES) as WireRefusalCode[];
 
@@ -156,7 +157,8 @@ export const CLIENT_MESSAGES: ArbitraryPerType<ClientMessage> = {
     group: name,
     runId: hex(32),
     proof: hex(64),
-  }),
+    shared: fc.boolean(),
+  }, { requiredKeys: ["type", "version", "client", "group", "runId", "proof"] }),
   work_hello: record({
     type: fc.constant("work_hello"),
     version,
@@ -172,6 +174,7 @@ export const CLIENT_MESSAGES: ArbitraryPerType<ClientMessage> = {
     description: label,
     limits,
     allowFrom: fc.array(fc.string({ maxLength: 64 }), { minLength: 1, maxLength: 4 }),
+    balance: fc.constantFrom("round_robin", "least_conn"),
   }, { requiredKeys: ["type", "id", "app", "port"] }),
   unexpose: record({ type: fc.constant("unexpose"), id: requestId, app: name }),
   free_ports: record({ type: fc.constant("free_ports"), id: requestId }),
@@ -188,6 +191,12 @@ export const CLIENT_MESSAGES: ArbitraryPerType<ClientMessage> = {
   started: record({ type: fc.constant("started") }),
   start_failed: record({ type: fc.constant("start_failed"), message: text }),
   bye: record({ type: fc.constant("bye") }),
+  health: record({
+    type: fc.constant("health"),
+    app: name,
+    healthy: fc.boolean(),
+    reason: text,
+  }, { requiredKeys: ["type", "app", "healthy"] }),
 };
 
 /** Any valid server message. */
