@@ -253,7 +253,9 @@ export class ClientSession {
       type: "health",
       app: app.name,
       healthy: state.healthy,
-      ...(state.healthy || state.reason === undefined ? {} : { reason: state.reason.slice(0, 500) }),
+      ...(state.healthy || state.reason === undefined
+        ? {}
+        : { reason: state.reason.slice(0, 500) }),
     });
   }
 

@@ -181,7 +181,11 @@ export class ClientWorkPool {
         pool: this.#o.buffers,
       }, () => this.#o.abortPeer(msg.id))
         .finally(() => app.traffic.close(stats));
-      const how = result.aborted ? "aborted by the user side" : result.error ? "failed" : "done";
+      const how = result.aborted
+        ? "aborted by the user side"
+        : result.error
+        ? `failed (${errorMessage(result.error)})`
+        : "done";
       this.#o.log.debug(
         `${this.#o.group}/${app.name}: user ${msg.user} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,
       );

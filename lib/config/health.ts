@@ -58,4 +58,3 @@ export function checkHealthOptions(health: HealthOptions): string | undefined {
   }
   return undefined;
 }
-
