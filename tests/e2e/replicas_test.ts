@@ -14,14 +14,13 @@ import assert from "node:assert/strict";
 import {
   echoThrough,
   groupFile,
-  Proc,
+  type Proc,
   randomBytes,
   readAll,
   readyPort,
   sha256,
   startClient,
   startServer,
-  until,
   waitRefused,
   writeAll,
 } from "../helpers/harness.ts";
@@ -357,7 +356,7 @@ Deno.test("a shared client cannot join a group a non-shared client holds", async
     } finally {
       await shared.stop();
     }
-    await until(() => a.accepted, (n) => n === 0);
+    assert.equal(a.accepted, 0, "the refused client served nobody");
     await assertExact(port);
   } finally {
     await lone.stop();
