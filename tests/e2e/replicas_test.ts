@@ -21,10 +21,13 @@ import {
   sha256,
   startClient,
   startServer,
+  until,
   waitRefused,
   writeAll,
 } from "../helpers/harness.ts";
 import type { AppSpec } from "../helpers/harness.ts";
+import { libraryClient, libraryServer } from "../helpers/library.ts";
+import { RefusedError } from "../../mod.ts";
 
 const TOKEN = "replica-token";
 const GROUP = "web-farm";
@@ -361,4 +364,43 @@ Deno.test("a shared client cannot join a group a non-shared client holds", async
   } finally {
     await lone.stop();
   }
+});
+
+Deno.test("library: startClient({ shared: true }), health on expose, and RefusedError replica_mismatch", async () => {
+  await using server = await libraryServer({ token: TOKEN, tls: false });
+  using a = new Service();
+  using b = new Service();
+  const options = { token: TOKEN, group: GROUP, shared: true, tls: false } as const;
+  await using one = await libraryClient(server, options);
+  await using two = await libraryClient(server, options);
+  const health = { tcp: true, interval: 0.2, fails: 1 } as const;
+  const t1 = await one.expose({ name: "web", local: a.addr, balance: "least_conn", health });
+  const t2 = await two.expose({ name: "web", local: b.addr, health });
+  assert.equal(t2.remotePort, t1.remotePort);
+  assert.equal(server.services().length, 1, "one app, however many replicas");
+  await using three = await libraryClient(server, options);
+  await assert.rejects(
+    three.expose({ name: "web", local: b.addr, remotePort: t1.remotePort }),
+    (err: Error & { code?: string }) =>
+      err instanceof RefusedError && err.code === "replica_mismatch",
+  );
+  const web = server.groups()[0]?.apps.find((x) => x.name === "web");
+  assert.equal(web?.replicas?.length, 2);
+  await assert.rejects(
+    one.expose({ name: "bad", local: a.addr, health: { tcp: true, http: "/x" } }),
+    /exactly one of tcp: true and http/,
+  );
+  // Health off on one replica: every user goes to the other, byte-exact.
+  a.stop();
+  await until(
+    () => server.groups()[0]?.apps.find((x) => x.name === "web")?.replicas ?? [],
+    (rs) => rs.some((r) => !r.healthy),
+  );
+  for (let i = 0; i < 4; i++) await assertExact(t1.remotePort);
+  assert.equal(b.accepted, 4);
+  await t2.close();
+  await assertExact(t1.remotePort).then(
+    () => assert.fail("the only replica left is unhealthy"),
+    () => {},
+  );
 });
