@@ -27,31 +27,21 @@ import {
   renderExposition,
   WAIT_BUCKETS,
 } from "./metrics.ts";
-import type { AppEntry } from "../protocol/services.ts";
 import { TrafficCounter, TrafficHistory } from "../tunnel/traffic.ts";
 import { VERSION } from "../util/version.ts";
-import { AppTraffic, NO_FIGURES } from "./app_traffic.ts";
+import { AppTraffic } from "./app_traffic.ts";
 import { serverFamilies } from "./families.ts";
 import type { AppStatus, GroupStatus, ReplicaStatus, ServerStatus } from "./status_types.ts";
+import { type GroupRecord, groupStatus } from "./group_status.ts";
+import {
+  liveApps,
+  type MonitoredApp,
+  type MonitoredReplica,
+  replicaEvent,
+  replicaSamples,
+} from "./replica_view.ts";
 
-export type { AppStatus, GroupStatus, ReplicaStatus, ServerStatus };
-
-/** What the monitor reads of one replica of a shared app. */
-export interface MonitoredReplica {
-  readonly clientAddr: string;
-  readonly since: Date;
-  readonly healthy: boolean;
-  readonly reason?: string;
-  readonly active: number;
-  readonly served: number;
-}
-
-/** What the monitor reads of an exposed app. */
-export interface MonitoredApp {
-  readonly entry: AppEntry;
-  readonly shared?: boolean;
-  replicas?(): readonly MonitoredReplica[];
-}
+export type { AppStatus, GroupStatus, MonitoredApp, MonitoredReplica, ReplicaStatus, ServerStatus };
 
 /** What the monitor needs of a server session (`ServerSession` fits). */
 export interface MonitoredSession {
@@ -81,21 +71,6 @@ export type TurnedAwayCause = "allow_from" | "group_quota" | "pending_limit";
 
 /** Series of `burrow_users_turned_away` kept at most (group, app and cause). */
 const MAX_TURNED_AWAY_SERIES = 4096;
-
-interface GroupRecord {
-  name: string;
-  clientAddr: string;
-  clientVersion: string;
-  connectedSince: Date;
-  session?: MonitoredSession;
-  /** Every live session of the group (several for a shared group); `session` is the oldest. */
-  members: MonitoredSession[];
-  disconnectedAt?: Date;
-  reason?: string;
-  /** The apps of the last session, for an offline group. */
-  lastApps: AppEntry[];
-  apps: Map<string, AppTraffic>;
-}
 
 /** A server's figures and events. */
 export class ServerMonitor {
@@ -136,13 +111,7 @@ export class ServerMonitor {
     const known = this.#groups.get(session.group);
     if (known?.session && session.shared === true) {
       known.members.push(session);
-      this.events.add({
-        kind: "replica",
-        group: session.group,
-        addr: session.clientAddr,
-        message: `replica ${session.clientAddr} joined shared group ${session.group} ` +
-          `(${known.members.length} clients, burrow ${session.clientVersion})`,
-      });
+      this.events.add(replicaEvent(session, "joined", `${known.members.length} clients`));
       return;
     }
     const record: GroupRecord = known ?? {
@@ -186,13 +155,7 @@ export class ServerMonitor {
       record.clientAddr = next.clientAddr;
       record.clientVersion = next.clientVersion;
       record.connectedSince = next.since;
-      this.events.add({
-        kind: "replica",
-        group: session.group,
-        addr: session.clientAddr,
-        message: `replica ${session.clientAddr} left shared group ${session.group} ` +
-          `(${record.members.length} left): ${reason}`,
-      });
+      this.events.add(replicaEvent(session, "left", `${record.members.length} left`, reason));
       return;
     }
     record.lastApps = session.stats().map((s) => s.entry);
@@ -302,7 +265,7 @@ export class ServerMonitor {
     const online: GroupStatus[] = [];
     const offline: Array<[number, GroupStatus]> = [];
     for (const record of this.#groups.values()) {
-      const status = this.#groupStatus(record);
+      const status = groupStatus(record, this.#history);
       if (record.disconnectedAt) offline.push([record.disconnectedAt.getTime(), status]);
       else online.push(status);
     }
@@ -360,61 +323,13 @@ export class ServerMonitor {
         online: record.session !== undefined,
         exposed: new Set(liveApps(record).map((s) => s.entry.app)),
         apps: record.apps,
-        replicas: liveApps(record).flatMap((app) =>
-          app.shared === true && app.replicas
-            ? app.replicas().map((r) => ({
-              app: app.entry.app,
-              replica: r.clientAddr,
-              healthy: r.healthy,
-              connections: r.active,
-              total: r.served,
-            }))
-            : []
-        ),
+        replicas: replicaSamples(liveApps(record)),
       })),
       turnedAway: this.#turnedAway,
       refusals: this.#refusals,
       authFailures: this.#authFailures,
       wait: this.#wait.sample(),
     });
-  }
-
-  #groupStatus(record: GroupRecord): GroupStatus {
-    const live = record.session ? liveApps(record) : undefined;
-    const apps = (live ?? record.lastApps.map((entry): MonitoredApp => ({ entry }))).map((app) => {
-      const status = this.#appStatus(record, app.entry, !!record.session);
-      if (app.shared === true && app.replicas) status.replicas = app.replicas().map(replicaStatus);
-      return status;
-    }).sort((a, b) => a.name.localeCompare(b.name));
-    const status: GroupStatus = {
-      name: record.name,
-      online: record.session !== undefined,
-      clientAddr: record.clientAddr,
-      clientVersion: record.clientVersion,
-      connectedSince: record.connectedSince.toISOString(),
-      apps,
-    };
-    if (record.disconnectedAt) status.disconnectedAt = record.disconnectedAt.toISOString();
-    if (record.reason !== undefined) status.reason = record.reason;
-    return status;
-  }
-
-  #appStatus(record: GroupRecord, entry: AppEntry, online: boolean): AppStatus {
-    const app = record.apps.get(entry.app);
-    const f = app ? app.figures() : NO_FIGURES;
-    const status: AppStatus = {
-      name: entry.app,
-      port: entry.port,
-      online,
-      connections: f.connections,
-      connectionsTotal: f.total,
-      bytesIn: f.bytesIn,
-      bytesOut: f.bytesOut,
-      lastActivity: f.lastActivity ? new Date(f.lastActivity).toISOString() : null,
-      traffic: online ? this.#history.series(`${record.name}/${entry.app}`) : { in: [], out: [] },
-    };
-    if (entry.description !== undefined) status.description = entry.description;
-    return status;
   }
 
   #appRecord(group: string, app: string): AppTraffic | undefined {
@@ -457,26 +372,4 @@ export class ServerMonitor {
     this.#forgotten.bytesIn += f.bytesIn;
     this.#forgotten.bytesOut += f.bytesOut;
   }
-}
-
-/** The apps a group's live sessions expose, each once (replicas share one app). */
-function liveApps(record: GroupRecord): MonitoredApp[] {
-  const seen = new Map<string, MonitoredApp>();
-  for (const member of record.members) {
-    for (const app of member.stats()) if (!seen.has(app.entry.app)) seen.set(app.entry.app, app);
-  }
-  return [...seen.values()];
-}
-
-/** A replica as the API shows it. */
-function replicaStatus(r: MonitoredReplica): ReplicaStatus {
-  const status: ReplicaStatus = {
-    clientAddr: r.clientAddr,
-    healthy: r.healthy,
-    connections: r.active,
-    connectionsTotal: r.served,
-    since: r.since.toISOString(),
-  };
-  if (r.reason !== undefined) status.reason = r.reason;
-  return status;
 }

@@ -29,7 +29,9 @@ import type { ServerMonitor } from "../dashboard/monitor.ts";
 import type { ServerLimits } from "../config/limits.ts";
 import type { Registry } from "./registry.ts";
 import { freePortsAnswer } from "./answers.ts";
-import { type AppServices, type AppSession, bindPublicPort, PublicApp } from "./public_app.ts";
+import { type AppServices, type AppSession, PublicApp } from "./public_app.ts";
+import { bindPublicPort } from "./public_port.ts";
+import { exposeId, replicaMismatch, siblingApp } from "./shared_apps.ts";
 import { WorkConns } from "./work_conn.ts";
 
 /** What a session needs from the server that runs it. */
@@ -38,16 +40,9 @@ export interface SessionServices extends AppServices {
   publicHost: string;
   heartbeatTimeoutMs: number;
   hooks: Pick<ServerHooks, "onExpose" | "onUserConnect" | "onClose">;
-  monitor: Pick<
-    ServerMonitor,
-    | "refused"
-    | "groupOffline"
-    | "appExposed"
-    | "appClosed"
-    | "userTurnedAway"
-    | "workWaited"
-    | "replicaHealth"
-  >;
+  monitor:
+    & AppServices["monitor"]
+    & Pick<ServerMonitor, "refused" | "groupOffline" | "appExposed" | "appClosed">;
   limits: Pick<ServerLimits, "maxAppsPerGroup" | "maxPendingUsers">;
 }
 
@@ -56,14 +51,6 @@ export interface ControlLink {
   conn: Conn;
   reader: FrameReader;
   writer: FrameWriter<ServerMessage>;
-}
-
-/** The request id of a frame that claims to be an `expose` (so a refusal can answer it). */
-function exposeId(raw: unknown): number | undefined {
-  if (typeof raw !== "object" || raw === null) return undefined;
-  const { type, id } = raw as { type?: unknown; id?: unknown };
-  const usable = type === "expose" && typeof id === "number" && Number.isSafeInteger(id) && id >= 0;
-  return usable ? id : undefined;
 }
 
 /** A control session: one group, from one client process. */
@@ -210,15 +197,11 @@ export class ServerSession implements AppSession {
     this.#s.monitor.groupOffline(this, reason);
     clearInterval(this.#watchdog);
     // A shared app goes on with its other replicas; the last one closes it.
-    const freed: number[] = [];
-    const closing: Promise<void>[] = [];
-    for (const app of this.apps.values()) {
-      if (!app.removeReplica(this)) continue;
-      const released = this.#s.registry.release(this.group, app.entry.app, app.entry);
-      if (released) freed.push(released.port);
-      closing.push(this.#closeApp(app));
-    }
-    for (const app of this.#retiring) closing.push(this.#closeApp(app));
+    const last = [...this.apps.values()].filter((app) => app.removeReplica(this));
+    const freed = last.flatMap((app) =>
+      this.#s.registry.release(this.group, app.entry.app, app.entry)?.port ?? []
+    );
+    const closing = [...last, ...this.#retiring].map((app) => this.#closeApp(app));
     freed.push(...this.#s.registry.removeGroup(this.group, this).map((a) => a.port));
     this.#retiring.clear();
     this.apps.clear();
@@ -349,7 +332,7 @@ export class ServerSession implements AppSession {
         : `a group may expose at most ${maxApps} apps (limits.max_apps_per_group)`;
       return refuse("quota", why);
     }
-    const sibling = this.#sharedApp(name);
+    const sibling = this.shared ? siblingApp(this.#s.registry, this, name) : undefined;
     if (sibling) {
       const mismatch = replicaMismatch(sibling, msg);
       if (mismatch !== undefined) return refuse("replica_mismatch", mismatch);
@@ -411,23 +394,4 @@ export class ServerSession implements AppSession {
     this.apps.delete(app.entry.app);
     this.#s.registry.release(this.group, app.entry.app, app.entry);
   }
-
-  /** The app of that name another client of this shared group serves, if any. */
-  #sharedApp(name: string): PublicApp | undefined {
-    if (!this.shared) return undefined;
-    for (const member of this.#s.registry.group(this.group)?.members ?? []) {
-      const app = member === this ? undefined : member.apps.get(name);
-      if (app) return app;
-    }
-    return undefined;
-  }
-}
-
-/** Why an `expose` cannot join the replicas of `app` (they must agree on its port), or undefined. */
-function replicaMismatch(app: PublicApp, msg: Expose): string | undefined {
-  if (app.requestedPort === msg.port) return undefined;
-  const want = (port: number) => port === 0 ? "any port (remote_port 0)" : `remote_port ${port}`;
-  return `app ${app.entry.group}/${app.entry.app} is served by other replicas with ` +
-    `${want(app.requestedPort)}, this one asks for ${want(msg.port)}: ` +
-    `give every replica the same type and remote_port`;
 }
