@@ -89,10 +89,16 @@ export function checkExposeExtras(
   return undefined;
 }
 
-/** How a shared app's users are spread over its replicas. */
-export const BALANCE_POLICIES = ["round_robin", "least_conn"] as const;
-/** One of {@linkcode BALANCE_POLICIES}. */
-export type BalancePolicy = typeof BALANCE_POLICIES[number];
+/**
+ * How a shared app's users are spread over its replicas: `round_robin`
+ * (each in turn) or `least_conn` (the one with the fewest users now).
+ */
+export type BalancePolicy = "round_robin" | "least_conn";
+/** Every {@linkcode BalancePolicy}. */
+export const BALANCE_POLICIES = [
+  "round_robin",
+  "least_conn",
+] as const satisfies readonly BalancePolicy[];
 
 // ---- client -> server ------------------------------------------------------
 
