@@ -111,6 +111,7 @@ async function main(args: string[]): Promise<number> {
       server: formatHostPort(config.server),
       token: config.token,
       group: config.group,
+      ...(config.shared ? { shared: true } : {}),
       heartbeatInterval: config.heartbeatInterval,
       tls: config.tls,
       ...(config.stateDir === undefined ? {} : { stateDir: config.stateDir }),

@@ -74,7 +74,14 @@ export type {
   UserConnectInfo,
 } from "./lib/server/hooks.ts";
 export type { DashboardOptions } from "./lib/dashboard/http.ts";
-export type { AppStatus, GroupStatus, ServerStatus } from "./lib/dashboard/monitor.ts";
+export type {
+  AppStatus,
+  GroupStatus,
+  ReplicaStatus,
+  ServerStatus,
+} from "./lib/dashboard/monitor.ts";
+export type { HealthOptions } from "./lib/config/health.ts";
+export type { BalancePolicy } from "./lib/protocol/protocol.ts";
 export type { TrafficSeries } from "./lib/tunnel/traffic.ts";
 export type { ServerEvent, ServerEventKind } from "./lib/dashboard/events.ts";
 export type { ExpositionFormat } from "./lib/dashboard/metrics.ts";

@@ -11,6 +11,8 @@ import type { Secret } from "../util/secret.ts";
 import type { ClientStatus } from "./status.ts";
 import type { Tunnel, TunnelLimits } from "./tunnel.ts";
 import type { ProxyProtocolVersion } from "../tunnel/proxy_protocol.ts";
+import type { BalancePolicy } from "../protocol/protocol.ts";
+import type { HealthOptions } from "../config/health.ts";
 
 /**
  * Options for {@linkcode startClient}.
@@ -92,6 +94,15 @@ export interface ClientOptions {
    * is retried like an unreachable server. Off by default.
    */
   proxy?: string | Secret;
+  /**
+   * The group is shared: several clients with the group's token serve it
+   * at once, and an app several of them expose has one public port and
+   * several replicas the server spreads users over. Every client of the
+   * group must set it.
+   *
+   * @default {false}
+   */
+  shared?: boolean;
 }
 
 /**
@@ -139,6 +150,20 @@ export interface ExposeOptions {
    * public address they connected to. Off by default.
    */
   proxyProtocol?: ProxyProtocolVersion;
+  /**
+   * How the server spreads users over the replicas of a shared group's app:
+   * `round_robin` (each in turn) or `least_conn` (the fewest users now).
+   * The first replica's choice holds.
+   *
+   * @default {"round_robin"}
+   */
+  balance?: BalancePolicy;
+  /**
+   * Check the local service now and then (`{ tcp: true }` or
+   * `{ http: "/healthz" }`, with `interval` and `fails`); while it fails the
+   * server sends this client's replica no users.
+   */
+  health?: HealthOptions;
 }
 
 /**

@@ -12,7 +12,7 @@ import { formatHostPort, type HostPort } from "../util/addr.ts";
 import { Backoff, sleep } from "../util/backoff.ts";
 import { type ClientSession, openSession } from "./session.ts";
 import type { Dialer } from "../transport/transport.ts";
-import { errorMessage, RefusedError } from "../util/errors.ts";
+import { ConfigError, errorMessage, RefusedError } from "../util/errors.ts";
 import { BufferPool } from "../tunnel/join.ts";
 import { newId, type Secret } from "../util/secret.ts";
 import { ClientAdmin } from "./admin.ts";
@@ -30,6 +30,9 @@ import {
   clientTls,
 } from "./options.ts";
 import { dialerFor } from "./connect.ts";
+import { HealthCheck } from "./health.ts";
+import { checkHealthOptions, type HealthOptions } from "../config/health.ts";
+import { BALANCE_POLICIES } from "../protocol/protocol.ts";
 
 export type { BurrowClient, ClientEventDetail, ClientOptions, ExposeOptions };
 export type { Tunnel, TunnelLimits, WantedApp };
@@ -127,12 +130,25 @@ class Client extends EventTarget implements BurrowClient {
       checkAllowFrom(options.allowFrom);
       app.allowFrom = [...options.allowFrom];
     }
+    if (options.balance !== undefined) {
+      if (!BALANCE_POLICIES.includes(options.balance)) {
+        throw new ConfigError(
+          `balance: must be round_robin or least_conn, got "${String(options.balance)}"`,
+        );
+      }
+      app.balance = options.balance;
+    }
+    if (options.health !== undefined) {
+      const wrong = checkHealthOptions(options.health);
+      if (wrong !== undefined) throw new ConfigError(wrong);
+    }
     if (options.limits !== undefined) {
       app.limits = options.limits;
       const seconds = options.limits.maxServeSeconds;
       if (seconds !== undefined) app.expiresAt = Date.now() + seconds * 1000;
     }
     this.#apps.set(app.name, app);
+    if (options.health !== undefined) app.health = this.#checkHealth(app, options.health);
     while (true) {
       const session = await this.#currentSession();
       try {
@@ -143,10 +159,21 @@ class Client extends EventTarget implements BurrowClient {
         // a refusal, or anything else on a live session, is this call's answer.
         if (!(err instanceof RefusedError) && session.ended) continue;
         this.#apps.delete(app.name);
+        app.health?.stop();
         app.tunnel.resolveClosed(err instanceof Error ? err : new Error(String(err)));
         throw err;
       }
     }
+  }
+
+  /** Starts the health checks of an app; each change is logged and told to the server. */
+  #checkHealth(app: WantedApp, health: HealthOptions): HealthCheck {
+    const label = `${this.group}/${app.name}`;
+    return new HealthCheck(app.local, health, (healthy, reason) => {
+      if (healthy) this.#log.info(`${label}: health checks pass again`);
+      else this.#log.warn(`${label}: unhealthy: ${reason ?? "checks failed"}`);
+      if (this.#apps.get(app.name) === app) this.#session?.reportHealth(app);
+    });
   }
 
   async freePorts(): Promise<number[]> {
@@ -178,7 +205,10 @@ class Client extends EventTarget implements BurrowClient {
   }
 
   #finish(reason: Error | undefined): void {
-    for (const app of this.#apps.values()) app.tunnel.resolveClosed(reason);
+    for (const app of this.#apps.values()) {
+      app.health?.stop();
+      app.tunnel.resolveClosed(reason);
+    }
     this.#apps.clear();
     for (const wake of this.#waiters) wake();
     this.#resolveClosed(reason);
@@ -214,6 +244,7 @@ class Client extends EventTarget implements BurrowClient {
   async #closeTunnel(app: WantedApp): Promise<void> {
     if (this.#apps.get(app.name) !== app) return;
     this.#apps.delete(app.name);
+    app.health?.stop();
     const session = this.#session;
     if (session && !session.ended) await session.unexpose(app.name).catch(() => {});
     app.tunnel.resolveClosed(undefined);
@@ -232,6 +263,7 @@ class Client extends EventTarget implements BurrowClient {
           token: this.#token,
           group: this.group,
           runId: this.#runId,
+          shared: this.#options.shared === true,
           heartbeatIntervalMs: (this.#options.heartbeatInterval ?? 10) * 1000,
           poolSize: this.#options.poolSize ?? 2,
           apps: this.#apps,
@@ -286,12 +318,14 @@ class Client extends EventTarget implements BurrowClient {
   #appRetired(app: WantedApp, reason: string): void {
     this.#log.info(`${this.group}/${app.name} closed by the server: ${reason}`);
     if (this.#apps.get(app.name) === app) this.#apps.delete(app.name);
+    app.health?.stop();
     app.tunnel.resolveClosed(undefined);
   }
 
   #appRefused(app: WantedApp, err: RefusedError): void {
     this.#log.debug(`${this.group}/${app.name} refused by the server: ${err.message}`);
     this.#apps.delete(app.name);
+    app.health?.stop();
     app.tunnel.resolveClosed(err);
   }
 

@@ -41,7 +41,8 @@ export function diffApps(old: AppConfig[], next: AppConfig[]): AppDiff {
 function sameApp(a: AppConfig, b: AppConfig): boolean {
   return formatHostPort(a.local) === formatHostPort(b.local) && a.remotePort === b.remotePort &&
     a.description === b.description && a.proxyProtocol === b.proxyProtocol &&
-    (a.allowFrom ?? []).join(",") === (b.allowFrom ?? []).join(",");
+    (a.allowFrom ?? []).join(",") === (b.allowFrom ?? []).join(",") && a.balance === b.balance &&
+    JSON.stringify(a.health ?? null) === JSON.stringify(b.health ?? null);
 }
 
 /** Keys a running client cannot change without a restart, if they changed. */
@@ -51,6 +52,7 @@ export function restartKeys(old: ClientConfig, next: ClientConfig): string[] {
   // A local comparison of two values the user wrote; nothing remote can time it.
   if (old.token.reveal() !== next.token.reveal()) out.push("token");
   if (old.group !== next.group) out.push("group");
+  if (old.shared !== next.shared) out.push("shared");
   if (old.heartbeatInterval !== next.heartbeatInterval) out.push("heartbeat_interval");
   if (JSON.stringify(old.tls) !== JSON.stringify(next.tls)) out.push("tls/fingerprint/ca");
   if (old.stateDir !== next.stateDir) out.push("state_dir");
@@ -136,6 +138,8 @@ export class GroupApps {
       ...(app.description === undefined ? {} : { description: app.description }),
       ...(app.allowFrom === undefined ? {} : { allowFrom: app.allowFrom }),
       ...(app.proxyProtocol === undefined ? {} : { proxyProtocol: app.proxyProtocol }),
+      ...(app.balance === undefined ? {} : { balance: app.balance }),
+      ...(app.health === undefined ? {} : { health: app.health }),
     }).then((tunnel) => {
       tunnel.closed.then((reason) => reason instanceof RefusedError && onRefused(reason));
       return tunnel;

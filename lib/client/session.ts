@@ -42,6 +42,8 @@ export interface SessionOptions {
   token: Secret;
   group: string;
   runId: string;
+  /** Register as one of several clients of a shared group. */
+  shared: boolean;
   heartbeatIntervalMs: number;
   poolSize: number;
   apps: Map<string, WantedApp>;
@@ -70,6 +72,7 @@ export async function openSession(options: SessionOptions): Promise<ClientSessio
       group: options.group,
       runId: options.runId,
       proof,
+      ...(options.shared ? { shared: true } : {}),
     });
     const reply = await reader.read(HANDSHAKE_TIMEOUT_MS + 5_000); // a takeover probe takes ~3s
     if (reply === null) throw new Error("the server closed the connection during the handshake");
@@ -208,6 +211,7 @@ export class ClientSession {
       : { type: "expose", id: this.#nextId++, app: app.name, port: app.requestedPort };
     if (app.description !== undefined) request.description = app.description;
     if (app.allowFrom !== undefined) request.allowFrom = app.allowFrom;
+    if (app.balance !== undefined) request.balance = app.balance;
     if (app.limits !== undefined) {
       const limits = { ...app.limits };
       // After a reconnect, ask only for the serve time that is left.
@@ -224,6 +228,8 @@ export class ClientSession {
     }
     if (reply.type !== "exposed") throw new ProtocolError(`expected exposed, got ${reply.type}`);
     app.port = reply.port;
+    // The server takes a new replica as healthy; tell it if the checks say otherwise.
+    if (app.health !== undefined && !app.health.state.healthy) this.reportHealth(app);
     this.#o.log.info(
       `${this.#o.group}/${app.name} is live on port ${reply.port} -> ${formatHostPort(app.local)}`,
     );
@@ -235,6 +241,20 @@ export class ClientSession {
         `ready callback for ${this.#o.group}/${app.name} failed: ${errorMessage(err)}`,
       );
     }
+  }
+
+  /** Tells the server what an app's health checks say now. */
+  reportHealth(app: WantedApp): void {
+    const state = app.health?.state;
+    if (this.ended || state === undefined) return;
+    this.#send({
+      type: "health",
+      app: app.name,
+      healthy: state.healthy,
+      ...(state.healthy || state.reason === undefined
+        ? {}
+        : { reason: state.reason.slice(0, 500) }),
+    });
   }
 
   /** Closes one app's public port. */

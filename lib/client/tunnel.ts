@@ -8,7 +8,8 @@
 
 import type { HostPort } from "../util/addr.ts";
 import type { TrafficCounter } from "../tunnel/traffic.ts";
-import type { TunnelLimits } from "../protocol/protocol.ts";
+import type { BalancePolicy, TunnelLimits } from "../protocol/protocol.ts";
+import type { HealthCheck } from "./health.ts";
 import type { ProxyProtocolVersion } from "../tunnel/proxy_protocol.ts";
 
 export type { TunnelLimits };
@@ -53,6 +54,10 @@ export interface WantedApp {
   proxyProtocol?: ProxyProtocolVersion;
   /** When `limits.maxServeSeconds` runs out (ms since the epoch). */
   expiresAt?: number;
+  /** How the server spreads a shared app's users over its replicas. */
+  balance?: BalancePolicy;
+  /** The health checks of its local service, while it is exposed. */
+  health?: HealthCheck;
   tunnel: TunnelHandle;
   /** User connections and bytes, for `status()`. */
   traffic: TrafficCounter;

@@ -21,7 +21,8 @@ import { besideFile, configError, expandEnv, readYaml, validate } from "./file.t
 import { ConfigError } from "../util/errors.ts";
 import type { LogLevel } from "../util/log_level.ts";
 import { parseCidr } from "../util/cidr.ts";
-import { MAX_ALLOW_FROM } from "../protocol/protocol.ts";
+import { BALANCE_POLICIES, type BalancePolicy, MAX_ALLOW_FROM } from "../protocol/protocol.ts";
+import type { HealthOptions } from "./health.ts";
 import { MAX_APPS_PER_GROUP } from "./limits.ts";
 import { normalizeFingerprint } from "../transport/certs.ts";
 import { Secret } from "../util/secret.ts";
@@ -38,6 +39,10 @@ export interface AppConfig {
   allowFrom?: string[];
   /** The PROXY protocol header sent to the local service first, if any. */
   proxyProtocol?: "v1" | "v2";
+  /** How a shared group's users are spread over this app's replicas. */
+  balance?: BalancePolicy;
+  /** Health checks of the local service, if any. */
+  health?: HealthOptions;
 }
 
 /** The group file merged with flags, validated. */
@@ -46,6 +51,8 @@ export interface ClientConfig {
   server: HostPort;
   token: Secret;
   group: string;
+  /** Several clients serve the group (`shared: true`). */
+  shared: boolean;
   /** Seconds between pings. */
   heartbeatInterval: number;
   logLevel: LogLevel;
@@ -85,6 +92,23 @@ export const fingerprintField = z.string("must be sha256: and 64 hex digits").re
   "must be sha256: and 64 hex digits (colons allowed), as the server prints it",
 );
 
+/** `health: { tcp: true }` or `health: { http: /healthz }`, with `interval` and `fails`. */
+const healthEntry = z.strictObject({
+  tcp: z.literal(true, "must be true (or leave it out)").optional(),
+  http: z.string("must be a path such as /healthz").regex(
+    /^\/[\x21-\x7e]*$/,
+    "must be a path starting with / (no spaces or control characters)",
+  ).optional(),
+  interval: secondsField.optional(),
+  fails: z.int("must be a whole number").min(1, "must be at least 1").max(
+    1000,
+    "must be at most 1000",
+  ).optional(),
+}, "must be a map such as { tcp: true } or { http: /healthz }").refine(
+  (h) => (h.tcp === true) !== (h.http !== undefined),
+  "must give exactly one of tcp: true and http: /path",
+);
+
 const appEntry = z.strictObject({
   name: nameField,
   local: hostPortField,
@@ -98,12 +122,15 @@ const appEntry = z.strictObject({
     .max(MAX_ALLOW_FROM, `must list at most ${MAX_ALLOW_FROM} ranges`)
     .optional(),
   proxy_protocol: z.enum(["v1", "v2"], { error: "must be v1 or v2" }).optional(),
+  balance: z.enum(BALANCE_POLICIES, { error: "must be round_robin or least_conn" }).optional(),
+  health: healthEntry.optional(),
 });
 
 const groupFile = z.strictObject({
   server: hostPortField.optional(),
   token: z.string().min(1, "must not be empty").optional(),
   group: nameField,
+  shared: z.boolean("must be true or false").optional(),
   heartbeat_interval: secondsField.optional(),
   tls: z.boolean("must be true or false").optional(),
   fingerprint: fingerprintField.optional(),
@@ -156,6 +183,7 @@ export async function loadClientConfig(
     server: hostPort(serverText),
     token: new Secret(token),
     group: data.group,
+    shared: data.shared ?? false,
     heartbeatInterval: data.heartbeat_interval ?? DEFAULT_HEARTBEAT_INTERVAL,
     logLevel: flags["log-level"] !== undefined ? logLevelFlag(flags["log-level"]) : "info",
     apps: data.apps.map((a) => {
@@ -167,6 +195,16 @@ export async function loadClientConfig(
       if (a.description !== undefined) app.description = a.description;
       if (a.allow_from !== undefined) app.allowFrom = a.allow_from;
       if (a.proxy_protocol !== undefined) app.proxyProtocol = a.proxy_protocol;
+      if (a.balance !== undefined) app.balance = a.balance;
+      if (a.health !== undefined) {
+        const { tcp, http, interval, fails } = a.health;
+        app.health = {
+          ...(tcp === undefined ? {} : { tcp }),
+          ...(http === undefined ? {} : { http }),
+          ...(interval === undefined ? {} : { interval }),
+          ...(fails === undefined ? {} : { fails }),
+        };
+      }
       return app;
     }),
   };

@@ -10,7 +10,15 @@
 import { RingBuffer } from "../util/ring_buffer.ts";
 
 /** What happened. */
-export type ServerEventKind = "connect" | "reconnect" | "disconnect" | "refused";
+export type ServerEventKind =
+  | "connect"
+  | "reconnect"
+  | "disconnect"
+  | "refused"
+  /** A replica joined or left a shared group. */
+  | "replica"
+  /** A replica's health checks started failing, or passed again. */
+  | "health";
 
 /** One entry of the event log. */
 export interface ServerEvent {

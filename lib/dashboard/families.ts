@@ -15,7 +15,16 @@ export interface FamiliesView {
   startedAt: Date;
   /** Every group the monitor knows, online or not. */
   groups: Array<
-    { name: string; online: boolean; exposed: Set<string>; apps: Map<string, AppTraffic> }
+    {
+      name: string;
+      online: boolean;
+      exposed: Set<string>;
+      apps: Map<string, AppTraffic>;
+      /** The replicas of the group's shared apps, if any. */
+      replicas?: Array<
+        { app: string; replica: string; healthy: boolean; connections: number; total: number }
+      >;
+    }
   >;
   /** Users turned away, keyed by group, app and cause joined with NUL. */
   turnedAway: Map<string, number>;
@@ -32,9 +41,18 @@ export function serverFamilies(view: FamiliesView): MetricFamily[] {
   const live: Sample[] = [];
   const total: Sample[] = [];
   const bytes: Sample[] = [];
+  const healthy: Sample[] = [];
+  const replicaLive: Sample[] = [];
+  const replicaTotal: Sample[] = [];
   let online = 0;
   for (const record of view.groups) {
     if (record.online) online++;
+    for (const r of record.replicas ?? []) {
+      const labels = { group: record.name, app: r.app, replica: r.replica };
+      healthy.push({ labels, value: r.healthy ? 1 : 0 });
+      replicaLive.push({ labels, value: r.connections });
+      replicaTotal.push({ labels, value: r.total });
+    }
     const exposed = record.exposed;
     const names = [...new Set([...exposed, ...record.apps.keys()])].sort();
     for (const app of names) {
@@ -104,6 +122,24 @@ export function serverFamilies(view: FamiliesView): MetricFamily[] {
       help: "Bytes through the tunnel per app; direction in is users to the app, out the reverse.",
       type: "counter",
       samples: bytes,
+    },
+    {
+      name: "burrow_replica_healthy",
+      help: "Whether a replica of a shared app passes its health checks (1) or not (0).",
+      type: "gauge",
+      samples: healthy,
+    },
+    {
+      name: "burrow_replica_connections_open",
+      help: "User connections open now, per replica of a shared app.",
+      type: "gauge",
+      samples: replicaLive,
+    },
+    {
+      name: "burrow_replica_connections",
+      help: "User connections served, per replica of a shared app (since it joined).",
+      type: "counter",
+      samples: replicaTotal,
     },
     {
       name: "burrow_auth_failures",

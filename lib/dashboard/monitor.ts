@@ -27,14 +27,21 @@ import {
   renderExposition,
   WAIT_BUCKETS,
 } from "./metrics.ts";
-import type { AppEntry } from "../protocol/services.ts";
 import { TrafficCounter, TrafficHistory } from "../tunnel/traffic.ts";
 import { VERSION } from "../util/version.ts";
-import { AppTraffic, NO_FIGURES } from "./app_traffic.ts";
+import { AppTraffic } from "./app_traffic.ts";
 import { serverFamilies } from "./families.ts";
-import type { AppStatus, GroupStatus, ServerStatus } from "./status_types.ts";
+import type { AppStatus, GroupStatus, ReplicaStatus, ServerStatus } from "./status_types.ts";
+import { type GroupRecord, groupStatus } from "./group_status.ts";
+import {
+  liveApps,
+  type MonitoredApp,
+  type MonitoredReplica,
+  replicaEvent,
+  replicaSamples,
+} from "./replica_view.ts";
 
-export type { AppStatus, GroupStatus, ServerStatus };
+export type { AppStatus, GroupStatus, MonitoredApp, MonitoredReplica, ReplicaStatus, ServerStatus };
 
 /** What the monitor needs of a server session (`ServerSession` fits). */
 export interface MonitoredSession {
@@ -42,8 +49,10 @@ export interface MonitoredSession {
   readonly clientAddr: string;
   readonly clientVersion: string;
   readonly since: Date;
+  /** One of several clients of a shared group. */
+  readonly shared?: boolean;
   /** The apps exposed now. */
-  stats(): Array<{ entry: AppEntry }>;
+  stats(): MonitoredApp[];
 }
 
 /** Options for {@linkcode ServerMonitor}. */
@@ -62,19 +71,6 @@ export type TurnedAwayCause = "allow_from" | "group_quota" | "pending_limit";
 
 /** Series of `burrow_users_turned_away` kept at most (group, app and cause). */
 const MAX_TURNED_AWAY_SERIES = 4096;
-
-interface GroupRecord {
-  name: string;
-  clientAddr: string;
-  clientVersion: string;
-  connectedSince: Date;
-  session?: MonitoredSession;
-  disconnectedAt?: Date;
-  reason?: string;
-  /** The apps of the last session, for an offline group. */
-  lastApps: AppEntry[];
-  apps: Map<string, AppTraffic>;
-}
 
 /** A server's figures and events. */
 export class ServerMonitor {
@@ -113,14 +109,21 @@ export class ServerMonitor {
   /** A group's session began: a connect, or a reconnect if the group was seen before. */
   groupOnline(session: MonitoredSession): void {
     const known = this.#groups.get(session.group);
+    if (known?.session && session.shared === true) {
+      known.members.push(session);
+      this.events.add(replicaEvent(session, "joined", `${known.members.length} clients`));
+      return;
+    }
     const record: GroupRecord = known ?? {
       name: session.group,
       clientAddr: session.clientAddr,
       clientVersion: session.clientVersion,
       connectedSince: session.since,
+      members: [],
       lastApps: [],
       apps: new Map(),
     };
+    record.members = [session];
     const offlineFor = known?.disconnectedAt
       ? ` after ${Math.round((Date.now() - known.disconnectedAt.getTime()) / 1000)}s offline`
       : "";
@@ -144,7 +147,17 @@ export class ServerMonitor {
   /** A group's session is ending (call before its apps are released). */
   groupOffline(session: MonitoredSession, reason: string): void {
     const record = this.#groups.get(session.group);
-    if (!record || record.session !== session) return;
+    if (!record || !record.members.includes(session)) return;
+    record.members = record.members.filter((m) => m !== session);
+    const next = record.members[0];
+    if (next !== undefined) {
+      record.session = next;
+      record.clientAddr = next.clientAddr;
+      record.clientVersion = next.clientVersion;
+      record.connectedSince = next.since;
+      this.events.add(replicaEvent(session, "left", `${record.members.length} left`, reason));
+      return;
+    }
     record.lastApps = session.stats().map((s) => s.entry);
     delete record.session;
     record.disconnectedAt = new Date();
@@ -156,6 +169,11 @@ export class ServerMonitor {
       message: `group ${session.group} went offline: ${reason}`,
     });
     this.#forgetOldOffline();
+  }
+
+  /** A replica's health changed; `message` says how (one line, as the server logs it). */
+  replicaHealth(group: string, app: string, addr: string, message: string): void {
+    this.events.add({ kind: "health", group, app, addr, message });
   }
 
   /** The server refused a client, a query or an app. */
@@ -230,7 +248,7 @@ export class ServerMonitor {
     this.#history.beginRound();
     for (const record of this.#groups.values()) {
       if (!record.session) continue;
-      for (const { entry } of record.session.stats()) {
+      for (const { entry } of liveApps(record)) {
         const key = `${record.name}/${entry.app}`;
         const app = record.apps.get(entry.app);
         app?.fold();
@@ -247,7 +265,7 @@ export class ServerMonitor {
     const online: GroupStatus[] = [];
     const offline: Array<[number, GroupStatus]> = [];
     for (const record of this.#groups.values()) {
-      const status = this.#groupStatus(record);
+      const status = groupStatus(record, this.#history);
       if (record.disconnectedAt) offline.push([record.disconnectedAt.getTime(), status]);
       else online.push(status);
     }
@@ -272,7 +290,7 @@ export class ServerMonitor {
     for (const record of this.#groups.values()) {
       if (record.session) {
         totals.groupsOnline++;
-        totals.appsOnline += record.session.stats().length;
+        totals.appsOnline += liveApps(record).length;
       } else {
         totals.groupsOffline++;
       }
@@ -303,49 +321,15 @@ export class ServerMonitor {
       groups: [...this.#groups.values()].map((record) => ({
         name: record.name,
         online: record.session !== undefined,
-        exposed: new Set((record.session?.stats() ?? []).map((s) => s.entry.app)),
+        exposed: new Set(liveApps(record).map((s) => s.entry.app)),
         apps: record.apps,
+        replicas: replicaSamples(liveApps(record)),
       })),
       turnedAway: this.#turnedAway,
       refusals: this.#refusals,
       authFailures: this.#authFailures,
       wait: this.#wait.sample(),
     });
-  }
-
-  #groupStatus(record: GroupRecord): GroupStatus {
-    const entries = record.session ? record.session.stats().map((s) => s.entry) : record.lastApps;
-    const apps = entries.map((entry) => this.#appStatus(record, entry, !!record.session))
-      .sort((a, b) => a.name.localeCompare(b.name));
-    const status: GroupStatus = {
-      name: record.name,
-      online: record.session !== undefined,
-      clientAddr: record.clientAddr,
-      clientVersion: record.clientVersion,
-      connectedSince: record.connectedSince.toISOString(),
-      apps,
-    };
-    if (record.disconnectedAt) status.disconnectedAt = record.disconnectedAt.toISOString();
-    if (record.reason !== undefined) status.reason = record.reason;
-    return status;
-  }
-
-  #appStatus(record: GroupRecord, entry: AppEntry, online: boolean): AppStatus {
-    const app = record.apps.get(entry.app);
-    const f = app ? app.figures() : NO_FIGURES;
-    const status: AppStatus = {
-      name: entry.app,
-      port: entry.port,
-      online,
-      connections: f.connections,
-      connectionsTotal: f.total,
-      bytesIn: f.bytesIn,
-      bytesOut: f.bytesOut,
-      lastActivity: f.lastActivity ? new Date(f.lastActivity).toISOString() : null,
-      traffic: online ? this.#history.series(`${record.name}/${entry.app}`) : { in: [], out: [] },
-    };
-    if (entry.description !== undefined) status.description = entry.description;
-    return status;
   }
 
   #appRecord(group: string, app: string): AppTraffic | undefined {
@@ -362,7 +346,7 @@ export class ServerMonitor {
 
   /** Drops the counters of apps a group no longer exposes and nobody uses. */
   #pruneApps(record: GroupRecord): void {
-    const exposed = new Set((record.session?.stats() ?? []).map((s) => s.entry.app));
+    const exposed = new Set(liveApps(record).map((s) => s.entry.app));
     for (const [name, app] of record.apps) {
       if (!exposed.has(name) && app.figures().connections === 0) {
         this.#forget(app);

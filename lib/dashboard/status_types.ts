@@ -29,6 +29,24 @@ export interface AppStatus {
   lastActivity: string | null;
   /** Bytes per second, one sample a second, oldest first (online apps only). */
   traffic: TrafficSeries;
+  /** For an app of a shared group: the clients serving it now, oldest first. */
+  replicas?: ReplicaStatus[];
+}
+
+/** One client serving an app of a shared group. */
+export interface ReplicaStatus {
+  /** The client's address as the server sees it. */
+  clientAddr: string;
+  /** False while the client's health checks of its local service fail. */
+  healthy: boolean;
+  /** Why it is unhealthy, as the client said. */
+  reason?: string;
+  /** Users it serves now. */
+  connections: number;
+  /** Users it has served. */
+  connectionsTotal: number;
+  /** When it joined (ISO time). */
+  since: string;
 }
 
 /** One group, online or recently offline. */

@@ -87,6 +87,17 @@ export function checkExposeExtras(
   return undefined;
 }
 
+/**
+ * How a shared app's users are spread over its replicas: `round_robin`
+ * (each in turn) or `least_conn` (the one with the fewest users now).
+ */
+export type BalancePolicy = "round_robin" | "least_conn";
+/** Every {@linkcode BalancePolicy}. */
+export const BALANCE_POLICIES = [
+  "round_robin",
+  "least_conn",
+] as const satisfies readonly BalancePolicy[];
+
 // ---- client -> server ------------------------------------------------------
 
 /** Put an app on a public port. `port` 0 lets the server pick, preferring `hint`. */
@@ -102,7 +113,22 @@ export const expose = z.object({
   limits: tunnelLimits.optional(),
   /** Only users from these CIDR ranges may connect; the server checks each one. */
   allowFrom: z.array(z.string().max(64)).min(1).max(MAX_ALLOW_FROM).optional(),
+  /** How users are spread over the replicas of a shared group's app (the first replica's wins). */
+  balance: z.enum(BALANCE_POLICIES).optional(),
 });
+/**
+ * A replica's health as the client's own checks of its local service see
+ * it: an unhealthy replica gets no users until it says it is healthy again.
+ */
+export const health = z.object({
+  type: z.literal("health"),
+  app: name,
+  healthy: z.boolean(),
+  reason: text.optional(),
+});
+
+/** A `health` report. */
+export type Health = z.infer<typeof health>;
 /** Close an app's public port. */
 export const unexpose = z.object({ type: z.literal("unexpose"), id: requestId, app: name });
 /** Ask which public ports are free. */
@@ -113,7 +139,15 @@ export const bye = z.object({ type: z.literal("bye") });
 /** An `expose` request. */
 export type Expose = z.infer<typeof expose>;
 
-const clientControlOptions = [expose, unexpose, freePortsRequest, ping, pong, bye] as const;
+const clientControlOptions = [
+  expose,
+  unexpose,
+  freePortsRequest,
+  ping,
+  pong,
+  bye,
+  health,
+] as const;
 const clientControl = z.discriminatedUnion("type", clientControlOptions);
 const clientControlTypes = typesOf(clientControlOptions);
 /** What a client may send on its control connection. */

@@ -37,6 +37,8 @@ export const hello = z.object({
   group: name,
   runId: hex32,
   proof: hex64,
+  /** The group is shared: other clients with the same token may serve it too (v5). */
+  shared: z.boolean().optional(),
 });
 /** Opens a work connection for a session. */
 export const workHello = z.object({

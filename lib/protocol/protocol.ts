@@ -28,6 +28,7 @@ import {
   exposed,
   freePorts,
   freePortsRequest,
+  health,
   shutdown,
   unexpose,
   unexposed,
@@ -58,10 +59,13 @@ export {
   type WorkHello,
 } from "./handshake.ts";
 export {
+  BALANCE_POLICIES,
+  type BalancePolicy,
   checkExposeExtras,
   type ClientControlMessage,
   type Expose,
   type FreePorts,
+  type Health,
   parseClientControl,
   parseServerControl,
   type ServerControlMessage,
@@ -99,6 +103,7 @@ const clientOptions = [
   ping,
   pong,
   bye,
+  health,
 ] as const;
 const clientMessage = z.discriminatedUnion("type", clientOptions);
 const clientTypes = typesOf(clientOptions);

@@ -52,8 +52,8 @@ export interface AdmissionDeps {
   credentials(): Credentials | undefined;
   /** The shared token, if there is one. */
   token: Secret | undefined;
-  /** The live session of a group, if any. */
-  incumbent(group: string): Incumbent | undefined;
+  /** The live sessions of a group (several for a shared group), if any. */
+  live(group: string): { shared: boolean; members: readonly Incumbent[] } | undefined;
   /** How many groups are live. */
   liveGroups(): number;
   /** True once the server is shutting down. */
@@ -160,27 +160,35 @@ export class Admission {
       clientVersion: hello.client,
     }, this.#d.log);
     if (forbidden !== undefined) return { code: "forbidden", message: forbidden };
-    const old = this.#d.incumbent(hello.group);
-    if (old) {
-      if (old.runId === hello.runId) {
-        old.end("replaced by the same client reconnecting");
-      } else if (await old.probe(TAKEOVER_PROBE_MS)) {
-        return {
-          code: "group_live",
-          message: `group ${hello.group} is live from another client (${old.clientAddr})`,
-        };
-      } else {
-        old.end(`taken over by ${from}: the old client did not answer a ping`);
+    const shared = hello.shared === true;
+    const live = this.#d.live(hello.group);
+    if (live) {
+      // The same client reconnecting replaces its own old session (in a
+      // shared group: its own replica, not the others).
+      const same = live.members.find((m) => m.runId === hello.runId);
+      if (same) {
+        same.end("replaced by the same client reconnecting");
+      } else if (!shared || !live.shared) {
+        const members = [...live.members];
+        const answers = await Promise.all(members.map((m) => m.probe(TAKEOVER_PROBE_MS)));
+        const alive = members.find((_, i) => answers[i]);
+        if (alive !== undefined) {
+          return { code: "group_live", message: groupLive(hello.group, live, shared, alive) };
+        }
+        for (const m of members) {
+          m.end(`taken over by ${from}: the old client did not answer a ping`);
+        }
       }
     }
     if (this.#d.closing()) {
       return { code: "server_closing", message: "the server is shutting down" };
     }
-    if (this.#d.incumbent(hello.group)) {
+    const now = this.#d.live(hello.group);
+    if (now && !(shared && now.shared)) {
       return { code: "group_live", message: `group ${hello.group} is live from another client` };
     }
     const { maxGroups } = this.#d.limits;
-    if (this.#d.liveGroups() >= maxGroups) {
+    if (now === undefined && this.#d.liveGroups() >= maxGroups) {
       this.#d.rare.warn("max-groups", `${maxGroups} groups are live (limits.max_groups)`);
       return { code: "quota", message: `the server has its limit of ${maxGroups} groups live` };
     }
@@ -233,6 +241,24 @@ export class Admission {
     if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
     return lockedOut;
   }
+}
+
+/** Why a client cannot join a live group, and what to change. */
+function groupLive(
+  group: string,
+  live: { shared: boolean; members: readonly Incumbent[] },
+  shared: boolean,
+  alive: Incumbent,
+): string {
+  if (live.shared) {
+    return `group ${group} is shared by ${live.members.length} client(s) (${alive.clientAddr}), ` +
+      `but this client does not share it: set shared: true in its group file`;
+  }
+  if (shared) {
+    return `group ${group} is live from a client that does not share it (${alive.clientAddr}): ` +
+      `set shared: true in every group file of this group`;
+  }
+  return `group ${group} is live from another client (${alive.clientAddr})`;
 }
 
 /** True for a refusal, false for a go-ahead. */

@@ -1,21 +1,29 @@
 /**
  * One exposed app on the server: its public listener, its users, its
- * limits, and the handler that serves each user in four steps: get a work
- * stream (bounded in time), start it, join the two, and count the result.
+ * limits, its replicas (one session, or several for a shared group), and
+ * the handler that serves each user in four steps: pick a replica and get
+ * a work stream from it (bounded in time), start it, join the two, and
+ * count the result.
+ *
+ * On a shared app the user's first bytes stay unread until the replica's
+ * client says its local dial worked (`started`): a replica that cannot
+ * reach its service (`start_failed`, or no work stream) is passed over and
+ * the next one tried, so the user loses nothing; with none left the user
+ * is closed at once.
  *
  * @module
  */
 
 import type { Logger } from "@logtape/logtape";
 import type { AppEntry } from "../protocol/services.ts";
-import type { TunnelLimits } from "../protocol/protocol.ts";
+import type { BalancePolicy, TunnelLimits } from "../protocol/protocol.ts";
 import { type Cidr, inRanges } from "../util/cidr.ts";
 import type { ServerLimits } from "../config/limits.ts";
-import { errorMessage, type WireRefusalCode } from "../util/errors.ts";
+import { errorMessage } from "../util/errors.ts";
 import type { RareLog } from "../util/rare_log.ts";
 import { type BufferPool, join, type JoinStats } from "../tunnel/join.ts";
 import type { TrafficCounter } from "../tunnel/traffic.ts";
-import { acceptLoop, closeQuietly, netReason, peer } from "../transport/net.ts";
+import { acceptLoop, closeQuietly, peer } from "../transport/net.ts";
 import type { ServerMonitor, TurnedAwayCause } from "../dashboard/monitor.ts";
 import { consult, observe, type ServerHooks } from "./hooks.ts";
 import {
@@ -25,13 +33,14 @@ import {
   WORK_TIMEOUT_MS,
   type WorkSource,
 } from "./work_conn.ts";
+import { type Replica, ReplicaSet } from "./replicas.ts";
 
 /** What an app needs from the server around it. */
 export interface AppServices {
   log: Logger;
   rare: RareLog;
   hooks: Pick<ServerHooks, "onUserConnect" | "onClose">;
-  monitor: Pick<ServerMonitor, "userTurnedAway" | "workWaited">;
+  monitor: Pick<ServerMonitor, "userTurnedAway" | "workWaited" | "replicaHealth">;
   limits: Pick<ServerLimits, "maxPendingUsers">;
   pending: PendingUsers;
   buffers: BufferPool;
@@ -40,6 +49,8 @@ export interface AppServices {
 /** What an app needs from the session that exposed it. */
 export interface AppSession {
   readonly group: string;
+  /** The client's address, as the dashboard shows a replica. */
+  readonly clientAddr: string;
   /** Where users get work streams. */
   readonly work: WorkSource;
   /** A fresh work id. */
@@ -69,7 +80,13 @@ export class PublicApp {
   /** The accept loop; it ends (and the port is really free) after the listener closes. */
   #serving: Promise<void>;
   #s: AppServices;
+  /** The session group-wide questions go to (quota, limits): the oldest replica's. */
   #session: AppSession;
+  #replicas: ReplicaSet<AppSession>;
+  /** Served by a shared group: several replicas, users held until `started`. */
+  readonly shared: boolean;
+  /** The port the first replica asked for (0: any); the others must ask for the same. */
+  readonly requestedPort: number;
 
   constructor(
     services: AppServices,
@@ -80,10 +97,17 @@ export class PublicApp {
       limits: TunnelLimits;
       traffic: TrafficCounter;
       allowFrom?: Cidr[];
+      shared?: boolean;
+      balance?: BalancePolicy;
+      requestedPort?: number;
     },
   ) {
     this.#s = services;
     this.#session = session;
+    this.shared = init.shared ?? false;
+    this.requestedPort = init.requestedPort ?? init.entry.port;
+    this.#replicas = new ReplicaSet(init.balance);
+    this.#replicas.add(session, session.clientAddr);
     this.entry = init.entry;
     this.#listener = init.listener;
     this.limits = init.limits;
@@ -99,6 +123,53 @@ export class PublicApp {
   /** Users connected now. */
   get users(): number {
     return this.#users.size;
+  }
+
+  /** How users are spread over the replicas. */
+  get balance(): BalancePolicy {
+    return this.#replicas.policy;
+  }
+
+  /** The replicas, in the order they joined. */
+  replicas(): readonly Replica<AppSession>[] {
+    return this.#replicas.list();
+  }
+
+  /** Adds another session of the shared group as a replica. */
+  addReplica(session: AppSession): void {
+    this.#replicas.add(session, session.clientAddr);
+    this.#s.log.info(
+      `${this.#label}: replica ${session.clientAddr} joined (${this.#replicas.size} replicas)`,
+    );
+  }
+
+  /**
+   * Removes `session`'s replica (its users stay until they end); true when
+   * it was the last one, and the app is to be closed.
+   */
+  removeReplica(session: AppSession): boolean {
+    const last = this.#replicas.remove(session);
+    const next = this.#replicas.list()[0];
+    if (next) this.#session = next.session;
+    if (!last) {
+      this.#s.log.info(
+        `${this.#label}: replica ${session.clientAddr} left (${this.#replicas.size} left)`,
+      );
+    }
+    return last;
+  }
+
+  /** A replica's health report: an unhealthy one gets no users until it is healthy again. */
+  setHealth(session: AppSession, healthy: boolean, reason?: string): void {
+    const changed = this.#replicas.setHealth(session, healthy, reason);
+    if (!changed) return;
+    const why = reason === undefined ? "" : `: ${reason}`;
+    const line = `${this.#label}: replica ${changed.clientAddr} is ${
+      healthy ? "healthy again" : `unhealthy${why}`
+    }`;
+    if (healthy) this.#s.log.info(line);
+    else this.#s.log.warn(line);
+    this.#s.monitor.replicaHealth(this.#session.group, this.entry.app, changed.clientAddr, line);
   }
 
   /** Closes the listener (and, with `dropUsers`, the users); resolves once the port is free. */
@@ -195,7 +266,8 @@ export class PublicApp {
     const full = this.#session.groupFull();
     if (full !== undefined) return { cause: "group_quota", why: full };
     const { maxPendingUsers } = this.#s.limits;
-    if (this.#session.work.idle === 0 && this.#s.pending.count >= maxPendingUsers) {
+    const idle = this.#replicas.list().reduce((n, r) => n + r.session.work.idle, 0);
+    if (idle === 0 && this.#s.pending.count >= maxPendingUsers) {
       const why = `${maxPendingUsers} users are waiting for work connections ` +
         `(limits.max_pending_users)`;
       this.#s.rare.warn("max-pending", `${why}: turning new users away`);
@@ -204,9 +276,42 @@ export class PublicApp {
     return undefined;
   }
 
-  /** Joins a user to a work stream; resolves to why it failed, or undefined. */
+  /**
+   * Serves a user on one replica after another until one takes it (or
+   * fails it after its first byte); resolves to why it failed, or undefined.
+   */
   async #serve(user: Deno.TcpConn, from: string, stats: JoinStats): Promise<string | undefined> {
-    const session = this.#session;
+    const tried = new Set<Replica<AppSession>>();
+    let why = "no healthy replica of the app is left";
+    while (true) {
+      const replica = this.#replicas.pick(tried, (r) => !this.shared || !r.session.ended);
+      if (!replica) {
+        if (tried.size === 0 || this.shared) {
+          this.#s.log.warn(`user ${from} on ${this.#label} closed: ${why}`);
+        }
+        return why;
+      }
+      tried.add(replica);
+      const outcome = await this.#serveOn(replica, user, from, stats);
+      if (outcome.retry !== true) return outcome.why;
+      why = outcome.why ?? why;
+      this.#s.log.info(
+        `user ${from} on ${this.#label}: replica ${replica.clientAddr} cannot take it (${why})`,
+      );
+    }
+  }
+
+  /**
+   * Joins a user to a work stream of one replica. `retry` when the replica
+   * failed before any of the user's bytes were read (a shared app only).
+   */
+  async #serveOn(
+    replica: Replica<AppSession>,
+    user: Deno.TcpConn,
+    from: string,
+    stats: JoinStats,
+  ): Promise<{ why: string | undefined; retry?: boolean }> {
+    const session = replica.session;
     const waitStart = performance.now();
     if (session.work.idle === 0) {
       this.#s.log.debug(`${this.#label}: no work connection up; waiting for the client's`);
@@ -217,8 +322,9 @@ export class PublicApp {
       const why = session.ended
         ? "the group went offline"
         : `no work connection from the client within ${WORK_TIMEOUT_MS / 1000}s`;
+      if (this.shared) return { why, retry: true };
       this.#s.log.warn(`user ${from} on ${this.#label} closed: ${why}`);
-      return why;
+      return { why };
     }
     const id = session.nextWorkId();
     try {
@@ -233,16 +339,29 @@ export class PublicApp {
       });
     } catch (err) {
       const why = errorMessage(err);
+      if (this.shared) return { why, retry: true };
       this.#s.log.warn(`user ${from} on ${this.#label} closed: ${why}`);
-      return why;
+      return { why };
     }
+    let first = work.started();
+    if (this.shared) {
+      // Nothing of the user's has been read yet: another replica can still take it.
+      try {
+        first = Promise.resolve(await first);
+      } catch (err) {
+        work.reset();
+        return { why: describeWorkError(err), retry: true };
+      }
+    }
+    replica.active++;
+    replica.served++;
     // A reset or failure here must end the client's side at once too, as a
     // reset of its stream, never as the FIN of a half-close.
     const result = await join(user, work.stream, {
-      bToAFirst: work.started(),
+      bToAFirst: first,
       stats,
       pool: this.#s.buffers,
-    });
+    }).finally(() => replica.active--);
     if (result.error !== undefined) work.reset();
     const aborted = peerReset(result.error);
     const why = aborted
@@ -251,47 +370,10 @@ export class PublicApp {
       ? undefined
       : describeWorkError(result.error);
     const how = aborted ? `closed: ${why}` : why === undefined ? "closed" : `failed (${why})`;
+    const via = this.#replicas.size > 1 || this.shared ? ` via ${replica.clientAddr}` : "";
     this.#s.log.info(
-      `user ${from} on ${this.#label} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,
+      `user ${from} on ${this.#label}${via} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,
     );
-    return why;
+    return { why };
   }
-}
-
-/**
- * Binds the public port an `expose` asked for (`port`; 0: the first of
- * `candidates` that binds), or says why not. `unbindable` hears of a port
- * this server may not bind at all (e.g. below 1024).
- */
-export function bindPublicPort(
-  host: string,
-  port: number,
-  candidates: number[],
-  unbindable: (why: string) => void,
-): { port: number; listener: Deno.TcpListener } | { code: WireRefusalCode; message: string } {
-  for (const candidate of candidates) {
-    try {
-      const listener = Deno.listen({ hostname: host, port: candidate, transport: "tcp" });
-      return { port: candidate, listener };
-    } catch (err) {
-      if (!(err instanceof Deno.errors.AddrInUse)) {
-        // Not a busy port but a port this server may not bind (e.g. below 1024).
-        const why = `port ${candidate} cannot be bound on the server (${netReason(err)})`;
-        unbindable(why);
-        if (port !== 0) return { code: "port_not_allowed", message: why };
-        continue;
-      }
-      // Another program on the server host holds it; a picked port just moves on.
-      if (port !== 0) {
-        return {
-          code: "port_taken",
-          message: `port ${port} is in use on the server host (address in use)`,
-        };
-      }
-    }
-  }
-  return {
-    code: "no_free_port",
-    message: "no free port could be bound in the server's allowed ports",
-  };
 }

@@ -13,10 +13,16 @@ import type { WireRefusalCode } from "../util/errors.ts";
 
 export type { AppEntry };
 
-/** One live group and the session (of type S) that owns it. */
+/**
+ * One live group and the session (of type S) that owns it; a shared group
+ * has several sessions (`members`, oldest first; `session` is the oldest).
+ */
 export interface GroupEntry<S> {
   name: string;
   session: S;
+  /** Several clients may serve it, each with its own session. */
+  shared: boolean;
+  members: S[];
   apps: Map<string, AppEntry>;
 }
 
@@ -57,22 +63,42 @@ export class Registry<S> {
     return this.#groups.values();
   }
 
-  /** Makes `session` the owner of a group that is not live. Throws if it is. */
-  addGroup(name: string, session: S): GroupEntry<S> {
-    if (this.#groups.has(name)) throw new Error(`group "${name}" is already live`);
-    const entry: GroupEntry<S> = { name, session, apps: new Map() };
+  /** How many groups are live. */
+  get size(): number {
+    return this.#groups.size;
+  }
+
+  /**
+   * Makes `session` the owner of a group that is not live, or (`shared`)
+   * another member of a live shared group. Throws if it cannot be.
+   */
+  addGroup(name: string, session: S, shared = false): GroupEntry<S> {
+    const live = this.#groups.get(name);
+    if (live) {
+      if (!shared || !live.shared) throw new Error(`group "${name}" is already live`);
+      if (!live.members.includes(session)) live.members.push(session);
+      return live;
+    }
+    const entry: GroupEntry<S> = { name, session, shared, members: [session], apps: new Map() };
     this.#groups.set(name, entry);
     return entry;
   }
 
   /**
-   * Removes a group if `session` still owns it (a session replaced by a
-   * takeover must not remove its successor) and frees its ports.
-   * Returns the apps that were released.
+   * Takes `session` out of its group if it is still a member (a session
+   * replaced by a takeover must not remove its successor). When it was the
+   * last member the group goes and its ports are freed: returns the apps
+   * that were released.
    */
   removeGroup(name: string, session: S): AppEntry[] {
     const entry = this.#groups.get(name);
-    if (!entry || entry.session !== session) return [];
+    if (!entry || !entry.members.includes(session)) return [];
+    entry.members = entry.members.filter((m) => m !== session);
+    const next = entry.members[0];
+    if (next !== undefined) {
+      entry.session = next;
+      return [];
+    }
     this.#groups.delete(name);
     const apps = [...entry.apps.values()];
     for (const app of apps) this.#ports.delete(app.port);
@@ -147,11 +173,14 @@ export class Registry<S> {
     return record;
   }
 
-  /** Frees an app's port. Returns the released entry, if there was one. */
-  release(group: string, app: string): AppEntry | undefined {
+  /**
+   * Frees an app's port (only if it is still `only`'s, when given). Returns
+   * the released entry, if there was one.
+   */
+  release(group: string, app: string, only?: AppEntry): AppEntry | undefined {
     const entry = this.#groups.get(group);
     const record = entry?.apps.get(app);
-    if (!entry || !record) return undefined;
+    if (!entry || !record || (only !== undefined && record !== only)) return undefined;
     entry.apps.delete(app);
     this.#ports.delete(record.port);
     return record;

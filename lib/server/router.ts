@@ -177,6 +177,7 @@ export class Router {
       group: hello.group,
       runId: hello.runId,
       clientVersion: hello.client,
+      shared: hello.shared === true,
       link: { conn: greeted.conn, reader: greeted.reader, writer: greeted.writer },
       token: credential?.token ?? NO_TOKEN,
       ...(credential?.quota === undefined ? {} : { quota: credential.quota }),
@@ -184,7 +185,7 @@ export class Router {
         if (this.#d.sessions.get(ended.id) === ended) this.#d.sessions.delete(ended.id);
       },
     });
-    this.#d.registry.addGroup(hello.group, session);
+    this.#d.registry.addGroup(hello.group, session, hello.shared === true);
     this.#d.sessions.set(session.id, session);
     this.#d.monitor.groupOnline(session);
     this.#d.log.info(`group ${hello.group} connected from ${from} (burrow ${hello.client})`);

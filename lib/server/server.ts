@@ -118,8 +118,8 @@ class Server implements BurrowServer {
       hooks: options,
       credentials: () => this.#credentials,
       token: this.#token,
-      incumbent: (group) => this.#registry.group(group)?.session,
-      liveGroups: () => this.#sessions.size,
+      live: (group) => this.#registry.group(group),
+      liveGroups: () => this.#registry.size,
       closing: () => this.#closing,
     });
     this.#router = new Router({
@@ -228,8 +228,12 @@ class Server implements BurrowServer {
 
   services(): ServiceInfo[] {
     const out: ServiceInfo[] = [];
+    const seen = new Set<unknown>(); // the replicas of a shared app share one
     for (const session of this.#sessions.values()) {
-      for (const { entry, traffic } of session.stats()) {
+      for (const app of session.stats()) {
+        if (seen.has(app)) continue;
+        seen.add(app);
+        const { entry, traffic } = app;
         const { bytesIn, bytesOut } = traffic.bytes();
         const info: ServiceInfo = {
           group: entry.group,

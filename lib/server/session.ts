@@ -28,7 +28,9 @@ import type { ServerMonitor } from "../dashboard/monitor.ts";
 import type { ServerLimits } from "../config/limits.ts";
 import type { Registry } from "./registry.ts";
 import { freePortsAnswer } from "./answers.ts";
-import { type AppServices, type AppSession, bindPublicPort, PublicApp } from "./public_app.ts";
+import { type AppServices, type AppSession, PublicApp } from "./public_app.ts";
+import { bindPublicPort } from "./public_port.ts";
+import { exposeId, replicaMismatch, siblingApp } from "./shared_apps.ts";
 import { MuxWork } from "./work_conn.ts";
 
 /** What a session needs from the server that runs it. */
@@ -37,10 +39,9 @@ export interface SessionServices extends AppServices {
   publicHost: string;
   heartbeatTimeoutMs: number;
   hooks: Pick<ServerHooks, "onExpose" | "onUserConnect" | "onClose">;
-  monitor: Pick<
-    ServerMonitor,
-    "refused" | "groupOffline" | "appExposed" | "appClosed" | "userTurnedAway" | "workWaited"
-  >;
+  monitor:
+    & AppServices["monitor"]
+    & Pick<ServerMonitor, "refused" | "groupOffline" | "appExposed" | "appClosed">;
   limits: Pick<ServerLimits, "maxAppsPerGroup" | "maxPendingUsers">;
 }
 
@@ -51,14 +52,6 @@ export interface ControlLink {
   writer: FrameWriter<ServerMessage>;
 }
 
-/** The request id of a frame that claims to be an `expose` (so a refusal can answer it). */
-function exposeId(raw: unknown): number | undefined {
-  if (typeof raw !== "object" || raw === null) return undefined;
-  const { type, id } = raw as { type?: unknown; id?: unknown };
-  const usable = type === "expose" && typeof id === "number" && Number.isSafeInteger(id) && id >= 0;
-  return usable ? id : undefined;
-}
-
 /** A control session: one group, from one client process. */
 export class ServerSession implements AppSession {
   readonly id: string;
@@ -66,6 +59,8 @@ export class ServerSession implements AppSession {
   readonly runId: string;
   readonly clientAddr: string;
   readonly clientVersion: string;
+  /** One of several clients serving a shared group. */
+  readonly shared: boolean;
   readonly since = new Date();
   readonly apps = new Map<string, PublicApp>();
   /** The secret this group proved it knows; its work connections prove it too. */
@@ -94,6 +89,7 @@ export class ServerSession implements AppSession {
       group: string;
       runId: string;
       clientVersion: string;
+      shared?: boolean;
       link: ControlLink;
       token: Secret;
       quota?: Quota;
@@ -108,6 +104,7 @@ export class ServerSession implements AppSession {
     this.group = init.group;
     this.runId = init.runId;
     this.clientVersion = init.clientVersion;
+    this.shared = init.shared ?? false;
     this.#link = init.link;
     this.#onEnded = init.onEnded;
     this.clientAddr = peer(init.link.conn);
@@ -200,8 +197,13 @@ export class ServerSession implements AppSession {
     this.#ended = true;
     this.#s.monitor.groupOffline(this, reason);
     clearInterval(this.#watchdog);
-    const freed = this.#s.registry.removeGroup(this.group, this).map((a) => a.port);
-    const closing = [...this.apps.values(), ...this.#retiring].map((app) => this.#closeApp(app));
+    // A shared app goes on with its other replicas; the last one closes it.
+    const last = [...this.apps.values()].filter((app) => app.removeReplica(this));
+    const freed = last.flatMap((app) =>
+      this.#s.registry.release(this.group, app.entry.app, app.entry)?.port ?? []
+    );
+    const closing = [...last, ...this.#retiring].map((app) => this.#closeApp(app));
+    freed.push(...this.#s.registry.removeGroup(this.group, this).map((a) => a.port));
     this.#retiring.clear();
     this.apps.clear();
     this.work.close();
@@ -279,13 +281,19 @@ export class ServerSession implements AppSession {
       case "bye":
         this.end("client stopped");
         return Promise.resolve();
+      case "health":
+        this.apps.get(msg.app)?.setHealth(this, msg.healthy, msg.reason);
+        return Promise.resolve();
     }
   }
 
   /** Closes an app; answers once its port is really free, so it can be claimed again at once. */
   async #unexpose(id: number, name: string): Promise<void> {
     const app = this.apps.get(name);
-    if (app) {
+    if (app && !app.removeReplica(this)) {
+      // Other replicas still serve it: only this one leaves.
+      this.apps.delete(name);
+    } else if (app) {
       this.#detach(app);
       await this.#closeApp(app);
       this.#s.log.info(`${this.group}/${name} closed; port ${app.entry.port} is free`);
@@ -318,6 +326,14 @@ export class ServerSession implements AppSession {
         : `a group may expose at most ${maxApps} apps (limits.max_apps_per_group)`;
       return refuse("quota", why);
     }
+    const sibling = this.shared ? siblingApp(this.#s.registry, this, name) : undefined;
+    if (sibling) {
+      const mismatch = replicaMismatch(sibling, msg);
+      if (mismatch !== undefined) return refuse("replica_mismatch", mismatch);
+      sibling.addReplica(this);
+      this.apps.set(name, sibling);
+      return this.#send({ type: "exposed", id, app: name, port: sibling.entry.port });
+    }
     let allowFrom: Cidr[] | undefined;
     if (msg.allowFrom !== undefined) {
       allowFrom = [];
@@ -340,6 +356,9 @@ export class ServerSession implements AppSession {
       limits: msg.limits ?? {},
       traffic: this.#s.monitor.appExposed(this.group, name),
       ...(allowFrom === undefined ? {} : { allowFrom }),
+      shared: this.shared,
+      requestedPort: port,
+      ...(msg.balance === undefined ? {} : { balance: msg.balance }),
     });
     this.apps.set(name, app);
     const seconds = app.limits.maxServeSeconds;
@@ -367,6 +386,6 @@ export class ServerSession implements AppSession {
   /** Takes an app out of this session and frees its port in the registry. */
   #detach(app: PublicApp): void {
     this.apps.delete(app.entry.app);
-    this.#s.registry.release(this.group, app.entry.app);
+    this.#s.registry.release(this.group, app.entry.app, app.entry);
   }
 }

@@ -28,6 +28,7 @@ export const REFUSAL_CODES = [
   "forbidden",
   "locked_out",
   "quota",
+  "replica_mismatch",
 ] as const;
 
 /** Codes the server gives when it refuses a client. Refusals are final. */

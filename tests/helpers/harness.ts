@@ -84,6 +84,9 @@ export interface AppSpec {
   description?: string;
   allow_from?: string[];
   proxy_protocol?: "v1" | "v2";
+  balance?: "round_robin" | "least_conn";
+  /** Written as a flow map, e.g. `{ tcp: true, interval: 0.2 }`. */
+  health?: { tcp?: true; http?: string; interval?: number; fails?: number };
 }
 
 /** Writes a group file to a temp dir and returns its path. */
@@ -91,6 +94,7 @@ export function groupFile(o: {
   server?: string;
   token?: string;
   group: string;
+  shared?: boolean;
   heartbeat_interval?: number;
   proxy?: string;
   apps: AppSpec[];
@@ -99,6 +103,7 @@ export function groupFile(o: {
   if (o.server !== undefined) lines.push(`server: ${o.server}`);
   if (o.token !== undefined) lines.push(`token: ${JSON.stringify(o.token)}`);
   lines.push(`group: ${o.group}`);
+  if (o.shared !== undefined) lines.push(`shared: ${o.shared}`);
   if (o.heartbeat_interval !== undefined) lines.push(`heartbeat_interval: ${o.heartbeat_interval}`);
   if (o.proxy !== undefined) lines.push(`proxy: ${JSON.stringify(o.proxy)}`);
   lines.push("apps:");
@@ -110,6 +115,8 @@ export function groupFile(o: {
     }
     if (a.allow_from !== undefined) lines.push(`    allow_from: ${JSON.stringify(a.allow_from)}`);
     if (a.proxy_protocol !== undefined) lines.push(`    proxy_protocol: ${a.proxy_protocol}`);
+    if (a.balance !== undefined) lines.push(`    balance: ${a.balance}`);
+    if (a.health !== undefined) lines.push(`    health: ${JSON.stringify(a.health)}`);
   }
   const path = makeTempFileSync({ prefix: "burrow-group-", suffix: ".yaml" });
   Deno.writeTextFileSync(path, lines.join("\n") + "\n");

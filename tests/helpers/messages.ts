@@ -40,6 +40,7 @@ const REFUSAL_CODES: Record<WireRefusalCode, true> = {
   forbidden: true,
   locked_out: true,
   quota: true,
+  replica_mismatch: true,
 };
 const codes = Object.keys(REFUSAL_CODES) as WireRefusalCode[];
 
@@ -151,7 +152,8 @@ export const CLIENT_MESSAGES: ArbitraryPerType<ClientMessage> = {
     group: name,
     runId: hex(32),
     proof: hex(64),
-  }),
+    shared: fc.boolean(),
+  }, { requiredKeys: ["type", "version", "client", "group", "runId", "proof"] }),
   work_hello: record({
     type: fc.constant("work_hello"),
     version,
@@ -167,6 +169,7 @@ export const CLIENT_MESSAGES: ArbitraryPerType<ClientMessage> = {
     description: label,
     limits,
     allowFrom: fc.array(fc.string({ maxLength: 64 }), { minLength: 1, maxLength: 4 }),
+    balance: fc.constantFrom("round_robin", "least_conn"),
   }, { requiredKeys: ["type", "id", "app", "port"] }),
   unexpose: record({ type: fc.constant("unexpose"), id: requestId, app: name }),
   free_ports: record({ type: fc.constant("free_ports"), id: requestId }),
@@ -180,6 +183,12 @@ export const CLIENT_MESSAGES: ArbitraryPerType<ClientMessage> = {
   ping: record({ type: fc.constant("ping"), seq: requestId }),
   pong: record({ type: fc.constant("pong"), seq: requestId }),
   bye: record({ type: fc.constant("bye") }),
+  health: record({
+    type: fc.constant("health"),
+    app: name,
+    healthy: fc.boolean(),
+    reason: text,
+  }, { requiredKeys: ["type", "app", "healthy"] }),
 };
 
 /** Any valid server message. */
@@ -346,6 +355,9 @@ export const BAD_FIELD_VALUES: Record<string, fc.Arbitrary<unknown>> = {
   code: badEnum(codes),
   what: badEnum(["services", "free_ports"]),
   truncated: fc.oneof(fc.constantFrom(0, 1, "true", "false", null, [], {}), fc.string()),
+  shared: fc.oneof(fc.constantFrom(0, 1, "true", "false", null, [], {}), fc.string()),
+  healthy: fc.oneof(fc.constantFrom(0, 1, "true", "false", null, [], {}), fc.string()),
+  balance: badEnum(["round_robin", "least_conn"]),
   ranges: badRanges,
   source: badNetAddr,
   destination: badNetAddr,

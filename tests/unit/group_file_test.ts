@@ -31,6 +31,7 @@ function plainClient(c: ClientConfig) {
     server: c.server,
     token: c.token.reveal(),
     group: c.group,
+    ...(c.shared ? { shared: true } : {}),
     heartbeatInterval: c.heartbeatInterval,
     logLevel: c.logLevel,
     apps: c.apps,
@@ -52,6 +53,32 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
       heartbeatInterval: 10,
       logLevel: "info",
       apps: [{ name: "ssh", local: { hostname: "127.0.0.1", port: 22 }, remotePort: 0 }],
+    },
+  },
+  "shared.yaml": {
+    want: {
+      ...CLIENT_TLS_DEFAULT,
+      server: { hostname: "127.0.0.1", port: 7700 },
+      token: "fixture-token-shared",
+      group: "web-farm",
+      shared: true,
+      heartbeatInterval: 10,
+      logLevel: "info",
+      apps: [
+        {
+          name: "web",
+          local: { hostname: "127.0.0.1", port: 8080 },
+          remotePort: 8000,
+          balance: "least_conn",
+          health: { http: "/healthz", interval: 5, fails: 2 },
+        },
+        {
+          name: "api",
+          local: { hostname: "127.0.0.1", port: 9090 },
+          remotePort: 0,
+          health: { tcp: true },
+        },
+      ],
     },
   },
   "full.yaml": {

@@ -201,3 +201,39 @@ Deno.test("freeRanges merges adjacent and overlapping ranges and skips claimed p
   reg.release("g", "b");
   assert.deepEqual(reg.freeRanges(), [[11, 20], [22, 22], [30, 34]]);
 });
+
+Deno.test("a shared group has several members; each leaving removes only itself", () => {
+  const reg = registry([1000, 1010]);
+  const [s1, s2, s3] = [{ id: "s1" }, { id: "s2" }, { id: "s3" }];
+  const entry = reg.addGroup("farm", s1, true);
+  assert.equal(reg.addGroup("farm", s2, true), entry);
+  reg.addGroup("farm", s3, true);
+  assert.deepEqual(entry.members, [s1, s2, s3]);
+  assert.equal(reg.size, 1);
+  assert.throws(() => reg.addGroup("farm", { id: "lone" }), /already live/, "not shared: refused");
+  const solo = registry([1000, 1010]);
+  solo.addGroup("lab", s1);
+  assert.throws(
+    () => solo.addGroup("lab", s2, true),
+    /already live/,
+    "a non-shared group takes none",
+  );
+  const app = reg.claim("farm", "web", 1005);
+  assert.deepEqual(reg.removeGroup("farm", s1), [], "others remain: nothing released");
+  assert.equal(entry.session, s2, "the oldest remaining member leads");
+  assert.deepEqual(reg.removeGroup("farm", s1), [], "a second removal does nothing");
+  reg.removeGroup("farm", s2);
+  assert.deepEqual(reg.removeGroup("farm", s3), [app], "the last member frees the ports");
+  assert.equal(reg.group("farm"), undefined);
+  assert.equal(reg.size, 0);
+});
+
+Deno.test("release with a record frees the port only if it is still that record's", () => {
+  const reg = registry([1000, 1010]);
+  reg.addGroup("lab", { id: "s1" });
+  const old = reg.claim("lab", "web", 1001);
+  reg.release("lab", "web", old);
+  const fresh = reg.claim("lab", "web", 1002);
+  assert.equal(reg.release("lab", "web", old), undefined, "a stale record frees nothing");
+  assert.equal(reg.release("lab", "web", fresh), fresh);
+});

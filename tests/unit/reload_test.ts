@@ -29,6 +29,7 @@ Deno.test("diffApps sorts apps into added, removed, changed and kept; restartKey
     server: { hostname: "127.0.0.1", port: 7700 },
     token: new Secret("a"),
     group: "g",
+    shared: false,
     heartbeatInterval: 10,
     logLevel: "info",
     apps: [],

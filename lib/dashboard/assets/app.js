@@ -170,12 +170,34 @@ function numCell(label, value, text, key) {
   return td;
 }
 
+/**
+ * The replicas of a shared app: client address, health and users now.
+ * @param {any[]} replicas
+ */
+function replicaList(replicas) {
+  return el(
+    "ul",
+    { className: "replicas" },
+    replicas.map((r) =>
+      el("li", { "data-healthy": String(r.healthy) }, [
+        el("span", { className: "replica-addr", text: r.clientAddr }),
+        el("span", {
+          className: "replica-health " + (r.healthy ? "up" : "down"),
+          text: r.healthy ? "healthy" : "unhealthy" + (r.reason ? ": " + r.reason : ""),
+        }),
+        el("span", { className: "replica-conns", text: r.connections + " live" }),
+      ])
+    ),
+  );
+}
+
 /** @param {any} app one app of a group in `api/groups` */
 function appRow(app) {
   const last = app.traffic.in.length - 1;
   const now = last >= 0 ? app.traffic.in[last] + app.traffic.out[last] : 0;
   const name = el("div", {}, [el("span", { className: "app-name", text: app.name })]);
   if (app.description) name.appendChild(el("span", { className: "desc", text: app.description }));
+  if (app.replicas) name.appendChild(replicaList(app.replicas));
   const traffic = el("div", {}, [
     spark(app.traffic),
     el("span", { className: "rate" }, [

@@ -1,0 +1,41 @@
+/**
+ * Small decisions of a session about its `expose` requests: the request id
+ * of a malformed one (so a refusal can answer it), and whether an app may
+ * join the replicas of a shared group's app of the same name.
+ *
+ * @module
+ */
+
+import type { Expose } from "../protocol/protocol.ts";
+import type { PublicApp } from "./public_app.ts";
+import type { Registry } from "./registry.ts";
+
+/** The request id of a frame that claims to be an `expose` (so a refusal can answer it). */
+export function exposeId(raw: unknown): number | undefined {
+  if (typeof raw !== "object" || raw === null) return undefined;
+  const { type, id } = raw as { type?: unknown; id?: unknown };
+  const usable = type === "expose" && typeof id === "number" && Number.isSafeInteger(id) && id >= 0;
+  return usable ? id : undefined;
+}
+
+/** Why an `expose` cannot join the replicas of `app` (they must agree on its port), or undefined. */
+export function replicaMismatch(app: PublicApp, msg: Expose): string | undefined {
+  if (app.requestedPort === msg.port) return undefined;
+  const want = (port: number) => port === 0 ? "any port (remote_port 0)" : `remote_port ${port}`;
+  return `app ${app.entry.group}/${app.entry.app} is served by other replicas with ` +
+    `${want(app.requestedPort)}, this one asks for ${want(msg.port)}: ` +
+    `give every replica the same type and remote_port`;
+}
+
+/** The app of that name another member of `self`'s shared group serves, if any. */
+export function siblingApp<S extends { group: string; apps: Map<string, PublicApp> }>(
+  registry: Registry<S>,
+  self: S,
+  name: string,
+): PublicApp | undefined {
+  for (const member of registry.group(self.group)?.members ?? []) {
+    const app = member === self ? undefined : member.apps.get(name);
+    if (app) return app;
+  }
+  return undefined;
+}
