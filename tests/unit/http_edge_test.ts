@@ -439,7 +439,7 @@ Deno.test("hostile input: oversized headers and URLs, smuggling with both length
   assert.equal(reached, 0);
 });
 
-Deno.test("https_only: plain HTTP gets a 308 to the https listener's port", async () => {
+Deno.test("https_only without an https listener: the app is served on plain HTTP", async () => {
   await using app = await echoHeadersApp("secure");
   await using e = await edgeFor(
     { "g/secure": app.port },
