@@ -6,7 +6,7 @@
  * @module
  */
 
-import { formatHostPort } from "./lib/addr.ts";
+import { formatHostPort } from "./lib/util/addr.ts";
 import {
   EXIT,
   parseFlags,
@@ -16,15 +16,15 @@ import {
   setupLogging,
   stopSignal,
   UsageError,
-} from "./lib/cli.ts";
-import { startClient } from "./lib/client.ts";
+} from "./lib/config/cli.ts";
+import { startClient } from "./lib/client/client.ts";
 import { getLogger } from "@logtape/logtape";
-import { loadClientConfig } from "./lib/client_config.ts";
-import { GroupApps, reloadGroup, watchFile } from "./lib/reload.ts";
-import { runDiscovery } from "./lib/discovery_cli.ts";
-import { refusalLine, RefusedError } from "./lib/errors.ts";
-import { printStatusOnReady } from "./lib/status_table.ts";
-import { VERSION } from "./lib/version.ts";
+import { loadClientConfig } from "./lib/config/group_file.ts";
+import { GroupApps, reloadGroup, watchFile } from "./lib/client/reload.ts";
+import { runDiscovery } from "./lib/client/discovery_cli.ts";
+import { refusalLine, RefusedError } from "./lib/util/errors.ts";
+import { printStatusOnReady } from "./lib/client/status_table.ts";
+import { VERSION } from "./lib/util/version.ts";
 
 const USAGE = `burrow-client ${VERSION}: exposes a group of local apps through a burrow server
 
@@ -40,6 +40,8 @@ Flags (each overrides the same key of GROUP.yaml):
   --no-tls             plaintext, not recommended     (tls: false)
   --state-dir DIR      where servers trusted on first use are recorded (state_dir,
                        default $XDG_STATE_HOME/burrow or ~/.local/state/burrow)
+  --proxy URL          reach the server through http://[USER:PASS@]HOST:PORT (CONNECT)
+                       or socks5://[USER:PASS@]HOST:PORT (proxy, else $BURROW_PROXY)
   --group NAME         with --services or --free-ports: the group whose token is given
   --log-level LEVEL    debug, info, warning or error (default info)
   --services           list the services live on the server, then exit
@@ -62,6 +64,7 @@ async function main(args: string[]): Promise<number> {
     ca: { type: "string" },
     "no-tls": { type: "boolean" },
     "state-dir": { type: "string" },
+    proxy: { type: "string" },
     group: { type: "string" },
     services: { type: "boolean" },
     "free-ports": { type: "boolean" },
@@ -113,6 +116,7 @@ async function main(args: string[]): Promise<number> {
       ...(config.stateDir === undefined ? {} : { stateDir: config.stateDir }),
       signal: stop.signal,
       ...(config.admin ? { admin: formatHostPort(config.admin) } : {}),
+      ...(config.proxy ? { proxy: config.proxy } : {}),
       onReady: (tunnel) =>
         printLine(
           `ready ${config.group}/${tunnel.name} ${

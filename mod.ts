@@ -13,7 +13,7 @@
  *
  * @example
  * ```ts
- * import { startClient, startServer } from "./mod.ts";
+ * import { startClient, startServer } from "@burrow/burrow";
  * const server = await startServer({
  *   bind: "127.0.0.1:0",
  *   token: "s3cret",
@@ -39,7 +39,7 @@ export {
   type ServerOptions,
   type ServiceInfo,
   startServer,
-} from "./lib/server.ts";
+} from "./lib/server/server.ts";
 export {
   type BurrowClient,
   type ClientEventDetail,
@@ -48,22 +48,22 @@ export {
   startClient,
   type Tunnel,
   type TunnelLimits,
-} from "./lib/client.ts";
+} from "./lib/client/client.ts";
 export {
   ConfigError,
   ProtocolError,
   type RefusalCode,
   RefusedError,
   type WireRefusalCode,
-} from "./lib/errors.ts";
-export { Secret } from "./lib/secret.ts";
-export type { HostPort } from "./lib/addr.ts";
+} from "./lib/util/errors.ts";
+export { Secret } from "./lib/util/secret.ts";
+export type { HostPort } from "./lib/util/addr.ts";
 export {
   type Discovered,
   discoverFreePorts,
   discoverServices,
   type DiscoveryOptions,
-} from "./lib/discovery.ts";
+} from "./lib/client/discovery.ts";
 export type {
   AuthInfo,
   CloseInfo,
@@ -71,14 +71,16 @@ export type {
   HookDecision,
   ServerHooks,
   UserConnectInfo,
-} from "./lib/hooks.ts";
-export type { DashboardOptions } from "./lib/dashboard.ts";
-export type { AppStatus, GroupStatus, ServerStatus } from "./lib/monitor.ts";
-export type { TrafficSeries } from "./lib/traffic.ts";
-export type { ServerEvent, ServerEventKind } from "./lib/events.ts";
-export type { ExpositionFormat } from "./lib/metrics.ts";
-export type { ClientAppStatus, ClientStatus, LinkState } from "./lib/client_status.ts";
-export { PROTOCOL_VERSION } from "./lib/protocol.ts";
-export { VERSION } from "./lib/version.ts";
-export type { UserSpec } from "./lib/users.ts";
-export { DEFAULT_LIMITS, type ServerLimits } from "./lib/limits.ts";
+} from "./lib/server/hooks.ts";
+export type { DashboardOptions } from "./lib/dashboard/http.ts";
+export type { AppStatus, GroupStatus, ServerStatus } from "./lib/dashboard/monitor.ts";
+export type { TrafficSeries } from "./lib/tunnel/traffic.ts";
+export type { ServerEvent, ServerEventKind } from "./lib/dashboard/events.ts";
+export type { ExpositionFormat } from "./lib/dashboard/metrics.ts";
+export type { ClientAppStatus, ClientStatus, LinkState } from "./lib/client/status.ts";
+export { PROTOCOL_VERSION } from "./lib/protocol/protocol.ts";
+export { VERSION } from "./lib/util/version.ts";
+export type { UserSpec } from "./lib/server/users.ts";
+export { DEFAULT_LIMITS, type ServerLimits } from "./lib/config/limits.ts";
+export type { ProxyProtocolVersion } from "./lib/tunnel/proxy_protocol.ts";
+export { ProxyError, type ProxyFailure } from "./lib/transport/proxy_dial.ts";

@@ -6,7 +6,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { formatHostPort, type PortRange } from "./lib/addr.ts";
+import { formatHostPort, type PortRange } from "./lib/util/addr.ts";
 import {
   EXIT,
   parseFlags,
@@ -15,13 +15,17 @@ import {
   runMain,
   setupLogging,
   stopSignal,
-} from "./lib/cli.ts";
-import { errorMessage, ListenError } from "./lib/errors.ts";
-import { type BurrowServer, startServer } from "./lib/server.ts";
-import { type DashboardConfig, loadServerConfig, type ServerFlags } from "./lib/server_config.ts";
-import type { DashboardOptions } from "./lib/dashboard.ts";
-import { loadUsersFile } from "./lib/users.ts";
-import { VERSION } from "./lib/version.ts";
+} from "./lib/config/cli.ts";
+import { errorMessage, ListenError } from "./lib/util/errors.ts";
+import { type BurrowServer, startServer } from "./lib/server/server.ts";
+import {
+  type DashboardConfig,
+  loadServerConfig,
+  type ServerFlags,
+} from "./lib/config/server_file.ts";
+import type { DashboardOptions } from "./lib/dashboard/http.ts";
+import { loadUsersFile } from "./lib/server/users.ts";
+import { VERSION } from "./lib/util/version.ts";
 
 const USAGE = `burrow-server ${VERSION}: the public end of burrow tunnels
 

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { setupLogging, stopSignal } from "../lib/cli.ts";
+import { setupLogging, stopSignal } from "../lib/config/cli.ts";
 import { startClient, startServer } from "../mod.ts";
 
 const once = Deno.args.includes("--once");

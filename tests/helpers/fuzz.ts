@@ -4,7 +4,7 @@
  * and `FC_RUNS` sets the number of runs of every property, for long runs:
  *
  * ```sh
- * FC_RUNS=20000 FC_SEED=$RANDOM deno test -A tests/protocol_fuzz_test.ts tests/config_fuzz_test.ts
+ * FC_RUNS=20000 FC_SEED=$RANDOM deno test -A tests/unit/protocol_fuzz_test.ts tests/unit/config_fuzz_test.ts
  * ```
  *
  * A failing property prints its seed, the path to the shrunk counterexample

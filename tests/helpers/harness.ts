@@ -8,7 +8,7 @@
  * @module
  */
 
-import { CLIENT_PREAMBLE } from "../../lib/protocol.ts";
+import { CLIENT_PREAMBLE } from "../../lib/protocol/protocol.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const decoder = new TextDecoder();
@@ -277,6 +277,7 @@ export interface AppSpec {
   remote_port?: number;
   description?: string;
   allow_from?: string[];
+  proxy_protocol?: "v1" | "v2";
 }
 
 /** Writes a group file to a temp dir and returns its path. */
@@ -285,6 +286,7 @@ export function groupFile(o: {
   token?: string;
   group: string;
   heartbeat_interval?: number;
+  proxy?: string;
   apps: AppSpec[];
 }): string {
   const lines: string[] = [];
@@ -292,6 +294,7 @@ export function groupFile(o: {
   if (o.token !== undefined) lines.push(`token: ${JSON.stringify(o.token)}`);
   lines.push(`group: ${o.group}`);
   if (o.heartbeat_interval !== undefined) lines.push(`heartbeat_interval: ${o.heartbeat_interval}`);
+  if (o.proxy !== undefined) lines.push(`proxy: ${JSON.stringify(o.proxy)}`);
   lines.push("apps:");
   for (const a of o.apps) {
     lines.push(`  - name: ${a.name}`, `    local: ${a.local}`);
@@ -300,6 +303,7 @@ export function groupFile(o: {
       lines.push(`    description: ${JSON.stringify(a.description)}`);
     }
     if (a.allow_from !== undefined) lines.push(`    allow_from: ${JSON.stringify(a.allow_from)}`);
+    if (a.proxy_protocol !== undefined) lines.push(`    proxy_protocol: ${a.proxy_protocol}`);
   }
   const path = Deno.makeTempFileSync({ prefix: "burrow-group-", suffix: ".yaml" });
   Deno.writeTextFileSync(path, lines.join("\n") + "\n");

@@ -1,5 +1,5 @@
 /**
- * fast-check arbitraries for every wire message of `lib/protocol.ts`, valid
+ * fast-check arbitraries for every wire message of `lib/protocol/protocol.ts`, valid
  * by construction, and for out-of-range values of every bounded field.
  *
  * The tables are typed by `ServerMessage["type"]` and `ClientMessage["type"]`,
@@ -12,7 +12,7 @@
  */
 
 import fc from "fast-check";
-import type { WireRefusalCode } from "../../lib/errors.ts";
+import type { WireRefusalCode } from "../../lib/util/errors.ts";
 import {
   type ClientMessage,
   MAX_FREE_RANGES,
@@ -20,7 +20,7 @@ import {
   MAX_SERVICES,
   NAME_PATTERN,
   type ServerMessage,
-} from "../../lib/protocol.ts";
+} from "../../lib/protocol/protocol.ts";
 
 type ArbitraryPerType<M extends { type: string }> = {
   [K in M["type"]]: fc.Arbitrary<Extract<M, { type: K }>>;
@@ -130,7 +130,14 @@ export const SERVER_MESSAGES: ArbitraryPerType<ServerMessage> = {
     ) as fc.Arbitrary<[number, number][]>,
     truncated: fc.boolean(),
   }),
-  start: record({ type: fc.constant("start"), id: requestId, app: name, user: text }),
+  start: record({
+    type: fc.constant("start"),
+    id: requestId,
+    app: name,
+    user: text,
+    source: record({ hostname: fc.oneof(fc.ipV4(), fc.ipV6()), port }),
+    destination: record({ hostname: fc.oneof(fc.ipV4(), fc.ipV6()), port }),
+  }),
   abort: record({ type: fc.constant("abort"), id: requestId }),
   services: record({
     type: fc.constant("services"),
@@ -308,6 +315,13 @@ const badServices = fc.oneof(
   ),
   notString.filter((v) => !Array.isArray(v)),
 );
+/** A `start`'s `source` or `destination` gone wrong. */
+const badNetAddr = fc.oneof(
+  notString.filter((v) => typeof v !== "object" || v === null || Array.isArray(v)),
+  record({ hostname: fc.ipV4(), port: badInt(0, 65535) }),
+  record({ hostname: fc.oneof(notString, fc.constant("h".repeat(65))), port }),
+  record({ port }),
+);
 const badEnum = (values: readonly string[]) =>
   fc.oneof(fc.string().filter((s) => !values.includes(s)), notString);
 
@@ -341,6 +355,8 @@ export const BAD_FIELD_VALUES: Record<string, fc.Arbitrary<unknown>> = {
   what: badEnum(["services", "free_ports"]),
   truncated: fc.oneof(fc.constantFrom(0, 1, "true", "false", null, [], {}), fc.string()),
   ranges: badRanges,
+  source: badNetAddr,
+  destination: badNetAddr,
   services: badServices,
   allowFrom: fc.oneof(
     fc.constantFrom([], "10.0.0.0/8", null, {}, [1], [null]),

@@ -1,0 +1,104 @@
+/**
+ * What the client holds per app: the public {@linkcode Tunnel} handle, its
+ * limits, and the state it keeps across reconnects ({@linkcode WantedApp}).
+ * The client and its sessions share these types, so they live apart from both.
+ *
+ * @module
+ */
+
+import type { HostPort } from "../util/addr.ts";
+import type { TrafficCounter } from "../tunnel/traffic.ts";
+import type { ProxyProtocolVersion } from "../tunnel/proxy_protocol.ts";
+
+/**
+ * Per-tunnel limits, enforced by the server. Counts start afresh when the
+ * client registers again after losing the server; serve time does not. A
+ * limit left out does not apply.
+ *
+ * @example
+ * ```ts
+ * import { startClient, type TunnelLimits } from "@burrow/burrow";
+ * const client = await startClient({ server: "127.0.0.1:7700", token: "s3cret", group: "lab" });
+ * const limits: TunnelLimits = { maxServeSeconds: 3600, maxUsers: 5 };
+ * const tunnel = await client.expose({ name: "demo", local: "127.0.0.1:3000", limits });
+ * await tunnel.closed; // after an hour at most
+ * ```
+ */
+export interface TunnelLimits {
+  /** Close the tunnel (and its users) after this many seconds. */
+  maxServeSeconds?: number;
+  /** Turn users away while this many are connected. */
+  maxUsers?: number;
+  /** Close the tunnel after this many user connections (the last one is served). */
+  maxConnections?: number;
+}
+
+/**
+ * One exposed app, as {@linkcode BurrowClient.expose} returns it.
+ *
+ * @example
+ * ```ts
+ * import { startClient } from "@burrow/burrow";
+ * const client = await startClient({ server: "127.0.0.1:7700", token: "s3cret", group: "lab" });
+ * const tunnel = await client.expose({ name: "web", local: "127.0.0.1:8080" });
+ * const reason = await tunnel.closed;
+ * console.log(`${tunnel.name} closed${reason ? `: ${reason.message}` : ""}`);
+ * ```
+ */
+export interface Tunnel {
+  /** The app's name. */
+  readonly name: string;
+  /** The local address dialled for every user connection. */
+  readonly local: HostPort;
+  /** The public port the server gave (updated after a reconnect). */
+  readonly remotePort: number;
+  /** Resolves when the tunnel is closed: undefined, or the refusal that closed it. */
+  readonly closed: Promise<Error | undefined>;
+  /** Closes the public port; the client stays connected. */
+  close(): Promise<void>;
+}
+
+/** An app the client wants exposed, and its state across reconnects. */
+export interface WantedApp {
+  name: string;
+  local: HostPort;
+  /** As configured: 0 lets the server pick. */
+  requestedPort: number;
+  /** The port it has or last had; asked for again after a reconnect. */
+  port: number;
+  description?: string;
+  limits?: TunnelLimits;
+  allowFrom?: string[];
+  /** Send the local service a PROXY protocol header of this version first. */
+  proxyProtocol?: ProxyProtocolVersion;
+  /** When `limits.maxServeSeconds` runs out (ms since the epoch). */
+  expiresAt?: number;
+  tunnel: TunnelHandle;
+  /** User connections and bytes, for `status()`. */
+  traffic: TrafficCounter;
+}
+
+/** The handle `expose` returns; reads the app's state as it changes. */
+export class TunnelHandle implements Tunnel {
+  #app: () => WantedApp;
+  #close: () => Promise<void>;
+  readonly closed: Promise<Error | undefined>;
+  resolveClosed!: (reason: Error | undefined) => void;
+  constructor(app: () => WantedApp, close: () => Promise<void>) {
+    this.#app = app;
+    this.#close = close;
+    this.closed = new Promise((resolve) => this.resolveClosed = resolve);
+  }
+  get name(): string {
+    return this.#app().name;
+  }
+  get local(): HostPort {
+    return this.#app().local;
+  }
+  get remotePort(): number {
+    return this.#app().port;
+  }
+  close(): Promise<void> {
+    return this.#close();
+  }
+}

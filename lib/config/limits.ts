@@ -1,0 +1,35 @@
+/**
+ * The server's limits with their defaults: each is a `limits.*` key of the
+ * server file and an option of `startServer`. The server enforces them
+ * (`lib/server/`); the login guard counts per source (`lib/util/source_guard.ts`).
+ *
+ * @module
+ */
+
+import { MAX_APPS_PER_GROUP } from "../protocol/protocol.ts";
+
+/** Every limit, as `startServer` takes them. */
+export interface ServerLimits {
+  /** Groups live at once (key `limits.max_groups`). */
+  maxGroups: number;
+  /** Apps one group may expose at once (`limits.max_apps_per_group`). */
+  maxAppsPerGroup: number;
+  /** Users waiting for a work connection, all groups together (`limits.max_pending_users`). */
+  maxPendingUsers: number;
+  /** Connections in their handshake from one source (`limits.handshakes_per_source`). */
+  handshakesPerSource: number;
+  /** Failed logins from one source before it is locked out (`limits.auth_failures`). */
+  authFailures: number;
+  /** How long a lockout lasts, and how long failures are remembered (`limits.lockout_seconds`). */
+  lockoutSeconds: number;
+}
+
+/** The defaults: generous for real use, tight enough that a flood cannot exhaust the server. */
+export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
+  maxGroups: 1024,
+  maxAppsPerGroup: MAX_APPS_PER_GROUP,
+  maxPendingUsers: 4096,
+  handshakesPerSource: 64,
+  authFailures: 10,
+  lockoutSeconds: 300,
+};

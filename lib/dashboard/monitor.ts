@@ -1,0 +1,538 @@
+/**
+ * What one server has seen, for the dashboard, its JSON API and `/metrics`:
+ * groups online and (a bounded number of) groups gone offline with their
+ * last address, per-app connection and byte counters that survive a
+ * client's reconnects, refusals by cause, auth failures, the
+ * work-connection wait histogram, the event log, and per-app traffic
+ * sampled once a second. The server tells it what happens; it never
+ * touches a socket. One instance per server.
+ *
+ * @module
+ */
+
+// Every refusal code, so each `burrow_refusals_total` series exists from the start.
+import { REFUSAL_CODES } from "../protocol/protocol.ts";
+import type { WireRefusalCode } from "../util/errors.ts";
+import { EventLog, type ServerEvent } from "./events.ts";
+import type { JoinStats } from "../tunnel/join.ts";
+import {
+  type ExpositionFormat,
+  Histogram,
+  type MetricFamily,
+  renderExposition,
+  type Sample,
+  WAIT_BUCKETS,
+} from "./metrics.ts";
+import type { AppEntry } from "../protocol/services.ts";
+import {
+  type ByteTotals,
+  TrafficCounter,
+  TrafficHistory,
+  type TrafficSeries,
+} from "../tunnel/traffic.ts";
+import { VERSION } from "../util/version.ts";
+
+/** What the monitor needs of a server session (`ServerSession` fits). */
+export interface MonitoredSession {
+  readonly group: string;
+  readonly clientAddr: string;
+  readonly clientVersion: string;
+  readonly since: Date;
+  /** The apps exposed now. */
+  stats(): Array<{ entry: AppEntry }>;
+}
+
+/** One app of a group, as the dashboard API shows it. */
+export interface AppStatus {
+  /** The app's name within its group. */
+  name: string;
+  /** The public port (for an offline group: the port it last had). */
+  port: number;
+  /** Free text from the app's config, if it has one. */
+  description?: string;
+  /** Whether the app is exposed now. */
+  online: boolean;
+  /** User connections open now. */
+  connections: number;
+  /** User connections since the server started (across the client's reconnects). */
+  connectionsTotal: number;
+  /** Bytes from users to the app, since the server started. */
+  bytesIn: number;
+  /** Bytes from the app to users, since the server started. */
+  bytesOut: number;
+  /** When a user last connected, left, or moved bytes (ISO time), or null if never. */
+  lastActivity: string | null;
+  /** Bytes per second, one sample a second, oldest first (online apps only). */
+  traffic: TrafficSeries;
+}
+
+/** One group, online or recently offline. */
+export interface GroupStatus {
+  /** The group's name. */
+  name: string;
+  /** Whether a client holds the group now. */
+  online: boolean;
+  /** The client's address as the server sees it (its last one, if offline). */
+  clientAddr: string;
+  /** The burrow version the client reported. */
+  clientVersion: string;
+  /** When its current (or last) session began. */
+  connectedSince: string;
+  /** When it went offline, if it is offline. */
+  disconnectedAt?: string;
+  /** Why it went offline, if it is offline. */
+  reason?: string;
+  /** Its apps (for an offline group: those it last had). */
+  apps: AppStatus[];
+}
+
+/** Server-wide figures, as `GET /api/status` shows them. */
+export interface ServerStatus {
+  /** The server's burrow version. */
+  version: string;
+  /** When the server started (ISO time). */
+  startedAt: string;
+  /** Seconds since it started. */
+  uptimeSeconds: number;
+  /** Figures across every group. */
+  totals: {
+    /** Groups with a live client. */
+    groupsOnline: number;
+    /** Groups seen whose client is gone (recent ones). */
+    groupsOffline: number;
+    /** Apps exposed now. */
+    appsOnline: number;
+    /** User connections open now. */
+    connections: number;
+    connectionsTotal: number;
+    bytesIn: number;
+    bytesOut: number;
+    authFailures: number;
+    refusals: number;
+  };
+}
+
+/** Options for {@linkcode ServerMonitor}. */
+export interface MonitorOptions {
+  /** Offline groups remembered; the oldest is forgotten first. */
+  offlineGroups?: number;
+  /** Events kept in the log. */
+  events?: number;
+}
+
+/** App counters kept per group at most; apps no longer exposed are dropped past it. */
+const MAX_APP_RECORDS = 256;
+
+/** Why a user was turned away before reaching the client. */
+export type TurnedAwayCause = "allow_from" | "group_quota" | "pending_limit";
+
+/** Series of `burrow_users_turned_away` kept at most (group, app and cause). */
+const MAX_TURNED_AWAY_SERIES = 4096;
+
+interface AppRecord {
+  traffic: TrafficCounter;
+  /** ms since the epoch. */
+  lastActivity?: number;
+}
+
+interface GroupRecord {
+  name: string;
+  clientAddr: string;
+  clientVersion: string;
+  connectedSince: Date;
+  session?: MonitoredSession;
+  disconnectedAt?: Date;
+  reason?: string;
+  /** The apps of the last session, for an offline group. */
+  lastApps: AppEntry[];
+  apps: Map<string, AppRecord>;
+}
+
+/** A server's figures and events. */
+export class ServerMonitor {
+  /** Recent connects, disconnects, reconnects and refusals. */
+  readonly events: EventLog;
+  readonly startedAt = new Date();
+  #groups = new Map<string, GroupRecord>();
+  #offlineLimit: number;
+  #refusals = new Map<string, number>(REFUSAL_CODES.map((c) => [c, 0]));
+  #authFailures = 0;
+  #turnedAway = new Map<string, number>();
+  #wait = new Histogram(WAIT_BUCKETS);
+  #history = new TrafficHistory();
+  /** Totals of forgotten groups, so server-wide totals never go down. */
+  #forgotten = { connectionsTotal: 0, bytesIn: 0, bytesOut: 0 };
+  #sampler: ReturnType<typeof setInterval> | undefined;
+
+  constructor(options: MonitorOptions = {}) {
+    this.#offlineLimit = options.offlineGroups ?? 100;
+    this.events = new EventLog(options.events);
+  }
+
+  /** Starts sampling traffic once a second (the timer does not keep a program alive). */
+  start(): void {
+    if (this.#sampler !== undefined) return;
+    this.#sampler = setInterval(() => this.sample(), 1000);
+    Deno.unrefTimer(this.#sampler);
+  }
+
+  /** Stops sampling. */
+  stop(): void {
+    clearInterval(this.#sampler);
+    this.#sampler = undefined;
+  }
+
+  /** A group's session began: a connect, or a reconnect if the group was seen before. */
+  groupOnline(session: MonitoredSession): void {
+    const known = this.#groups.get(session.group);
+    const record: GroupRecord = known ?? {
+      name: session.group,
+      clientAddr: session.clientAddr,
+      clientVersion: session.clientVersion,
+      connectedSince: session.since,
+      lastApps: [],
+      apps: new Map(),
+    };
+    const offlineFor = known?.disconnectedAt
+      ? ` after ${Math.round((Date.now() - known.disconnectedAt.getTime()) / 1000)}s offline`
+      : "";
+    record.clientAddr = session.clientAddr;
+    record.clientVersion = session.clientVersion;
+    record.connectedSince = session.since;
+    record.session = session;
+    delete record.disconnectedAt;
+    delete record.reason;
+    this.#groups.set(session.group, record);
+    const kind = known ? "reconnect" : "connect";
+    this.events.add({
+      kind,
+      group: session.group,
+      addr: session.clientAddr,
+      message: `group ${session.group} ${kind}ed from ${session.clientAddr}${offlineFor}` +
+        ` (burrow ${session.clientVersion})`,
+    });
+  }
+
+  /** A group's session is ending (call before its apps are released). */
+  groupOffline(session: MonitoredSession, reason: string): void {
+    const record = this.#groups.get(session.group);
+    if (!record || record.session !== session) return;
+    record.lastApps = session.stats().map((s) => s.entry);
+    delete record.session;
+    record.disconnectedAt = new Date();
+    record.reason = reason;
+    this.events.add({
+      kind: "disconnect",
+      group: session.group,
+      addr: session.clientAddr,
+      message: `group ${session.group} went offline: ${reason}`,
+    });
+    this.#forgetOldOffline();
+  }
+
+  /** The server refused a client, a query or an app. */
+  refused(
+    code: WireRefusalCode,
+    message: string,
+    where: { addr: string; group?: string; app?: string },
+  ): void {
+    this.#refusals.set(code, (this.#refusals.get(code) ?? 0) + 1);
+    if (code === "auth_failed") this.#authFailures++;
+    const event: Omit<ServerEvent, "id" | "at"> = {
+      kind: "refused",
+      code,
+      addr: where.addr,
+      message,
+    };
+    if (where.group !== undefined) event.group = where.group;
+    if (where.app !== undefined) event.app = where.app;
+    this.events.add(event);
+  }
+
+  /** A user was accepted on an app; `stats` is what its join counts into. */
+  userOpened(group: string, app: string, stats: JoinStats): void {
+    const record = this.#appRecord(group, app);
+    if (!record) return;
+    record.traffic.open(stats);
+    record.lastActivity = Date.now();
+  }
+
+  /** A user connection opened by `userOpened` has ended. */
+  userClosed(group: string, app: string, stats: JoinStats): void {
+    const record = this.#groups.get(group)?.apps.get(app);
+    if (!record) return;
+    record.traffic.close(stats);
+    record.lastActivity = Date.now();
+  }
+
+  /**
+   * A user was turned away before reaching the client: `cause` is
+   * `allow_from`, `group_quota` or `pending_limit`.
+   */
+  userTurnedAway(group: string, app: string, cause: TurnedAwayCause): void {
+    const key = `${group}\0${app}\0${cause}`;
+    if (!this.#turnedAway.has(key) && this.#turnedAway.size >= MAX_TURNED_AWAY_SERIES) return;
+    this.#turnedAway.set(key, (this.#turnedAway.get(key) ?? 0) + 1);
+  }
+
+  /** How long a user waited for a work connection, in seconds. */
+  workWaited(seconds: number): void {
+    this.#wait.observe(seconds);
+  }
+
+  /** Samples every online app's byte totals (the timer calls this once a second). */
+  sample(now = Date.now()): void {
+    this.#history.beginRound();
+    for (const record of this.#groups.values()) {
+      if (!record.session) continue;
+      for (const { entry } of record.session.stats()) {
+        const key = `${record.name}/${entry.app}`;
+        const app = record.apps.get(entry.app);
+        this.#history.record(key, app?.traffic.bytes() ?? { bytesIn: 0, bytesOut: 0 }, now);
+        const changed = this.#history.changedAt(key);
+        if (app && changed !== undefined && changed > (app.lastActivity ?? 0)) {
+          app.lastActivity = changed;
+        }
+      }
+    }
+    this.#history.endRound();
+  }
+
+  /** Online groups by name, then offline ones, most recently gone first. */
+  groups(): GroupStatus[] {
+    const online: GroupStatus[] = [];
+    const offline: Array<[number, GroupStatus]> = [];
+    for (const record of this.#groups.values()) {
+      const status = this.#groupStatus(record);
+      if (record.disconnectedAt) offline.push([record.disconnectedAt.getTime(), status]);
+      else online.push(status);
+    }
+    online.sort((a, b) => a.name.localeCompare(b.name));
+    offline.sort((a, b) => b[0] - a[0]);
+    return [...online, ...offline.map(([, s]) => s)];
+  }
+
+  /** Server-wide figures. */
+  status(): ServerStatus {
+    const totals = {
+      groupsOnline: 0,
+      groupsOffline: 0,
+      appsOnline: 0,
+      connections: 0,
+      connectionsTotal: this.#forgotten.connectionsTotal,
+      bytesIn: this.#forgotten.bytesIn,
+      bytesOut: this.#forgotten.bytesOut,
+      authFailures: this.#authFailures,
+      refusals: [...this.#refusals.values()].reduce((a, b) => a + b, 0),
+    };
+    for (const record of this.#groups.values()) {
+      if (record.session) {
+        totals.groupsOnline++;
+        totals.appsOnline += record.session.stats().length;
+      } else {
+        totals.groupsOffline++;
+      }
+      for (const app of record.apps.values()) {
+        const bytes = app.traffic.bytes();
+        totals.connections += app.traffic.connections;
+        totals.connectionsTotal += app.traffic.total;
+        totals.bytesIn += bytes.bytesIn;
+        totals.bytesOut += bytes.bytesOut;
+      }
+    }
+    return {
+      version: VERSION,
+      startedAt: this.startedAt.toISOString(),
+      uptimeSeconds: Math.floor((Date.now() - this.startedAt.getTime()) / 1000),
+      totals,
+    };
+  }
+
+  /** Every metric, as `/metrics` serves it. */
+  metrics(format: ExpositionFormat = "text"): string {
+    return renderExposition(this.#families(), format);
+  }
+
+  #families(): MetricFamily[] {
+    const up: Sample[] = [];
+    const live: Sample[] = [];
+    const total: Sample[] = [];
+    const bytes: Sample[] = [];
+    let online = 0;
+    for (const record of this.#groups.values()) {
+      if (record.session) online++;
+      const exposed = new Set((record.session?.stats() ?? []).map((s) => s.entry.app));
+      const names = [...new Set([...exposed, ...record.apps.keys()])].sort();
+      for (const app of names) {
+        const labels = { group: record.name, app };
+        const traffic = record.apps.get(app)?.traffic;
+        const b = traffic?.bytes() ?? { bytesIn: 0, bytesOut: 0 };
+        up.push({ labels, value: exposed.has(app) ? 1 : 0 });
+        live.push({ labels, value: traffic?.connections ?? 0 });
+        total.push({ labels, value: traffic?.total ?? 0 });
+        bytes.push({ labels: { ...labels, direction: "in" }, value: b.bytesIn });
+        bytes.push({ labels: { ...labels, direction: "out" }, value: b.bytesOut });
+      }
+    }
+    const turnedAway = [...this.#turnedAway].sort(([a], [b]) => a.localeCompare(b)).map(
+      ([key, value]) => {
+        const [group = "", app = "", cause = ""] = key.split("\0");
+        return { labels: { group, app, cause }, value };
+      },
+    );
+    const refusals = [...this.#refusals].sort(([a], [b]) => a.localeCompare(b))
+      .map(([cause, value]) => ({ labels: { cause }, value }));
+    return [
+      {
+        name: "burrow_build_info",
+        help: "The running burrow version (always 1).",
+        type: "gauge",
+        samples: [{ labels: { version: VERSION }, value: 1 }],
+      },
+      {
+        name: "burrow_start_time_seconds",
+        help: "When the server started, in seconds since the Unix epoch.",
+        type: "gauge",
+        samples: [{ value: this.startedAt.getTime() / 1000 }],
+      },
+      {
+        name: "burrow_groups_online",
+        help: "Groups with a live client now.",
+        type: "gauge",
+        samples: [{ value: online }],
+      },
+      {
+        name: "burrow_groups_offline",
+        help: "Groups seen since the server started whose client is gone (recent ones, bounded).",
+        type: "gauge",
+        samples: [{ value: this.#groups.size - online }],
+      },
+      {
+        name: "burrow_app_up",
+        help: "Whether the app is exposed now (1) or not (0).",
+        type: "gauge",
+        samples: up,
+      },
+      {
+        name: "burrow_app_connections_open",
+        help: "User connections open now, per app.",
+        type: "gauge",
+        samples: live,
+      },
+      {
+        name: "burrow_app_connections",
+        help: "User connections accepted, per app.",
+        type: "counter",
+        samples: total,
+      },
+      {
+        name: "burrow_app_bytes",
+        help:
+          "Bytes through the tunnel per app; direction in is users to the app, out the reverse.",
+        type: "counter",
+        samples: bytes,
+      },
+      {
+        name: "burrow_auth_failures",
+        help: "Connections that failed to prove they know the token.",
+        type: "counter",
+        samples: [{ value: this.#authFailures }],
+      },
+      {
+        name: "burrow_refusals",
+        help: "Refusals sent to clients, by cause (the refusal code).",
+        type: "counter",
+        samples: refusals,
+      },
+      {
+        name: "burrow_users_turned_away",
+        help: "User connections closed before reaching the client, per app and cause " +
+          "(allow_from, group_quota, pending_limit).",
+        type: "counter",
+        samples: turnedAway,
+      },
+      {
+        name: "burrow_work_wait_seconds",
+        help: "How long a user waited for a work connection from the client.",
+        type: "histogram",
+        samples: [this.#wait.sample()],
+      },
+    ];
+  }
+
+  #groupStatus(record: GroupRecord): GroupStatus {
+    const entries = record.session ? record.session.stats().map((s) => s.entry) : record.lastApps;
+    const apps = entries.map((entry) => this.#appStatus(record, entry, !!record.session))
+      .sort((a, b) => a.name.localeCompare(b.name));
+    const status: GroupStatus = {
+      name: record.name,
+      online: record.session !== undefined,
+      clientAddr: record.clientAddr,
+      clientVersion: record.clientVersion,
+      connectedSince: record.connectedSince.toISOString(),
+      apps,
+    };
+    if (record.disconnectedAt) status.disconnectedAt = record.disconnectedAt.toISOString();
+    if (record.reason !== undefined) status.reason = record.reason;
+    return status;
+  }
+
+  #appStatus(record: GroupRecord, entry: AppEntry, online: boolean): AppStatus {
+    const app = record.apps.get(entry.app);
+    const bytes: ByteTotals = app?.traffic.bytes() ?? { bytesIn: 0, bytesOut: 0 };
+    const status: AppStatus = {
+      name: entry.app,
+      port: entry.port,
+      online,
+      connections: app?.traffic.connections ?? 0,
+      connectionsTotal: app?.traffic.total ?? 0,
+      bytesIn: bytes.bytesIn,
+      bytesOut: bytes.bytesOut,
+      lastActivity: app?.lastActivity ? new Date(app.lastActivity).toISOString() : null,
+      traffic: online ? this.#history.series(`${record.name}/${entry.app}`) : { in: [], out: [] },
+    };
+    if (entry.description !== undefined) status.description = entry.description;
+    return status;
+  }
+
+  #appRecord(group: string, app: string): AppRecord | undefined {
+    const record = this.#groups.get(group);
+    if (!record) return undefined;
+    let found = record.apps.get(app);
+    if (!found) {
+      if (record.apps.size >= MAX_APP_RECORDS) this.#pruneApps(record);
+      found = { traffic: new TrafficCounter() };
+      record.apps.set(app, found);
+    }
+    return found;
+  }
+
+  /** Drops the counters of apps a group no longer exposes and nobody uses. */
+  #pruneApps(record: GroupRecord): void {
+    const exposed = new Set((record.session?.stats() ?? []).map((s) => s.entry.app));
+    for (const [name, app] of record.apps) {
+      if (!exposed.has(name) && app.traffic.connections === 0) {
+        this.#forget(app);
+        record.apps.delete(name);
+      }
+    }
+  }
+
+  #forgetOldOffline(): void {
+    const offline = [...this.#groups.values()].filter((r) => r.disconnectedAt !== undefined);
+    if (offline.length <= this.#offlineLimit) return;
+    offline.sort((a, b) => (a.disconnectedAt?.getTime() ?? 0) - (b.disconnectedAt?.getTime() ?? 0));
+    for (const record of offline.slice(0, offline.length - this.#offlineLimit)) {
+      for (const app of record.apps.values()) this.#forget(app);
+      this.#groups.delete(record.name);
+    }
+  }
+
+  /** Keeps a forgotten app's figures in the server-wide totals. */
+  #forget(app: AppRecord): void {
+    const bytes = app.traffic.bytes();
+    this.#forgotten.connectionsTotal += app.traffic.total;
+    this.#forgotten.bytesIn += bytes.bytesIn;
+    this.#forgotten.bytesOut += bytes.bytesOut;
+  }
+}

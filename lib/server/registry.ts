@@ -1,0 +1,255 @@
+/**
+ * The server's state, without I/O: which groups are live and which session
+ * owns each, which apps each group exposes on which public port, which ports
+ * the `--ports` ranges allow, and (in `WorkPool`) the idle work connections
+ * and waiting users of one session. The server does the sockets; this module
+ * only decides, so it is tested without any.
+ *
+ * @module
+ */
+
+import type { AppEntry } from "../protocol/services.ts";
+import type { PortRange } from "../util/addr.ts";
+import type { WireRefusalCode } from "../util/errors.ts";
+
+export type { AppEntry };
+
+/** One live group and the session (of type S) that owns it. */
+export interface GroupEntry<S> {
+  name: string;
+  session: S;
+  apps: Map<string, AppEntry>;
+}
+
+/** Why a port cannot be had. */
+export interface PortRefusal {
+  code: WireRefusalCode;
+  message: string;
+}
+
+/** How many random free ports to try before giving up on a server-picked port. */
+const RANDOM_TRIES = 64;
+
+/** Groups, apps and port claims of one server. */
+export class Registry<S> {
+  #ranges: PortRange[];
+  #groups = new Map<string, GroupEntry<S>>();
+  #ports = new Map<number, AppEntry>();
+
+  constructor(ranges: PortRange[]) {
+    this.#ranges = ranges;
+  }
+
+  /**
+   * Replaces the allowed ranges (a reload). Apps already holding a port
+   * outside them keep it; only new claims follow the new ranges.
+   */
+  setRanges(ranges: PortRange[]): void {
+    this.#ranges = ranges;
+  }
+
+  /** The live group of that name. */
+  group(name: string): GroupEntry<S> | undefined {
+    return this.#groups.get(name);
+  }
+
+  /** Every live group. */
+  groups(): IterableIterator<GroupEntry<S>> {
+    return this.#groups.values();
+  }
+
+  /** Makes `session` the owner of a group that is not live. Throws if it is. */
+  addGroup(name: string, session: S): GroupEntry<S> {
+    if (this.#groups.has(name)) throw new Error(`group "${name}" is already live`);
+    const entry: GroupEntry<S> = { name, session, apps: new Map() };
+    this.#groups.set(name, entry);
+    return entry;
+  }
+
+  /**
+   * Removes a group if `session` still owns it (a session replaced by a
+   * takeover must not remove its successor) and frees its ports.
+   * Returns the apps that were released.
+   */
+  removeGroup(name: string, session: S): AppEntry[] {
+    const entry = this.#groups.get(name);
+    if (!entry || entry.session !== session) return [];
+    this.#groups.delete(name);
+    const apps = [...entry.apps.values()];
+    for (const app of apps) this.#ports.delete(app.port);
+    return apps;
+  }
+
+  /**
+   * Whether a port lies in the allowed ranges (and in `within`, a group's
+   * own allowance, when given).
+   */
+  allowed(port: number, within?: readonly PortRange[]): boolean {
+    return inside(port, this.#ranges) && (within === undefined || inside(port, within));
+  }
+
+  /**
+   * Ports to try binding, best first, for an app asking for `port` (0: any,
+   * preferring `hint`, the port it had before a reconnect). A refusal when
+   * no port can be had at all.
+   */
+  candidates(port: number, hint?: number, within?: readonly PortRange[]): number[] | PortRefusal {
+    if (port !== 0) {
+      if (!this.allowed(port, within)) {
+        return {
+          code: "port_not_allowed",
+          message: within !== undefined && this.allowed(port)
+            ? `port ${port} is outside the ports this group may claim`
+            : `port ${port} is outside the server's allowed ports`,
+        };
+      }
+      const owner = this.#ports.get(port);
+      if (owner) {
+        return {
+          code: "port_taken",
+          message: `port ${port} is taken by ${owner.group}/${owner.app}`,
+        };
+      }
+      return [port];
+    }
+    const out: number[] = [];
+    if (hint !== undefined && hint !== 0 && this.allowed(hint, within) && !this.#ports.has(hint)) {
+      out.push(hint);
+    }
+    const free = this.#freeList(within);
+    for (let i = 0; i < RANDOM_TRIES && free.length > 0; i++) {
+      const at = Math.floor(Math.random() * free.length);
+      const pick = free[at] as number;
+      free[at] = free[free.length - 1] as number;
+      free.pop();
+      if (pick !== hint) out.push(pick);
+    }
+    if (out.length === 0) {
+      return {
+        code: "no_free_port",
+        message: within === undefined
+          ? "no free port is left in the server's allowed ports"
+          : "no free port is left in the ports this group may claim",
+      };
+    }
+    return out;
+  }
+
+  /** Records that a group's app holds a port (after the server bound it). */
+  claim(group: string, app: string, port: number, description?: string): AppEntry {
+    const entry = this.#groups.get(group);
+    if (!entry) throw new Error(`group "${group}" is not live`);
+    if (entry.apps.has(app)) throw new Error(`app "${group}/${app}" is already exposed`);
+    if (this.#ports.has(port)) throw new Error(`port ${port} is already claimed`);
+    const record: AppEntry = { group, app, port, since: new Date() };
+    if (description !== undefined) record.description = description;
+    entry.apps.set(app, record);
+    this.#ports.set(port, record);
+    return record;
+  }
+
+  /** Frees an app's port. Returns the released entry, if there was one. */
+  release(group: string, app: string): AppEntry | undefined {
+    const entry = this.#groups.get(group);
+    const record = entry?.apps.get(app);
+    if (!entry || !record) return undefined;
+    entry.apps.delete(app);
+    this.#ports.delete(record.port);
+    return record;
+  }
+
+  /** Allowed ports no app holds, as inclusive ranges in ascending order. */
+  freeRanges(within?: readonly PortRange[]): Array<[number, number]> {
+    const out: Array<[number, number]> = [];
+    for (const port of this.#allowedSorted()) {
+      if (this.#ports.has(port) || (within !== undefined && !inside(port, within))) continue;
+      const last = out[out.length - 1];
+      if (last && last[1] === port - 1) last[1] = port;
+      else out.push([port, port]);
+    }
+    return out;
+  }
+
+  #freeList(within?: readonly PortRange[]): number[] {
+    return this.#allowedSorted().filter((p) =>
+      !this.#ports.has(p) && (within === undefined || inside(p, within))
+    );
+  }
+
+  #allowedSorted(): number[] {
+    const set = new Set<number>();
+    for (const r of this.#ranges) for (let p = r.from; p <= r.to; p++) set.add(p);
+    return [...set].sort((x, y) => x - y);
+  }
+}
+
+function inside(port: number, ranges: readonly PortRange[]): boolean {
+  return ranges.some((r) => port >= r.from && port <= r.to);
+}
+
+/**
+ * The idle work connections (W) of one session and the users waiting for
+ * one. A work connection offered while a user waits goes straight to the
+ * oldest waiter; otherwise it idles until taken.
+ */
+export class WorkPool<W> {
+  #idle: W[] = [];
+  #waiters: Array<(w: W | undefined) => void> = [];
+  #closed = false;
+
+  /** How many idle work connections there are. */
+  get idle(): number {
+    return this.#idle.length;
+  }
+
+  /** How many users are waiting. */
+  get waiting(): number {
+    return this.#waiters.length;
+  }
+
+  /** Hands `w` to a waiting user or keeps it idle. False once the pool is closed. */
+  offer(w: W): boolean {
+    if (this.#closed) return false;
+    const waiter = this.#waiters.shift();
+    if (waiter) waiter(w);
+    else this.#idle.push(w);
+    return true;
+  }
+
+  /** Takes `w` out of the idle pool (it closed while idle). False if it was not idle. */
+  remove(w: W): boolean {
+    const at = this.#idle.indexOf(w);
+    if (at < 0) return false;
+    this.#idle.splice(at, 1);
+    return true;
+  }
+
+  /** An idle work connection now, if there is one. */
+  takeIdle(): W | undefined {
+    return this.#idle.shift();
+  }
+
+  /** Waits up to `timeoutMs` for a work connection; undefined on timeout or close. */
+  wait(timeoutMs: number): Promise<W | undefined> {
+    if (this.#closed) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      const waiter = (w: W | undefined) => {
+        clearTimeout(timer);
+        resolve(w);
+      };
+      const timer = setTimeout(() => {
+        const at = this.#waiters.indexOf(waiter);
+        if (at >= 0) this.#waiters.splice(at, 1);
+        resolve(undefined);
+      }, timeoutMs);
+      this.#waiters.push(waiter);
+    });
+  }
+
+  /** Closes the pool: waiters get undefined; returns the idle ones to close. */
+  close(): W[] {
+    this.#closed = true;
+    for (const waiter of this.#waiters.splice(0)) waiter(undefined);
+    return this.#idle.splice(0);
+  }
+}

@@ -1,0 +1,197 @@
+/**
+ * The two-way copy between a user's connection and a work connection (on the
+ * server) or between a work connection and the local app (on the client).
+ * This is the hot path.
+ *
+ * Each direction reads into one buffer it owns for the whole connection; no
+ * chunk is allocated per read. A direction starts on a small buffer so that
+ * thousands of idle connections stay cheap, and trades it once for a large
+ * pooled one the first time a read fills it, so bulk transfers make few
+ * system calls. End of stream on one side is passed on as a half-close of the
+ * other; the join ends when both directions have finished, and at once, with
+ * both sides closed, when either fails.
+ *
+ * @module
+ */
+
+import { type ByteReader, type ByteWriter, writeAll } from "../protocol/protocol.ts";
+
+/** A connection as the join needs it: Deno.TcpConn fits. */
+export interface Duplex extends ByteReader, ByteWriter {
+  closeWrite(): Promise<void>;
+  close(): void;
+}
+
+/** Bytes moved so far, updated in place as the copy runs. */
+export interface JoinStats {
+  aToB: number;
+  bToA: number;
+}
+
+/** What one join did. `error` is set when a side failed rather than ended. */
+export interface JoinResult extends JoinStats {
+  error?: unknown;
+}
+
+/** Options for {@linkcode join}. */
+export interface JoinOptions {
+  /** Bytes already read from `a` (e.g. past a frame) to send to `b` first. */
+  aToBFirst?: Uint8Array;
+  /**
+   * Resolves to bytes already read from `b` to send to `a` first. The b-to-a
+   * direction waits for it; if it rejects, the join fails and both close.
+   */
+  bToAFirst?: Uint8Array | Promise<Uint8Array>;
+  /** Counters to update in place (for live statistics). */
+  stats?: JoinStats;
+  /** Where large buffers come from and return to. */
+  pool?: BufferPool;
+}
+
+/** Initial per-direction buffer: enough for interactive traffic. */
+export const SMALL_BUFFER = 16 * 1024;
+/** Buffer taken once a read fills the small one: few syscalls for bulk data. */
+export const LARGE_BUFFER = 256 * 1024;
+
+/**
+ * A free list of large buffers, owned by one server or client, so that
+ * short bulk connections reuse memory instead of churning the collector.
+ */
+export class BufferPool {
+  #free: Uint8Array[] = [];
+  #max: number;
+  constructor(maxFree = 64) {
+    this.#max = maxFree;
+  }
+  take(): Uint8Array {
+    return this.#free.pop() ?? new Uint8Array(LARGE_BUFFER);
+  }
+  give(buf: Uint8Array): void {
+    if (buf.length === LARGE_BUFFER && this.#free.length < this.#max) this.#free.push(buf);
+  }
+}
+
+/**
+ * Copies both ways between `a` and `b` until both directions end or one
+ * fails, then closes both. Never rejects: failures are reported in the result.
+ */
+export async function join(a: Duplex, b: Duplex, options: JoinOptions = {}): Promise<JoinResult> {
+  const stats = options.stats ?? { aToB: 0, bToA: 0 };
+  const pool = options.pool ?? new BufferPool(0);
+  let failure: { error: unknown } | undefined;
+  let closed = false;
+  const closeBoth = () => {
+    if (closed) return;
+    closed = true;
+    safeClose(a);
+    safeClose(b);
+  };
+  const fail = (error: unknown) => {
+    failure ??= { error };
+    closeBoth();
+  };
+  const aToB = copy(a, b, pool, (n) => stats.aToB += n, options.aToBFirst).catch(fail);
+  const bToA = (async () => {
+    const first = await options.bToAFirst;
+    await copy(b, a, pool, (n) => stats.bToA += n, first);
+  })().catch(fail);
+  await Promise.all([aToB, bToA]);
+  closeBoth();
+  const result: JoinResult = { aToB: stats.aToB, bToA: stats.bToA };
+  if (failure) result.error = failure.error;
+  return result;
+}
+
+/** One direction: read from src, write to dst, half-close dst at EOF. */
+async function copy(
+  src: ByteReader,
+  dst: Duplex,
+  pool: BufferPool,
+  count: (n: number) => void,
+  first: Uint8Array | undefined,
+): Promise<void> {
+  if (first && first.length > 0) {
+    await writeAll(dst, first);
+    count(first.length);
+  }
+  let buf: Uint8Array = new Uint8Array(SMALL_BUFFER);
+  let large = false;
+  try {
+    while (true) {
+      const n = await src.read(buf);
+      if (n === null) break;
+      await writeAll(dst, n === buf.length ? buf : buf.subarray(0, n));
+      count(n);
+      if (!large && n === buf.length) {
+        buf = pool.take();
+        large = true;
+      }
+    }
+  } finally {
+    if (large) pool.give(buf);
+  }
+  await dst.closeWrite();
+}
+
+function safeClose(c: Duplex): void {
+  try {
+    c.close();
+  } catch {
+    // already closed: nothing to release
+  }
+}
+
+/** A join in progress, as {@linkcode LiveJoins} keeps it. */
+export interface LiveJoin {
+  /** Set once the peer aborted it: the failure that follows is not ours to report. */
+  aborted: boolean;
+}
+
+/**
+ * Joins in progress by work id. A raw work stream can carry only a FIN, which
+ * reads as a half-close; when a user or an app resets, the side that saw it
+ * sends `abort {id}` on the control connection, and the other side ends that
+ * join here, both ends at once.
+ */
+export class LiveJoins {
+  #joins = new Map<number, { conns: Duplex[]; record: LiveJoin }>();
+
+  /** Registers the join of `conns` under `id`. */
+  add(id: number, conns: Duplex[]): LiveJoin {
+    const record: LiveJoin = { aborted: false };
+    this.#joins.set(id, { conns, record });
+    return record;
+  }
+
+  /** Forgets a finished join. */
+  delete(id: number): void {
+    this.#joins.delete(id);
+  }
+
+  /**
+   * Joins `a` and `b` as work `id`. The peer may abort it meanwhile (see
+   * {@linkcode abort}); if it fails by itself instead, `abortPeer` is called
+   * so the peer ends its side at once too. Resolves with whether the peer
+   * aborted it.
+   */
+  async run(
+    id: number,
+    a: Duplex,
+    b: Duplex,
+    options: JoinOptions,
+    abortPeer: () => void,
+  ): Promise<JoinResult & LiveJoin> {
+    const record = this.add(id, [a, b]);
+    const result = await join(a, b, options).finally(() => this.delete(id));
+    if (result.error !== undefined && !record.aborted) abortPeer();
+    return { ...result, aborted: record.aborted };
+  }
+
+  /** Closes both ends of join `id`, if it is still live, and marks it aborted. */
+  abort(id: number): void {
+    const live = this.#joins.get(id);
+    if (!live) return;
+    live.record.aborted = true;
+    for (const conn of live.conns) safeClose(conn);
+  }
+}
