@@ -12,7 +12,7 @@
 
 import tls from "node:tls";
 import * as x509 from "@peculiar/x509";
-import { pemCertificates } from "../tls_certs.ts";
+import { pemCertificates } from "../transport/certs.ts";
 
 /** A certificate chain and its private key, as PEM. */
 export interface CertPair {

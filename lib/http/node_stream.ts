@@ -15,7 +15,7 @@
 
 import { Buffer } from "node:buffer";
 import { Duplex as NodeDuplex } from "node:stream";
-import type { Duplex } from "../join.ts";
+import type { Duplex } from "../tunnel/join.ts";
 
 /** Bytes asked for per read: enough for bulk bodies in few calls. */
 const READ_SIZE = 64 * 1024;

@@ -13,7 +13,7 @@
  * @module
  */
 
-import type { Secret } from "../secret.ts";
+import type { Secret } from "../util/secret.ts";
 
 /** What a name leads to: an HTTP app (terminated at the edge) or a TLS app (passed through). */
 export type RouteKind = "http" | "tls";

@@ -13,7 +13,7 @@
 
 import http from "node:http";
 import type { Duplex as NodeDuplex } from "node:stream";
-import type { Duplex } from "../join.ts";
+import type { Duplex } from "../tunnel/join.ts";
 import { toNodeStream } from "./node_stream.ts";
 import type { Route } from "./routes.ts";
 

@@ -64,8 +64,9 @@ Deno.test("layers import only downwards: server and client never import each oth
     transport: ["util", "protocol"],
     tunnel: ["util", "protocol", "transport"],
     dashboard: ["util", "protocol", "transport", "tunnel", "config"],
-    server: ["util", "protocol", "transport", "tunnel", "config", "dashboard"],
-    client: ["util", "protocol", "transport", "tunnel", "config"],
+    http: ["util", "protocol", "transport", "tunnel"],
+    server: ["util", "protocol", "transport", "tunnel", "config", "dashboard", "http"],
+    client: ["util", "protocol", "transport", "tunnel", "config", "http"],
   };
   const modules = await graph("mod.ts");
   for (const entry of ["server.ts", "client.ts"]) {

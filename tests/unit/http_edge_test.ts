@@ -13,7 +13,7 @@ import { HttpEdge, type EdgeOptions } from "../../lib/http/edge.ts";
 import type { EdgeRequestEvent } from "../../lib/http/proxy.ts";
 import { type Route, RouteTable } from "../../lib/http/routes.ts";
 import { UpstreamBusyError } from "../../lib/http/upstream.ts";
-import { Secret } from "../../lib/secret.ts";
+import { Secret } from "../../lib/util/secret.ts";
 import { randomBytes } from "../helpers/harness.ts";
 import {
   echoHeadersApp,
