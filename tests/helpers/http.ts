@@ -119,8 +119,13 @@ export async function curl(args: string[]): Promise<{ code: number; out: string;
 /** A test CA and leaf certificates it signs for DNS names. */
 export interface TestCa {
   caPem: string;
-  /** A certificate for `names` (the first is also its CN), with its key. */
+  /** A certificate for DNS `names` (the first is also its CN), with its key. */
   issue(names: string[], days?: number): Promise<{ cert: string; key: string }>;
+  /** A certificate for any subjectAltName entries (DNS names, IPs). */
+  issueFor(
+    names: { type: "dns" | "ip"; value: string }[],
+    days?: number,
+  ): Promise<{ cert: string; key: string }>;
 }
 
 const ALG = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
@@ -147,28 +152,30 @@ export async function testCa(name: string): Promise<TestCa> {
     ],
   }, crypto);
   let serial = 2;
+  const issueFor: TestCa["issueFor"] = async (names, days = 30) => {
+    const keys = await crypto.subtle.generateKey(ALG, true, ["sign", "verify"]);
+    const leaf = await x509.X509CertificateGenerator.create({
+      serialNumber: (serial++).toString(16).padStart(2, "0"),
+      subject: `CN=${names[0]?.value}`,
+      issuer: ca.subject,
+      notBefore: new Date(now - 86_400_000),
+      notAfter: new Date(now + days * 86_400_000),
+      signingAlgorithm: ALG,
+      publicKey: keys.publicKey,
+      signingKey: caKeys.privateKey,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+        new x509.SubjectAlternativeNameExtension(names),
+      ],
+    }, crypto);
+    return { cert: leaf.toString("pem"), key: await keyPem(keys.privateKey) };
+  };
   return {
     caPem: ca.toString("pem"),
-    async issue(names: string[], days = 30) {
-      const keys = await crypto.subtle.generateKey(ALG, true, ["sign", "verify"]);
-      const leaf = await x509.X509CertificateGenerator.create({
-        serialNumber: (serial++).toString(16).padStart(2, "0"),
-        subject: `CN=${names[0]}`,
-        issuer: ca.subject,
-        notBefore: new Date(now - 86_400_000),
-        notAfter: new Date(now + days * 86_400_000),
-        signingAlgorithm: ALG,
-        publicKey: keys.publicKey,
-        signingKey: caKeys.privateKey,
-        extensions: [
-          new x509.BasicConstraintsExtension(false, undefined, true),
-          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-          new x509.SubjectAlternativeNameExtension(names.map((value) => ({ type: "dns" as const, value }))),
-        ],
-      }, crypto);
-      return { cert: leaf.toString("pem"), key: await keyPem(keys.privateKey) };
-    },
+    issue: (names, days) => issueFor(names.map((value) => ({ type: "dns", value })), days),
+    issueFor,
   };
 }
 
@@ -262,8 +269,7 @@ export interface Answer {
 export function request(
   port: number,
   host: string,
-  options: { method?: string; path?: string; headers?: Record<string, string>; body?: string } =
-    {},
+  options: { method?: string; path?: string; headers?: Record<string, string>; body?: string } = {},
 ): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = http.request({
@@ -277,8 +283,15 @@ export function request(
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (c: string) => body += c);
-      res.on("end", () =>
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, rawHeaders: res.rawHeaders, body })
+      res.on(
+        "end",
+        () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            rawHeaders: res.rawHeaders,
+            body,
+          }),
       );
       res.on("error", reject);
     });
