@@ -99,7 +99,7 @@ export class HttpEdge {
   #secure: http2.Http2SecureServer | undefined;
   #front: Deno.Listener | undefined;
   #frontConns = new Set<Deno.Conn>();
-  #sockets = new Set<NodeDuplex>();
+  #sockets = new Set<Socket>();
   #pool: UpstreamPool;
   #log = getLogger(["burrow", "http"]);
 
@@ -110,7 +110,9 @@ export class HttpEdge {
     this.#pool = parts.pool;
     // Upgraded sockets leave node's own bookkeeping: close() must still end them.
     for (const server of [parts.plain, parts.secure]) {
-      server?.on("connection", (socket: NodeDuplex) => {
+      server?.on("connection", (socket: Socket) => {
+        // Heads and bodies go out as separate writes: Nagle would hold them.
+        socket.setNoDelay?.(true);
         this.#sockets.add(socket);
         socket.once("close", () => this.#sockets.delete(socket));
       });

@@ -119,7 +119,10 @@ class TunnelSocket extends NodeDuplex {
   /** Emits `timeout` after `ms` without bytes either way (0: never), as `net.Socket` does. */
   setTimeout(ms: number, onTimeout?: () => void): this {
     this.#idleMs = ms;
-    if (onTimeout) this.once("timeout", onTimeout);
+    if (onTimeout) {
+      if (ms === 0) this.removeListener("timeout", onTimeout);
+      else this.once("timeout", onTimeout);
+    }
     this.#touch();
     return this;
   }

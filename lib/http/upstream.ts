@@ -35,7 +35,7 @@ export class UpstreamBusyError extends Error {
 export interface UpstreamOptions {
   /** Streams open at once per app (more requests wait for one). @default 256 */
   maxStreams?: number;
-  /** Idle streams kept per app. @default 16 */
+  /** Idle streams kept per app (they close after `idleMs` anyway). @default 128 */
   maxIdle?: number;
   /** An idle stream unused this long is closed. @default 4000 */
   idleMs?: number;
@@ -76,7 +76,7 @@ export class UpstreamPool {
     this.#dial = dial;
     this.#options = {
       maxStreams: options.maxStreams ?? 256,
-      maxIdle: options.maxIdle ?? 16,
+      maxIdle: options.maxIdle ?? 128,
       idleMs: options.idleMs ?? 4000,
     };
   }
