@@ -129,7 +129,11 @@ if (import.meta.main) {
         }   ${s.errors}`,
       );
     }
-    console.log(`edge/direct: ${(summary.edge.rps / summary.direct.rps).toFixed(2)} of the requests per second`);
+    console.log(
+      `edge/direct: ${
+        (summary.edge.rps / summary.direct.rps).toFixed(2)
+      } of the requests per second`,
+    );
     await Deno.writeTextFile(
       "bench-http.json",
       JSON.stringify({ seconds, connections, reps, ...summary }, null, 2) + "\n",

@@ -10,6 +10,7 @@
  * @module
  */
 
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import tls from "node:tls";
 import * as x509 from "@peculiar/x509";
 import { pemCertificates } from "../transport/certs.ts";
@@ -72,6 +73,9 @@ export class CertStore {
    */
   add(pair: CertPair, asDefault = false): CertInfo {
     const info = certInfo(pair.cert);
+    if (!new X509Certificate(pair.cert).checkPrivateKey(createPrivateKey(pair.key))) {
+      throw new Error(`the key does not belong to the certificate for ${info.names.join(", ")}`);
+    }
     const context = tls.createSecureContext({ cert: pair.cert, key: pair.key });
     const entry: Entry = { ...info, context, pair };
     for (const name of info.names) {

@@ -33,7 +33,7 @@ import { rawPage } from "./pages.ts";
 import { type AuthGuard, EdgeProxy, type EdgeRequestEvent } from "./proxy.ts";
 import { normalizeName, type RouteTable } from "./routes.ts";
 import { peekClientHello } from "./sni.ts";
-import { type Dial, UpstreamPool, type UpstreamOptions } from "./upstream.ts";
+import { type Dial, type UpstreamOptions, UpstreamPool } from "./upstream.ts";
 
 /** Limits on what a user may send, against slow and oversized requests. */
 export interface EdgeLimits {
@@ -160,7 +160,8 @@ export class HttpEdge {
           settings: { maxHeaderListSize: limits.maxHeaderBytes },
           SNICallback: (name, done) => done(null, certs.contextFor(normalizeName(name))),
         });
-        const realPeer = (s: Socket) => peers.get(s.remotePort ?? -1) ?? clientAddress(s.remoteAddress);
+        const realPeer = (s: Socket) =>
+          peers.get(s.remotePort ?? -1) ?? clientAddress(s.remoteAddress);
         wire(parts.secure, proxy, "https", realPeer, limits);
         await listen(parts.secure, { hostname: "127.0.0.1", port: 0 }, "https (loopback)");
         try {
@@ -311,7 +312,9 @@ function listen(
 ): Promise<void> {
   return new Promise((resolve, reject) => {
     const fail = (err: Error) =>
-      reject(new ListenError(`cannot listen for ${what} on ${formatHostPort(addr)}: ${netReason(err)}`));
+      reject(
+        new ListenError(`cannot listen for ${what} on ${formatHostPort(addr)}: ${netReason(err)}`),
+      );
     server.once("error", fail);
     server.listen(addr.port, addr.hostname, () => {
       server.off("error", fail);

@@ -40,11 +40,23 @@ export interface StreamAddress {
  * server.emit("connection", toNodeStream(conn));
  * ```
  */
-export function toNodeStream(conn: Duplex, address: StreamAddress = {}): NodeDuplex {
+export function toNodeStream(conn: Duplex, address: StreamAddress = {}): TunnelNodeSocket {
   return new TunnelSocket(conn, address);
 }
 
-class TunnelSocket extends NodeDuplex {
+/** What {@linkcode toNodeStream} returns: a node Duplex with the socket calls node:http makes. */
+export interface TunnelNodeSocket extends NodeDuplex {
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
+  /** Emits `timeout` after `ms` without bytes either way; 0 stops it (and removes `onTimeout`). */
+  setTimeout(ms: number, onTimeout?: () => void): this;
+  setNoDelay(): this;
+  setKeepAlive(): this;
+  ref(): this;
+  unref(): this;
+}
+
+class TunnelSocket extends NodeDuplex implements TunnelNodeSocket {
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
   #conn: Duplex;

@@ -248,7 +248,9 @@ export class EdgeProxy {
   ): Promise<Decision | undefined> {
     const guard = this.#ctx.guard;
     const locked = guard?.lockedFor(remote) ?? 0;
-    if (locked > 0) return { kind: "page", status: 429, headers: { "retry-after": String(locked) } };
+    if (locked > 0) {
+      return { kind: "page", status: 429, headers: { "retry-after": String(locked) } };
+    }
     let auth = this.#auth.get(route);
     if (!auth && route.auth) {
       auth = new BasicAuth(route.auth.user, route.auth.password);

@@ -47,7 +47,9 @@ export function parseClientHello(bytes: Uint8Array): HelloParse {
   let off = 0;
   while (true) {
     if (bytes.length - off < 5) return { status: "more" };
-    if (bytes[off] !== RECORD_HANDSHAKE) return { status: "invalid", reason: "not a TLS handshake" };
+    if (bytes[off] !== RECORD_HANDSHAKE) {
+      return { status: "invalid", reason: "not a TLS handshake" };
+    }
     if (bytes[off + 1] !== 3) return { status: "invalid", reason: "not a TLS record version" };
     const length = u16(bytes, off + 3);
     if (length === 0 || length > 16384 + 2048) {
@@ -190,10 +192,14 @@ export async function peekClientHello(conn: Reader, timeoutMs: number): Promise<
       if (got === "timeout") {
         return { ok: false, reason: "no ClientHello in time", bytes: buf.subarray(0, n) };
       }
-      if (got === null) return { ok: false, reason: "closed before the ClientHello", bytes: buf.subarray(0, n) };
+      if (got === null) {
+        return { ok: false, reason: "closed before the ClientHello", bytes: buf.subarray(0, n) };
+      }
       n += got;
       const parsed = parseClientHello(buf.subarray(0, n));
-      if (parsed.status === "done") return { ok: true, hello: parsed.hello, bytes: buf.subarray(0, n) };
+      if (parsed.status === "done") {
+        return { ok: true, hello: parsed.hello, bytes: buf.subarray(0, n) };
+      }
       if (parsed.status === "invalid") {
         return { ok: false, reason: parsed.reason, bytes: buf.subarray(0, n) };
       }

@@ -44,7 +44,8 @@ async function world(options: { renewWithinMs?: number; serveChallenges?: boolea
     routes: table,
     certs,
     dial: () => Deno.connect({ hostname: "127.0.0.1", port: app.port }),
-    acmeChallenge: (token) => options.serveChallenges === false ? undefined : manager?.challenge(token),
+    acmeChallenge: (token) =>
+      options.serveChallenges === false ? undefined : manager?.challenge(token),
   });
   const pebble = await startPebble(edge.httpAddr?.port ?? 0, 3600);
   const issued: { name: string; info: CertInfo }[] = [];
@@ -92,7 +93,8 @@ async function world(options: { renewWithinMs?: number; serveChallenges?: boolea
 }
 
 Deno.test({
-  name: `a live app's name gets a certificate from Pebble over HTTP-01, kept 0600, reused after a restart${skipNote}`,
+  name:
+    `a live app's name gets a certificate from Pebble over HTTP-01, kept 0600, reused after a restart${skipNote}`,
   ignore: pebbleMissing !== undefined,
   async fn() {
     await using w = await world();
@@ -114,7 +116,8 @@ Deno.test({
       const info = await Deno.stat(join(w.stateDir, "acme", file));
       assert.equal((info.mode ?? 0) & 0o777, 0o600, file);
     }
-    const files = [...Deno.readDirSync(join(w.stateDir, "acme", "certs"))].map((e) => e.name).sort();
+    const files = [...Deno.readDirSync(join(w.stateDir, "acme", "certs"))].map((e) => e.name)
+      .sort();
     assert.deepEqual(files, ["blog.acme.test.crt", "blog.acme.test.key"], "nothing for strangers");
 
     // A restart finds the certificate in the state folder and orders nothing.

@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { HttpEdge, type EdgeOptions } from "../../lib/http/edge.ts";
+import { type EdgeOptions, HttpEdge } from "../../lib/http/edge.ts";
 import type { EdgeRequestEvent } from "../../lib/http/proxy.ts";
 import { type Route, RouteTable } from "../../lib/http/routes.ts";
 import { UpstreamBusyError } from "../../lib/http/upstream.ts";
@@ -23,8 +23,8 @@ import {
   request,
   statuses,
   streamRequest,
-  writeRepeated,
   until,
+  writeRepeated,
 } from "../helpers/http.ts";
 
 const LOOPBACK = { hostname: "127.0.0.1", port: 0 };
@@ -102,7 +102,10 @@ Deno.test("each request on one kept-alive connection is routed by its own Host a
     }
     const body = JSON.parse(res.body);
     seen.push(`${body.app} ${body.url}`);
-    assert.ok(!/x-hop/i.test(res.head), "a hop-by-hop field the app named in Connection is dropped");
+    assert.ok(
+      !/x-hop/i.test(res.head),
+      "a hop-by-hop field the app named in Connection is dropped",
+    );
   }
   assert.deepEqual(seen, ["blog /post", "api /api/v1", "wild /x", "404", "blog /post2"]);
   assert.equal(
@@ -180,24 +183,31 @@ Deno.test("error pages: unknown name 404, offline app 502, refusing app 502, ful
       const res = await request(port ?? 0, host, { method });
       return { status: res.status, body: res.body, type: res.headers["content-type"] };
     };
-    for (const [host, status] of [
-      ["nobody.example.test", 404],
-      ["gone.example.test", 502],
-      ["down.example.test", 502],
-      ["busy.example.test", 503],
-    ] as const) {
+    for (
+      const [host, status] of [
+        ["nobody.example.test", 404],
+        ["gone.example.test", 502],
+        ["down.example.test", 502],
+        ["busy.example.test", 503],
+      ] as const
+    ) {
       const page = await get(host);
       assert.equal(page.status, status, host);
       assert.equal(page.type, "text/html; charset=utf-8");
       assert.match(page.body, new RegExp(`<h1>${status} `));
-      for (const secret of ["secretgroup", "appgone", "appdown", "appfull", "127.0.0.1", "burrow"]) {
+      for (
+        const secret of ["secretgroup", "appgone", "appdown", "appfull", "127.0.0.1", "burrow"]
+      ) {
         assert.ok(!page.body.includes(secret), `${status} page names ${secret}`);
       }
       const head = await get(host, "HEAD");
       assert.equal(head.status, status);
       assert.equal(head.body, "");
     }
-    const bad = await rawExchange(port ?? 0, "GET / HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n");
+    const bad = await rawExchange(
+      port ?? 0,
+      "GET / HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n",
+    );
     assert.deepEqual(statuses(bad), [404]);
     const noHost = await rawExchange(port ?? 0, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert.deepEqual(statuses(noHost), [400]);
@@ -228,7 +238,9 @@ Deno.test("bodies stream both ways: 64 MiB up and down with checksums, chunked a
         hash.update(c);
       });
       req.on("end", () => {
-        res.end(JSON.stringify({ n, sha: hash.digest(), te: req.headers["transfer-encoding"] ?? null }));
+        res.end(
+          JSON.stringify({ n, sha: hash.digest(), te: req.headers["transfer-encoding"] ?? null }),
+        );
       });
       return;
     }
@@ -380,7 +392,9 @@ Deno.test("basic auth at the edge: 401 without, counted failures, 429 when locke
   assert.equal(none.status, 401);
   assert.equal(none.headers["www-authenticate"], 'Basic realm="burrow", charset="UTF-8"');
   assert.deepEqual(failures, [], "a request without credentials is not a failure");
-  for (const wrong of [`Basic ${btoa("alice:wonder")}`, `Basic ${btoa("bob:wonder land")}`, "Basic !!"]) {
+  for (
+    const wrong of [`Basic ${btoa("alice:wonder")}`, `Basic ${btoa("bob:wonder land")}`, "Basic !!"]
+  ) {
     const res = await get(wrong);
     assert.equal(res.status, 401);
   }
@@ -414,7 +428,10 @@ Deno.test("hostile input: oversized headers and URLs, smuggling with both length
     await answer(`GET / HTTP/1.1\r\nHost: app.example.test\r\nX-Big: ${"a".repeat(9000)}\r\n\r\n`),
     431,
   );
-  assert.equal(await answer(`GET /${"a".repeat(3000)} HTTP/1.1\r\nHost: app.example.test\r\n\r\n`), 414);
+  assert.equal(
+    await answer(`GET /${"a".repeat(3000)} HTTP/1.1\r\nHost: app.example.test\r\n\r\n`),
+    414,
+  );
   for (
     const smuggle of [
       "POST / HTTP/1.1\r\nHost: app.example.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",

@@ -151,7 +151,10 @@ Deno.test("https_only: plain HTTP gets a 308 to the same name and path on the ht
   using conn = await KeepAlive.open(s.httpPort);
   const res = await conn.send("GET /a/b?c=d HTTP/1.1\r\nHost: secure.example.test\r\n\r\n");
   assert.equal(res.status, 308);
-  assert.match(res.head, new RegExp(`\r\nlocation: https://secure\\.example\\.test:${s.httpsPort}/a/b\\?c=d`, "i"));
+  assert.match(
+    res.head,
+    new RegExp(`\r\nlocation: https://secure\\.example\\.test:${s.httpsPort}/a/b\\?c=d`, "i"),
+  );
   const plain = await conn.send("GET / HTTP/1.1\r\nHost: blog.example.test\r\n\r\n");
   assert.equal(plain.status, 200, "other apps are served on plain HTTP as they are");
 });

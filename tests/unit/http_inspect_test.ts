@@ -17,7 +17,10 @@ import { httpApp, request, until } from "../helpers/http.ts";
 const LOOPBACK = { hostname: "127.0.0.1", port: 0 };
 const CHROMIUM = "/usr/bin/chromium";
 const ARTIFACTS = new URL("../artifacts/", import.meta.url).pathname;
-const noChromium = await Deno.stat(CHROMIUM).then(() => undefined, () => "chromium is not installed");
+const noChromium = await Deno.stat(CHROMIUM).then(
+  () => undefined,
+  () => "chromium is not installed",
+);
 
 /** app → inspector (fed by a loopback "tunnel") → edge, all real sockets. */
 async function chain() {
@@ -33,7 +36,9 @@ async function chain() {
     });
   });
   app.server.on("upgrade", (_req, socket) => {
-    socket.write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
+    socket.write(
+      "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    );
     socket.pipe(socket);
   });
   const inspector = await Inspector.start({ bind: LOOPBACK });
@@ -44,7 +49,13 @@ async function chain() {
     }
   })().catch(() => {});
   const table = new RouteTable();
-  table.claim({ id: "lab/web", group: "lab", kind: "http", hosts: ["web.example.test"], paths: [] });
+  table.claim({
+    id: "lab/web",
+    group: "lab",
+    kind: "http",
+    hosts: ["web.example.test"],
+    paths: [],
+  });
   const edge = await HttpEdge.start({
     http: LOOPBACK,
     routes: table,
@@ -80,9 +91,16 @@ Deno.test("requests are recorded with headers and the first 64 KiB of each body,
   });
   assert.equal(big.status, 201);
   assert.equal(big.body.length, 100_000, "the user gets the whole body");
-  const posted = await request(c.port, "web.example.test", { method: "PUT", path: "/form", body: "a=1" });
+  const posted = await request(c.port, "web.example.test", {
+    method: "PUT",
+    path: "/form",
+    body: "a=1",
+  });
   assert.equal(posted.body, "hello PUT 3");
-  await until(() => c.inspector.requests().every((r) => r.durationMs !== undefined), "all finished");
+  await until(
+    () => c.inspector.requests().every((r) => r.durationMs !== undefined),
+    "all finished",
+  );
 
   const list = await c.list();
   assert.deepEqual(list.map((r) => `${r.method} ${r.url} ${r.status}`), [
@@ -94,11 +112,19 @@ Deno.test("requests are recorded with headers and the first 64 KiB of each body,
   assert.equal(post.app, "web");
   assert.ok((post.durationMs ?? -1) >= 0);
   assert.deepEqual(
-    { size: post.requestBody.size, truncated: post.requestBody.truncated, kept: post.requestBody.data.length },
+    {
+      size: post.requestBody.size,
+      truncated: post.requestBody.truncated,
+      kept: post.requestBody.data.length,
+    },
     { size: 100_000, truncated: true, kept: 65536 },
   );
   assert.equal(post.responseBody.size, 100_000);
-  assert.ok(post.requestHeaders.some(([k, v]) => k.toLowerCase() === "x-forwarded-host" && v === "web.example.test"));
+  assert.ok(
+    post.requestHeaders.some(([k, v]) =>
+      k.toLowerCase() === "x-forwarded-host" && v === "web.example.test"
+    ),
+  );
   assert.ok(post.responseHeaders.some(([k, v]) => k === "x-from" && v === "app"));
   assert.deepEqual(put.requestBody, { size: 3, truncated: false, encoding: "utf8", data: "a=1" });
 
@@ -124,7 +150,9 @@ Deno.test("requests are recorded with headers and the first 64 KiB of each body,
   assert.deepEqual(c.seen, ["GET /small?x=1 0", "POST /big 100000", "PUT /form 3", "PUT /form 3"]);
 
   // Another Host (DNS rebinding) is refused.
-  const rebound = await request(c.inspector.addr.port, "evil.example:80", { path: "/api/requests" });
+  const rebound = await request(c.inspector.addr.port, "evil.example:80", {
+    path: "/api/requests",
+  });
   assert.equal(rebound.status, 421);
 });
 
@@ -154,7 +182,10 @@ Deno.test("an upgrade through the inspector still passes, and is recorded with i
   } finally {
     conn.close();
   }
-  await until(() => c.inspector.requests().some((r) => r.status === 101), "the upgrade was recorded");
+  await until(
+    () => c.inspector.requests().some((r) => r.status === 101),
+    "the upgrade was recorded",
+  );
   assert.equal(c.inspector.requests()[0]?.url, "/ws");
 });
 
@@ -171,7 +202,13 @@ Deno.test({
     await using c = await chain();
     const browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+      ],
       timeout: 30_000,
     });
     try {
@@ -205,9 +242,12 @@ Deno.test({
       assert.deepEqual(c.seen, ["POST /orders?id=7 21", "POST /orders?id=7 21"]);
       await page.setViewportSize({ width: 390, height: 800 });
       const overflow = await page.evaluate(() =>
-        (globalThis as unknown as { document: { documentElement: { scrollWidth: number; clientWidth: number } } })
+        (globalThis as unknown as {
+          document: { documentElement: { scrollWidth: number; clientWidth: number } };
+        })
           .document.documentElement.scrollWidth -
-        (globalThis as unknown as { document: { documentElement: { clientWidth: number } } }).document
+        (globalThis as unknown as { document: { documentElement: { clientWidth: number } } })
+          .document
           .documentElement.clientWidth
       );
       assert.ok(overflow <= 1, `the phone layout scrolls sideways by ${overflow}px`);

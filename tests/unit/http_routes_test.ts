@@ -21,7 +21,9 @@ Deno.test("normalizeName lowercases, drops port and trailing dot, refuses what i
   assert.equal(normalizeName("Blog.Example.ORG"), "blog.example.org");
   assert.equal(normalizeName("blog.example.org.:8443"), "blog.example.org");
   assert.equal(normalizeName("app.localhost"), "app.localhost");
-  for (const bad of ["", ":80", "[::1]:80", "127.0.0.1", "a..b", "-a.b", "a b.c", "a.b:x", "é.org"]) {
+  for (
+    const bad of ["", ":80", "[::1]:80", "127.0.0.1", "a..b", "-a.b", "a b.c", "a.b:x", "é.org"]
+  ) {
     assert.equal(normalizeName(bad), undefined, bad);
   }
   assert.equal(normalizeName("x".repeat(64) + ".org"), undefined);
@@ -91,7 +93,11 @@ Deno.test("claims: one holder per name, shared by paths only within a group, all
     "a tls app never shares a name",
   );
   assert.equal(table.claim(route("g/a", ["one.example.org"])).ok, true, "same id: replaced");
-  assert.equal(table.match("two.example.org", "/"), undefined, "the replaced claim's names are freed");
+  assert.equal(
+    table.match("two.example.org", "/"),
+    undefined,
+    "the replaced claim's names are freed",
+  );
 });
 
 Deno.test("offline names answer as offline until claimed by another app; release frees them", () => {

@@ -53,8 +53,16 @@ function splitRecord(hello: Uint8Array, at: number): Uint8Array {
 
 Deno.test("a real ClientHello gives its SNI and ALPN, whole, byte by byte and across records", async () => {
   const hellos = [
-    { bytes: await nodeHello("Blog.Example.test", ["h2", "http/1.1"]), name: "blog.example.test", alpn: ["h2", "http/1.1"] },
-    { bytes: await denoHello("localhost", ["acme-tls/1"]), name: "localhost", alpn: ["acme-tls/1"] },
+    {
+      bytes: await nodeHello("Blog.Example.test", ["h2", "http/1.1"]),
+      name: "blog.example.test",
+      alpn: ["h2", "http/1.1"],
+    },
+    {
+      bytes: await denoHello("localhost", ["acme-tls/1"]),
+      name: "localhost",
+      alpn: ["acme-tls/1"],
+    },
   ]; // deno-fmt-ignore
   for (const { bytes, name, alpn } of hellos) {
     assert.deepEqual(parseClientHello(bytes), {
@@ -89,7 +97,10 @@ Deno.test("anything but a ClientHello is invalid", () => {
   // a ServerHello (type 2)
   assert.equal(parseClientHello(new Uint8Array([0x16, 3, 3, 0, 4, 2, 0, 0, 0])).status, "invalid");
   // a hello claiming 16 MiB
-  assert.equal(parseClientHello(new Uint8Array([0x16, 3, 1, 0, 4, 1, 0xff, 0, 0])).status, "invalid");
+  assert.equal(
+    parseClientHello(new Uint8Array([0x16, 3, 1, 0, 4, 1, 0xff, 0, 0])).status,
+    "invalid",
+  );
 });
 
 Deno.test("random and mutated input never throws, and a mutated name is never read past its bounds", async () => {

@@ -89,14 +89,14 @@ export class Inspector {
 
   /** Binds the page; throws `ListenError` when the address is taken. */
   static start(options: InspectorOptions): Promise<Inspector> {
-    let inspector: Inspector | undefined;
+    const ready: { inspector?: Inspector } = {};
     let page: Deno.HttpServer<Deno.NetAddr>;
     try {
       page = Deno.serve({
         hostname: options.bind.hostname,
         port: options.bind.port,
         onListen: () => {},
-      }, (req) => inspector ? inspector.#serve(req) : new Response(null, { status: 503 }));
+      }, (req) => ready.inspector?.#serve(req) ?? new Response(null, { status: 503 }));
     } catch (err) {
       throw new ListenError(
         `cannot listen for the inspector on ${formatHostPort(options.bind)}: ${
@@ -104,8 +104,8 @@ export class Inspector {
         }`,
       );
     }
-    inspector = new Inspector(options, page);
-    return Promise.resolve(inspector);
+    ready.inspector = new Inspector(options, page);
+    return Promise.resolve(ready.inspector);
   }
 
   /** Serves one tunnel stream of `app`: HTTP/1.1 requests, each recorded and forwarded. */
@@ -216,7 +216,13 @@ export class Inspector {
     const app = this.#apps.get(req.socket);
     if (!app) return void res.destroy();
     const started = performance.now();
-    const record = this.#begin(app, req.method ?? "GET", req.url ?? "/", req.httpVersion, req.rawHeaders);
+    const record = this.#begin(
+      app,
+      req.method ?? "GET",
+      req.url ?? "/",
+      req.httpVersion,
+      req.rawHeaders,
+    );
     const reqTap = new BodyTap(this.#bodyBytes);
     const resTap = new BodyTap(this.#bodyBytes);
     const finish = (error?: string) => {
@@ -267,7 +273,13 @@ export class Inspector {
     const app = this.#apps.get(socket);
     if (!app) return void socket.destroy();
     const started = performance.now();
-    const record = this.#begin(app, req.method ?? "GET", req.url ?? "/", req.httpVersion, req.rawHeaders);
+    const record = this.#begin(
+      app,
+      req.method ?? "GET",
+      req.url ?? "/",
+      req.httpVersion,
+      req.rawHeaders,
+    );
     const local = net.connect(app.local.port, app.local.hostname);
     let headText = `${req.method} ${req.url} HTTP/1.1\r\n`;
     for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
@@ -346,7 +358,12 @@ export class Inspector {
   #ownHost(host: string | null): boolean {
     if (host === null) return false;
     const port = this.addr.port;
-    const names = [formatHostPort(this.addr), `localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`];
+    const names = [
+      formatHostPort(this.addr),
+      `localhost:${port}`,
+      `127.0.0.1:${port}`,
+      `[::1]:${port}`,
+    ];
     return names.includes(host.toLowerCase());
   }
 }

@@ -42,7 +42,9 @@ function el(tag, text, className) {
 /** @param {Rec} r */
 function duration(r) {
   if (r.durationMs === undefined) return "…";
-  return r.durationMs < 1000 ? `${r.durationMs.toFixed(1)} ms` : `${(r.durationMs / 1000).toFixed(2)} s`;
+  return r.durationMs < 1000
+    ? `${r.durationMs.toFixed(1)} ms`
+    : `${(r.durationMs / 1000).toFixed(2)} s`;
 }
 
 /** @param {Rec} r */
@@ -55,7 +57,9 @@ function statusText(r) {
 function bodyText(body) {
   if (body.size === 0) return "(empty)";
   const shown = body.encoding === "utf8" ? body.data : `(binary, base64)\n${body.data}`;
-  return body.truncated ? `${shown}\n… (${body.size} bytes in all, the first ${64 * 1024} shown)` : shown;
+  return body.truncated
+    ? `${shown}\n… (${body.size} bytes in all, the first ${64 * 1024} shown)`
+    : shown;
 }
 
 function renderList() {
@@ -104,7 +108,8 @@ function renderDetail() {
   detail.hidden = !r;
   if (!r) return;
   byId("detail-title").textContent = `${r.method} ${r.url}`;
-  byId("detail-meta").textContent = `${r.app} · ${statusText(r)} · ${duration(r)} · HTTP/${r.httpVersion}` +
+  byId("detail-meta").textContent =
+    `${r.app} · ${statusText(r)} · ${duration(r)} · HTTP/${r.httpVersion}` +
     (r.error ? ` · ${r.error}` : "") + (r.replayOf ? ` · replay of #${r.replayOf}` : "");
   renderHeaders("req-headers", r.requestHeaders);
   renderHeaders("res-headers", r.responseHeaders);
