@@ -92,11 +92,15 @@ export class Inspector {
     const ready: { inspector?: Inspector } = {};
     let page: Deno.HttpServer<Deno.NetAddr>;
     try {
-      page = Deno.serve({
-        hostname: options.bind.hostname,
-        port: options.bind.port,
-        onListen: () => {},
-      }, (req) => ready.inspector?.#serve(req) ?? new Response(null, { status: 503 }));
+      page = Deno.serve(
+        {
+          hostname: options.bind.hostname,
+          port: options.bind.port,
+          onListen: () => {},
+        },
+        (req) =>
+          ready.inspector ? ready.inspector.#serve(req) : new Response(null, { status: 503 }),
+      );
     } catch (err) {
       throw new ListenError(
         `cannot listen for the inspector on ${formatHostPort(options.bind)}: ${
