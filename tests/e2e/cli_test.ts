@@ -10,9 +10,9 @@ import {
   echoThrough,
   groupFile,
   portBlock,
-  Proc,
   randomBytes,
   readAll,
+  runToEnd,
   sha256,
   startClient,
   startServer,
@@ -26,67 +26,58 @@ import {
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
 } from "../../lib/protocol/protocol.ts";
+import { makeTempDir } from "../helpers/temp.ts";
 
 const TOKEN = "cli-token-Zq81x";
 
-async function run(script: string, args: string[], env: Record<string, string> = {}) {
-  const proc = new Proc(script, args, { BURROW_TOKEN: "", ...env });
-  const code = await proc.exitCode(20_000);
-  return { code, stdout: proc.stdout.text, stderr: proc.stderr.text };
-}
-
 Deno.test("--help and --version exit 0 on stdout; bad usage exits 2 with one line", async () => {
   for (const script of ["server.ts", "client.ts"]) {
-    const help = await run(script, ["--help"]);
+    const help = await runToEnd(script, ["--help"]);
     assert.equal(help.code, 0);
     assert.match(help.stdout, /^burrow-(server|client) \d+\.\d+\.\d+: /);
     assert.match(help.stdout, /Usage: burrow-/);
-    const version = await run(script, ["--version"]);
+    const version = await runToEnd(script, ["--version"]);
     assert.equal(version.code, 0);
     assert.match(version.stdout, /^burrow-(server|client) 0\.1\.0$/);
-    const unknown = await run(script, ["--bogus"]);
+    const unknown = await runToEnd(script, ["--bogus"]);
     assert.equal(unknown.code, 2);
     assert.equal(unknown.stderr.trim().split("\n").length, 1);
     assert.match(unknown.stderr, /unknown flag --bogus/);
   }
-  const missing = await run("client.ts", []);
+  const missing = await runToEnd("client.ts", []);
   assert.equal(missing.code, 2);
   assert.match(missing.stderr.trim(), /^burrow-client: missing argument GROUP\.yaml$/);
-  const noValue = await run("server.ts", ["--bind"]);
+  const noValue = await runToEnd("server.ts", ["--bind"]);
   assert.equal(noValue.code, 2);
   assert.match(noValue.stderr, /flag --bind needs a value/);
 });
 
 Deno.test("server: no token exits 2; BURROW_TOKEN works; a taken bind exits 1", async () => {
-  const none = await run("server.ts", ["--bind", "127.0.0.1:0"]);
+  const none = await runToEnd("server.ts", ["--bind", "127.0.0.1:0"]);
   assert.equal(none.code, 2);
   assert.match(none.stderr, /no token/);
-  const blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  try {
-    const taken = await run("server.ts", [
-      "--bind",
-      `127.0.0.1:${blocker.addr.port}`,
-      "--token",
-      "x",
-    ]);
-    assert.equal(taken.code, 1);
-    assert.match(taken.stderr, /cannot listen on 127\.0\.0\.1:\d+: address in use/);
-    const badHost = await run("server.ts", [
-      "--bind",
-      "127.0.0.1:0",
-      "--token",
-      "x",
-      "--public-host",
-      "192.0.2.1",
-    ]);
-    assert.equal(badHost.code, 1);
-    assert.match(
-      badHost.stderr.trim(),
-      /^burrow-server: cannot listen on public host 192\.0\.2\.1: /,
-    );
-  } finally {
-    blocker.close();
-  }
+  await using blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const taken = await runToEnd("server.ts", [
+    "--bind",
+    `127.0.0.1:${blocker.addr.port}`,
+    "--token",
+    "x",
+  ]);
+  assert.equal(taken.code, 1);
+  assert.match(taken.stderr, /cannot listen on 127\.0\.0\.1:\d+: address in use/);
+  const badHost = await runToEnd("server.ts", [
+    "--bind",
+    "127.0.0.1:0",
+    "--token",
+    "x",
+    "--public-host",
+    "192.0.2.1",
+  ]);
+  assert.equal(badHost.code, 1);
+  assert.match(
+    badHost.stderr.trim(),
+    /^burrow-server: cannot listen on public host 192\.0\.2\.1: /,
+  );
   // No --token: the server takes BURROW_TOKEN.
   await using tunnel = await startTunnel({
     group: "envtok",
@@ -99,13 +90,13 @@ Deno.test("server: no token exits 2; BURROW_TOKEN works; a taken bind exits 1", 
 });
 
 Deno.test("bad config files exit 2 naming the file, key and line", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "burrow-cli-" });
+  const dir = await makeTempDir({ prefix: "burrow-cli-" });
   const write = (name: string, text: string) => {
     Deno.writeTextFileSync(`${dir}/${name}`, text);
     return `${dir}/${name}`;
   };
   const syntax = write("syntax.yaml", "group: a\napps:\n  - name: x\n   local: [\n");
-  let r = await run("client.ts", [syntax]);
+  let r = await runToEnd("client.ts", [syntax]);
   assert.equal(r.code, 2);
   assert.match(
     r.stderr.trim(),
@@ -115,35 +106,35 @@ Deno.test("bad config files exit 2 naming the file, key and line", async () => {
     "port.yaml",
     "server: 127.0.0.1:1\ntoken: t\ngroup: g\napps:\n  - name: a\n    local: 127.0.0.1:1\n    remote_port: 70000\n",
   );
-  r = await run("client.ts", [badPort]);
+  r = await runToEnd("client.ts", [badPort]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, new RegExp(`${badPort}: apps\\[0\\]\\.remote_port \\(line 7\\): `));
   const unset = write(
     "env.yaml",
     "server: 127.0.0.1:1\ntoken: ${BURROW_TEST_UNSET_VAR}\ngroup: g\napps:\n  - name: a\n    local: 127.0.0.1:1\n",
   );
-  r = await run("client.ts", [unset]);
+  r = await runToEnd("client.ts", [unset]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /token \(line 2\): environment variable BURROW_TEST_UNSET_VAR is not set/);
   const noToken = write(
     "notoken.yaml",
     "server: 127.0.0.1:1\ngroup: g\napps:\n  - name: a\n    local: 127.0.0.1:1\n",
   );
-  r = await run("client.ts", [noToken]);
+  r = await runToEnd("client.ts", [noToken]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /token: is required/);
   const serverBad = write("server.yaml", "token: t\nports: 9000-8000\n");
-  r = await run("server.ts", ["--config", serverBad]);
+  r = await runToEnd("server.ts", ["--config", serverBad]);
   assert.equal(r.code, 2);
   assert.match(
     r.stderr,
     new RegExp(`${serverBad}: ports \\(line 2\\): range "9000-8000" runs backwards`),
   );
   const unknownKey = write("unknown.yaml", "token: t\nbind: 127.0.0.1:0\nprots: 1-2\n");
-  r = await run("server.ts", ["--config", unknownKey]);
+  r = await runToEnd("server.ts", ["--config", unknownKey]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /prots \(line 3\): unknown key/);
-  r = await run("server.ts", ["--token", "t", "--heartbeat-timeout", "soon"]);
+  r = await runToEnd("server.ts", ["--token", "t", "--heartbeat-timeout", "soon"]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /--heartbeat-timeout: expected a number, got "soon"/);
   await Deno.remove(dir, { recursive: true });
@@ -188,46 +179,38 @@ Deno.test("every refusal exits 3 with one line naming the cause", async () => {
     /outside the server's allowed ports/,
   );
   // A port in range held by another program on the server host.
-  const squatter = Deno.listen({ hostname: "127.0.0.1", port: block.to });
-  try {
-    await expectRefusal(one({ port: block.to }), "port_taken", /in use on the server host/);
-    await expectRefusal(one({}), "no_free_port", /no free port/);
-  } finally {
-    squatter.close();
-  }
+  using _squatter = Deno.listen({ hostname: "127.0.0.1", port: block.to });
+  await expectRefusal(one({ port: block.to }), "port_taken", /in use on the server host/);
+  await expectRefusal(one({}), "no_free_port", /no free port/);
   // The holder was never disturbed.
   const data = randomBytes(20_000);
   assert.equal(await echoThrough(block.from, data), await sha256(data));
 });
 
 Deno.test("protocol versions: each side names the one to upgrade", async () => {
-  const server = await startServer({ token: TOKEN });
-  try {
-    // A client from the future says hello with version 99.
-    const conn = await dialControl(server.port);
-    const reader = new FrameReader(conn);
-    const challenge = await reader.read(5000) as { type: string; version: number };
-    assert.equal(challenge.type, "challenge");
-    assert.equal(challenge.version, PROTOCOL_VERSION);
-    await writeAll(
-      conn,
-      encodeFrame({
-        type: "work_hello",
-        version: 99,
-        session: "0".repeat(32),
-        proof: "0".repeat(64),
-      }),
-    );
-    const reply = await reader.read(5000) as { type: string; code: string; message: string };
-    conn.close();
-    assert.equal(reply.code, "version_mismatch");
-    assert.match(
-      reply.message,
-      new RegExp(`client speaks v99, server speaks v${PROTOCOL_VERSION}; upgrade burrow-server`),
-    );
-  } finally {
-    await server.proc.stop();
-  }
+  await using server = await startServer({ token: TOKEN });
+  // A client from the future says hello with version 99.
+  const conn = await dialControl(server.port);
+  const reader = new FrameReader(conn);
+  const challenge = await reader.read(5000) as { type: string; version: number };
+  assert.equal(challenge.type, "challenge");
+  assert.equal(challenge.version, PROTOCOL_VERSION);
+  await writeAll(
+    conn,
+    encodeFrame({
+      type: "work_hello",
+      version: 99,
+      session: "0".repeat(32),
+      proof: "0".repeat(64),
+    }),
+  );
+  const reply = await reader.read(5000) as { type: string; code: string; message: string };
+  conn.close();
+  assert.equal(reply.code, "version_mismatch");
+  assert.match(
+    reply.message,
+    new RegExp(`client speaks v99, server speaks v${PROTOCOL_VERSION}; upgrade burrow-server`),
+  );
   // A server from the future: the client exits 3 saying to upgrade itself.
   const fake = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const serving = (async () => {
@@ -327,13 +310,13 @@ Deno.test("a token pasted in the wrong place is never printed back in an error",
     ["server.ts", ["--ports", secret], { BURROW_TOKEN: secret }],
     ["client.ts", ["group.yaml", secret, "--token", secret], {}],
   ];
-  const dir = await Deno.makeTempDir({ prefix: "burrow-mask-" });
+  const dir = await makeTempDir({ prefix: "burrow-mask-" });
   const file = `${dir}/server.yaml`;
   await Deno.writeTextFile(file, `token: ${secret}\nbind: ${secret}\n`);
   cases.push(["server.ts", ["--config", file], {}]);
   try {
     for (const [script, args, env] of cases) {
-      const r = await run(script, args, env);
+      const r = await runToEnd(script, args, env);
       assert.equal(r.code, 2, `${script} ${args.join(" ")}`);
       assert.ok(!r.stderr.includes(secret), `the token leaked: ${r.stderr}`);
       assert.match(r.stderr, /\(the token\)|unexpected/);
@@ -360,7 +343,7 @@ Deno.test("discovery: --services and --free-ports print a table or JSON; refusal
   assert.equal(await echoThrough(block.from, data), await sha256(data));
   const server = `127.0.0.1:${tunnel.server.port}`;
 
-  const table = await run("client.ts", ["--services", "--server", server, "--token", TOKEN]);
+  const table = await runToEnd("client.ts", ["--services", "--server", server, "--token", TOKEN]);
   assert.equal(table.code, 0, table.stderr);
   const lines = table.stdout.trim().split("\n");
   assert.match(
@@ -379,7 +362,7 @@ Deno.test("discovery: --services and --free-ports print a table or JSON; refusal
   );
   assert.equal(lines.length, 3);
 
-  const json = await run("client.ts", ["--services", "--json", "--server", server], {
+  const json = await runToEnd("client.ts", ["--services", "--json", "--server", server], {
     BURROW_TOKEN: TOKEN,
   });
   assert.equal(json.code, 0, json.stderr);
@@ -393,10 +376,10 @@ Deno.test("discovery: --services and --free-ports print a table or JSON; refusal
     ["shown", "web", block.from + 1, 0, undefined],
   ]);
 
-  const free = await run("client.ts", ["--free-ports", "--server", server, "--token", TOKEN]);
+  const free = await runToEnd("client.ts", ["--free-ports", "--server", server, "--token", TOKEN]);
   assert.equal(free.code, 0, free.stderr);
   assert.equal(free.stdout.trim(), `free ports: ${block.from + 2}-${block.to} (8 ports)`);
-  const freeJson = await run("client.ts", [
+  const freeJson = await runToEnd("client.ts", [
     "--free-ports",
     "--json",
     "--server",
@@ -409,16 +392,16 @@ Deno.test("discovery: --services and --free-ports print a table or JSON; refusal
     truncated: false,
   });
 
-  const wrong = await run("client.ts", ["--services", "--server", server, "--token", "nope"]);
+  const wrong = await runToEnd("client.ts", ["--services", "--server", server, "--token", "nope"]);
   assert.equal(wrong.code, 3);
   assert.match(
     wrong.stderr.trim(),
     /^burrow-client: refused by the server: authentication failed: wrong token \(auth_failed\)$/,
   );
-  const noServer = await run("client.ts", ["--services", "--token", TOKEN]);
+  const noServer = await runToEnd("client.ts", ["--services", "--token", TOKEN]);
   assert.equal(noServer.code, 2);
   assert.match(noServer.stderr, /--services needs --server HOST:PORT/);
-  const noToken = await run("client.ts", ["--free-ports", "--server", server]);
+  const noToken = await runToEnd("client.ts", ["--free-ports", "--server", server]);
   assert.equal(noToken.code, 2);
   assert.match(noToken.stderr, /needs a token/);
 });

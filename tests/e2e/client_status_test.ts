@@ -7,14 +7,9 @@
  */
 
 import assert from "node:assert/strict";
-import { startClient, startServer } from "../../mod.ts";
-import type { ClientStatus } from "../../lib/client/status.ts";
-import { loadClientConfig } from "../../lib/config/group_file.ts";
-import {
-  formatStatusTable,
-  formatTable,
-  printStatusOnReady,
-} from "../../lib/client/status_table.ts";
+import { type ClientStatus, startClient, startServer } from "../../mod.ts";
+
+import { printStatusOnReady } from "../../lib/client/status_table.ts";
 import {
   echoApp,
   echoThrough,
@@ -25,20 +20,8 @@ import {
   sha256,
   startClient as startClientProc,
   startServer as startServerProc,
+  until,
 } from "../helpers/harness.ts";
-
-/** Polls `get` until `ok` holds, or fails after `timeoutMs` showing the last value. */
-async function until<T>(get: () => Promise<T> | T, ok: (v: T) => boolean, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (true) {
-    const last = await get();
-    if (ok(last)) return last;
-    if (Date.now() > deadline) {
-      throw new Error(`not met in ${timeoutMs} ms: ${JSON.stringify(last)}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 Deno.test("client status and admin API follow the link through a server restart", async () => {
   const app = echoApp();
@@ -118,44 +101,9 @@ Deno.test("client status and admin API follow the link through a server restart"
   assert.equal(client.status().server.state, "closed");
 });
 
-Deno.test("the status table lines up its columns", () => {
-  assert.equal(
-    formatTable(["A", "BB", "C"], [["long-name", "x", "end"], ["s", "yyyy", "e"]]),
-    "A          BB    C\nlong-name  x     end\ns          yyyy  e",
-  );
-  const table = formatStatusTable({
-    version: "0.1.0",
-    group: "lab",
-    server: { addr: "relay:7700", state: "reconnecting", since: "", retries: 3, reconnects: 0 },
-    apps: [{
-      name: "ssh",
-      local: "127.0.0.1:22",
-      remotePort: 6022,
-      publicAddr: null,
-      state: "pending",
-      connections: 0,
-      connectionsTotal: 0,
-      bytesIn: 0,
-      bytesOut: 0,
-    }],
-  });
-  assert.equal(
-    table,
-    "lab via relay:7700 (reconnecting)\nAPP  LOCAL         PUBLIC  STATE\nssh  127.0.0.1:22  -       pending",
-  );
-});
-
-Deno.test("the group file's admin key loads as HOST:PORT", async () => {
-  const file = new URL("../fixtures/client/valid/admin.yaml", import.meta.url).pathname;
-  const config = await loadClientConfig(file, {}, () => undefined);
-  assert.deepEqual(config.admin, { hostname: "127.0.0.1", port: 7401 });
-  const minimal = new URL("../fixtures/client/valid/minimal.yaml", import.meta.url).pathname;
-  assert.equal((await loadClientConfig(minimal, {}, () => undefined)).admin, undefined);
-});
-
 Deno.test("client.ts serves its admin key and prints where", async () => {
-  const app = echoApp();
-  const server = await startServerProc({ token: "cli-admin" });
+  using app = echoApp();
+  await using server = await startServerProc({ token: "cli-admin" });
   const file = groupFile({
     server: `127.0.0.1:${server.port}`,
     token: "cli-admin",
@@ -163,22 +111,16 @@ Deno.test("client.ts serves its admin key and prints where", async () => {
     apps: [{ name: "echo", local: app.addr }],
   });
   await Deno.writeTextFile(file, "admin: 127.0.0.1:0\n", { append: true });
-  const client = startClientProc(file);
-  try {
-    const port = await readyPort(client, "cli-admin", "echo");
-    const m = await client.stdout.wait(/^admin http:\/\/127\.0\.0\.1:(\d+)\/api\/status$/);
-    const status: ClientStatus = await until(
-      () => fetch(`http://127.0.0.1:${m[1]}/api/status`).then((r) => r.json()),
-      (s: ClientStatus) => s.apps[0]?.state === "live",
-    );
-    assert.equal(status.apps[0]?.remotePort, port);
-    assert.equal(status.server.state, "connected");
-    assert.ok(!JSON.stringify(status).includes("cli-admin-token"));
-    // stderr is a pipe here, not a terminal: no table on it.
-    assert.ok(!client.stderr.text.includes("APP  LOCAL"), "no table when stderr is not a terminal");
-  } finally {
-    await client.stop();
-    await server.proc.stop();
-    app.close();
-  }
+  await using client = startClientProc(file);
+  const port = await readyPort(client, "cli-admin", "echo");
+  const m = await client.stdout.wait(/^admin http:\/\/127\.0\.0\.1:(\d+)\/api\/status$/);
+  const status: ClientStatus = await until(
+    () => fetch(`http://127.0.0.1:${m[1]}/api/status`).then((r) => r.json()),
+    (s: ClientStatus) => s.apps[0]?.state === "live",
+  );
+  assert.equal(status.apps[0]?.remotePort, port);
+  assert.equal(status.server.state, "connected");
+  assert.ok(!JSON.stringify(status).includes("cli-admin-token"));
+  // stderr is a pipe here, not a terminal: no table on it.
+  assert.ok(!client.stderr.text.includes("APP  LOCAL"), "no table when stderr is not a terminal");
 });

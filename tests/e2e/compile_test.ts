@@ -16,9 +16,10 @@ import {
   randomBytes,
   sha256,
 } from "../helpers/harness.ts";
+import { makeTempDir } from "../helpers/temp.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
-const dist = await Deno.makeTempDir({ prefix: "burrow-dist-" });
+const dist = await makeTempDir({ prefix: "burrow-dist-" });
 
 /** Compiles one program with scripts/compile.ts (the flags of every build); returns why not, if it fails. */
 async function compile(program: "server" | "client"): Promise<string | undefined> {
@@ -101,7 +102,7 @@ if (why) await Deno.remove(dist, { recursive: true });
 Deno.test("the compiled-in permissions are enough for the core flow, and no more", async () => {
   const { PERMISSIONS } = await import("../../scripts/compile.ts");
   const app = echoApp();
-  const dir = await Deno.makeTempDir({ prefix: "burrow-perms-" });
+  const dir = await makeTempDir({ prefix: "burrow-perms-" });
   const spawn = (script: string, args: string[], env: Record<string, string>) =>
     new Deno.Command(Deno.execPath(), {
       args: ["run", "--quiet", ...PERMISSIONS, `${root}${script}`, ...args],

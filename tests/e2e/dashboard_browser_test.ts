@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 import { startClient, startServer } from "../../mod.ts";
-import { echoApp, echoThrough, portBlock, randomBytes, sha256 } from "../helpers/harness.ts";
+import { echoApp, echoThrough, portBlock, randomBytes, sha256, until } from "../helpers/harness.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const ARTIFACTS = new URL("../artifacts/", import.meta.url).pathname;
@@ -34,15 +34,6 @@ const ARGS = [
 interface Measured {
   scrollWidth: number;
   clientWidth: number;
-}
-
-/** Polls `ok` every 50 ms until it holds; fails after 10 s naming `what`. */
-async function until(ok: () => Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!(await ok())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 Deno.test({
@@ -119,7 +110,7 @@ Deno.test({
       // Bytes through the tunnel: the page's counter grows without a reload.
       const data = randomBytes(2_000_000);
       assert.equal(await echoThrough(web.remotePort, data), await sha256(data));
-      await until(async () => await bytesIn() === 2_000_000, "the byte counter reaches 2000000");
+      await until(bytesIn, (n) => n === 2_000_000, 10_000, "the byte counter reaches 2000000");
       assert.equal(await bytesIn(), 2_000_000);
       assert.match(await row.locator("td.bytes-in").innerText(), /1\.9\d? MiB/);
       // Text from clients is shown as text, never run as markup.
@@ -131,7 +122,7 @@ Deno.test({
       await page.locator("#events li[data-kind=disconnect]").waitFor({ timeout: 10_000 });
       // Let the sparkline pick the burst up before the picture is taken.
       const lines = page.locator('tr[data-app="web"] svg.spark polyline');
-      await until(async () => await lines.count() === 2, "the sparkline is drawn");
+      await until(() => lines.count(), (n) => n === 2, 10_000, "the sparkline is drawn");
       await echoThrough(web.remotePort, randomBytes(500_000));
       await page.waitForTimeout(1500); // a settled picture only; every assertion above awaited its event
       await page.screenshot({ path: `${ARTIFACTS}dashboard.png`, fullPage: true });

@@ -6,12 +6,8 @@
  */
 
 import assert from "node:assert/strict";
-import { startClient, startServer } from "../../mod.ts";
-import { checkDashboardOptions } from "../../lib/dashboard/http.ts";
-import { isLoopback } from "../../lib/util/addr.ts";
-import { ConfigError } from "../../lib/util/errors.ts";
-import type { GroupStatus, ServerStatus } from "../../lib/dashboard/monitor.ts";
-import { loadServerConfig } from "../../lib/config/server_file.ts";
+import { type GroupStatus, type ServerStatus, startClient, startServer } from "../../mod.ts";
+import { libraryServer } from "../helpers/library.ts";
 import {
   echoApp,
   echoThrough,
@@ -20,24 +16,11 @@ import {
   randomBytes,
   sha256,
   startServer as startServerProc,
+  until,
 } from "../helpers/harness.ts";
 import { parseNpm, parseReference, referencePython } from "../helpers/prom_parse.ts";
 
 const PASSWORD = "dash-pass-5c1e";
-
-/** Polls `get` until `ok` holds, or fails after `timeoutMs` showing the last value. */
-async function until<T>(get: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  let last: T;
-  while (true) {
-    last = await get();
-    if (ok(last)) return last;
-    if (Date.now() > deadline) {
-      throw new Error(`condition not met in ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 function basic(user: string, password: string): string {
   return `Basic ${btoa(`${user}:${password}`)}`;
@@ -75,7 +58,7 @@ Deno.test("dashboard API and metrics follow a live tunnel: groups, bytes, events
     // Real bytes, checked exactly, then seen by the API to the byte.
     const data = randomBytes(300_000);
     assert.equal(await echoThrough(tunnel.remotePort, data), await sha256(data));
-    const [lab] = await until(groups, (g) => g[0]?.apps[0]?.bytesOut === 300_000);
+    const [lab] = await until(groups, (g) => g[0]?.apps[0]?.bytesOut === 300_000, 10_000);
     assert.equal(lab?.name, "lab");
     assert.equal(lab?.online, true);
     assert.match(lab?.clientAddr ?? "", /^127\.0\.0\.1:\d+$/);
@@ -97,7 +80,7 @@ Deno.test("dashboard API and metrics follow a live tunnel: groups, bytes, events
       const got = new Uint8Array(1000);
       let read = 0;
       while (read < 1000) read += (await conn.read(got.subarray(read))) ?? 0;
-      const live = await until(groups, (g) => g[0]?.apps[0]?.bytesIn === 301_000);
+      const live = await until(groups, (g) => g[0]?.apps[0]?.bytesIn === 301_000, 10_000);
       assert.equal(live[0]?.apps[0]?.connections, 1);
       const status = await api<ServerStatus>("/api/status");
       assert.equal(status.version, "0.1.0");
@@ -112,7 +95,11 @@ Deno.test("dashboard API and metrics follow a live tunnel: groups, bytes, events
       conn.close();
     }
     // The sparkline series fills once a second.
-    const sampled = await until(groups, (g) => (g[0]?.apps[0]?.traffic.in.length ?? 0) >= 2);
+    const sampled = await until(
+      groups,
+      (g) => (g[0]?.apps[0]?.traffic.in.length ?? 0) >= 2,
+      10_000,
+    );
     assert.ok(sampled[0]?.apps[0]?.traffic.in.every((n) => Number.isInteger(n) && n >= 0));
 
     // Metrics: parsed by real parsers, with the same figures.
@@ -147,12 +134,16 @@ Deno.test("dashboard API and metrics follow a live tunnel: groups, bytes, events
       (err: Error) => (err as { code?: string }).code === "auth_failed",
     );
     const metricsText = () => fetch(`${base}/metrics`, { headers: auth }).then((r) => r.text());
-    await until(metricsText, (t) => /^burrow_auth_failures_total 1$/m.test(t));
-    await until(metricsText, (t) => /^burrow_refusals_total\{cause="auth_failed"\} 1$/m.test(t));
+    await until(metricsText, (t) => /^burrow_auth_failures_total 1$/m.test(t), 10_000);
+    await until(
+      metricsText,
+      (t) => /^burrow_refusals_total\{cause="auth_failed"\} 1$/m.test(t),
+      10_000,
+    );
 
     // The client goes away: the group stays listed as offline with its last address.
     await client.close();
-    const offline = await until(groups, (g) => g[0]?.online === false);
+    const offline = await until(groups, (g) => g[0]?.online === false, 10_000);
     assert.equal(offline[0]?.clientAddr, lab?.clientAddr);
     assert.equal(offline[0]?.reason, "client stopped");
     assert.equal(offline[0]?.apps[0]?.bytesIn, 301_000, "totals survive going offline");
@@ -163,7 +154,7 @@ Deno.test("dashboard API and metrics follow a live tunnel: groups, bytes, events
       group: "lab",
     });
     await client.expose({ name: "echo", local: app.addr });
-    await until(groups, (g) => g[0]?.online === true && g[0]?.apps.length === 1);
+    await until(groups, (g) => g[0]?.online === true && g[0]?.apps.length === 1, 10_000);
     const { events } = await api<{ events: Array<{ id: number; kind: string; code?: string }> }>(
       "/api/events",
     );
@@ -186,117 +177,69 @@ Deno.test("dashboard API and metrics follow a live tunnel: groups, bytes, events
 });
 
 Deno.test("the dashboard asks for a password, with security headers, and streams events", async () => {
-  const server = await startServer({
-    bind: "127.0.0.1:0",
+  await using server = await libraryServer({
     token: "t",
-    ports: portBlock().spec,
-    publicHost: "127.0.0.1",
     dashboard: { bind: "127.0.0.1:0", password: PASSWORD },
     limits: { authFailures: 100 }, // this test sends 16 wrong ones on purpose
   });
   const base = `http://127.0.0.1:${server.dashboardAddr?.port}`;
-  try {
-    for (
-      const headers of [
-        {},
-        { authorization: basic("admin", "nope") },
-        {
-          authorization: basic("root", PASSWORD),
-        },
-        { authorization: "Basic !!!" },
-        { authorization: `Bearer ${PASSWORD}` },
-      ]
-    ) {
-      for (const path of ["/", "/api/status", "/metrics", "/api/stream"]) {
-        const res = await fetch(base + path, { headers });
-        assert.equal(res.status, 401, `${path} with ${JSON.stringify(headers)}`);
-        assert.equal(res.headers.get("www-authenticate"), 'Basic realm="burrow", charset="UTF-8"');
-        await res.body?.cancel();
-      }
+  for (
+    const headers of [
+      {},
+      { authorization: basic("admin", "nope") },
+      {
+        authorization: basic("root", PASSWORD),
+      },
+      { authorization: "Basic !!!" },
+      { authorization: `Bearer ${PASSWORD}` },
+    ]
+  ) {
+    for (const path of ["/", "/api/status", "/metrics", "/api/stream"]) {
+      const res = await fetch(base + path, { headers });
+      assert.equal(res.status, 401, `${path} with ${JSON.stringify(headers)}`);
+      assert.equal(res.headers.get("www-authenticate"), 'Basic realm="burrow", charset="UTF-8"');
+      await res.body?.cancel();
     }
-    const auth = { authorization: basic("admin", PASSWORD) };
-    const page = await fetch(`${base}/`, { headers: auth });
-    assert.equal(page.status, 200);
-    assert.match(page.headers.get("content-security-policy") ?? "", /script-src 'self'/);
-    assert.match(page.headers.get("content-security-policy") ?? "", /frame-ancestors 'none'/);
-    assert.equal(page.headers.get("x-content-type-options"), "nosniff");
-    assert.equal(page.headers.get("x-frame-options"), "DENY");
-    const html = await page.text();
-    assert.ok(!/<script>/.test(html), "no inline script");
-    for (const [path, type] of [["/app.js", "text/javascript"], ["/app.css", "text/css"]]) {
-      const res = await fetch(base + path, { headers: auth });
-      assert.match(res.headers.get("content-type") ?? "", new RegExp(`^${type}`));
-      assert.ok((await res.text()).length > 1000);
-    }
-    const missing = await fetch(`${base}/nope`, { headers: auth });
-    assert.equal(missing.status, 404);
-    await missing.body?.cancel();
-    const post = await fetch(`${base}/api/status`, { method: "POST", headers: auth });
-    assert.equal(post.status, 405);
-    await post.body?.cancel();
-
-    // The live stream: a snapshot at once, then each new event.
-    const stream = await fetch(`${base}/api/stream`, { headers: auth });
-    assert.match(stream.headers.get("content-type") ?? "", /^text\/event-stream/);
-    const reader = stream.body!.pipeThrough(new TextDecoderStream()).getReader();
-    let seen = "";
-    const readUntil = async (re: RegExp) => {
-      while (!re.test(seen)) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`stream ended before ${re}: ${seen}`);
-        seen += value;
-      }
-    };
-    await readUntil(/event: snapshot\ndata: \{"status":/);
-    await assert.rejects(
-      startClient({ server: `127.0.0.1:${server.addr.port}`, token: "bad", group: "g" }),
-    );
-    await readUntil(/event: event\ndata: \{[^\n]*"kind":"refused"/);
-    await reader.cancel();
-  } finally {
-    await server.close();
   }
-});
+  const auth = { authorization: basic("admin", PASSWORD) };
+  const page = await fetch(`${base}/`, { headers: auth });
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-security-policy") ?? "", /script-src 'self'/);
+  assert.match(page.headers.get("content-security-policy") ?? "", /frame-ancestors 'none'/);
+  assert.equal(page.headers.get("x-content-type-options"), "nosniff");
+  assert.equal(page.headers.get("x-frame-options"), "DENY");
+  const html = await page.text();
+  assert.ok(!/<script>/.test(html), "no inline script");
+  for (const [path, type] of [["/app.js", "text/javascript"], ["/app.css", "text/css"]]) {
+    const res = await fetch(base + path, { headers: auth });
+    assert.match(res.headers.get("content-type") ?? "", new RegExp(`^${type}`));
+    assert.ok((await res.text()).length > 1000);
+  }
+  const missing = await fetch(`${base}/nope`, { headers: auth });
+  assert.equal(missing.status, 404);
+  await missing.body?.cancel();
+  const post = await fetch(`${base}/api/status`, { method: "POST", headers: auth });
+  assert.equal(post.status, 405);
+  await post.body?.cancel();
 
-Deno.test("a dashboard off loopback needs a password; loopback is open", () => {
-  assert.ok(isLoopback("127.0.0.1") && isLoopback("localhost") && isLoopback("::1"));
-  assert.ok(!isLoopback("0.0.0.0") && !isLoopback("::") && !isLoopback("192.0.2.1"));
-  assert.throws(
-    () => checkDashboardOptions({ bind: "0.0.0.0:7500" }),
-    (err: Error) =>
-      err instanceof ConfigError && /refusing to serve on 0\.0\.0\.0:7500 without a password/
-        .test(err.message),
+  // The live stream: a snapshot at once, then each new event.
+  const stream = await fetch(`${base}/api/stream`, { headers: auth });
+  assert.match(stream.headers.get("content-type") ?? "", /^text\/event-stream/);
+  const reader = stream.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  const readUntil = async (re: RegExp) => {
+    while (!re.test(seen)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`stream ended before ${re}: ${seen}`);
+      seen += value;
+    }
+  };
+  await readUntil(/event: snapshot\ndata: \{"status":/);
+  await assert.rejects(
+    startClient({ server: `127.0.0.1:${server.addr.port}`, token: "bad", group: "g" }),
   );
-  assert.throws(() => checkDashboardOptions({ bind: "[::]:7500" }), ConfigError);
-  assert.throws(() => checkDashboardOptions({ bind: "nope" }), /dashboard\.bind/);
-  assert.throws(() => checkDashboardOptions({ bind: "0.0.0.0:1", password: "" }), /empty/);
-  assert.equal(checkDashboardOptions({ bind: "0.0.0.0:1", password: "p" }).user, "admin");
-  assert.equal(checkDashboardOptions({ bind: "127.0.0.1:0" }).password, undefined);
-});
-
-Deno.test("dashboard flags override the file, and the password falls back to the environment", async () => {
-  const env = (n: string) =>
-    ({ BURROW_TOKEN: "tok", BURROW_DASHBOARD_PASSWORD: "from-env" } as Record<string, string>)[n];
-  const config = await loadServerConfig({ dashboard: "0.0.0.0:7501" }, env);
-  assert.deepEqual(config.dashboard?.bind, { hostname: "0.0.0.0", port: 7501 });
-  assert.equal(config.dashboard?.password?.reveal(), "from-env");
-  const flagged = await loadServerConfig({
-    dashboard: "127.0.0.1:7502",
-    "dashboard-user": "ops",
-    "dashboard-password": "from-flag",
-  }, env);
-  assert.equal(flagged.dashboard?.user, "ops");
-  assert.equal(flagged.dashboard?.password?.reveal(), "from-flag");
-  assert.equal((await loadServerConfig({}, env)).dashboard, undefined, "off by default");
-  const bad: Array<[Record<string, string>, RegExp]> = [
-    [{ dashboard: "7500" }, /^--dashboard: expected HOST:PORT/],
-    [{ dashboard: "127.0.0.1:1", "dashboard-user": "a b" }, /^--dashboard-user: must be/],
-    [{ dashboard: "127.0.0.1:1", "dashboard-password": "" }, /^--dashboard-password: must not/],
-    [{ "dashboard-password": "x" }, /need --dashboard HOST:PORT/],
-  ];
-  for (const [flags, re] of bad) {
-    await assert.rejects(loadServerConfig(flags, env), (err: Error) => re.test(err.message));
-  }
+  await readUntil(/event: event\ndata: \{[^\n]*"kind":"refused"/);
+  await reader.cancel();
 });
 
 Deno.test("server.ts: off loopback without a password exits 2 with a line saying why", async () => {
@@ -331,56 +274,45 @@ Deno.test("server.ts: off loopback without a password exits 2 with a line saying
 });
 
 Deno.test("server.ts --dashboard prints its address; the password comes from the environment", async () => {
-  const server = await startServerProc({
+  await using server = await startServerProc({
     token: "t",
     args: ["--dashboard", "127.0.0.1:0", "--dashboard-user", "ops"],
     env: { BURROW_DASHBOARD_PASSWORD: "env-pass-31" },
   });
-  try {
-    const m = await server.proc.stdout.wait(/^dashboard http:\/\/127\.0\.0\.1:(\d+)\/$/);
-    const base = `http://127.0.0.1:${m[1]}`;
-    const denied = await fetch(`${base}/api/status`);
-    assert.equal(denied.status, 401);
-    await denied.body?.cancel();
-    const res = await fetch(`${base}/api/status`, {
-      headers: { authorization: basic("ops", "env-pass-31") },
-    });
-    assert.equal(res.status, 200);
-    assert.equal((await res.json()).version, "0.1.0");
-    assert.ok(!server.proc.stderr.text.includes("env-pass-31"), "the password is never logged");
-  } finally {
-    await server.proc.stop();
-  }
+  const m = await server.proc.stdout.wait(/^dashboard http:\/\/127\.0\.0\.1:(\d+)\/$/);
+  const base = `http://127.0.0.1:${m[1]}`;
+  const denied = await fetch(`${base}/api/status`);
+  assert.equal(denied.status, 401);
+  await denied.body?.cancel();
+  const res = await fetch(`${base}/api/status`, {
+    headers: { authorization: basic("ops", "env-pass-31") },
+  });
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).version, "0.1.0");
+  assert.ok(!server.proc.stderr.text.includes("env-pass-31"), "the password is never logged");
 });
 
 Deno.test("wrong dashboard passwords lock the source out, even from the right password", async () => {
-  const server = await startServer({
-    bind: "127.0.0.1:0",
+  await using server = await libraryServer({
     token: "t",
-    ports: portBlock().spec,
-    publicHost: "127.0.0.1",
     tls: "ephemeral",
     dashboard: { bind: "127.0.0.1:0", password: PASSWORD },
     limits: { authFailures: 3, lockoutSeconds: 60 },
   });
   const base = `http://127.0.0.1:${server.dashboardAddr?.port}`;
-  try {
-    const get = async (headers: Record<string, string>) => {
-      const res = await fetch(`${base}/api/status`, { headers });
-      await res.body?.cancel();
-      return res;
-    };
-    // No credentials at all (a browser's first request) is not a failure.
-    for (let i = 0; i < 5; i++) assert.equal((await get({})).status, 401);
-    assert.equal((await get({ authorization: basic("admin", PASSWORD) })).status, 200);
-    for (let i = 0; i < 3; i++) {
-      assert.equal((await get({ authorization: basic("admin", `guess-${i}`) })).status, 401);
-    }
-    const locked = await get({ authorization: basic("admin", PASSWORD) });
-    assert.equal(locked.status, 429);
-    assert.ok(Number(locked.headers.get("retry-after")) > 0);
-    assert.ok(server.status().totals.authFailures >= 3);
-  } finally {
-    await server.close();
+  const get = async (headers: Record<string, string>) => {
+    const res = await fetch(`${base}/api/status`, { headers });
+    await res.body?.cancel();
+    return res;
+  };
+  // No credentials at all (a browser's first request) is not a failure.
+  for (let i = 0; i < 5; i++) assert.equal((await get({})).status, 401);
+  assert.equal((await get({ authorization: basic("admin", PASSWORD) })).status, 200);
+  for (let i = 0; i < 3; i++) {
+    assert.equal((await get({ authorization: basic("admin", `guess-${i}`) })).status, 401);
   }
+  const locked = await get({ authorization: basic("admin", PASSWORD) });
+  assert.equal(locked.status, 429);
+  assert.ok(Number(locked.headers.get("retry-after")) > 0);
+  assert.ok(server.status().totals.authFailures >= 3);
 });

@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { type CloseInfo, RefusedError, startClient, startServer } from "../../mod.ts";
+import { asTestClient, libraryServer } from "../helpers/library.ts";
 import {
   echoApp,
   echoThrough,
@@ -22,11 +23,9 @@ async function refusal(p: Promise<unknown>): Promise<RefusedError> {
 
 Deno.test("onAuth and onExpose allow or refuse, and the client hears the hook's reason", async () => {
   const seen: string[] = [];
-  const server = await startServer({
-    bind: "127.0.0.1:0",
+  await using server = await libraryServer({
     token: "hk",
-    ports: portBlock(10).spec,
-    publicHost: "127.0.0.1",
+    portCount: 10,
     onAuth: ({ group, addr }) => {
       seen.push(`auth ${group} ${addr.split(":")[0]}`);
       return group.startsWith("team-") || `group ${group} is not on the team list`;
@@ -38,76 +37,67 @@ Deno.test("onAuth and onExpose allow or refuse, and the client hears the hook's 
     },
   });
   const addr = `127.0.0.1:${server.addr.port}`;
-  const client = await startClient({ server: addr, token: "hk", group: "team-a" });
-  try {
-    const outsider = await refusal(startClient({ server: addr, token: "hk", group: "stranger" }));
-    assert.equal(outsider.code, "forbidden");
-    assert.equal(outsider.message, "group stranger is not on the team list");
-    const web = await client.expose({ name: "web", local: "127.0.0.1:9" });
-    assert.ok(web.remotePort > 0);
-    const db = await refusal(client.expose({ name: "db", local: "127.0.0.1:9" }));
-    assert.equal(db.code, "forbidden");
-    assert.equal(db.message, "refused by the server's onExpose hook");
-    // A hook that throws refuses: failing closed is the safe side.
-    const boom = await refusal(client.expose({ name: "boom", local: "127.0.0.1:9" }));
-    assert.equal(boom.code, "forbidden");
-    assert.deepEqual(server.services().map((s) => s.app), ["web"]);
-    assert.deepEqual(seen, [
-      "auth team-a 127.0.0.1",
-      "auth stranger 127.0.0.1",
-      "expose team-a/web 0",
-      "expose team-a/db 0",
-      "expose team-a/boom 0",
-    ]);
-  } finally {
-    await client.close();
-    await server.close();
-  }
+  await using client = asTestClient(
+    await startClient({ server: addr, token: "hk", group: "team-a" }),
+  );
+  const outsider = await refusal(startClient({ server: addr, token: "hk", group: "stranger" }));
+  assert.equal(outsider.code, "forbidden");
+  assert.equal(outsider.message, "group stranger is not on the team list");
+  const web = await client.expose({ name: "web", local: "127.0.0.1:9" });
+  assert.ok(web.remotePort > 0);
+  const db = await refusal(client.expose({ name: "db", local: "127.0.0.1:9" }));
+  assert.equal(db.code, "forbidden");
+  assert.equal(db.message, "refused by the server's onExpose hook");
+  // A hook that throws refuses: failing closed is the safe side.
+  const boom = await refusal(client.expose({ name: "boom", local: "127.0.0.1:9" }));
+  assert.equal(boom.code, "forbidden");
+  assert.deepEqual(server.services().map((s) => s.app), ["web"]);
+  assert.deepEqual(seen, [
+    "auth team-a 127.0.0.1",
+    "auth stranger 127.0.0.1",
+    "expose team-a/web 0",
+    "expose team-a/db 0",
+    "expose team-a/boom 0",
+  ]);
 });
 
 Deno.test("onUserConnect refuses before any byte reaches the client; onClose sees bytes and time", async () => {
-  const app = echoApp();
+  using app = echoApp();
   const closes: CloseInfo[] = [];
   let blocked = false;
-  const server = await startServer({
-    bind: "127.0.0.1:0",
+  await using server = await libraryServer({
     token: "hk",
-    ports: portBlock(10).spec,
-    publicHost: "127.0.0.1",
+    portCount: 10,
     onUserConnect: ({ user }) => !blocked || `user ${user} is not allowed`,
     onClose: (info) => closes.push(info),
   });
-  const client = await startClient({
-    server: `127.0.0.1:${server.addr.port}`,
-    token: "hk",
-    group: "obs",
-  });
-  try {
-    const tunnel = await client.expose({ name: "echo", local: app.addr });
-    const data = randomBytes(123_457);
-    assert.equal(await echoThrough(tunnel.remotePort, data), await sha256(data));
-    const accepted = app.accepted;
-    blocked = true;
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: tunnel.remotePort });
-    await writeAll(conn, new TextEncoder().encode("let me in")).catch(() => {});
-    assert.equal((await readAll(conn).catch(() => new Uint8Array())).length, 0);
-    conn.close();
-    assert.equal(app.accepted, accepted, "a refused user reached the app");
-    assert.equal(closes.length, 1, "a refused user is not a closed connection");
-    const [c] = closes;
-    assert.equal(c?.group, "obs");
-    assert.equal(c?.app, "echo");
-    assert.equal(c?.port, tunnel.remotePort);
-    assert.equal(c?.bytesIn, 123_457);
-    assert.equal(c?.bytesOut, 123_457);
-    assert.equal(c?.error, undefined);
-    assert.match(c?.user ?? "", /^127\.0\.0\.1:\d+$/);
-    assert.ok((c?.durationMs ?? -1) >= 0);
-  } finally {
-    await client.close();
-    await server.close();
-    app.close();
-  }
+  await using client = asTestClient(
+    await startClient({
+      server: `127.0.0.1:${server.addr.port}`,
+      token: "hk",
+      group: "obs",
+    }),
+  );
+  const tunnel = await client.expose({ name: "echo", local: app.addr });
+  const data = randomBytes(123_457);
+  assert.equal(await echoThrough(tunnel.remotePort, data), await sha256(data));
+  const accepted = app.accepted;
+  blocked = true;
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: tunnel.remotePort });
+  await writeAll(conn, new TextEncoder().encode("let me in")).catch(() => {});
+  assert.equal((await readAll(conn).catch(() => new Uint8Array())).length, 0);
+  conn.close();
+  assert.equal(app.accepted, accepted, "a refused user reached the app");
+  assert.equal(closes.length, 1, "a refused user is not a closed connection");
+  const [c] = closes;
+  assert.equal(c?.group, "obs");
+  assert.equal(c?.app, "echo");
+  assert.equal(c?.port, tunnel.remotePort);
+  assert.equal(c?.bytesIn, 123_457);
+  assert.equal(c?.bytesOut, 123_457);
+  assert.equal(c?.error, undefined);
+  assert.match(c?.user ?? "", /^127\.0\.0\.1:\d+$/);
+  assert.ok((c?.durationMs ?? -1) >= 0);
 });
 
 Deno.test("the client dispatches ready, reconnecting and closed events", async () => {
@@ -164,37 +154,31 @@ Deno.test("the client dispatches ready, reconnecting and closed events", async (
 });
 
 Deno.test("an async onClose hook that rejects is logged, and the server carries on", async () => {
-  const app = echoApp();
+  using app = echoApp();
   let calls = 0;
-  const server = await startServer({
-    bind: "127.0.0.1:0",
+  await using server = await libraryServer({
     token: "hk",
-    ports: portBlock(10).spec,
-    publicHost: "127.0.0.1",
+    portCount: 10,
     onClose: async () => {
       calls++;
       await Promise.resolve();
       throw new Error("the audit database is down");
     },
   });
-  const client = await startClient({
-    server: `127.0.0.1:${server.addr.port}`,
-    token: "hk",
-    group: "audited",
-  });
-  try {
-    const tunnel = await client.expose({ name: "echo", local: app.addr });
-    for (let i = 0; i < 3; i++) {
-      const data = randomBytes(1000 + i);
-      assert.equal(await echoThrough(tunnel.remotePort, data), await sha256(data));
-    }
-    // Were the rejection unhandled, Deno would have failed this test already.
-    const deadline = Date.now() + 2000;
-    while (calls < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    assert.equal(calls, 3);
-  } finally {
-    await client.close();
-    await server.close();
-    app.close();
+  await using client = asTestClient(
+    await startClient({
+      server: `127.0.0.1:${server.addr.port}`,
+      token: "hk",
+      group: "audited",
+    }),
+  );
+  const tunnel = await client.expose({ name: "echo", local: app.addr });
+  for (let i = 0; i < 3; i++) {
+    const data = randomBytes(1000 + i);
+    assert.equal(await echoThrough(tunnel.remotePort, data), await sha256(data));
   }
+  // Were the rejection unhandled, Deno would have failed this test already.
+  const deadline = Date.now() + 2000;
+  while (calls < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(calls, 3);
 });

@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { RefusedError, startClient, startServer } from "../../mod.ts";
+import { asTestClient, libraryServer } from "../helpers/library.ts";
 import {
   echoApp,
   echoThrough,
@@ -83,97 +84,82 @@ Deno.test("two servers and several clients in one process; expose, services, clo
 
 Deno.test("refusals reject with RefusedError and a code", async () => {
   const block = portBlock(3);
-  const server = await startServer({
-    bind: "127.0.0.1:0",
+  await using server = await libraryServer({
     token: "t0k",
     ports: block.spec,
-    publicHost: "127.0.0.1",
   });
   const addr = `127.0.0.1:${server.addr.port}`;
-  const client = await startClient({ server: addr, token: "t0k", group: "owner" });
-  try {
-    await client.expose({ name: "a", local: "127.0.0.1:9", remotePort: block.from });
-    const code = async (p: Promise<unknown>) => {
-      const err = await p.then(() => undefined, (e) => e);
-      assert.ok(err instanceof RefusedError, `expected a RefusedError, got ${err}`);
-      return err.code;
-    };
-    assert.equal(
-      await code(client.expose({ name: "b", local: "127.0.0.1:9", remotePort: block.from })),
-      "port_taken",
-    );
-    assert.equal(
-      await code(client.expose({ name: "c", local: "127.0.0.1:9", remotePort: 1 })),
-      "port_not_allowed",
-    );
-    assert.equal(await code(client.expose({ name: "a", local: "127.0.0.1:9" })), "app_exists");
-    assert.equal(
-      await code(startClient({ server: addr, token: "wrong", group: "x" })),
-      "auth_failed",
-    );
-    assert.equal(
-      await code(startClient({ server: addr, token: "t0k", group: "owner" })),
-      "group_live",
-    );
-    // The refused calls left the live client untouched.
-    assert.deepEqual(server.services().map((s) => `${s.app}:${s.port}`), [`a:${block.from}`]);
-  } finally {
-    await client.close();
-    await server.close();
-  }
+  await using client = asTestClient(
+    await startClient({ server: addr, token: "t0k", group: "owner" }),
+  );
+  await client.expose({ name: "a", local: "127.0.0.1:9", remotePort: block.from });
+  const code = async (p: Promise<unknown>) => {
+    const err = await p.then(() => undefined, (e) => e);
+    assert.ok(err instanceof RefusedError, `expected a RefusedError, got ${err}`);
+    return err.code;
+  };
+  assert.equal(
+    await code(client.expose({ name: "b", local: "127.0.0.1:9", remotePort: block.from })),
+    "port_taken",
+  );
+  assert.equal(
+    await code(client.expose({ name: "c", local: "127.0.0.1:9", remotePort: 1 })),
+    "port_not_allowed",
+  );
+  assert.equal(await code(client.expose({ name: "a", local: "127.0.0.1:9" })), "app_exists");
+  assert.equal(
+    await code(startClient({ server: addr, token: "wrong", group: "x" })),
+    "auth_failed",
+  );
+  assert.equal(
+    await code(startClient({ server: addr, token: "t0k", group: "owner" })),
+    "group_live",
+  );
+  // The refused calls left the live client untouched.
+  assert.deepEqual(server.services().map((s) => `${s.app}:${s.port}`), [`a:${block.from}`]);
 });
 
 Deno.test("freePorts answers past the frame's range cap, marked as truncated on the wire", async () => {
   // 5000 scattered ports are 5000 separate ranges: more than one answer carries.
   const ports = Array.from({ length: 5000 }, (_, i) => 20_000 + i * 2);
-  const server = await startServer({
-    bind: "127.0.0.1:0",
+  await using server = await libraryServer({
     token: "t",
     ports: ports.join(","),
-    publicHost: "127.0.0.1",
   });
-  const client = await startClient({
-    server: `127.0.0.1:${server.addr.port}`,
-    token: "t",
-    group: "many",
-  });
-  try {
-    const free = await client.freePorts();
-    assert.equal(free.length, 4096);
-    assert.deepEqual(free.slice(0, 3), [20_000, 20_002, 20_004]);
-    // The session survived the large answer.
-    assert.equal((await client.freePorts()).length, 4096);
-  } finally {
-    await client.close();
-    await server.close();
-  }
+  await using client = asTestClient(
+    await startClient({
+      server: `127.0.0.1:${server.addr.port}`,
+      token: "t",
+      group: "many",
+    }),
+  );
+  const free = await client.freePorts();
+  assert.equal(free.length, 4096);
+  assert.deepEqual(free.slice(0, 3), [20_000, 20_002, 20_004]);
+  // The session survived the large answer.
+  assert.equal((await client.freePorts()).length, 4096);
 });
 
 Deno.test("a closed tunnel's port can be claimed again the moment close() resolves", async () => {
   const block = portBlock(2);
-  const server = await startServer({
-    bind: "127.0.0.1:0",
+  await using server = await libraryServer({
     token: "t",
     ports: block.spec,
-    publicHost: "127.0.0.1",
   });
-  const client = await startClient({
-    server: `127.0.0.1:${server.addr.port}`,
-    token: "t",
-    group: "churn",
-  });
-  try {
-    for (let i = 0; i < 20; i++) {
-      const tunnel = await client.expose({
-        name: `app-${i}`,
-        local: "127.0.0.1:9",
-        remotePort: block.from,
-      });
-      assert.equal(tunnel.remotePort, block.from);
-      await tunnel.close();
-    }
-  } finally {
-    await client.close();
-    await server.close();
+  await using client = asTestClient(
+    await startClient({
+      server: `127.0.0.1:${server.addr.port}`,
+      token: "t",
+      group: "churn",
+    }),
+  );
+  for (let i = 0; i < 20; i++) {
+    const tunnel = await client.expose({
+      name: `app-${i}`,
+      local: "127.0.0.1:9",
+      remotePort: block.from,
+    });
+    assert.equal(tunnel.remotePort, block.from);
+    await tunnel.close();
   }
 });

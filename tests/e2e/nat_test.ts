@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { Proc } from "../helpers/harness.ts";
 import { BED, type Home, listBedNamespaces, NetBed, netbedUnavailable } from "../helpers/netbed.ts";
+import { makeTempFile } from "../helpers/temp.ts";
 
 const TOKEN = "nat-token-Vq7";
 const why = await netbedUnavailable();
@@ -55,7 +56,7 @@ async function startHome(
   const app = new Proc("tests/helpers/echo_main.ts", [], {}, bed.home(home));
   stack.defer(() => app.stop());
   const appPort = Number((await app.stdout.wait(/^listening (\d+)$/))[1]);
-  const file = await Deno.makeTempFile({ prefix: "burrow-nat-", suffix: ".yaml" });
+  const file = await makeTempFile({ prefix: "burrow-nat-", suffix: ".yaml" });
   stack.defer(() => Deno.remove(file));
   await Deno.writeTextFile(
     file,
@@ -86,13 +87,9 @@ async function readyIn(client: Proc, home: Home, from = 0): Promise<number> {
 
 /** Runs the probe as a user in the `user` namespace; returns its result line. */
 async function probe(bed: NetBed, args: string[]): Promise<string> {
-  const p = new Proc("tests/helpers/probe_main.ts", args, {}, bed.ns.user);
-  try {
-    assert.equal(await p.exitCode(30_000), 0, p.stderr.text);
-    return p.stdout.all.at(-1) ?? "";
-  } finally {
-    await p.stop();
-  }
+  await using p = new Proc("tests/helpers/probe_main.ts", args, {}, bed.ns.user);
+  assert.equal(await p.exitCode(30_000), 0, p.stderr.text);
+  return p.stdout.all.at(-1) ?? "";
 }
 
 /** Echoes `bytes` through a public port from the user side; asserts the bytes came back exactly. */

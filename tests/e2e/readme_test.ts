@@ -1,10 +1,13 @@
 /**
- * The README's embedding example runs as written, and the library prints
- * nothing of its own: logging is the host program's to configure.
+ * The documentation holds: the README's embedding example runs as written,
+ * the library prints nothing of its own (logging is the host program's to
+ * configure), and the files under `examples/` load as written.
  */
 
 import assert from "node:assert/strict";
-import { echoApp } from "../helpers/harness.ts";
+import { echoApp, portBlock } from "../helpers/harness.ts";
+import { loadUsersFile } from "../../lib/server/users.ts";
+import { DEFAULT_LIMITS } from "../../mod.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 
@@ -45,7 +48,7 @@ Deno.test("the library prints nothing unless the host program configures logging
   const app = echoApp();
   const out = await runSnippet(`
     import { startClient, startServer } from "./mod.ts";
-    const server = await startServer({ bind: "127.0.0.1:0", token: "q", ports: "20000-20100", publicHost: "127.0.0.1" });
+    const server = await startServer({ bind: "127.0.0.1:0", token: "q", ports: "${portBlock().spec}", publicHost: "127.0.0.1" });
     const client = await startClient({ server: \`127.0.0.1:\${server.addr.port}\`, token: "q", group: "quiet" });
     const tunnel = await client.expose({ name: "echo", local: "${app.addr}" });
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: tunnel.remotePort });
@@ -64,4 +67,20 @@ Deno.test("the library prints nothing unless the host program configures logging
   assert.equal(out.code, 0, out.stderr);
   assert.equal(out.stdout, "");
   assert.equal(out.stderr, "");
+});
+
+Deno.test("the example files load as written", async () => {
+  const { loadClientConfig } = await import("../../lib/config/group_file.ts");
+  const { loadServerConfig } = await import("../../lib/config/server_file.ts");
+  const env = (name: string) =>
+    ({ BURROW_TOKEN: "t", BURROW_TOKEN_HOME: "h", BURROW_TOKEN_CI: "c" })[name];
+  const group = await loadClientConfig("examples/group.yaml", {}, env);
+  assert.deepEqual(group.apps.find((a) => a.name === "db")?.allowFrom, [
+    "203.0.113.0/24",
+    "2001:db8::/32",
+  ]);
+  const server = await loadServerConfig({ config: "examples/server.yaml" }, env);
+  assert.equal(server.limits.authFailures, DEFAULT_LIMITS.authFailures);
+  const users = await loadUsersFile("examples/users.yaml", env);
+  assert.deepEqual(users.map((u) => u.group), ["home-lab", "ci-*"]);
 });

@@ -8,8 +8,8 @@
 
 import assert from "node:assert/strict";
 import {
+  assertEchoes,
   echoApp,
-  echoThrough,
   freePort,
   groupFile,
   type LocalApp,
@@ -26,6 +26,7 @@ import {
   waitRefused,
   writeAll,
 } from "../helpers/harness.ts";
+import { FreezableProxy } from "../helpers/relays.ts";
 
 const TOKEN = "resilience-token-41c9";
 
@@ -76,119 +77,6 @@ async function roundTrip(conn: Deno.TcpConn, data: Uint8Array<ArrayBuffer>): Pro
   const [, back] = await Promise.all([writeAll(conn, data), readAll(conn, data.length)]);
   assert.equal(back.length, data.length, "echo came back short");
   assert.equal(await sha256(back as Uint8Array<ArrayBuffer>), await sha256(data));
-}
-
-/** Echoes a fresh random payload through a public port and checks its SHA-256. */
-async function assertEchoes(port: number, size = 256 * 1024): Promise<void> {
-  const data = randomBytes(size);
-  assert.equal(await echoThrough(port, data), await sha256(data), `echo through port ${port}`);
-}
-
-/**
- * A TCP proxy in this process between a client and the server. `freeze()`
- * makes every link open at that moment stop forwarding for good, EOF and
- * all, while its sockets stay open: to both ends the other has gone silent.
- * While frozen, new connections are closed at once (the server looks down);
- * `thaw()` forwards new connections again. `admit` can turn away chosen
- * connections (by their order, from 0) by closing them at once.
- */
-class FreezableProxy implements AsyncDisposable {
-  readonly port: number;
-  #target: number;
-  #admit: (index: number) => boolean;
-  #listener: Deno.TcpListener;
-  #frozen = false;
-  #accepted = 0;
-  #links = new Set<{ frozen: boolean }>();
-  #conns = new Set<Deno.TcpConn>();
-  #tasks = new Set<Promise<void>>();
-  #closed = Promise.withResolvers<void>();
-
-  constructor(target: number, admit: (index: number) => boolean = () => true) {
-    this.#target = target;
-    this.#admit = admit;
-    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    this.port = this.#listener.addr.port;
-    this.#track(this.#accept());
-  }
-
-  freeze(): void {
-    this.#frozen = true;
-    for (const link of this.#links) link.frozen = true;
-  }
-
-  thaw(): void {
-    this.#frozen = false;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.#closed.resolve();
-    try {
-      this.#listener.close();
-    } catch { /* closed */ }
-    for (const conn of this.#conns) this.#drop(conn);
-    await Promise.all([...this.#tasks]);
-  }
-
-  #track(task: Promise<void>): void {
-    this.#tasks.add(task);
-    task.finally(() => this.#tasks.delete(task));
-  }
-
-  #drop(conn: Deno.TcpConn): void {
-    this.#conns.delete(conn);
-    try {
-      conn.close();
-    } catch { /* closed */ }
-  }
-
-  async #accept(): Promise<void> {
-    try {
-      for await (const conn of this.#listener) {
-        const index = this.#accepted++;
-        if (this.#frozen || !this.#admit(index)) {
-          conn.close();
-          continue;
-        }
-        this.#track(this.#link(conn));
-      }
-    } catch { /* listener closed */ }
-  }
-
-  async #link(a: Deno.TcpConn): Promise<void> {
-    this.#conns.add(a);
-    let b: Deno.TcpConn;
-    try {
-      b = await Deno.connect({ hostname: "127.0.0.1", port: this.#target });
-    } catch {
-      return this.#drop(a);
-    }
-    this.#conns.add(b);
-    const link = { frozen: false };
-    this.#links.add(link);
-    await Promise.all([this.#pump(a, b, link), this.#pump(b, a, link)]);
-    this.#links.delete(link);
-    this.#drop(a);
-    this.#drop(b);
-  }
-
-  async #pump(src: Deno.TcpConn, dst: Deno.TcpConn, link: { frozen: boolean }): Promise<void> {
-    const buf = new Uint8Array(64 * 1024);
-    try {
-      while (true) {
-        const n = await src.read(buf);
-        // A frozen link passes on nothing, not even the end, until the proxy closes.
-        if (link.frozen) return await this.#closed.promise;
-        if (n === null) return await dst.closeWrite();
-        await writeAll(dst, buf.subarray(0, n));
-      }
-    } catch {
-      if (!link.frozen) {
-        this.#drop(src);
-        this.#drop(dst);
-      }
-    }
-  }
 }
 
 Deno.test("a killed client's port closes and is claimed again at once; other groups carry on", async () => {
@@ -404,13 +292,9 @@ async function userClosedAfter(
   port: number,
 ): Promise<{ address: string; seconds: number; bytes: number }> {
   const t0 = Date.now();
-  const user = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    const got = await readAll(user);
-    return { address: `127.0.0.1:${user.localAddr.port}`, seconds: since(t0), bytes: got.length };
-  } finally {
-    user.close();
-  }
+  using user = await Deno.connect({ hostname: "127.0.0.1", port });
+  const got = await readAll(user);
+  return { address: `127.0.0.1:${user.localAddr.port}`, seconds: since(t0), bytes: got.length };
 }
 
 /**

@@ -1,18 +1,14 @@
 /**
  * Who may connect: per-group credentials and quotas (`--users`, reloaded on
  * SIGHUP), per-app `allow_from`, failed-login delays and lockout, and the
- * server's global caps. Unit tests of the bookkeeping first, then real
- * servers and clients moving real bytes.
+ * server's global caps, and tokens revoked mid-handshake: real servers and
+ * clients moving real bytes (the bookkeeping's unit tests are in
+ * `tests/unit/users_test.ts` and `tests/unit/source_guard_test.ts`).
  *
  * @module
  */
 
 import assert from "node:assert/strict";
-import { Credentials, loadUsersFile } from "../../lib/server/users.ts";
-import { DEFAULT_LIMITS } from "../../lib/config/limits.ts";
-import { SourceGuard, sourceOf } from "../../lib/util/source_guard.ts";
-import { ConfigError } from "../../lib/util/errors.ts";
-import { Secret } from "../../lib/util/secret.ts";
 import {
   connectFrom,
   echoApp,
@@ -28,96 +24,13 @@ import {
   startServer,
   waitRefused,
 } from "../helpers/harness.ts";
+import { makeTempDir } from "../helpers/temp.ts";
+import { libraryClient, libraryServer, loginOutcome } from "../helpers/library.ts";
+import { startClient as startLibraryClient } from "../../mod.ts";
 
 const SHARED = "shared-token-9f3";
 const TEAM_A = "team-a-token-71c";
 const CI = "ci-token-4e2";
-
-Deno.test("credentials: an exact name beats a prefix, the longest prefix wins, else the shared token", () => {
-  const creds = new Credentials([
-    { group: "ci-*", token: "ci", maxApps: 1 },
-    { group: "ci-prod-*", token: "ci-prod" },
-    { group: "ci-prod-7", token: "seven", ports: "6000-6010", maxConnections: 3 },
-  ], new Secret("shared"));
-  assert.equal(creds.lookup("ci-prod-7")?.token.reveal(), "seven");
-  assert.deepEqual(creds.lookup("ci-prod-7")?.quota?.ports, [{ from: 6000, to: 6010 }]);
-  assert.equal(creds.lookup("ci-prod-7")?.quota?.maxConnections, 3);
-  assert.equal(creds.lookup("ci-prod-8")?.token.reveal(), "ci-prod");
-  assert.equal(creds.lookup("ci-x")?.quota?.maxApps, 1);
-  assert.equal(creds.lookup("home")?.token.reveal(), "shared");
-  assert.equal(creds.lookup("home")?.quota, undefined);
-  assert.equal(new Credentials([{ group: "a", token: "t" }]).lookup("b"), undefined);
-  assert.throws(
-    () => new Credentials([{ group: "a", token: "x" }, { group: "a", token: "y" }]),
-    /users\[1\]\.group: "a" is listed twice/,
-  );
-  assert.throws(() => new Credentials([{ group: "Bad!", token: "x" }]), ConfigError);
-});
-
-Deno.test("users file: errors name the file, key and line, and never quote a token", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "burrow-users-" });
-  try {
-    const cases: Array<[string, RegExp]> = [
-      [`- group: a\n  token: tok-secret-1\n  ports: 9-8\n`, /users\.yaml: \[0\]\.ports \(line 3\)/],
-      [
-        `- group: a\n  token: tok-secret-1\n- group: a\n  token: tok-secret-2\n`,
-        /\[1\]\.group \(line 3\): "a" is listed twice/,
-      ],
-      [`- group: a\n  token: tok-secret-1\n  max_apps: -1\n`, /\[0\]\.max_apps \(line 3\)/],
-      [`- group: a\n  token: tok-secret-1\n  tokn: x\n`, /\[0\]\.tokn \(line 3\): unknown key/],
-      [`group: a\n`, /must be a list of groups/],
-    ];
-    for (const [text, expected] of cases) {
-      await Deno.writeTextFile(`${dir}/users.yaml`, text);
-      const err = await loadUsersFile(`${dir}/users.yaml`, () => undefined).then(
-        () => assert.fail(`accepted:\n${text}`),
-        (e: unknown) => e,
-      );
-      assert.ok(err instanceof ConfigError, String(err));
-      assert.match(err.message, expected);
-      assert.ok(!err.message.includes("tok-secret"), err.message);
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("source guard: free failures, then growing delays, then a lockout that ends", () => {
-  let now = 1_000_000;
-  const guard = new SourceGuard(
-    { ...DEFAULT_LIMITS, authFailures: 7, lockoutSeconds: 60 },
-    () => now,
-  );
-  const delays = Array.from({ length: 6 }, () => guard.failed("198.51.100.7").delayMs);
-  assert.deepEqual(delays, [0, 0, 0, 250, 500, 1000]);
-  assert.equal(guard.lockedFor("198.51.100.7"), 0);
-  assert.deepEqual(guard.failed("198.51.100.7"), { delayMs: 0, lockedOut: true });
-  assert.equal(guard.lockedFor("198.51.100.7"), 60);
-  assert.equal(guard.lockedFor("198.51.100.8"), 0, "another source is not locked");
-  assert.equal(guard.lockedFor("198.51.100.7"), 60);
-  now += 60_001;
-  assert.equal(guard.lockedFor("198.51.100.7"), 0);
-  assert.deepEqual(guard.failed("198.51.100.7"), { delayMs: 0, lockedOut: false }, "counted anew");
-  // Delays are capped at 5 s.
-  const slow = new SourceGuard({ ...DEFAULT_LIMITS, authFailures: 100 }, () => now);
-  let last = 0;
-  for (let i = 0; i < 20; i++) last = slow.failed("192.0.2.1").delayMs;
-  assert.equal(last, 5000);
-});
-
-Deno.test("source guard: handshakes per source, IPv6 counted by /64, and a bounded memory", () => {
-  const guard = new SourceGuard({ ...DEFAULT_LIMITS, handshakesPerSource: 2 });
-  const a = sourceOf("2001:db8:1:2:aaaa::1");
-  assert.equal(a, sourceOf("2001:db8:1:2:bbbb::9"), "one /64, one source");
-  assert.notEqual(a, sourceOf("2001:db8:1:3::1"));
-  assert.equal(sourceOf("::ffff:192.0.2.4"), "192.0.2.4");
-  assert.ok(guard.enter(a) && guard.enter(a));
-  assert.equal(guard.enter(a), false);
-  guard.leave(a);
-  assert.ok(guard.enter(a));
-  for (let i = 0; i < 12_000; i++) guard.failed(`10.${i >> 16 & 255}.${i >> 8 & 255}.${i & 255}`);
-  assert.ok(guard.tracked <= 10_000, `tracks ${guard.tracked} sources`);
-});
 
 /** A server with a users file; `extra` is more YAML for the server file. */
 async function usersServer(
@@ -125,7 +38,7 @@ async function usersServer(
   extra = "",
   args: string[] = [],
 ) {
-  const dir = await Deno.makeTempDir({ prefix: "burrow-sec-" });
+  const dir = await makeTempDir({ prefix: "burrow-sec-" });
   const block = portBlock();
   const text = typeof users === "string" ? users : users(block);
   await Deno.writeTextFile(`${dir}/users.yaml`, text, { mode: 0o600 });
@@ -201,29 +114,21 @@ Deno.test("per-group quotas: ports, apps and concurrent connections; refusals na
     `- group: team-a\n  token: ${TEAM_A}\n  ports: ${block.from}-${block.from + 4}\n` +
     `  max_apps: 2\n  max_connections: 2\n`
   );
-  const outside = client(server.port, "team-a", TEAM_A, [
+  await using outside = client(server.port, "team-a", TEAM_A, [
     { name: "out", local: held.addr, remote_port: server.block.from + 20 },
   ]);
-  try {
-    assert.equal(await outside.exitCode(), 3);
-    assert.match(
-      outside.stderr.text,
-      /outside the ports this group may claim \(port_not_allowed\)/,
-    );
-  } finally {
-    await outside.stop();
-  }
-  const three = client(server.port, "team-a", TEAM_A, [
+  assert.equal(await outside.exitCode(), 3);
+  assert.match(
+    outside.stderr.text,
+    /outside the ports this group may claim \(port_not_allowed\)/,
+  );
+  await using three = client(server.port, "team-a", TEAM_A, [
     { name: "one", local: held.addr },
     { name: "two", local: held.addr },
     { name: "three", local: held.addr },
   ]);
-  try {
-    assert.equal(await three.exitCode(), 3);
-    assert.match(three.stderr.text, /may expose at most 2 apps .*users file\) \(quota\)/);
-  } finally {
-    await three.stop();
-  }
+  assert.equal(await three.exitCode(), 3);
+  assert.match(three.stderr.text, /may expose at most 2 apps .*users file\) \(quota\)/);
   const two = client(server.port, "team-a", TEAM_A, [
     { name: "one", local: held.addr },
     { name: "two", local: held.addr },
@@ -314,80 +219,69 @@ Deno.test("a users file others can read is warned about", async () => {
 });
 
 Deno.test("discovery with a group's own token sees only that group", async () => {
-  const app = echoApp();
+  using app = echoApp();
   await using server = await usersServer(`- group: team-a\n  token: ${TEAM_A}\n`);
-  const a = client(server.port, "team-a", TEAM_A, [{ name: "echo", local: app.addr }]);
-  const b = client(server.port, "home", SHARED, [{ name: "echo", local: app.addr }]);
-  try {
-    await readyPort(a, "team-a", "echo");
-    await readyPort(b, "home", "echo");
-    const ask = async (args: string[]) => {
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          "--quiet",
-          "client.ts",
-          "--services",
-          "--json",
-          "--server",
-          `127.0.0.1:${server.port}`,
-          ...args,
-        ],
-        cwd: new URL("../../", import.meta.url).pathname,
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      return { code: out.code, text: new TextDecoder().decode(out.stdout) };
-    };
-    const own = await ask(["--group", "team-a", "--token", TEAM_A]);
-    assert.equal(own.code, 0);
-    assert.deepEqual(JSON.parse(own.text).services.map((s: { group: string }) => s.group), [
-      "team-a",
-    ]);
-    // The shared token sees the groups that use it, not those with their own entry.
-    const shared = await ask(["--token", SHARED]);
-    assert.deepEqual(
-      JSON.parse(shared.text).services.map((s: { group: string }) => s.group),
-      ["home"],
-    );
-    assert.equal((await ask(["--group", "team-a", "--token", SHARED])).code, 3);
-  } finally {
-    await a.stop();
-    await b.stop();
-    app.close();
-  }
+  await using a = client(server.port, "team-a", TEAM_A, [{ name: "echo", local: app.addr }]);
+  await using b = client(server.port, "home", SHARED, [{ name: "echo", local: app.addr }]);
+  await readyPort(a, "team-a", "echo");
+  await readyPort(b, "home", "echo");
+  const ask = async (args: string[]) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--quiet",
+        "client.ts",
+        "--services",
+        "--json",
+        "--server",
+        `127.0.0.1:${server.port}`,
+        ...args,
+      ],
+      cwd: new URL("../../", import.meta.url).pathname,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return { code: out.code, text: new TextDecoder().decode(out.stdout) };
+  };
+  const own = await ask(["--group", "team-a", "--token", TEAM_A]);
+  assert.equal(own.code, 0);
+  assert.deepEqual(JSON.parse(own.text).services.map((s: { group: string }) => s.group), [
+    "team-a",
+  ]);
+  // The shared token sees the groups that use it, not those with their own entry.
+  const shared = await ask(["--token", SHARED]);
+  assert.deepEqual(
+    JSON.parse(shared.text).services.map((s: { group: string }) => s.group),
+    ["home"],
+  );
+  assert.equal((await ask(["--group", "team-a", "--token", SHARED])).code, 3);
 });
 
 Deno.test("allow_from: users outside the ranges are turned away before the client sees them", async () => {
-  const app = echoApp();
+  using app = echoApp();
   await using server = await usersServer(`- group: team-a\n  token: ${TEAM_A}\n`);
-  const c = client(server.port, "home", SHARED, [
+  await using c = client(server.port, "home", SHARED, [
     { name: "office", local: app.addr, allow_from: ["127.0.0.1/32", "2001:db8::/32"] },
     { name: "open", local: app.addr },
   ]);
-  try {
-    const office = await readyPort(c, "home", "office");
-    const open = await readyPort(c, "home", "open");
-    const data = randomBytes(100_000);
-    assert.equal(await echoThrough(office, data), await sha256(data), "127.0.0.1 is allowed");
-    const before = app.accepted;
-    // From 127.0.5.5: not in the list. Closed at once; the local app never sees it.
-    const outsider = await connectFrom("127.0.5.5", office);
-    await server.proc.stderr.wait(
-      /turned user 127\.0\.5\.5:\d+ away from home\/office: its address is not in the app's allow_from/,
-    );
-    outsider.destroy();
-    assert.equal(app.accepted, before, "the local app was not dialled");
-    // The open app takes the same outsider.
-    const other = await connectFrom("127.0.5.5", open);
-    other.destroy();
-    await server.proc.stderr.wait(/user 127\.0\.5\.5:\d+ on home\/open closed/);
-    assert.equal(app.accepted, before + 1);
-  } finally {
-    await c.stop();
-    app.close();
-  }
+  const office = await readyPort(c, "home", "office");
+  const open = await readyPort(c, "home", "open");
+  const data = randomBytes(100_000);
+  assert.equal(await echoThrough(office, data), await sha256(data), "127.0.0.1 is allowed");
+  const before = app.accepted;
+  // From 127.0.5.5: not in the list. Closed at once; the local app never sees it.
+  const outsider = await connectFrom("127.0.5.5", office);
+  await server.proc.stderr.wait(
+    /turned user 127\.0\.5\.5:\d+ away from home\/office: its address is not in the app's allow_from/,
+  );
+  outsider.destroy();
+  assert.equal(app.accepted, before, "the local app was not dialled");
+  // The open app takes the same outsider.
+  const other = await connectFrom("127.0.5.5", open);
+  other.destroy();
+  await server.proc.stderr.wait(/user 127\.0\.5\.5:\d+ on home\/open closed/);
+  assert.equal(app.accepted, before + 1);
 });
 
 Deno.test("failed logins lock a source out; a locked source is refused even with the right token", async () => {
@@ -462,18 +356,135 @@ Deno.test("global caps: groups past limits.max_groups are refused with quota", a
   }
 });
 
-Deno.test("the example files load as written", async () => {
-  const { loadClientConfig } = await import("../../lib/config/group_file.ts");
-  const { loadServerConfig } = await import("../../lib/config/server_file.ts");
-  const env = (name: string) =>
-    ({ BURROW_TOKEN: "t", BURROW_TOKEN_HOME: "h", BURROW_TOKEN_CI: "c" })[name];
-  const group = await loadClientConfig("examples/group.yaml", {}, env);
-  assert.deepEqual(group.apps.find((a) => a.name === "db")?.allowFrom, [
-    "203.0.113.0/24",
-    "2001:db8::/32",
-  ]);
-  const server = await loadServerConfig({ config: "examples/server.yaml" }, env);
-  assert.equal(server.limits.authFailures, DEFAULT_LIMITS.authFailures);
-  const users = await loadUsersFile("examples/users.yaml", env);
-  assert.deepEqual(users.map((u) => u.group), ["home-lab", "ci-*"]);
+Deno.test("a token changed while a client is in its handshake does not give that client a session", async () => {
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => release = resolve);
+  let entered!: () => void;
+  const inHook = new Promise<void>((resolve) => entered = resolve);
+  await using server = await libraryServer({
+    tls: false,
+    users: [{ group: "team", token: "old-token-4kq2" }],
+    // Any await between the proof check and the session (here the onAuth hook).
+    onAuth: async () => {
+      entered();
+      await held;
+      return true;
+    },
+  });
+  const client = startLibraryClient({
+    server: server.dial,
+    token: "old-token-4kq2",
+    group: "team",
+    tls: false,
+  });
+  client.then((c) => c.close(), () => {});
+  await inHook;
+  server.setUsers([{ group: "team", token: "new-token-9zx7" }]);
+  release();
+  await assert.rejects(client, (err: Error & { code?: string }) => err.code === "auth_failed");
+  assert.deepEqual(server.groups().filter((g) => g.online).map((g) => g.name), []);
+});
+
+Deno.test("max_connections: users admitted together while an onUserConnect hook answers do not exceed the group's quota", async () => {
+  // Every user ends up either at the app or closed by the server; count both.
+  let reached = 0;
+  let closed = 0;
+  let settle!: () => void;
+  const settled = new Promise<void>((resolve) => settle = resolve);
+  const check = () => reached + closed === 3 && settle();
+  const appConns: Deno.Conn[] = [];
+  const users: Deno.TcpConn[] = [];
+  await using stack = new AsyncDisposableStack();
+  const local = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving = (async () => {
+    for await (const conn of local) {
+      appConns.push(conn);
+      reached++;
+      check();
+    }
+  })().catch(() => {});
+  stack.defer(() => serving); // after the listener below is closed
+  stack.use(local);
+  let arrived = 0;
+  let allArrived!: () => void;
+  const three = new Promise<void>((resolve) => allArrived = resolve);
+  const server = stack.use(
+    await libraryServer({
+      tls: false,
+      users: [{ group: "quota", token: "quota-token-7hd2", maxConnections: 1 }],
+      // An asynchronous hook: every user is asked about before any is counted.
+      onUserConnect: async () => {
+        if (++arrived === 3) allArrived();
+        await three;
+        return true;
+      },
+    }),
+  );
+  const client = stack.use(
+    await libraryClient(server, { token: "quota-token-7hd2", group: "quota", tls: false }),
+  );
+  stack.defer(() => {
+    for (const c of [...users, ...appConns]) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+  });
+  const tunnel = await client.expose({
+    name: "app",
+    local: `127.0.0.1:${local.addr.port}`,
+    remotePort: 0,
+  });
+  for (let i = 0; i < 3; i++) {
+    users.push(await Deno.connect({ hostname: "127.0.0.1", port: tunnel.remotePort }));
+  }
+  for (const u of users) {
+    u.read(new Uint8Array(1)).catch(() => null).finally(() => {
+      closed++;
+      check();
+    });
+  }
+  await settled;
+  assert.equal(reached, 1, "more users reached the app than the group's max_connections");
+  assert.equal(closed, 2);
+});
+
+Deno.test("lockout: a client that stops right after it connects does not lock its own address out (its pooled work connections arrive after its session ended)", async () => {
+  await using server = await libraryServer({
+    tls: false,
+    users: [{ group: "mine", token: "my-own-token-5sk1" }],
+    limits: { authFailures: 5 }, // fewer than the client's pooled work connections (8)
+  });
+  const codes: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    codes.push(
+      await loginOutcome(startLibraryClient({
+        server: server.dial,
+        token: "my-own-token-5sk1",
+        group: "mine",
+        tls: false,
+      })),
+    );
+  }
+  assert.deepEqual(codes, ["ok", "ok", "ok", "ok"]);
+});
+
+Deno.test("lockout: successful logins with a token one holds do not reset the count of failed guesses at another group's token", async () => {
+  await using server = await libraryServer({
+    tls: false,
+    users: [
+      { group: "mine", token: "my-own-token-5sk1" },
+      { group: "victim", token: "victims-token-8qm3" },
+    ],
+    limits: { authFailures: 5 },
+  });
+  const login = (group: string, token: string) =>
+    loginOutcome(startLibraryClient({ server: server.dial, token, group, tls: false }));
+  const codes: string[] = [];
+  for (let round = 0; round < 3; round++) {
+    // Three free guesses, then a login of one's own to wipe the slate.
+    for (let i = 0; i < 3; i++) codes.push(await login("victim", `guess-${round}-${i}`));
+    codes.push(await login("mine", "my-own-token-5sk1"));
+  }
+  assert.ok(codes.includes("locked_out"), `never locked out: ${codes.join(" ")}`);
 });

@@ -3,33 +3,36 @@
  * state folder and reuses, pinning by fingerprint, trust on first use and a
  * changed identity, the operator's own certificate, plaintext on both sides
  * and the two mismatches, what a relay between client and server can read,
- * configuration errors, and discovery over TLS. Every test names its own
+ * configuration errors, discovery over TLS, and men in the middle with a
+ * publicly trusted certificate against pinning and trust on first use. Every test names its own
  * state folders, so none depends on what another recorded.
  */
 
 import { makeOwnPki } from "../helpers/pki.ts";
 import assert from "node:assert/strict";
-import { Buffer } from "node:buffer";
 import {
+  assertEchoes,
   echoApp,
   echoThrough,
   freePort,
   groupFile,
   Proc,
-  randomBytes,
   readyPort,
+  runToEnd,
   sha256,
   startClient,
   startServer,
-  writeAll,
+  suiteCa,
 } from "../helpers/harness.ts";
+import { makeTempDirSync } from "../helpers/temp.ts";
+import { RecordingRelay, SplitChainMitm } from "../helpers/relays.ts";
 
 const TOKEN = "tls-test-token-Vq93kX7";
 const FP_LINE = /^sha256:[0-9a-f]{64}$/;
 
 /** A new empty folder. */
 function tempDir(): string {
-  return Deno.makeTempDirSync({ prefix: "burrow-tls-" });
+  return makeTempDirSync({ prefix: "burrow-tls-" });
 }
 
 /** The DER bytes of every certificate in a PEM text (parsed here, not with lib/). */
@@ -58,12 +61,6 @@ function tlsGroup(serverPort: number, group: string, local: string, extra: strin
   });
   if (extra.length > 0) Deno.writeTextFileSync(file, extra.join("\n") + "\n", { append: true });
   return file;
-}
-
-/** Sends `size` random bytes through `port` and checks they all come back. */
-async function assertEchoes(port: number, size = 256 * 1024): Promise<void> {
-  const data = randomBytes(size);
-  assert.equal(await echoThrough(port, data), await sha256(data));
 }
 
 /** Waits for the exit code and checks it came within `withinMs` of `t0`. */
@@ -307,89 +304,6 @@ Deno.test("plaintext on both sides works with warnings; each mismatch fails fast
   await secure.proc.stderr.wait(/sent plaintext, but this server requires TLS/, 3_000);
 });
 
-/** A TCP relay that passes bytes on both ways and keeps a copy of each direction per connection. */
-class RecordingRelay implements AsyncDisposable {
-  readonly port: number;
-  #listener: Deno.TcpListener;
-  #target: number;
-  #conns = new Set<Deno.TcpConn>();
-  #tasks = new Set<Promise<void>>();
-  /** Every direction of every connection, in the order its bytes passed. */
-  readonly streams: Uint8Array[][] = [];
-
-  constructor(target: number) {
-    this.#target = target;
-    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    this.port = this.#listener.addr.port;
-    this.#track(this.#accept());
-  }
-
-  /** True if `needle` appears in any one direction of any connection. */
-  saw(needle: string): boolean {
-    return this.streams.some((chunks) => Buffer.concat(chunks).includes(needle, 0, "latin1"));
-  }
-
-  /** Bytes seen so far, all directions. */
-  get total(): number {
-    return this.streams.reduce((n, s) => n + s.reduce((m, c) => m + c.length, 0), 0);
-  }
-
-  #track(task: Promise<void>): void {
-    this.#tasks.add(task);
-    task.finally(() => this.#tasks.delete(task));
-  }
-
-  async #accept(): Promise<void> {
-    try {
-      for await (const a of this.#listener) this.#track(this.#link(a));
-    } catch { /* listener closed */ }
-  }
-
-  async #link(a: Deno.TcpConn): Promise<void> {
-    this.#conns.add(a);
-    let b: Deno.TcpConn | undefined;
-    try {
-      b = await Deno.connect({ hostname: "127.0.0.1", port: this.#target });
-      this.#conns.add(b);
-      await Promise.all([this.#pump(a, b), this.#pump(b, a)]);
-    } catch { /* the server is gone */ }
-    this.#close(a);
-    if (b) this.#close(b);
-  }
-
-  async #pump(src: Deno.TcpConn, dst: Deno.TcpConn): Promise<void> {
-    const seen: Uint8Array[] = [];
-    this.streams.push(seen);
-    const buf = new Uint8Array(64 * 1024);
-    try {
-      while (true) {
-        const n = await src.read(buf);
-        if (n === null) return await dst.closeWrite();
-        seen.push(buf.slice(0, n));
-        await writeAll(dst, buf.subarray(0, n));
-      }
-    } catch {
-      this.#close(src);
-      this.#close(dst);
-    }
-  }
-
-  #close(conn: Deno.TcpConn): void {
-    this.#conns.delete(conn);
-    try {
-      conn.close();
-    } catch { /* closed */ }
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      this.#listener.close();
-    } catch { /* closed */ }
-    for (const c of [...this.#conns]) this.#close(c);
-    await Promise.all([...this.#tasks]);
-  }
-}
-
 Deno.test("a relay between client and server reads neither the data nor the token; without TLS it reads the data", async () => {
   await using stack = new AsyncDisposableStack();
   const app = echoApp();
@@ -429,13 +343,6 @@ Deno.test("a relay between client and server reads neither the data nor the toke
   assert.ok(plain.saw(phrase), "the marker should be readable without TLS (the check is blind)");
 });
 
-/** Runs a program to its end; returns its code and stderr. */
-async function run(script: string, args: string[]): Promise<{ code: number; stderr: string }> {
-  const proc = new Proc(script, args, { BURROW_TOKEN: "" });
-  const code = await proc.exitCode(20_000);
-  return { code, stderr: proc.stderr.text };
-}
-
 Deno.test("TLS configuration errors exit 2 with one line naming the flag, key or file", async () => {
   const dir = tempDir();
   const [own, other] = await Promise.all([makeOwnPki("operator CA"), makeOwnPki("another CA")]);
@@ -449,7 +356,7 @@ Deno.test("TLS configuration errors exit 2 with one line naming the flag, key or
     "server: 127.0.0.1:1\ntoken: t\ngroup: g\nfingerprint: sha256:abc\napps:\n  - name: a\n    local: 127.0.0.1:1\n",
   );
   const server = (args: string[]) =>
-    run("server.ts", ["--bind", "127.0.0.1:0", "--token", TOKEN, "--state-dir", dir, ...args]);
+    runToEnd("server.ts", ["--bind", "127.0.0.1:0", "--token", TOKEN, "--state-dir", dir, ...args]);
 
   const [noKey, missing, fromYaml, notKey, mismatched, badFp] = await Promise.all([
     server(["--tls-cert", `${dir}/chain.pem`]),
@@ -457,7 +364,7 @@ Deno.test("TLS configuration errors exit 2 with one line naming the flag, key or
     server(["--config", `${dir}/server.yaml`]),
     server(["--tls-cert", `${dir}/chain.pem`, "--tls-key", `${dir}/not-a-key.pem`]),
     server(["--tls-cert", `${dir}/chain.pem`, "--tls-key", `${dir}/wrong-key.pem`]),
-    run("client.ts", [group]),
+    runToEnd("client.ts", [group]),
   ]);
   const cases: Array<[string, { code: number; stderr: string }, RegExp]> = [
     ["--tls-cert alone", noKey, /--tls-key/],
@@ -478,4 +385,66 @@ Deno.test("TLS configuration errors exit 2 with one line naming the flag, key or
     assert.match(lines[0]!, line, what);
     assert.ok(!result.stderr.includes(TOKEN), `${what}: the token was printed`);
   }
+});
+
+Deno.test("pinning: a MITM with a publicly trusted certificate for the address cannot pass by showing the pinned CA to the first connection only", async () => {
+  await using stack = new AsyncDisposableStack();
+  const app = echoApp();
+  stack.defer(() => app.close());
+  const server = await startServer({ token: TOKEN });
+  stack.use(server.proc);
+  assert.ok(server.fingerprint);
+  // The "public" CA is in the client's trust store (DENO_CERT), as a
+  // corporate interception root or a mis-issued public certificate would be.
+  const [pub, own] = await Promise.all([makeOwnPki("public root"), makeOwnPki("attacker")]);
+  const dir = tempDir();
+  Deno.writeTextFileSync(`${dir}/public-root.pem`, pub.caPem);
+  const mitm = stack.use(
+    new SplitChainMitm(
+      server.port,
+      { cert: own.leafPem + suiteCa(), key: own.leafKeyPem },
+      { cert: pub.leafPem + pub.caPem, key: pub.leafKeyPem },
+    ),
+  );
+  const file = tlsGroup(mitm.port, "pinned-mitm", app.addr, [`fingerprint: ${server.fingerprint}`]);
+  const client = stack.use(startClient(file, [], {
+    DENO_CERT: `${dir}/public-root.pem`,
+    XDG_STATE_HOME: dir,
+  }));
+  const outcome = await readyPort(client, "pinned-mitm", "echo", 0, 20_000).then(
+    () => "ready",
+    () => client.exitCode().then((code) => `exit ${code}`),
+  );
+  assert.equal(outcome, "exit 3", client.stderr.text);
+  assert.match(client.stderr.text, /identity|verify|certificate/i);
+});
+
+Deno.test("trust on first use: a recorded server cannot be replaced by a MITM with a publicly trusted certificate", async () => {
+  await using stack = new AsyncDisposableStack();
+  const app = echoApp();
+  stack.defer(() => app.close());
+  const server = await startServer({ token: TOKEN });
+  stack.use(server.proc);
+  const pub = await makeOwnPki("public root");
+  const dir = tempDir();
+  Deno.writeTextFileSync(`${dir}/public-root.pem`, pub.caPem);
+  const env = { DENO_CERT: `${dir}/public-root.pem`, XDG_STATE_HOME: dir };
+  const publicCert = { cert: pub.leafPem + pub.caPem, key: pub.leafKeyPem };
+  const mitm = stack.use(new SplitChainMitm(server.port, publicCert, publicCert));
+  // The client meets the real server first (it is recorded), then the MITM at the same address.
+  const first = stack.use(startClient(tlsGroup(server.port, "tofu-mitm", app.addr), [], env));
+  await readyPort(first, "tofu-mitm", "echo");
+  await first.stop();
+  const known = Deno.readTextFileSync(`${dir}/burrow/known_servers`);
+  Deno.writeTextFileSync(
+    `${dir}/burrow/known_servers`,
+    known.replaceAll(`127.0.0.1:${server.port} `, `127.0.0.1:${mitm.port} `),
+  );
+  const client = stack.use(startClient(tlsGroup(mitm.port, "tofu-mitm", app.addr), [], env));
+  const outcome = await readyPort(client, "tofu-mitm", "echo", 0, 20_000).then(
+    () => "ready",
+    () => client.exitCode().then((code) => `exit ${code}`),
+  );
+  assert.equal(outcome, "exit 3", client.stderr.text);
+  assert.match(client.stderr.text, /IDENTITY CHANGED/);
 });

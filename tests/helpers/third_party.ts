@@ -9,6 +9,7 @@
  * @module
  */
 
+import { makeTempDir } from "./temp.ts";
 const decoder = new TextDecoder();
 
 /** Where each program is installed on Debian. */
@@ -153,7 +154,7 @@ export interface ProxyProtocolNginx extends AsyncDisposable {
  * per request with the same addresses.
  */
 export async function startProxyProtocolNginx(): Promise<ProxyProtocolNginx> {
-  const dir = await Deno.makeTempDir({ prefix: "burrow-nginx-" });
+  const dir = await makeTempDir({ prefix: "burrow-nginx-" });
   const port = freePort();
   const conf = `
 daemon off;
@@ -201,7 +202,7 @@ http {
  * with `SRC:SRC_PORT DST:DST_PORT` as it understood them from the header.
  */
 export async function startProxyProtocolHaproxy(): Promise<Daemon> {
-  const dir = await Deno.makeTempDir({ prefix: "burrow-haproxy-" });
+  const dir = await makeTempDir({ prefix: "burrow-haproxy-" });
   const port = freePort();
   const conf = `
 global
@@ -241,7 +242,7 @@ export async function startTinyproxy(
   auth?: ProxyCredentials,
   at: ProxyPlacement = {},
 ): Promise<Daemon> {
-  const dir = await Deno.makeTempDir({ prefix: "burrow-tinyproxy-" });
+  const dir = await makeTempDir({ prefix: "burrow-tinyproxy-" });
   const port = at.port ?? freePort();
   const lines = [
     `Port ${port}`,
@@ -263,7 +264,7 @@ export async function startMicrosocks(
   auth?: ProxyCredentials,
   at: ProxyPlacement = {},
 ): Promise<Daemon> {
-  const dir = await Deno.makeTempDir({ prefix: "burrow-microsocks-" });
+  const dir = await makeTempDir({ prefix: "burrow-microsocks-" });
   const port = at.port ?? freePort();
   const args = ["-i", "127.0.0.1", "-p", String(port)];
   if (auth) args.push("-u", auth.user, "-P", auth.pass);

@@ -63,9 +63,10 @@ Deno.test("layers import only downwards: server and client never import each oth
     config: ["util", "protocol", "transport"],
     transport: ["util", "protocol"],
     tunnel: ["util", "protocol", "transport"],
-    dashboard: ["util", "protocol", "transport", "tunnel", "config"],
+    cluster: ["util"],
+    dashboard: ["util", "protocol", "transport", "tunnel", "config", "cluster"],
     http: ["util", "protocol", "transport", "tunnel"],
-    server: ["util", "protocol", "transport", "tunnel", "config", "dashboard", "http"],
+    server: ["util", "protocol", "transport", "tunnel", "config", "dashboard", "cluster", "http"],
     client: ["util", "protocol", "transport", "tunnel", "config", "http"],
   };
   const modules = await graph("mod.ts");

@@ -16,6 +16,7 @@ import { MAX_APPS_PER_GROUP, NAME_PATTERN } from "../../lib/protocol/protocol.ts
 import { Secret } from "../../lib/util/secret.ts";
 import { loadServerConfig, type ServerConfig } from "../../lib/config/server_file.ts";
 import { assertPrototypeClean, fuzz, prototypeSnapshot } from "../helpers/fuzz.ts";
+import { makeTempDir } from "../helpers/temp.ts";
 
 /** A value only the environment holds; no error may quote it. */
 const ENV_SECRET = "Zq7envSecretValue";
@@ -395,7 +396,7 @@ function checkServer(config: ServerConfig): void {
 }
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "burrow_config_fuzz_" });
+  const dir = await makeTempDir({ prefix: "burrow_config_fuzz_" });
   try {
     await fn(dir);
   } finally {

@@ -1,22 +1,17 @@
 /**
- * The pieces behind the dashboard, without sockets: the exposition writer
- * (checked by real Prometheus parsers, which must also reject broken text),
- * the histogram, the event ring buffer, traffic counting and sampling, and
- * the monitor's bookkeeping of groups going offline and coming back.
+ * The Prometheus exposition writer and the histogram (`lib/dashboard/metrics.ts`),
+ * checked by real Prometheus parsers, which must also reject broken text.
+ *
+ * @module
  */
 
 import assert from "node:assert/strict";
-import { EventLog } from "../../lib/dashboard/events.ts";
-import { RingBuffer } from "../../lib/util/ring_buffer.ts";
 import {
   Histogram,
   type MetricFamily,
   negotiateFormat,
   renderExposition,
 } from "../../lib/dashboard/metrics.ts";
-import { type MonitoredSession, ServerMonitor } from "../../lib/dashboard/monitor.ts";
-import type { AppEntry } from "../../lib/protocol/services.ts";
-import { TrafficCounter, TrafficHistory } from "../../lib/tunnel/traffic.ts";
 import { parseNpm, parseReference, referencePython } from "../helpers/prom_parse.ts";
 
 const skipNote = referencePython.missing ? ` (skipped: ${referencePython.missing})` : "";
@@ -134,137 +129,4 @@ Deno.test("a histogram counts cumulatively and requires ascending bounds", () =>
   assert.equal(h.sample().count, 3);
   assert.equal(h.sample().sum, 5.5);
   assert.throws(() => new Histogram([2, 1]), /ascend/);
-});
-
-Deno.test("the ring buffer keeps the newest items in order", () => {
-  const ring = new RingBuffer<number>(3);
-  assert.deepEqual(ring.toArray(), []);
-  for (let i = 1; i <= 5; i++) ring.push(i);
-  assert.deepEqual(ring.toArray(), [3, 4, 5]);
-  assert.equal(ring.size, 3);
-});
-
-Deno.test("the event log is bounded, numbered, and tells its listeners", () => {
-  const log = new EventLog(2);
-  const heard: number[] = [];
-  const stop = log.subscribe((e) => heard.push(e.id));
-  for (const group of ["a", "b", "c"]) log.add({ kind: "connect", group, message: group });
-  stop();
-  log.add({ kind: "disconnect", group: "a", message: "gone" });
-  assert.deepEqual(heard, [1, 2, 3]);
-  assert.deepEqual(log.list().map((e) => e.id), [3, 4]);
-  assert.deepEqual(log.list(3).map((e) => e.message), ["gone"]);
-});
-
-Deno.test("a traffic counter counts live and finished connections", () => {
-  const counter = new TrafficCounter();
-  const a = counter.open();
-  const b = counter.open();
-  a.aToB = 10;
-  b.bToA = 7;
-  assert.deepEqual(counter.bytes(), { bytesIn: 10, bytesOut: 7 });
-  counter.close(a);
-  counter.close(a); // twice is once
-  a.aToB = 999; // after close it no longer counts
-  assert.equal(counter.connections, 1);
-  assert.equal(counter.total, 2);
-  assert.deepEqual(counter.bytes(), { bytesIn: 10, bytesOut: 7 });
-});
-
-Deno.test("traffic history samples rates, is bounded, and forgets keys not sampled", () => {
-  const history = new TrafficHistory(3);
-  const t0 = 1_000_000;
-  history.beginRound();
-  history.record("g/a", { bytesIn: 0, bytesOut: 0 }, t0);
-  history.endRound();
-  for (let i = 1; i <= 4; i++) {
-    history.beginRound();
-    history.record("g/a", { bytesIn: i * 1000, bytesOut: i * 500 }, t0 + i * 1000);
-    history.endRound();
-  }
-  assert.deepEqual(history.series("g/a"), { in: [1000, 1000, 1000], out: [500, 500, 500] });
-  assert.equal(history.changedAt("g/a"), t0 + 4000);
-  // A counter that starts afresh is no traffic, not a negative rate.
-  history.beginRound();
-  history.record("g/a", { bytesIn: 0, bytesOut: 0 }, t0 + 5000);
-  history.endRound();
-  assert.deepEqual(history.series("g/a").in, [1000, 1000, 0]);
-  history.beginRound();
-  history.endRound();
-  assert.deepEqual(history.series("g/a"), { in: [], out: [] });
-});
-
-/** A session stand-in for the monitor. */
-function fakeSession(group: string, apps: Array<[string, number]>, addr = "192.0.2.7:4000") {
-  const entries: AppEntry[] = apps.map(([app, port]) => ({ group, app, port, since: new Date() }));
-  const session: MonitoredSession = {
-    group,
-    clientAddr: addr,
-    clientVersion: "9.9.9",
-    since: new Date(),
-    stats: () => entries.map((entry) => ({ entry })),
-  };
-  return session;
-}
-
-Deno.test("the monitor keeps offline groups with their last address and totals", () => {
-  const monitor = new ServerMonitor({ offlineGroups: 1 });
-  const first = fakeSession("lab", [["web", 20001]]);
-  monitor.groupOnline(first);
-  const user = { aToB: 0, bToA: 0 };
-  monitor.userOpened("lab", "web", user);
-  user.aToB = 300;
-  user.bToA = 4000;
-  monitor.userClosed("lab", "web", user);
-  monitor.groupOffline(first, "silent for 31s");
-  const [lab] = monitor.groups();
-  assert.equal(lab?.online, false);
-  assert.equal(lab?.clientAddr, "192.0.2.7:4000");
-  assert.equal(lab?.reason, "silent for 31s");
-  assert.deepEqual(lab?.apps.map((a) => [a.name, a.port, a.bytesIn, a.bytesOut, a.online]), [
-    ["web", 20001, 300, 4000, false],
-  ]);
-  // It comes back from another address: a reconnect, and the counters carry on.
-  const second = fakeSession("lab", [["web", 20001]], "198.51.100.9:5000");
-  monitor.groupOnline(second);
-  const again = monitor.groups()[0];
-  assert.equal(again?.online, true);
-  assert.equal(again?.clientAddr, "198.51.100.9:5000");
-  assert.equal(again?.apps[0]?.bytesOut, 4000);
-  assert.deepEqual(monitor.events.list().map((e) => e.kind), [
-    "connect",
-    "disconnect",
-    "reconnect",
-  ]);
-  // An ended session that was already replaced changes nothing.
-  monitor.groupOffline(first, "late");
-  assert.equal(monitor.groups()[0]?.online, true);
-  // Only one offline group is remembered; server-wide totals keep the forgotten one's bytes.
-  monitor.groupOffline(second, "bye");
-  const other = fakeSession("other", []);
-  monitor.groupOnline(other);
-  monitor.groupOffline(other, "bye");
-  assert.deepEqual(monitor.groups().map((g) => g.name), ["other"]);
-  assert.equal(monitor.status().totals.bytesOut, 4000);
-  assert.equal(monitor.status().totals.connectionsTotal, 1);
-});
-
-Deno.test("the monitor counts refusals by cause and auth failures among them", () => {
-  const monitor = new ServerMonitor();
-  monitor.refused("auth_failed", "authentication failed: wrong token", { addr: "192.0.2.1:1" });
-  monitor.refused("port_taken", "port 7 is taken", { addr: "192.0.2.1:2", group: "g", app: "a" });
-  monitor.refused("port_taken", "port 7 is taken", { addr: "192.0.2.1:3", group: "g", app: "a" });
-  const text = monitor.metrics("text");
-  assert.match(text, /^burrow_refusals_total\{cause="port_taken"\} 2$/m);
-  assert.match(text, /^burrow_refusals_total\{cause="auth_failed"\} 1$/m);
-  assert.match(text, /^burrow_refusals_total\{cause="group_live"\} 0$/m);
-  assert.match(text, /^burrow_auth_failures_total 1$/m);
-  assert.deepEqual(monitor.status().totals.refusals, 3);
-  const last = monitor.events.list().at(-1);
-  assert.deepEqual([last?.kind, last?.code, last?.group, last?.app], [
-    "refused",
-    "port_taken",
-    "g",
-    "a",
-  ]);
 });

@@ -1,31 +1,37 @@
 /**
- * One live server against a sequence of hostile clients. A real `server.ts`
- * runs with tight limits from a server file, and a real `client.ts` keeps one
- * echo tunnel open through the whole suite. After every attack the tunnel
- * must still carry 1 MB byte-exactly, and the server's resident memory must
- * come back within {@linkcode GROWTH_MIB} of the baseline taken after a
- * warm-up (polled: V8 gives memory back lazily).
+ * Hostile input never takes the server down: peers that reset before they
+ * are accepted, floods of silent handshakes (in total and from one source),
+ * control characters meant to forge log lines, malformed requests inside a
+ * live session, and stalled TLS handshakes. Then one live server against a
+ * sequence of hostile clients (garbage, oversize and truncated frames,
+ * slowloris, a thousand wrong tokens, forged work connections, a greedy
+ * group, a flood of silent TLS handshakes): a real `client.ts` keeps one
+ * echo tunnel open through the whole sequence. After every attack the
+ * tunnel must still carry 1 MB byte-exactly, and the server's resident
+ * memory must come back within {@linkcode GROWTH_MIB} of the baseline taken
+ * after a warm-up (polled: V8 gives memory back lazily).
  *
  * Attackers that must not share the legit client's per-source counters
  * (handshakes in flight, failed logins) come from other loopback addresses
  * (127.0.x.y) through `node:net`, which can bind a source address, wrapped
  * in `node:tls`.
+ *
+ * @module
  */
 
 import assert from "node:assert/strict";
 import * as net from "node:net";
-import * as tls from "node:tls";
 import {
-  CLIENT_PREAMBLE,
   encodeFrame,
-  FrameReader,
-  FrameWriter,
   parseServerMessage,
   PROTOCOL_VERSION,
   type ServerMessage,
 } from "../../lib/protocol/protocol.ts";
-import { newId, prove, Secret } from "../../lib/util/secret.ts";
+import { Secret } from "../../mod.ts";
+import { newId, prove } from "../../lib/util/secret.ts";
 import {
+  connectAndReset,
+  connectFrom,
   dialControl,
   echoApp,
   echoThrough,
@@ -36,11 +42,183 @@ import {
   readyPort,
   sha256,
   startClient,
+  startServer,
   startTunnel,
-  suiteCa,
   writeAll,
 } from "../helpers/harness.ts";
+import {
+  closeConn,
+  frameOf,
+  hangUp,
+  helloFor,
+  inWaves,
+  Link,
+  prefixed,
+  rawSession,
+  rssMiB,
+} from "../helpers/raw_peer.ts";
+import { sourceRelay } from "../helpers/relays.ts";
+import { makeTempFile } from "../helpers/temp.ts";
 
+/** The token of the servers each test starts on its own. */
+const OWN_TOKEN = "hostile-token-Pw4";
+
+Deno.test("connections reset before accept stop neither the control listener nor a public port", async () => {
+  await using tunnel = await startTunnel({ group: "first", token: OWN_TOKEN });
+  const { server } = tunnel;
+  const port = await tunnel.port("echo");
+  for (let i = 0; i < 20; i++) {
+    await connectAndReset(server.port);
+    await connectAndReset(port);
+  }
+  await server.proc.stderr.wait(/accept failed: .*not connected/i);
+  // The control listener still accepts and registers a new group...
+  const second = tunnel.addClient("second");
+  const port2 = await readyPort(second, "second", "echo");
+  // ...and both public ports still carry bytes exactly.
+  for (const p of [port, port2]) {
+    const data = randomBytes(200_000);
+    assert.equal(await echoThrough(p, data), await sha256(data));
+  }
+});
+
+Deno.test("the idle work pool refills after a burst, so later users need no extra round trip", async () => {
+  await using tunnel = await startTunnel({ group: "bursty", token: OWN_TOKEN });
+  const { server } = tunnel;
+  const port = await tunnel.port("echo");
+  const burst = await Promise.all(Array.from({ length: 100 }, async () => {
+    const data = randomBytes(2000);
+    return (await echoThrough(port, data)) === (await sha256(data));
+  }));
+  assert.equal(burst.filter((ok) => ok).length, 100);
+  const asked = () =>
+    server.proc.stderr.all.filter((l) => l.includes("asking the client for one")).length;
+  assert.ok(asked() > 0, "a burst of 100 outran the pool of 8");
+  const before = asked();
+  // Users arrive every 25 ms: a pace a refilling pool keeps up with (each
+  // refill is a TLS handshake of a few ms), a drained one never does.
+  for (let i = 0; i < 40; i++) {
+    const data = randomBytes(1000);
+    const next = new Promise((resolve) => setTimeout(resolve, 25));
+    assert.equal(await echoThrough(port, data), await sha256(data));
+    await next;
+  }
+  // With the pool drained for good, all but the burst's few leftover extras
+  // would have asked (32 of 40 before the fix).
+  assert.ok(asked() - before <= 2, `sequential users asked for work ${asked() - before} times`);
+});
+
+Deno.test("a client whose stdout is a closed pipe keeps serving and stops cleanly", async () => {
+  await using tunnel = await startTunnel({ group: "piped", token: OWN_TOKEN });
+  const { client, server } = tunnel;
+  await client.stdout.cancel(); // the reader of stdout is gone: `ready` hits a broken pipe
+  const m = await server.proc.stderr.wait(/piped\/echo is live on 127\.0\.0\.1:(\d+)/);
+  await client.stderr.wait(/ready callback for piped\/echo failed/);
+  const data = randomBytes(100_000);
+  assert.equal(await echoThrough(Number(m[1]), data), await sha256(data));
+  client.kill("SIGTERM");
+  assert.equal(await client.exitCode(3000), 0);
+});
+
+Deno.test("a flood of silent handshakes is capped; clients register once it is gone", async () => {
+  const app = echoApp();
+  const server = await startServer({ token: OWN_TOKEN });
+  const flood: Array<{ destroy(): void }> = [];
+  let client: ReturnType<typeof startClient> | undefined;
+  try {
+    // 560 from 20 addresses: under the per-source limit, over the global one.
+    for (let i = 0; i < 560; i++) {
+      flood.push(await connectFrom(`127.0.1.${1 + (i % 20)}`, server.port));
+    }
+    await server.proc.stderr.wait(/512 handshakes in flight: turning new connections away/);
+    for (const c of flood.splice(0)) c.destroy();
+    client = startClient(groupFile({
+      server: `127.0.0.1:${server.port}`,
+      token: OWN_TOKEN,
+      group: "after-flood",
+      apps: [{ name: "echo", local: app.addr }],
+    }));
+    const port = await readyPort(client, "after-flood", "echo");
+    const data = randomBytes(10_000);
+    assert.equal(await echoThrough(port, data), await sha256(data));
+  } finally {
+    for (const c of flood) c.destroy();
+    await client?.stop();
+    await server.proc.stop();
+    app.close();
+  }
+});
+
+Deno.test("one source's flood of handshakes is capped at its own limit; other hosts register meanwhile", async () => {
+  const app = echoApp();
+  const server = await startServer({ token: OWN_TOKEN });
+  const flood: Array<{ destroy(): void }> = [];
+  let client: ReturnType<typeof startClient> | undefined;
+  try {
+    for (let i = 0; i < 100; i++) flood.push(await connectFrom("127.0.2.9", server.port));
+    await server.proc.stderr.wait(
+      /64 handshakes in flight from 127\.0\.2\.9: turning its new connections away \(limits\.handshakes_per_source\)/,
+    );
+    // The flood still holds its 64 handshakes; a client from 127.0.0.1 is not held up.
+    client = startClient(groupFile({
+      server: `127.0.0.1:${server.port}`,
+      token: OWN_TOKEN,
+      group: "beside-flood",
+      apps: [{ name: "echo", local: app.addr }],
+    }));
+    const port = await readyPort(client, "beside-flood", "echo");
+    const data = randomBytes(10_000);
+    assert.equal(await echoThrough(port, data), await sha256(data));
+  } finally {
+    for (const c of flood) c.destroy();
+    await client?.stop();
+    await server.proc.stop();
+    app.close();
+  }
+});
+
+Deno.test("control characters from peers cannot forge log lines", async () => {
+  await using server = await startServer({ token: OWN_TOKEN });
+  const { conn } = await rawSession(server.port, new Secret(OWN_TOKEN), "forger", {
+    client: "1.0\n2026-01-01T00:00:00Z ERROR   server: FORGED LINE",
+    runId: "0".repeat(32),
+  });
+  conn.close();
+  const line = await server.proc.stderr.wait(/group forger connected from .*FORGED LINE/);
+  assert.match(
+    line.input ?? "",
+    /\(burrow 1\.0\\x0a2026-01-01T00:00:00Z ERROR {3}server: FORGED LINE\)$/,
+  );
+  assert.ok(
+    !server.proc.stderr.all.some((l) => l.startsWith("2026-01-01T00:00:00Z")),
+    "a forged line",
+  );
+});
+
+Deno.test("a malformed expose is refused on its own; the session carries on", async () => {
+  await using server = await startServer({ token: OWN_TOKEN });
+  const { conn, reader, writer } = await rawSession(server.port, new Secret(OWN_TOKEN), "raw", {
+    client: "raw",
+    runId: "1".repeat(32),
+  });
+  // maxUsers 0 breaks the schema: sent raw, as an older or hostile client might.
+  await writeAll(
+    conn,
+    encodeFrame({ type: "expose", id: 7, app: "bad", port: 0, limits: { maxUsers: 0 } } as never),
+  );
+  assert.deepEqual(parseServerMessage(await reader.read(5000)), {
+    type: "refused",
+    id: 7,
+    code: "bad_request",
+    message: "malformed expose request",
+  });
+  await writer.send({ type: "expose", id: 8, app: "good", port: 0 });
+  const exposed = parseServerMessage(await reader.read(5000));
+  assert.equal(exposed.type, "exposed");
+  conn.close();
+});
+
+/** The token of the live server the hostile sequence attacks. */
 const TOKEN = "hostile-suite-Tk7q";
 const SECRET = new Secret(TOKEN);
 const WRONG = new Secret("not-the-token-Xb2");
@@ -54,229 +232,12 @@ const WRONG = new Secret("not-the-token-Xb2");
 const GROWTH_MIB = 32;
 /** From the server file below. */
 const AUTH_FAILURES = 5;
-const encoder = new TextEncoder();
-
-// ---- raw peers -------------------------------------------------------------
-
-/**
- * A TLS connection to the server from a chosen loopback source, with
- * burrow's framing done by hand. Every event is recorded, so a test can ask
- * whether the TLS handshake completed, which frames came, and when (and
- * whether) the server hung up.
- */
-class Link {
-  readonly opened = performance.now();
-  /** Resolves true once TLS is up, false if the connection ended first. */
-  readonly secured: Promise<boolean>;
-  /** Resolves to ms since `opened` when the connection has ended, for any reason. */
-  readonly closed: Promise<number>;
-  readonly frames: unknown[] = [];
-  #sock: tls.TLSSocket;
-  #buf = new Uint8Array(0);
-  #ended = false;
-  #wake: Array<() => void> = [];
-
-  /** Connects from `source`; once TLS is up, sends the preamble unless `preamble` is false. */
-  constructor(source: string, port: number, preamble = true) {
-    const raw = net.connect({ host: "127.0.0.1", port, localAddress: source });
-    raw.on("error", () => {});
-    this.#sock = tls.connect({ socket: raw, ca: suiteCa(), servername: "burrow-server" });
-    this.#sock.on("error", () => {});
-    this.secured = new Promise((resolve) => {
-      this.#sock.once("secureConnect", () => {
-        if (preamble) this.#sock.write(CLIENT_PREAMBLE);
-        resolve(true);
-      });
-      this.#sock.once("close", () => resolve(false));
-    });
-    this.closed = new Promise((resolve) => {
-      this.#sock.once("close", () => {
-        this.#ended = true;
-        raw.destroy();
-        this.#notify();
-        resolve(performance.now() - this.opened);
-      });
-    });
-    this.#sock.on("data", (chunk: Uint8Array) => {
-      const next = new Uint8Array(this.#buf.length + chunk.length);
-      next.set(this.#buf);
-      next.set(chunk, this.#buf.length);
-      this.#buf = next;
-      this.#parse();
-      this.#notify();
-    });
-  }
-
-  get ended(): boolean {
-    return this.#ended;
-  }
-
-  #notify(): void {
-    for (const wake of this.#wake.splice(0)) wake();
-  }
-
-  #parse(): void {
-    while (this.#buf.length >= 4) {
-      const length = new DataView(this.#buf.buffer, this.#buf.byteOffset).getUint32(0);
-      if (this.#buf.length < 4 + length) return;
-      this.frames.push(JSON.parse(new TextDecoder().decode(this.#buf.subarray(4, 4 + length))));
-      this.#buf = this.#buf.slice(4 + length);
-    }
-  }
-
-  /** The frame at `index` (0: the challenge), or null if the server hung up or `ms` passed first. */
-  async frame(index: number, ms = 5_000): Promise<ServerMessage | null> {
-    const deadline = performance.now() + ms;
-    while (this.frames.length <= index) {
-      const left = deadline - performance.now();
-      if (this.#ended || left <= 0) return null;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.#wake.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-    return parseServerMessage(this.frames[index]);
-  }
-
-  /** The challenge's nonce. */
-  async nonce(): Promise<string> {
-    const challenge = await this.frame(0);
-    assert.equal(challenge?.type, "challenge", "no challenge");
-    return (challenge as Extract<ServerMessage, { type: "challenge" }>).nonce;
-  }
-
-  write(bytes: Uint8Array): void {
-    if (!this.#ended) this.#sock.write(bytes);
-  }
-
-  send(message: Record<string, unknown>): void {
-    this.write(frameOf(message));
-  }
-
-  destroy(): void {
-    this.#sock.destroy();
-  }
-}
-
-/** A frame of any JSON, even one the protocol's types reject. */
-function frameOf(message: unknown): Uint8Array {
-  const body = encoder.encode(JSON.stringify(message));
-  const out = new Uint8Array(4 + body.length);
-  new DataView(out.buffer).setUint32(0, body.length);
-  out.set(body, 4);
-  return out;
-}
-
-/** A length prefix followed by `body`. */
-function prefixed(length: number, body: Uint8Array = new Uint8Array(0)): Uint8Array {
-  const out = new Uint8Array(4 + body.length);
-  new DataView(out.buffer).setUint32(0, length);
-  out.set(body, 4);
-  return out;
-}
-
-async function hello(nonce: string, group: string, secret = SECRET) {
-  const runId = newId();
-  return {
-    type: "hello",
-    version: PROTOCOL_VERSION,
-    client: "hostile",
-    group,
-    runId,
-    proof: await prove(secret, nonce, "control", group, runId),
-  };
-}
-
-/**
- * Resolves to ms until the server hung up on `conn` (EOF or reset), or
- * Infinity if it was still open after `ms` (then closed here).
- */
-async function hangUp(conn: Deno.Conn, ms: number, started = performance.now()): Promise<number> {
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    try {
-      conn.close();
-    } catch { /* closed */ }
-  }, Math.max(0, ms - (performance.now() - started)));
-  const buf = new Uint8Array(64 * 1024);
-  try {
-    while ((await conn.read(buf)) !== null) { /* the challenge, then nothing */ }
-  } catch { /* a reset */ }
-  clearTimeout(timer);
-  if (timedOut) return Infinity;
-  try {
-    conn.close();
-  } catch { /* closed */ }
-  return performance.now() - started;
-}
-
-/** Runs `fn(0..count-1)` with at most `width` at a time; results in order. */
-async function inWaves<T>(count: number, width: number, fn: (i: number) => Promise<T>) {
-  const out: T[] = new Array(count);
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(width, count) }, async () => {
-    while (next < count) {
-      const i = next++;
-      out[i] = await fn(i);
-    }
-  }));
-  return out;
-}
-
-/**
- * A TCP relay on 127.0.0.1 whose upstream connections leave from `source`:
- * a real client dialled through it reaches the server from that address.
- */
-async function sourceRelay(source: string, port: number) {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((down) => {
-    const up = net.connect({ host: "127.0.0.1", port, localAddress: source });
-    for (const s of [down, up]) {
-      sockets.add(s);
-      s.on("error", () => {
-        down.destroy();
-        up.destroy();
-      });
-      s.on("close", () => sockets.delete(s));
-    }
-    down.pipe(up);
-    up.pipe(down);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-}
-
 // ---- memory ------------------------------------------------------------------
-
-function rssMiB(pid: number): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  const kb = Number(status.match(/^VmRSS:\s+(\d+) kB$/m)?.[1]);
-  assert.ok(kb > 0, "no VmRSS");
-  return Math.round(kb / 102.4) / 10;
-}
-
-function closeConn(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch { /* closed */ }
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// ---- the suite ---------------------------------------------------------------
-
 Deno.test("hostile clients against one live server: the tunnel carries on and memory comes back", async (t) => {
-  const config = await Deno.makeTempFile({ prefix: "burrow-hostile-", suffix: ".yaml" });
+  const config = await makeTempFile({ prefix: "burrow-hostile-", suffix: ".yaml" });
   await Deno.writeTextFile(
     config,
     `limits:\n  auth_failures: ${AUTH_FAILURES}\n  lockout_seconds: 60\n`,
@@ -373,12 +334,7 @@ Deno.test("hostile clients against one live server: the tunnel carries on and me
       await log.wait(/frame of 4294967295 bytes exceeds the 65536-byte cap/, 1000, from);
 
       // Authenticated: a frame of exactly the cap is served, one over it ends the session.
-      const conn = await dialControl(server.port);
-      const reader = new FrameReader(conn);
-      const challenge = parseServerMessage(await reader.read(5000));
-      assert.equal(challenge.type, "challenge");
-      await new FrameWriter(conn).send(await hello(challenge.nonce, "oversize") as never);
-      assert.equal(parseServerMessage(await reader.read(5000)).type, "welcome");
+      const { conn, reader } = await rawSession(server.port, SECRET, "oversize");
       const ping = { type: "ping", seq: 1, pad: "" };
       ping.pad = "x".repeat(64 * 1024 - frameOf(ping).length + 4);
       const atCap = frameOf(ping);
@@ -473,7 +429,7 @@ Deno.test("hostile clients against one live server: the tunnel carries on and me
                 proof: await prove(secret, nonce, "query", ""),
               });
             } else {
-              link.send(await hello(nonce, "intruder", secret));
+              link.send(await helloFor(secret, nonce, "intruder"));
             }
             const answer = await link.frame(1, 10_000);
             return {
@@ -516,7 +472,7 @@ Deno.test("hostile clients against one live server: the tunnel carries on and me
 
         // The right token from the locked-out source: refused too, raw and by a real client.
         const right = new Link(source, server.port);
-        right.send(await hello(await right.nonce(), "rightful"));
+        right.send(await helloFor(SECRET, await right.nonce(), "rightful"));
         const refusal = await right.frame(1);
         right.destroy();
         assert.equal(refusal?.type === "refused" && refusal.code, "locked_out");
@@ -550,7 +506,7 @@ Deno.test("hostile clients against one live server: the tunnel carries on and me
         const control = new Link(source, server.port);
         const links = [control];
         using _ = { [Symbol.dispose]: () => links.forEach((l) => l.destroy()) };
-        control.send(await hello(await control.nonce(), "rogue"));
+        control.send(await helloFor(SECRET, await control.nonce(), "rogue"));
         const welcome = await control.frame(1);
         assert.equal(welcome?.type, "welcome");
         const session = (welcome as Extract<ServerMessage, { type: "welcome" }>).session;
@@ -607,13 +563,8 @@ Deno.test("hostile clients against one live server: the tunnel carries on and me
       async () => {
         const started = performance.now();
         const from = log.count;
-        const conn = await dialControl(server.port);
-        using _ = { [Symbol.dispose]: () => closeConn(conn) };
-        const reader = new FrameReader(conn);
-        const challenge = parseServerMessage(await reader.read(5000));
-        assert.equal(challenge.type, "challenge");
-        await new FrameWriter(conn).send(await hello(challenge.nonce, "greedy") as never);
-        assert.equal(parseServerMessage(await reader.read(5000)).type, "welcome");
+        using session = await rawSession(server.port, SECRET, "greedy");
+        const { conn, reader } = session;
         const burst = Array.from(
           { length: 500 },
           (_, i) => encodeFrame({ type: "expose", id: i + 1, app: `app-${i}`, port: 0 }),
@@ -732,7 +683,6 @@ Deno.test("hostile clients against one live server: the tunnel carries on and me
  * holds a bounded number of descriptors instead of an unbounded one.
  */
 Deno.test("stalled TLS handshakes hold a bounded number of descriptors; the server recovers when they go", async () => {
-  const { startServer } = await import("../helpers/harness.ts");
   const app = echoApp();
   const server = await startServer({ token: TOKEN });
   const fds = () => [...Deno.readDirSync(`/proc/${server.proc.pid}/fd`)].length;

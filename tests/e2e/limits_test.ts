@@ -4,11 +4,10 @@
  */
 
 import assert from "node:assert/strict";
-import { startClient, startServer } from "../../mod.ts";
+import { libraryClient, libraryServer } from "../helpers/library.ts";
 import {
   echoApp,
   echoThrough,
-  portBlock,
   randomBytes,
   readAll,
   sha256,
@@ -16,29 +15,14 @@ import {
   writeAll,
 } from "../helpers/harness.ts";
 
+/** An echo app, a server and a client of it (group `limited`), closed by `await using`. */
 async function setUp() {
+  const stack = new AsyncDisposableStack();
   const app = echoApp();
-  const server = await startServer({
-    bind: "127.0.0.1:0",
-    token: "lim",
-    ports: portBlock(10).spec,
-    publicHost: "127.0.0.1",
-  });
-  const client = await startClient({
-    server: `127.0.0.1:${server.addr.port}`,
-    token: "lim",
-    group: "limited",
-  });
-  return {
-    app,
-    server,
-    client,
-    async [Symbol.asyncDispose]() {
-      await client.close();
-      await server.close();
-      app.close();
-    },
-  };
+  stack.defer(() => app.close());
+  const server = stack.use(await libraryServer({ token: "lim", portCount: 10 }));
+  const client = stack.use(await libraryClient(server, { token: "lim", group: "limited" }));
+  return { app, server, client, [Symbol.asyncDispose]: () => stack.disposeAsync() };
 }
 
 /** An echoing user that stays connected until closed. */
