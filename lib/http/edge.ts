@@ -137,6 +137,7 @@ export class HttpEdge {
       routes: options.routes,
       pool,
       maxUrlBytes: limits.maxUrlBytes,
+      maxHeaderBytes: limits.maxHeaderBytes,
       ...(options.guard ? { guard: options.guard } : {}),
       ...(options.acmeChallenge ? { acmeChallenge: options.acmeChallenge } : {}),
       ...(options.observe ? { observe: options.observe } : {}),
@@ -294,7 +295,37 @@ function wire(
   });
   if (scheme === "https") {
     (server as http2.Http2SecureServer).setTimeout(limits.keepAliveTimeoutMs * 4);
+    guardHeaderTime(server as http2.Http2SecureServer, limits.headersTimeoutMs);
   }
+}
+
+/**
+ * The HTTP/1.1 side of the `node:http2` server does not enforce a headers
+ * timeout of its own: each HTTP/1.1 connection over TLS must bring a
+ * request's head within `ms` of its start and of the end of each response,
+ * or it is closed (slow-header attacks). HTTP/2 sessions are left alone.
+ */
+function guardHeaderTime(server: http2.Http2SecureServer, ms: number): void {
+  const timers = new WeakMap<object, { arm(): void; clear(): void }>();
+  server.on("secureConnection", (socket: Socket & { alpnProtocol?: string | false }) => {
+    if (socket.alpnProtocol === "h2") return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const clear = () => clearTimeout(timer);
+    const arm = () => {
+      clear();
+      timer = setTimeout(() => socket.destroy(), ms);
+      Deno.unrefTimer(timer);
+    };
+    timers.set(socket, { arm, clear });
+    socket.once("close", clear);
+    arm();
+  });
+  server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const guard = timers.get(req.socket);
+    if (!guard) return;
+    guard.clear();
+    res.once("finish", guard.arm);
+  });
 }
 
 /** Sends a last answer and closes; a peer that keeps its side open is cut off soon after. */

@@ -59,6 +59,12 @@ export interface ProxyContext {
   httpsPort?: number | undefined;
   /** Longest request target accepted (414 beyond). */
   maxUrlBytes: number;
+  /**
+   * Largest request head accepted (431 beyond). The HTTP/1.1 parser holds
+   * the plain listener to it already; this check holds every path to it,
+   * HTTP/1.1 over TLS and HTTP/2 included.
+   */
+  maxHeaderBytes: number;
   /** The key authorization for an ACME HTTP-01 token being validated, if any. */
   acmeChallenge?: (token: string) => string | undefined;
   /** Called once per answered request. */
@@ -203,6 +209,7 @@ export class EdgeProxy {
   ): Promise<Decision> {
     const target = req.url ?? "/";
     if (target.length > this.#ctx.maxUrlBytes) return { kind: "page", status: 414 };
+    if (headBytes(req) > this.#ctx.maxHeaderBytes) return { kind: "page", status: 431 };
     let authority = authorityOf(req);
     let path = target;
     if (/^https?:\/\//i.test(target)) {
@@ -337,6 +344,13 @@ export class EdgeProxy {
     req.on("error", () => res.destroy());
     send();
   }
+}
+
+/** The size of a request's head as sent in HTTP/1.1 (request line and fields). */
+function headBytes(req: AnyRequest): number {
+  let n = (req.method?.length ?? 0) + (req.url?.length ?? 0) + 12;
+  for (const field of req.rawHeaders) n += field.length + 2;
+  return n;
 }
 
 /** How many `Host` fields the request has (RFC 9112 3.2: more than one is a 400). */

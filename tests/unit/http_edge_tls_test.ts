@@ -12,7 +12,7 @@ import { CertStore } from "../../lib/http/certs.ts";
 import { HttpEdge } from "../../lib/http/edge.ts";
 import { type Route, RouteTable } from "../../lib/http/routes.ts";
 import { randomBytes, sha256 } from "../helpers/harness.ts";
-import { CURL, curl, echoHeadersApp, KeepAlive, testCa } from "../helpers/http.ts";
+import { CURL, curl, echoHeadersApp, KeepAlive, testCa, until } from "../helpers/http.ts";
 
 const LOOPBACK = { hostname: "127.0.0.1", port: 0 };
 const skip = CURL ? "" : " (skipped: curl is not installed; apt-get install curl)";
@@ -252,3 +252,56 @@ async function echoUpgradeApp() {
   });
   return app;
 }
+
+Deno.test("over TLS too: oversized headers get 431, both lengths 400, slow headers are cut off", async () => {
+  const ca = await testCa("limits CA");
+  const certs = new CertStore();
+  certs.add(await ca.issue(["blog.example.test"]), true);
+  await using app = await echoHeadersApp("blog");
+  const table = new RouteTable();
+  table.claim(route("g/blog", ["blog.example.test"]));
+  const edge = await HttpEdge.start({
+    https: LOOPBACK,
+    routes: table,
+    certs,
+    dial: () => Deno.connect({ hostname: "127.0.0.1", port: app.port }),
+    limits: { maxHeaderBytes: 8192, headersTimeoutMs: 800 },
+  });
+  const exchange = async (text: string) => {
+    const socket = await tlsConnect(edge.httpsAddr?.port ?? 0, "blog.example.test", ca.caPem);
+    socket.write(text);
+    socket.setEncoding("utf8");
+    let out = "";
+    const started = Date.now();
+    for await (const chunk of socket) out += chunk;
+    return { out, ms: Date.now() - started };
+  };
+  try {
+    const big = await exchange(
+      `GET / HTTP/1.1\r\nHost: blog.example.test\r\nX: ${"a".repeat(9000)}\r\n\r\n`,
+    );
+    assert.match(big.out, /^HTTP\/1\.1 431 /);
+    const both = await exchange(
+      "POST / HTTP/1.1\r\nHost: blog.example.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    assert.match(both.out, /^HTTP\/1\.1 400 /);
+    const slow = await exchange("GET / HTTP/1.1\r\nHost: blog.example.test\r\n");
+    assert.equal(slow.out, "");
+    assert.ok(slow.ms >= 700 && slow.ms < 8000, `cut off after ${slow.ms} ms`);
+    // A kept-alive connection that keeps asking is not cut off.
+    const socket = await tlsConnect(edge.httpsAddr?.port ?? 0, "blog.example.test", ca.caPem);
+    let answers = 0;
+    socket.on(
+      "data",
+      (c: Uint8Array) => answers += new TextDecoder().decode(c).split("HTTP/1.1 200").length - 1,
+    );
+    for (let i = 0; i < 4; i++) {
+      socket.write("GET / HTTP/1.1\r\nHost: blog.example.test\r\n\r\n");
+      await new Promise((r) => setTimeout(r, 400));
+    }
+    await until(() => answers === 4, "four answers on one connection over 1.6 s");
+    socket.destroy();
+  } finally {
+    await edge.close();
+  }
+});
