@@ -85,7 +85,7 @@ export interface EdgeOptions {
 interface EdgeParts {
   plain?: http.Server;
   secure?: http2.Http2SecureServer;
-  front?: Deno.Listener;
+  front?: Deno.TcpListener;
   pool: UpstreamPool;
 }
 
@@ -97,7 +97,7 @@ export class HttpEdge {
   readonly httpsAddr: HostPort | undefined;
   #plain: http.Server | undefined;
   #secure: http2.Http2SecureServer | undefined;
-  #front: Deno.Listener | undefined;
+  #front: Deno.TcpListener | undefined;
   #frontConns = new Set<Deno.Conn>();
   #sockets = new Set<Socket>();
   #pool: UpstreamPool;
@@ -208,14 +208,16 @@ export class HttpEdge {
   }
 
   #serveFront(
-    front: Deno.Listener,
+    front: Deno.TcpListener,
     innerPort: number,
     options: EdgeOptions,
     limits: EdgeLimits,
     peers: Map<number, string>,
   ): void {
-    const handle = async (conn: Deno.Conn) => {
+    const handle = async (conn: Deno.TcpConn) => {
       this.#frontConns.add(conn);
+      // Small frames (HTTP/2 window updates, TLS alerts) must not wait for Nagle.
+      conn.setNoDelay(true);
       const remote = clientAddress((conn.remoteAddr as Deno.NetAddr).hostname);
       try {
         const peek = await peekClientHello(conn, limits.helloTimeoutMs);
@@ -235,6 +237,7 @@ export class HttpEdge {
           return;
         }
         const inner = await Deno.connect({ hostname: "127.0.0.1", port: innerPort });
+        inner.setNoDelay(true);
         const port = (inner.localAddr as Deno.NetAddr).port;
         peers.set(port, remote);
         try {

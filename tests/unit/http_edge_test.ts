@@ -515,3 +515,36 @@ function digestRepeated(chunk: Uint8Array, times: number): string {
   for (let i = 0; i < times; i++) hash.update(chunk);
   return hash.digest("hex");
 }
+
+Deno.test("a real WebSocket client and server talk through the edge", async () => {
+  // The app: Deno's own WebSocket server, echoing text and binary messages.
+  const app = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+    if (req.headers.get("upgrade") !== "websocket") return new Response("no", { status: 400 });
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (e) => socket.send(e.data);
+    return response;
+  });
+  await using e = await edgeFor({ "g/ws": app.addr.port }, [route("g/ws", ["localhost"])]);
+  try {
+    const ws = new WebSocket(`ws://localhost:${e.port}/chat`);
+    ws.binaryType = "arraybuffer";
+    const received: (string | ArrayBuffer)[] = [];
+    const opened = new Promise<void>((resolve, reject) => {
+      ws.onopen = () => resolve();
+      ws.onerror = (ev) => reject(new Error(`websocket error: ${(ev as ErrorEvent).message}`));
+    });
+    ws.onmessage = (ev) => received.push(ev.data);
+    await opened;
+    const blob = randomBytes(300_000);
+    ws.send("hello through the edge");
+    ws.send(blob);
+    await until(() => received.length === 2, "both echoes");
+    assert.equal(received[0], "hello through the edge");
+    assert.deepEqual(new Uint8Array(received[1] as ArrayBuffer), blob);
+    const closed = new Promise<CloseEvent>((resolve) => ws.onclose = resolve);
+    ws.close(1000, "done");
+    assert.equal((await closed).code, 1000);
+  } finally {
+    await app.shutdown();
+  }
+});

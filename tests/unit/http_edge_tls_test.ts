@@ -305,3 +305,73 @@ Deno.test("over TLS too: oversized headers get 431, both lengths 400, slow heade
     await edge.close();
   }
 });
+
+Deno.test({
+  name: `HTTP/2 streams 64 MiB down and up through the edge, checksums equal${skip}`,
+  ignore: !CURL,
+  async fn() {
+    const SIZE = 64 * 1024 * 1024;
+    const chunk = randomBytes(1024 * 1024);
+    const whole = new Uint8Array(SIZE);
+    for (let i = 0; i < SIZE; i += chunk.length) whole.set(chunk, i);
+    const expected = await sha256(whole);
+    const { httpApp } = await import("../helpers/http.ts");
+    const { createHash } = await import("node:crypto");
+    await using app = await httpApp((req, res) => {
+      if (req.method === "POST") {
+        const hash = createHash("sha256");
+        let n = 0;
+        req.on("data", (c: Uint8Array) => {
+          n += c.length;
+          hash.update(c);
+        });
+        req.on("end", () => res.end(`${n} ${hash.digest("hex")}`));
+        return;
+      }
+      res.writeHead(200, { "content-length": String(SIZE) });
+      let i = 0;
+      const pump = () => {
+        while (i < SIZE / chunk.length) {
+          i++;
+          if (!res.write(chunk)) return res.once("drain", pump);
+        }
+        res.end();
+      };
+      pump();
+    });
+    await using s = await setup();
+    s.apps["g/blog"] = app.port;
+    const dir = await Deno.makeTempDir();
+    try {
+      const common = [
+        "--http2",
+        "--cacert",
+        s.caFile,
+        "--resolve",
+        `blog.example.test:${s.httpsPort}:127.0.0.1`,
+      ];
+      const down = await curl([
+        ...common,
+        "-o",
+        `${dir}/down.bin`,
+        "-w",
+        "%{http_version}",
+        `https://blog.example.test:${s.httpsPort}/big`,
+      ]);
+      assert.equal(down.code, 0, down.err);
+      assert.equal(down.out, "2");
+      assert.equal(await sha256(await Deno.readFile(`${dir}/down.bin`)), expected);
+      await Deno.writeFile(`${dir}/up.bin`, whole);
+      const up = await curl([
+        ...common,
+        "--data-binary",
+        `@${dir}/up.bin`,
+        `https://blog.example.test:${s.httpsPort}/up`,
+      ]);
+      assert.equal(up.code, 0, up.err);
+      assert.equal(up.out, `${SIZE} ${expected}`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
