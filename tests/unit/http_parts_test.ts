@@ -166,3 +166,41 @@ Deno.test("pages: every status has a short page, and the raw form has an exact l
     );
   }
 });
+
+Deno.test("host metrics: rows per held name, strangers pooled, families the exposition writer takes", async () => {
+  const { HostMetrics } = await import("../../lib/http/host_metrics.ts");
+  const { renderExposition } = await import("../../lib/dashboard/metrics.ts");
+  const { parseNpm } = await import("../helpers/prom_parse.ts");
+  const m = new HostMetrics(() => 42);
+  const ev = (host: string, status: number, ms: number, routeId?: string) => ({
+    host,
+    status,
+    ms,
+    method: "GET",
+    scheme: "http" as const,
+    bytesIn: 10,
+    bytesOut: 100,
+    ...(routeId ? { routeId } : {}),
+  });
+  m.observe(ev("blog.example.test", 200, 3, "lab/blog"));
+  m.observe(ev("blog.example.test", 502, 700, "lab/blog"));
+  m.observe(ev("random1.example.test", 404, 1));
+  m.observe(ev("random2.example.test", 404, 1));
+  const rows = m.rows();
+  assert.deepEqual(rows.map((r) => [r.host, r.requests, r.app]), [
+    ["blog.example.test", 2, "lab/blog"],
+    ["", 2, undefined],
+  ]);
+  assert.deepEqual(rows[0]?.byClass, { "1xx": 0, "2xx": 1, "3xx": 0, "4xx": 0, "5xx": 1 });
+  assert.equal(rows[0]?.bytesOut, 200);
+  const text = renderExposition(m.families(), "text");
+  const parsed = parseNpm(text);
+  const requests = parsed.find((f) => f.name === "burrow_http_requests_total");
+  assert.ok(requests, text);
+  assert.match(text, /burrow_http_requests_total\{host="blog\.example\.test",code="5xx"\} 1/);
+  assert.match(
+    text,
+    /burrow_http_request_duration_seconds_bucket\{host="blog\.example\.test",le="0\.005"\} 1/,
+  );
+  assert.match(text, /burrow_http_request_duration_seconds_count\{host="blog\.example\.test"\} 2/);
+});
