@@ -52,6 +52,7 @@ export {
 export {
   ConfigError,
   ProtocolError,
+  REFUSAL_CODES,
   type RefusalCode,
   RefusedError,
   type WireRefusalCode,
@@ -78,7 +79,7 @@ export type { TrafficSeries } from "./lib/tunnel/traffic.ts";
 export type { ServerEvent, ServerEventKind } from "./lib/dashboard/events.ts";
 export type { ExpositionFormat } from "./lib/dashboard/metrics.ts";
 export type { ClientAppStatus, ClientStatus, LinkState } from "./lib/client/status.ts";
-export { PROTOCOL_VERSION } from "./lib/protocol/protocol.ts";
+export { PROTOCOL_VERSION } from "./lib/protocol/version.ts";
 export { VERSION } from "./lib/util/version.ts";
 export type { UserSpec } from "./lib/server/users.ts";
 export { DEFAULT_LIMITS, type ServerLimits } from "./lib/config/limits.ts";

@@ -7,23 +7,20 @@
  */
 
 import { parseHostPort } from "../util/addr.ts";
-import { readChallenge, refusal } from "./session.ts";
+import { dialerFor, open, refusal } from "./connect.ts";
 import { ConfigError, ProtocolError } from "../util/errors.ts";
 import { getLogger } from "@logtape/logtape";
-import { type ClientOptions, clientTls } from "./client.ts";
+import type { ClientOptions } from "./api.ts";
+import { checkProxy, clientTls } from "./options.ts";
 import { closeQuietly } from "../transport/net.ts";
-import { ServerLink } from "../transport/server_link.ts";
 import {
-  FrameReader,
-  FrameWriter,
+  type DiscoveryAnswer,
   HANDSHAKE_TIMEOUT_MS,
   NAME_PATTERN,
-  parseServerMessage,
+  parseDiscoveryAnswer,
   PROTOCOL_VERSION,
-  type ServerMessage,
 } from "../protocol/protocol.ts";
 import { prove, Secret } from "../util/secret.ts";
-import { parseProxyUrl } from "../transport/proxy_url.ts";
 import type { ServiceInfo } from "../protocol/services.ts";
 
 /**
@@ -66,7 +63,7 @@ export interface Discovered<T> {
 async function ask(
   options: DiscoveryOptions,
   what: "services" | "free_ports",
-): Promise<ServerMessage> {
+): Promise<Exclude<DiscoveryAnswer, { type: "refused" }>> {
   const server = parseHostPort(options.server);
   if (typeof server === "string") throw new ConfigError(`server: ${server}`);
   const token = typeof options.token === "string" ? new Secret(options.token) : options.token;
@@ -75,16 +72,12 @@ async function ask(
       `group: "${options.group}" must be 1-63 lowercase letters, digits or dashes`,
     );
   }
-  const proxyText = typeof options.proxy === "string" ? options.proxy : options.proxy?.reveal();
-  const proxy = proxyText === undefined ? undefined : parseProxyUrl(proxyText);
-  if (typeof proxy === "string") throw new ConfigError(`proxy: ${proxy}`);
+  const proxy = checkProxy(options.proxy);
   const log = getLogger(["burrow", "discovery"]);
-  const link = new ServerLink(server, clientTls(options), log, proxy);
-  const conn = await link.establish(HANDSHAKE_TIMEOUT_MS);
+  const dialer = dialerFor(server, clientTls(options), log, proxy);
+  const { conn, reader, writer, nonce } = await open(dialer, HANDSHAKE_TIMEOUT_MS, true);
   try {
-    const reader = new FrameReader(conn);
-    const nonce = await readChallenge(reader);
-    await new FrameWriter(conn).send({
+    await writer.send({
       type: "query",
       version: PROTOCOL_VERSION,
       what,
@@ -93,7 +86,7 @@ async function ask(
     });
     const raw = await reader.read(HANDSHAKE_TIMEOUT_MS);
     if (raw === null) throw new Error("the server closed the connection without answering");
-    const reply = parseServerMessage(raw);
+    const reply = parseDiscoveryAnswer(raw);
     if (reply.type === "refused") throw refusal(reply);
     return reply;
   } finally {

@@ -8,30 +8,10 @@
 
 import type { HostPort } from "../util/addr.ts";
 import type { TrafficCounter } from "../tunnel/traffic.ts";
+import type { TunnelLimits } from "../protocol/protocol.ts";
 import type { ProxyProtocolVersion } from "../tunnel/proxy_protocol.ts";
 
-/**
- * Per-tunnel limits, enforced by the server. Counts start afresh when the
- * client registers again after losing the server; serve time does not. A
- * limit left out does not apply.
- *
- * @example
- * ```ts
- * import { startClient, type TunnelLimits } from "@burrow/burrow";
- * const client = await startClient({ server: "127.0.0.1:7700", token: "s3cret", group: "lab" });
- * const limits: TunnelLimits = { maxServeSeconds: 3600, maxUsers: 5 };
- * const tunnel = await client.expose({ name: "demo", local: "127.0.0.1:3000", limits });
- * await tunnel.closed; // after an hour at most
- * ```
- */
-export interface TunnelLimits {
-  /** Close the tunnel (and its users) after this many seconds. */
-  maxServeSeconds?: number;
-  /** Turn users away while this many are connected. */
-  maxUsers?: number;
-  /** Close the tunnel after this many user connections (the last one is served). */
-  maxConnections?: number;
-}
+export type { TunnelLimits };
 
 /**
  * One exposed app, as {@linkcode BurrowClient.expose} returns it.

@@ -21,7 +21,8 @@ import { besideFile, configError, expandEnv, readYaml, validate } from "./file.t
 import { ConfigError } from "../util/errors.ts";
 import type { LogLevel } from "../util/log_level.ts";
 import { parseCidr } from "../util/cidr.ts";
-import { MAX_ALLOW_FROM, MAX_APPS_PER_GROUP } from "../protocol/protocol.ts";
+import { MAX_ALLOW_FROM } from "../protocol/protocol.ts";
+import { MAX_APPS_PER_GROUP } from "./limits.ts";
 import { normalizeFingerprint } from "../transport/certs.ts";
 import { Secret } from "../util/secret.ts";
 

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { MAX_APPS_PER_GROUP } from "../protocol/protocol.ts";
+/** Most apps one group may expose at once, and the default of `limits.max_apps_per_group`. */
+export const MAX_APPS_PER_GROUP = 128;
 
 /** Every limit, as `startServer` takes them. */
 export interface ServerLimits {

@@ -7,12 +7,17 @@
  * sampled once a second. The server tells it what happens; it never
  * touches a socket. One instance per server.
  *
+ * Traffic is counted once: each exposure of an app gets a
+ * `TrafficCounter` from {@linkcode ServerMonitor.appExposed}, which the
+ * server's user handler counts into (its limits and `services()` read the
+ * same counter); an app's figures here are those counters plus what its
+ * earlier exposures counted.
+ *
  * @module
  */
 
 // Every refusal code, so each `burrow_refusals_total` series exists from the start.
-import { REFUSAL_CODES } from "../protocol/protocol.ts";
-import type { WireRefusalCode } from "../util/errors.ts";
+import { REFUSAL_CODES, type WireRefusalCode } from "../util/errors.ts";
 import { EventLog, type ServerEvent } from "./events.ts";
 import type { JoinStats } from "../tunnel/join.ts";
 import {
@@ -20,17 +25,16 @@ import {
   Histogram,
   type MetricFamily,
   renderExposition,
-  type Sample,
   WAIT_BUCKETS,
 } from "./metrics.ts";
 import type { AppEntry } from "../protocol/services.ts";
-import {
-  type ByteTotals,
-  TrafficCounter,
-  TrafficHistory,
-  type TrafficSeries,
-} from "../tunnel/traffic.ts";
+import { TrafficCounter, TrafficHistory } from "../tunnel/traffic.ts";
 import { VERSION } from "../util/version.ts";
+import { AppTraffic, NO_FIGURES } from "./app_traffic.ts";
+import { serverFamilies } from "./families.ts";
+import type { AppStatus, GroupStatus, ServerStatus } from "./status_types.ts";
+
+export type { AppStatus, GroupStatus, ServerStatus };
 
 /** What the monitor needs of a server session (`ServerSession` fits). */
 export interface MonitoredSession {
@@ -40,76 +44,6 @@ export interface MonitoredSession {
   readonly since: Date;
   /** The apps exposed now. */
   stats(): Array<{ entry: AppEntry }>;
-}
-
-/** One app of a group, as the dashboard API shows it. */
-export interface AppStatus {
-  /** The app's name within its group. */
-  name: string;
-  /** The public port (for an offline group: the port it last had). */
-  port: number;
-  /** Free text from the app's config, if it has one. */
-  description?: string;
-  /** Whether the app is exposed now. */
-  online: boolean;
-  /** User connections open now. */
-  connections: number;
-  /** User connections since the server started (across the client's reconnects). */
-  connectionsTotal: number;
-  /** Bytes from users to the app, since the server started. */
-  bytesIn: number;
-  /** Bytes from the app to users, since the server started. */
-  bytesOut: number;
-  /** When a user last connected, left, or moved bytes (ISO time), or null if never. */
-  lastActivity: string | null;
-  /** Bytes per second, one sample a second, oldest first (online apps only). */
-  traffic: TrafficSeries;
-}
-
-/** One group, online or recently offline. */
-export interface GroupStatus {
-  /** The group's name. */
-  name: string;
-  /** Whether a client holds the group now. */
-  online: boolean;
-  /** The client's address as the server sees it (its last one, if offline). */
-  clientAddr: string;
-  /** The burrow version the client reported. */
-  clientVersion: string;
-  /** When its current (or last) session began. */
-  connectedSince: string;
-  /** When it went offline, if it is offline. */
-  disconnectedAt?: string;
-  /** Why it went offline, if it is offline. */
-  reason?: string;
-  /** Its apps (for an offline group: those it last had). */
-  apps: AppStatus[];
-}
-
-/** Server-wide figures, as `GET /api/status` shows them. */
-export interface ServerStatus {
-  /** The server's burrow version. */
-  version: string;
-  /** When the server started (ISO time). */
-  startedAt: string;
-  /** Seconds since it started. */
-  uptimeSeconds: number;
-  /** Figures across every group. */
-  totals: {
-    /** Groups with a live client. */
-    groupsOnline: number;
-    /** Groups seen whose client is gone (recent ones). */
-    groupsOffline: number;
-    /** Apps exposed now. */
-    appsOnline: number;
-    /** User connections open now. */
-    connections: number;
-    connectionsTotal: number;
-    bytesIn: number;
-    bytesOut: number;
-    authFailures: number;
-    refusals: number;
-  };
 }
 
 /** Options for {@linkcode ServerMonitor}. */
@@ -129,12 +63,6 @@ export type TurnedAwayCause = "allow_from" | "group_quota" | "pending_limit";
 /** Series of `burrow_users_turned_away` kept at most (group, app and cause). */
 const MAX_TURNED_AWAY_SERIES = 4096;
 
-interface AppRecord {
-  traffic: TrafficCounter;
-  /** ms since the epoch. */
-  lastActivity?: number;
-}
-
 interface GroupRecord {
   name: string;
   clientAddr: string;
@@ -145,7 +73,7 @@ interface GroupRecord {
   reason?: string;
   /** The apps of the last session, for an offline group. */
   lastApps: AppEntry[];
-  apps: Map<string, AppRecord>;
+  apps: Map<string, AppTraffic>;
 }
 
 /** A server's figures and events. */
@@ -249,20 +177,37 @@ export class ServerMonitor {
     this.events.add(event);
   }
 
-  /** A user was accepted on an app; `stats` is what its join counts into. */
+  /**
+   * An app was exposed: the counter its users are counted into, for as
+   * long as this exposure lasts. Hand it back with {@linkcode appClosed}.
+   */
+  appExposed(group: string, app: string): TrafficCounter {
+    return this.#appRecord(group, app)?.open() ?? new TrafficCounter();
+  }
+
+  /** An exposure ended; its counter's figures are kept once its last user has left. */
+  appClosed(group: string, app: string, counter: TrafficCounter): void {
+    const record = this.#groups.get(group)?.apps.get(app);
+    record?.end(counter);
+  }
+
+  /**
+   * A user was accepted on an app; `stats` is what its join counts into.
+   * (The server counts into its exposure's counter directly; this counts
+   * into the app's latest one.)
+   */
   userOpened(group: string, app: string, stats: JoinStats): void {
     const record = this.#appRecord(group, app);
     if (!record) return;
-    record.traffic.open(stats);
-    record.lastActivity = Date.now();
+    record.latest().open(stats);
   }
 
   /** A user connection opened by `userOpened` has ended. */
   userClosed(group: string, app: string, stats: JoinStats): void {
     const record = this.#groups.get(group)?.apps.get(app);
     if (!record) return;
-    record.traffic.close(stats);
-    record.lastActivity = Date.now();
+    for (const counter of record.counters()) counter.close(stats);
+    record.fold();
   }
 
   /**
@@ -288,11 +233,10 @@ export class ServerMonitor {
       for (const { entry } of record.session.stats()) {
         const key = `${record.name}/${entry.app}`;
         const app = record.apps.get(entry.app);
-        this.#history.record(key, app?.traffic.bytes() ?? { bytesIn: 0, bytesOut: 0 }, now);
+        app?.fold();
+        this.#history.record(key, app ? app.figures() : { bytesIn: 0, bytesOut: 0 }, now);
         const changed = this.#history.changedAt(key);
-        if (app && changed !== undefined && changed > (app.lastActivity ?? 0)) {
-          app.lastActivity = changed;
-        }
+        if (app && changed !== undefined) app.touch(changed);
       }
     }
     this.#history.endRound();
@@ -333,11 +277,11 @@ export class ServerMonitor {
         totals.groupsOffline++;
       }
       for (const app of record.apps.values()) {
-        const bytes = app.traffic.bytes();
-        totals.connections += app.traffic.connections;
-        totals.connectionsTotal += app.traffic.total;
-        totals.bytesIn += bytes.bytesIn;
-        totals.bytesOut += bytes.bytesOut;
+        const f = app.figures();
+        totals.connections += f.connections;
+        totals.connectionsTotal += f.total;
+        totals.bytesIn += f.bytesIn;
+        totals.bytesOut += f.bytesOut;
       }
     }
     return {
@@ -354,110 +298,19 @@ export class ServerMonitor {
   }
 
   #families(): MetricFamily[] {
-    const up: Sample[] = [];
-    const live: Sample[] = [];
-    const total: Sample[] = [];
-    const bytes: Sample[] = [];
-    let online = 0;
-    for (const record of this.#groups.values()) {
-      if (record.session) online++;
-      const exposed = new Set((record.session?.stats() ?? []).map((s) => s.entry.app));
-      const names = [...new Set([...exposed, ...record.apps.keys()])].sort();
-      for (const app of names) {
-        const labels = { group: record.name, app };
-        const traffic = record.apps.get(app)?.traffic;
-        const b = traffic?.bytes() ?? { bytesIn: 0, bytesOut: 0 };
-        up.push({ labels, value: exposed.has(app) ? 1 : 0 });
-        live.push({ labels, value: traffic?.connections ?? 0 });
-        total.push({ labels, value: traffic?.total ?? 0 });
-        bytes.push({ labels: { ...labels, direction: "in" }, value: b.bytesIn });
-        bytes.push({ labels: { ...labels, direction: "out" }, value: b.bytesOut });
-      }
-    }
-    const turnedAway = [...this.#turnedAway].sort(([a], [b]) => a.localeCompare(b)).map(
-      ([key, value]) => {
-        const [group = "", app = "", cause = ""] = key.split("\0");
-        return { labels: { group, app, cause }, value };
-      },
-    );
-    const refusals = [...this.#refusals].sort(([a], [b]) => a.localeCompare(b))
-      .map(([cause, value]) => ({ labels: { cause }, value }));
-    return [
-      {
-        name: "burrow_build_info",
-        help: "The running burrow version (always 1).",
-        type: "gauge",
-        samples: [{ labels: { version: VERSION }, value: 1 }],
-      },
-      {
-        name: "burrow_start_time_seconds",
-        help: "When the server started, in seconds since the Unix epoch.",
-        type: "gauge",
-        samples: [{ value: this.startedAt.getTime() / 1000 }],
-      },
-      {
-        name: "burrow_groups_online",
-        help: "Groups with a live client now.",
-        type: "gauge",
-        samples: [{ value: online }],
-      },
-      {
-        name: "burrow_groups_offline",
-        help: "Groups seen since the server started whose client is gone (recent ones, bounded).",
-        type: "gauge",
-        samples: [{ value: this.#groups.size - online }],
-      },
-      {
-        name: "burrow_app_up",
-        help: "Whether the app is exposed now (1) or not (0).",
-        type: "gauge",
-        samples: up,
-      },
-      {
-        name: "burrow_app_connections_open",
-        help: "User connections open now, per app.",
-        type: "gauge",
-        samples: live,
-      },
-      {
-        name: "burrow_app_connections",
-        help: "User connections accepted, per app.",
-        type: "counter",
-        samples: total,
-      },
-      {
-        name: "burrow_app_bytes",
-        help:
-          "Bytes through the tunnel per app; direction in is users to the app, out the reverse.",
-        type: "counter",
-        samples: bytes,
-      },
-      {
-        name: "burrow_auth_failures",
-        help: "Connections that failed to prove they know the token.",
-        type: "counter",
-        samples: [{ value: this.#authFailures }],
-      },
-      {
-        name: "burrow_refusals",
-        help: "Refusals sent to clients, by cause (the refusal code).",
-        type: "counter",
-        samples: refusals,
-      },
-      {
-        name: "burrow_users_turned_away",
-        help: "User connections closed before reaching the client, per app and cause " +
-          "(allow_from, group_quota, pending_limit).",
-        type: "counter",
-        samples: turnedAway,
-      },
-      {
-        name: "burrow_work_wait_seconds",
-        help: "How long a user waited for a work connection from the client.",
-        type: "histogram",
-        samples: [this.#wait.sample()],
-      },
-    ];
+    return serverFamilies({
+      startedAt: this.startedAt,
+      groups: [...this.#groups.values()].map((record) => ({
+        name: record.name,
+        online: record.session !== undefined,
+        exposed: new Set((record.session?.stats() ?? []).map((s) => s.entry.app)),
+        apps: record.apps,
+      })),
+      turnedAway: this.#turnedAway,
+      refusals: this.#refusals,
+      authFailures: this.#authFailures,
+      wait: this.#wait.sample(),
+    });
   }
 
   #groupStatus(record: GroupRecord): GroupStatus {
@@ -479,29 +332,29 @@ export class ServerMonitor {
 
   #appStatus(record: GroupRecord, entry: AppEntry, online: boolean): AppStatus {
     const app = record.apps.get(entry.app);
-    const bytes: ByteTotals = app?.traffic.bytes() ?? { bytesIn: 0, bytesOut: 0 };
+    const f = app ? app.figures() : NO_FIGURES;
     const status: AppStatus = {
       name: entry.app,
       port: entry.port,
       online,
-      connections: app?.traffic.connections ?? 0,
-      connectionsTotal: app?.traffic.total ?? 0,
-      bytesIn: bytes.bytesIn,
-      bytesOut: bytes.bytesOut,
-      lastActivity: app?.lastActivity ? new Date(app.lastActivity).toISOString() : null,
+      connections: f.connections,
+      connectionsTotal: f.total,
+      bytesIn: f.bytesIn,
+      bytesOut: f.bytesOut,
+      lastActivity: f.lastActivity ? new Date(f.lastActivity).toISOString() : null,
       traffic: online ? this.#history.series(`${record.name}/${entry.app}`) : { in: [], out: [] },
     };
     if (entry.description !== undefined) status.description = entry.description;
     return status;
   }
 
-  #appRecord(group: string, app: string): AppRecord | undefined {
+  #appRecord(group: string, app: string): AppTraffic | undefined {
     const record = this.#groups.get(group);
     if (!record) return undefined;
     let found = record.apps.get(app);
     if (!found) {
       if (record.apps.size >= MAX_APP_RECORDS) this.#pruneApps(record);
-      found = { traffic: new TrafficCounter() };
+      found = new AppTraffic();
       record.apps.set(app, found);
     }
     return found;
@@ -511,7 +364,7 @@ export class ServerMonitor {
   #pruneApps(record: GroupRecord): void {
     const exposed = new Set((record.session?.stats() ?? []).map((s) => s.entry.app));
     for (const [name, app] of record.apps) {
-      if (!exposed.has(name) && app.traffic.connections === 0) {
+      if (!exposed.has(name) && app.figures().connections === 0) {
         this.#forget(app);
         record.apps.delete(name);
       }
@@ -529,10 +382,10 @@ export class ServerMonitor {
   }
 
   /** Keeps a forgotten app's figures in the server-wide totals. */
-  #forget(app: AppRecord): void {
-    const bytes = app.traffic.bytes();
-    this.#forgotten.connectionsTotal += app.traffic.total;
-    this.#forgotten.bytesIn += bytes.bytesIn;
-    this.#forgotten.bytesOut += bytes.bytesOut;
+  #forget(app: AppTraffic): void {
+    const f = app.figures();
+    this.#forgotten.connectionsTotal += f.total;
+    this.#forgotten.bytesIn += f.bytesIn;
+    this.#forgotten.bytesOut += f.bytesOut;
   }
 }

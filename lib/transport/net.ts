@@ -32,7 +32,7 @@ export function noDelay(conn: Deno.Conn): void {
 }
 
 /** `host:port` of a connection's peer. */
-export function peer(conn: Deno.Conn): string {
+export function peer(conn: { readonly remoteAddr: Deno.Addr }): string {
   const addr = conn.remoteAddr as Deno.NetAddr;
   return formatHostPort(addr);
 }
@@ -62,8 +62,8 @@ export function netReason(err: unknown): string {
  * (the flood that caused it must not take the port down for good). Before
  * each accept it awaits `ready`, if given. Returns when the listener is closed.
  */
-export async function acceptLoop<C extends Deno.Conn>(
-  listener: Deno.Listener<C>,
+export async function acceptLoop<C>(
+  listener: { accept(): Promise<C> },
   handle: (conn: C) => void,
   onError: (reason: string) => void,
   ready?: () => Promise<void>,

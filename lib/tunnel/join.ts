@@ -14,13 +14,10 @@
  * @module
  */
 
-import { type ByteReader, type ByteWriter, writeAll } from "../protocol/protocol.ts";
+import { type ByteReader, writeAll } from "../protocol/frames.ts";
+import type { Duplex } from "../transport/transport.ts";
 
-/** A connection as the join needs it: Deno.TcpConn fits. */
-export interface Duplex extends ByteReader, ByteWriter {
-  closeWrite(): Promise<void>;
-  close(): void;
-}
+export type { Duplex };
 
 /** Bytes moved so far, updated in place as the copy runs. */
 export interface JoinStats {

@@ -23,6 +23,8 @@ export class TrafficCounter {
   connections = 0;
   /** Connections ever opened. */
   total = 0;
+  /** When a connection last opened or closed (ms since the epoch), if one ever did. */
+  lastActivity: number | undefined;
   #doneIn = 0;
   #doneOut = 0;
   #live = new Set<JoinStats>();
@@ -32,6 +34,7 @@ export class TrafficCounter {
     this.#live.add(stats);
     this.connections++;
     this.total++;
+    this.lastActivity = Date.now();
     return stats;
   }
 
@@ -39,6 +42,7 @@ export class TrafficCounter {
   close(stats: JoinStats): void {
     if (!this.#live.delete(stats)) return;
     this.connections--;
+    this.lastActivity = Date.now();
     this.#doneIn += stats.aToB;
     this.#doneOut += stats.bToA;
   }

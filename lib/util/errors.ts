@@ -5,20 +5,33 @@
  * @module
  */
 
+/**
+ * Every code the server may give when it refuses a client: the one list the
+ * wire schema, {@linkcode RefusedError} and the refusal metrics derive from.
+ *
+ * @example
+ * ```ts
+ * import { REFUSAL_CODES } from "@burrow/burrow";
+ * console.log(REFUSAL_CODES.includes("auth_failed")); // true
+ * ```
+ */
+export const REFUSAL_CODES = [
+  "auth_failed",
+  "version_mismatch",
+  "group_live",
+  "app_exists",
+  "port_taken",
+  "port_not_allowed",
+  "no_free_port",
+  "bad_request",
+  "server_closing",
+  "forbidden",
+  "locked_out",
+  "quota",
+] as const;
+
 /** Codes the server gives when it refuses a client. Refusals are final. */
-export type WireRefusalCode =
-  | "auth_failed"
-  | "version_mismatch"
-  | "group_live"
-  | "app_exists"
-  | "port_taken"
-  | "port_not_allowed"
-  | "no_free_port"
-  | "bad_request"
-  | "server_closing"
-  | "forbidden"
-  | "locked_out"
-  | "quota";
+export type WireRefusalCode = typeof REFUSAL_CODES[number];
 
 /**
  * Why a client gave up for good: a server's refusal, or the client's own

@@ -1,7 +1,7 @@
 /**
- * How a client reaches its server: TCP, then TLS (unless turned off), then
- * the preamble. The first connection of each control session settles whom to
- * trust; work and discovery connections reuse that answer.
+ * TLS as the client's transport: TCP, then TLS with the trust checks below.
+ * The first connection of each control session settles whom to trust; work
+ * and discovery connections reuse that answer.
  *
  * Trust, in order:
  * - `fingerprint` pins the server's certificate authority;
@@ -25,11 +25,12 @@ import * as nodeTls from "node:tls";
 import { join } from "node:path";
 import { formatHostPort, type HostPort } from "../util/addr.ts";
 import { ConfigError, errorMessage, RefusedError } from "../util/errors.ts";
-import { closeQuietly, dial, netReason } from "./net.ts";
+import { closeQuietly, netReason } from "./net.ts";
+import { dialTcp } from "./tcp.ts";
 import { duplexOf } from "./conn_duplex.ts";
-import { dialViaProxy, ProxyError } from "./proxy_dial.ts";
 import type { ProxyConfig } from "./proxy_url.ts";
-import { CLIENT_PREAMBLE, withDeadline, writeAll } from "../protocol/protocol.ts";
+import { withDeadline } from "../protocol/frames.ts";
+import type { Conn, Dialer } from "./transport.ts";
 import { ensurePrivateDir, writeFileAtomic } from "../util/state_dir.ts";
 import {
   derToPem,
@@ -66,72 +67,44 @@ interface TrustAnchor {
   how: string;
 }
 
-/** Dials the server, secures the connection and sends the preamble. */
-export class ServerLink {
+/** Dials the server over TLS, verifying it as the settings say. */
+export class TlsDialer implements Dialer {
   readonly server: HostPort;
-  #tls: ClientTls;
+  readonly encrypted = true;
+  #tls: Extract<ClientTls, { enabled: true }>;
   #log: Logger;
   #anchor: TrustAnchor | undefined;
   #proxy: ProxyConfig | undefined;
 
   /** Reaches `server` directly, or through `proxy` (HTTP CONNECT or SOCKS5) when given. */
-  constructor(server: HostPort, tls: ClientTls, log: Logger, proxy?: ProxyConfig) {
+  constructor(
+    server: HostPort,
+    tls: Extract<ClientTls, { enabled: true }>,
+    log: Logger,
+    proxy?: ProxyConfig,
+  ) {
     this.server = server;
     this.#tls = tls;
     this.#log = log;
     this.#proxy = proxy;
   }
 
-  /** True when connections are encrypted. */
-  get encrypted(): boolean {
-    return this.#tls.enabled;
-  }
-
   /**
-   * A new connection whose server identity is checked afresh (for each
-   * control session, so a server replaced between reconnects is noticed).
-   * Rejects with `RefusedError` (`tls_mismatch`, `identity_changed`) for
-   * final failures.
+   * A new connection, verified against the settled trust anchor, or (with
+   * `fresh`, for each control session) against the server's identity
+   * checked afresh. Rejects with `RefusedError` (`tls_mismatch`,
+   * `identity_changed`) for final failures.
    */
-  async establish(timeoutMs: number): Promise<Deno.Conn> {
-    if (!this.#tls.enabled) return await this.connect(timeoutMs);
-    this.#anchor = await this.#settle(timeoutMs);
-    return await this.connect(timeoutMs);
-  }
-
-  /** A new connection verified against the settled trust anchor. */
-  async connect(timeoutMs: number): Promise<Deno.Conn> {
-    const tcp = await this.#dial(timeoutMs);
-    let conn: Deno.Conn = tcp;
+  async dial(timeoutMs: number, fresh = false): Promise<Conn> {
+    if (fresh || this.#anchor === undefined) this.#anchor = await this.#settle(timeoutMs);
+    const anchor = this.#anchor;
+    const tcp = await dialTcp(this.server, timeoutMs, this.#proxy);
     try {
-      if (this.#tls.enabled) {
-        const anchor = this.#anchor ?? (this.#anchor = await this.#settle(timeoutMs));
-        conn = await this.#startTls(tcp, anchor, timeoutMs);
-      }
-      await writeAll(conn, CLIENT_PREAMBLE);
-      return conn;
+      return await this.#startTls(tcp, anchor, timeoutMs);
     } catch (err) {
-      closeQuietly(conn);
+      closeQuietly(tcp);
       throw err;
     }
-  }
-
-  /**
-   * TCP to the server, through the proxy when there is one (a `ProxyError`
-   * then names it). The client speaks first, so a proxy that passes on bytes
-   * from the server before that is not to be trusted with the link.
-   */
-  async #dial(timeoutMs: number): Promise<Deno.TcpConn> {
-    if (this.#proxy === undefined) return await dial(this.server, timeoutMs);
-    const { conn, early } = await dialViaProxy(this.#proxy, this.server, timeoutMs);
-    if (early.length === 0) return conn;
-    closeQuietly(conn);
-    throw new ProxyError(
-      "protocol",
-      this.#proxy.display,
-      `the proxy ${this.#proxy.display} sent ${early.length} bytes before the server could ` +
-        `have spoken`,
-    );
   }
 
   async #startTls(
@@ -177,7 +150,7 @@ export class ServerLink {
    * One connection (node:tls) reads the chain the server presents.
    */
   async #settle(timeoutMs: number): Promise<TrustAnchor> {
-    const tls = this.#tls as Extract<ClientTls, { enabled: true }>;
+    const tls = this.#tls;
     const at = formatHostPort(this.server);
     const chain = await this.#peek(timeoutMs);
     if (
@@ -229,7 +202,9 @@ export class ServerLink {
     const { hostname, port } = this.server;
     const isIp = /^[0-9.]+$|:/.test(hostname);
     // Through a proxy, node:tls runs over the tunnel Deno opened.
-    const tunnel = this.#proxy === undefined ? undefined : duplexOf(await this.#dial(timeoutMs));
+    const tunnel = this.#proxy === undefined
+      ? undefined
+      : duplexOf(await dialTcp(this.server, timeoutMs, this.#proxy));
     return await withDeadline(
       new Promise<PeekedChain>((resolve, reject) => {
         const socket = nodeTls.connect({

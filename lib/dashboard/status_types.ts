@@ -1,0 +1,78 @@
+/**
+ * What the dashboard's JSON API reports: apps, groups and server-wide
+ * figures, as `ServerMonitor` builds them and `groups()`/`status()` return them.
+ *
+ * @module
+ */
+
+import type { TrafficSeries } from "../tunnel/traffic.ts";
+
+/** One app of a group, as the dashboard API shows it. */
+export interface AppStatus {
+  /** The app's name within its group. */
+  name: string;
+  /** The public port (for an offline group: the port it last had). */
+  port: number;
+  /** Free text from the app's config, if it has one. */
+  description?: string;
+  /** Whether the app is exposed now. */
+  online: boolean;
+  /** User connections open now. */
+  connections: number;
+  /** User connections since the server started (across the client's reconnects). */
+  connectionsTotal: number;
+  /** Bytes from users to the app, since the server started. */
+  bytesIn: number;
+  /** Bytes from the app to users, since the server started. */
+  bytesOut: number;
+  /** When a user last connected, left, or moved bytes (ISO time), or null if never. */
+  lastActivity: string | null;
+  /** Bytes per second, one sample a second, oldest first (online apps only). */
+  traffic: TrafficSeries;
+}
+
+/** One group, online or recently offline. */
+export interface GroupStatus {
+  /** The group's name. */
+  name: string;
+  /** Whether a client holds the group now. */
+  online: boolean;
+  /** The client's address as the server sees it (its last one, if offline). */
+  clientAddr: string;
+  /** The burrow version the client reported. */
+  clientVersion: string;
+  /** When its current (or last) session began. */
+  connectedSince: string;
+  /** When it went offline, if it is offline. */
+  disconnectedAt?: string;
+  /** Why it went offline, if it is offline. */
+  reason?: string;
+  /** Its apps (for an offline group: those it last had). */
+  apps: AppStatus[];
+}
+
+/** Server-wide figures, as `GET /api/status` shows them. */
+export interface ServerStatus {
+  /** The server's burrow version. */
+  version: string;
+  /** When the server started (ISO time). */
+  startedAt: string;
+  /** Seconds since it started. */
+  uptimeSeconds: number;
+  /** Figures across every group. */
+  totals: {
+    /** Groups with a live client. */
+    groupsOnline: number;
+    /** Groups seen whose client is gone (recent ones). */
+    groupsOffline: number;
+    /** Apps exposed now. */
+    appsOnline: number;
+    /** User connections open now. */
+    connections: number;
+    connectionsTotal: number;
+    bytesIn: number;
+    bytesOut: number;
+    authFailures: number;
+    refusals: number;
+  };
+}

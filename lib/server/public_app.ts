@@ -1,0 +1,297 @@
+/**
+ * One exposed app on the server: its public listener, its users, its
+ * limits, and the handler that serves each user in four steps: get a work
+ * stream (bounded in time), start it, join the two, and count the result.
+ *
+ * @module
+ */
+
+import type { Logger } from "@logtape/logtape";
+import type { AppEntry } from "../protocol/services.ts";
+import type { TunnelLimits } from "../protocol/protocol.ts";
+import { type Cidr, inRanges } from "../util/cidr.ts";
+import type { ServerLimits } from "../config/limits.ts";
+import { errorMessage, type WireRefusalCode } from "../util/errors.ts";
+import type { RareLog } from "../util/rare_log.ts";
+import type { BufferPool, JoinStats, LiveJoins } from "../tunnel/join.ts";
+import type { TrafficCounter } from "../tunnel/traffic.ts";
+import { acceptLoop, closeQuietly, netReason, peer } from "../transport/net.ts";
+import type { ServerMonitor, TurnedAwayCause } from "../dashboard/monitor.ts";
+import { consult, observe, type ServerHooks } from "./hooks.ts";
+import { type PendingUsers, WORK_TIMEOUT_MS, type WorkSource } from "./work_conn.ts";
+
+/** What an app needs from the server around it. */
+export interface AppServices {
+  log: Logger;
+  rare: RareLog;
+  hooks: Pick<ServerHooks, "onUserConnect" | "onClose">;
+  monitor: Pick<ServerMonitor, "userTurnedAway" | "workWaited">;
+  limits: Pick<ServerLimits, "maxPendingUsers">;
+  pending: PendingUsers;
+  buffers: BufferPool;
+}
+
+/** What an app needs from the session that exposed it. */
+export interface AppSession {
+  readonly group: string;
+  /** Where users get work streams. */
+  readonly work: WorkSource;
+  /** Joins in progress by work id; `abortPeer` tells the client to end one. */
+  readonly joins: LiveJoins;
+  /** A fresh work id. */
+  nextWorkId(): number;
+  /** Tells the client that join `id` failed here; false once the session ended. */
+  abortPeer(id: number): void;
+  /** True once the session has ended. */
+  readonly ended: boolean;
+  /** Why the group may take no more users (its `max_connections`), or undefined. */
+  groupFull(): string | undefined;
+  /** True while `app` is the session's live app of its name. */
+  isLive(app: PublicApp): boolean;
+  /** Closes `app` because a limit was reached. */
+  retire(app: PublicApp, reason: string, dropUsers: boolean): void;
+}
+
+/** An exposed app and its users. */
+export class PublicApp {
+  readonly entry: AppEntry;
+  readonly limits: TunnelLimits;
+  /** This exposure's users and bytes: the one counter the limits, `services()` and metrics read. */
+  readonly traffic: TrafficCounter;
+  /** Fires when `limits.maxServeSeconds` runs out. */
+  expiry?: ReturnType<typeof setTimeout>;
+  #listener: Deno.TcpListener;
+  #users = new Set<Deno.TcpConn>();
+  #drained: Array<() => void> = [];
+  #allowFrom: Cidr[] | undefined;
+  /** The accept loop; it ends (and the port is really free) after the listener closes. */
+  #serving: Promise<void>;
+  #s: AppServices;
+  #session: AppSession;
+
+  constructor(
+    services: AppServices,
+    session: AppSession,
+    init: {
+      entry: AppEntry;
+      listener: Deno.TcpListener;
+      limits: TunnelLimits;
+      traffic: TrafficCounter;
+      allowFrom?: Cidr[];
+    },
+  ) {
+    this.#s = services;
+    this.#session = session;
+    this.entry = init.entry;
+    this.#listener = init.listener;
+    this.limits = init.limits;
+    this.traffic = init.traffic;
+    this.#allowFrom = init.allowFrom;
+    this.#serving = acceptLoop(
+      this.#listener,
+      (user) => this.#user(user),
+      (reason) => this.#s.log.warn(`${this.#label}: accept failed: ${reason}`),
+    );
+  }
+
+  /** Users connected now. */
+  get users(): number {
+    return this.#users.size;
+  }
+
+  /** Closes the listener (and, with `dropUsers`, the users); resolves once the port is free. */
+  close(dropUsers = true): Promise<void> {
+    clearTimeout(this.expiry);
+    closeQuietly(this.#listener);
+    if (dropUsers) { for (const user of this.#users) closeQuietly(user); }
+    return this.#serving;
+  }
+
+  /** Resolves once no user is connected. */
+  drained(): Promise<void> {
+    if (this.#users.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#drained.push(resolve));
+  }
+
+  get #label(): string {
+    return `${this.#session.group}/${this.entry.app}`;
+  }
+
+  async #user(user: Deno.TcpConn): Promise<void> {
+    const from = peer(user);
+    const turnedAway = this.#turnAway(user);
+    if (turnedAway !== undefined) {
+      this.#s.monitor.userTurnedAway(this.#session.group, this.entry.app, turnedAway.cause);
+      this.#s.log.debug(`turned user ${from} away from ${this.#label}: ${turnedAway.why}`);
+      return closeQuietly(user);
+    }
+    const started = Date.now();
+    const info = {
+      group: this.#session.group,
+      app: this.entry.app,
+      port: this.entry.port,
+      user: from,
+    };
+    const refused = await consult("onUserConnect", this.#s.hooks.onUserConnect, info, this.#s.log);
+    const { maxUsers, maxConnections } = this.limits;
+    // Checked after the hook answered: meanwhile the app may have closed or
+    // filled up, and other users of the group may have been let in.
+    const full = !this.#session.isLive(this)
+      ? "the tunnel has closed"
+      : this.#session.groupFull() ??
+        (maxUsers !== undefined && this.traffic.connections >= maxUsers
+          ? `the tunnel's limit of ${maxUsers} concurrent users is reached`
+          : maxConnections !== undefined && this.traffic.total >= maxConnections
+          ? `the tunnel has served its ${maxConnections} connections`
+          : undefined);
+    if (refused !== undefined || full !== undefined) {
+      this.#s.log.debug(`refused user ${from} on ${this.#label}: ${refused ?? full}`);
+      return closeQuietly(user);
+    }
+    user.setNoDelay(true);
+    this.#users.add(user);
+    const stats = this.traffic.open();
+    if (maxConnections !== undefined && this.traffic.total >= maxConnections) {
+      // This user is served; nobody after it.
+      this.#session.retire(this, `served its limit of ${maxConnections} connections`, false);
+    }
+    let error: string | undefined;
+    try {
+      error = await this.#serve(user, from, stats);
+    } finally {
+      closeQuietly(user);
+      this.#users.delete(user);
+      if (this.#users.size === 0) { for (const done of this.#drained.splice(0)) done(); }
+      this.traffic.close(stats);
+    }
+    const closed = {
+      ...info,
+      bytesIn: stats.aToB,
+      bytesOut: stats.bToA,
+      durationMs: Date.now() - started,
+    };
+    observe(
+      "onClose",
+      this.#s.hooks.onClose,
+      error === undefined ? closed : { ...closed, error },
+      this.#s.log,
+    );
+  }
+
+  /**
+   * Why a user may not reach the client at all, checked before any byte or
+   * hook: `allow_from`, the group's concurrent-connection quota, and the
+   * server's cap on users waiting for a work connection.
+   */
+  #turnAway(user: Deno.TcpConn): { cause: TurnedAwayCause; why: string } | undefined {
+    if (this.#allowFrom !== undefined) {
+      const { hostname } = user.remoteAddr as Deno.NetAddr;
+      if (!inRanges(hostname, this.#allowFrom)) {
+        return { cause: "allow_from", why: "its address is not in the app's allow_from" };
+      }
+    }
+    const full = this.#session.groupFull();
+    if (full !== undefined) return { cause: "group_quota", why: full };
+    const { maxPendingUsers } = this.#s.limits;
+    if (this.#session.work.idle === 0 && this.#s.pending.count >= maxPendingUsers) {
+      const why = `${maxPendingUsers} users are waiting for work connections ` +
+        `(limits.max_pending_users)`;
+      this.#s.rare.warn("max-pending", `${why}: turning new users away`);
+      return { cause: "pending_limit", why };
+    }
+    return undefined;
+  }
+
+  /** Joins a user to a work stream; resolves to why it failed, or undefined. */
+  async #serve(user: Deno.TcpConn, from: string, stats: JoinStats): Promise<string | undefined> {
+    const session = this.#session;
+    const waitStart = performance.now();
+    if (session.work.idle === 0) {
+      this.#s.log.debug(`${this.#label}: no idle work connection; asking the client for one`);
+    }
+    const work = await session.work.take();
+    this.#s.monitor.workWaited((performance.now() - waitStart) / 1000);
+    if (!work) {
+      const why = session.ended
+        ? "the group went offline"
+        : `no work connection from the client within ${WORK_TIMEOUT_MS / 1000}s`;
+      this.#s.log.warn(`user ${from} on ${this.#label} closed: ${why}`);
+      return why;
+    }
+    const id = session.nextWorkId();
+    try {
+      const { remoteAddr: u, localAddr: pub } = user;
+      await work.start({
+        type: "start",
+        id,
+        app: this.entry.app,
+        user: from,
+        source: { hostname: u.hostname, port: u.port },
+        destination: { hostname: pub.hostname, port: pub.port },
+      });
+    } catch (err) {
+      const why = errorMessage(err);
+      this.#s.log.warn(`user ${from} on ${this.#label} closed: ${why}`);
+      return why;
+    }
+    // A reset or failure here must end the client's side at once too: its
+    // end of the work connection would only see a FIN, i.e. a half-close.
+    const result = await session.joins.run(id, user, work.stream, {
+      bToAFirst: work.started(),
+      stats,
+      pool: this.#s.buffers,
+    }, () => session.abortPeer(id));
+    const why = result.aborted
+      ? "the app side reset or failed"
+      : result.error === undefined
+      ? undefined
+      : errorMessage(result.error);
+    const how = result.aborted
+      ? `closed: ${why}`
+      : why === undefined
+      ? "closed"
+      : `failed (${why})`;
+    this.#s.log.info(
+      `user ${from} on ${this.#label} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,
+    );
+    return why;
+  }
+}
+
+/**
+ * Binds the public port an `expose` asked for (`port`; 0: the first of
+ * `candidates` that binds), or says why not. `unbindable` hears of a port
+ * this server may not bind at all (e.g. below 1024).
+ */
+export function bindPublicPort(
+  host: string,
+  port: number,
+  candidates: number[],
+  unbindable: (why: string) => void,
+): { port: number; listener: Deno.TcpListener } | { code: WireRefusalCode; message: string } {
+  for (const candidate of candidates) {
+    try {
+      const listener = Deno.listen({ hostname: host, port: candidate, transport: "tcp" });
+      return { port: candidate, listener };
+    } catch (err) {
+      if (!(err instanceof Deno.errors.AddrInUse)) {
+        // Not a busy port but a port this server may not bind (e.g. below 1024).
+        const why = `port ${candidate} cannot be bound on the server (${netReason(err)})`;
+        unbindable(why);
+        if (port !== 0) return { code: "port_not_allowed", message: why };
+        continue;
+      }
+      // Another program on the server host holds it; a picked port just moves on.
+      if (port !== 0) {
+        return {
+          code: "port_taken",
+          message: `port ${port} is in use on the server host (address in use)`,
+        };
+      }
+    }
+  }
+  return {
+    code: "no_free_port",
+    message: "no free port could be bound in the server's allowed ports",
+  };
+}

@@ -1,0 +1,52 @@
+/**
+ * The mux stream's receive ring (lib/transport/mux/ring.ts) against a plain
+ * array model: any interleaving of writes and reads returns the bytes in
+ * order, and memory grows only as far as the bytes held need.
+ */
+
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { ByteRing } from "../../lib/transport/mux/ring.ts";
+import { fuzz } from "../helpers/fuzz.ts";
+
+Deno.test("mux ring: holds nothing until written, and drops its memory on clear", () => {
+  const ring = new ByteRing();
+  assert.equal(ring.capacity, 0);
+  assert.equal(ring.read(new Uint8Array(4)), 0);
+  ring.write(new Uint8Array([1, 2, 3]));
+  assert.equal(ring.capacity, 16 * 1024);
+  assert.equal(ring.clear(), 3);
+  assert.equal(ring.capacity, 0);
+});
+
+Deno.test("mux ring: wraps and grows, keeping order, like a queue of bytes", () => {
+  const op = fc.oneof(
+    fc.record({ write: fc.uint8Array({ maxLength: 40_000 }) }),
+    fc.record({ read: fc.nat(50_000) }),
+  );
+  fc.assert(
+    fc.property(fc.array(op, { maxLength: 40 }), (ops) => {
+      const ring = new ByteRing();
+      const model: number[] = [];
+      let peak = 0;
+      for (const o of ops) {
+        if ("write" in o) {
+          ring.write(o.write);
+          model.push(...o.write);
+          peak = Math.max(peak, model.length);
+        } else {
+          const dst = new Uint8Array(o.read);
+          const n = ring.read(dst);
+          assert.equal(n, Math.min(o.read, model.length));
+          assert.deepEqual([...dst.subarray(0, n)], model.splice(0, n));
+        }
+        assert.equal(ring.size, model.length);
+        assert.ok(
+          ring.capacity <= Math.max(16 * 1024, 2 * peak),
+          "grows at most to twice its peak",
+        );
+      }
+    }),
+    fuzz(300),
+  );
+});
