@@ -120,7 +120,9 @@ async function main(args: string[]): Promise<number> {
       onReady: (tunnel) =>
         printLine(
           `ready ${config.group}/${tunnel.name} ${
-            formatHostPort({ hostname: config.server.hostname, port: tunnel.remotePort })
+            tunnel.urls.length > 0
+              ? tunnel.urls.join(" ")
+              : formatHostPort({ hostname: config.server.hostname, port: tunnel.remotePort })
           }`,
         ),
     }),

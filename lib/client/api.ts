@@ -138,6 +138,28 @@ export interface ExposeOptions {
    * public address they connected to. Off by default.
    */
   proxyProtocol?: ProxyProtocolVersion;
+  /**
+   * An `http` or `tls` app: reached by name on the server's shared web
+   * listeners instead of a port (`remotePort` must then be absent).
+   */
+  web?: WebExposeOptions;
+}
+
+/** An http or tls app's names and settings (CONTRACT "App types"). */
+export interface WebExposeOptions {
+  type: "http" | "tls";
+  /** `SUBDOMAIN.DOMAIN` on a server with `--domain`; absent: `APP-GROUP.DOMAIN`. */
+  subdomain?: string;
+  /** More names (each must resolve to the server). */
+  hostnames?: string[];
+  /** Path prefixes (http only); the longest match wins. */
+  paths?: string[];
+  /** Basic auth checked at the server (http only). */
+  auth?: { user: string; password: string | Secret };
+  /** `Host` sent to the local app (http only). */
+  hostHeader?: string;
+  /** Plain-HTTP requests get a 308 to https (http only). */
+  httpsOnly?: boolean;
 }
 
 /**

@@ -12,7 +12,8 @@ import { formatHostPort, type HostPort } from "../util/addr.ts";
 import { Backoff, sleep } from "../util/backoff.ts";
 import { type ClientSession, openSession } from "./session.ts";
 import type { Dialer } from "../transport/transport.ts";
-import { errorMessage, RefusedError } from "../util/errors.ts";
+import { ConfigError, errorMessage, RefusedError } from "../util/errors.ts";
+import type { WebApp } from "../protocol/control.ts";
 import { BufferPool } from "../tunnel/join.ts";
 import { newId, type Secret } from "../util/secret.ts";
 import { ClientAdmin } from "./admin.ts";
@@ -120,6 +121,7 @@ class Client extends EventTarget implements BurrowClient {
       traffic: new TrafficCounter(),
     };
     if (options.description !== undefined) app.description = options.description;
+    if (options.web !== undefined) app.web = webRequest(options);
     if (options.proxyProtocol !== undefined) {
       app.proxyProtocol = checkProxyProtocol(options.proxyProtocol);
     }
@@ -305,4 +307,27 @@ class Client extends EventTarget implements BurrowClient {
 
 function secs(ms: number): string {
   return `${(ms / 1000).toFixed(1)}s`;
+}
+
+/** An app's web options as `expose` sends them. */
+function webRequest(options: ExposeOptions): WebApp {
+  const web = options.web as NonNullable<ExposeOptions["web"]>;
+  if (options.remotePort !== undefined && options.remotePort !== 0) {
+    throw new ConfigError(`${options.name}: remote_port is not a key of a ${web.type} app`);
+  }
+  const out: WebApp = {
+    type: web.type,
+    hostnames: [...(web.hostnames ?? [])],
+    paths: [...(web.paths ?? [])],
+  };
+  if (web.subdomain !== undefined) out.subdomain = web.subdomain;
+  if (web.hostHeader !== undefined) out.hostHeader = web.hostHeader;
+  if (web.httpsOnly !== undefined) out.httpsOnly = web.httpsOnly;
+  if (web.auth !== undefined) {
+    const password = typeof web.auth.password === "string"
+      ? web.auth.password
+      : web.auth.password.reveal();
+    out.auth = { user: web.auth.user, password };
+  }
+  return out;
 }

@@ -41,7 +41,8 @@ export function diffApps(old: AppConfig[], next: AppConfig[]): AppDiff {
 function sameApp(a: AppConfig, b: AppConfig): boolean {
   return formatHostPort(a.local) === formatHostPort(b.local) && a.remotePort === b.remotePort &&
     a.description === b.description && a.proxyProtocol === b.proxyProtocol &&
-    (a.allowFrom ?? []).join(",") === (b.allowFrom ?? []).join(",");
+    (a.allowFrom ?? []).join(",") === (b.allowFrom ?? []).join(",") &&
+    JSON.stringify(a.web ?? null) === JSON.stringify(b.web ?? null);
 }
 
 /** Keys a running client cannot change without a restart, if they changed. */
@@ -136,6 +137,7 @@ export class GroupApps {
       ...(app.description === undefined ? {} : { description: app.description }),
       ...(app.allowFrom === undefined ? {} : { allowFrom: app.allowFrom }),
       ...(app.proxyProtocol === undefined ? {} : { proxyProtocol: app.proxyProtocol }),
+      ...(app.web === undefined ? {} : { web: app.web }),
     }).then((tunnel) => {
       tunnel.closed.then((reason) => reason instanceof RefusedError && onRefused(reason));
       return tunnel;

@@ -210,6 +210,7 @@ export class ClientSession {
       : { type: "expose", id: this.#nextId++, app: app.name, port: app.requestedPort };
     if (app.description !== undefined) request.description = app.description;
     if (app.allowFrom !== undefined) request.allowFrom = app.allowFrom;
+    if (app.web !== undefined) request.web = app.web;
     if (app.limits !== undefined) {
       const limits = { ...app.limits };
       // After a reconnect, ask only for the serve time that is left.
@@ -226,8 +227,11 @@ export class ClientSession {
     }
     if (reply.type !== "exposed") throw new ProtocolError(`expected exposed, got ${reply.type}`);
     app.port = reply.port;
+    if (reply.urls !== undefined) app.urls = reply.urls;
     this.#o.log.info(
-      `${this.#o.group}/${app.name} is live on port ${reply.port} -> ${formatHostPort(app.local)}`,
+      `${this.#o.group}/${app.name} is live on ${
+        reply.urls?.join(" ") ?? `port ${reply.port}`
+      } -> ${formatHostPort(app.local)}`,
     );
     try {
       this.#onReady(app);

@@ -9,6 +9,7 @@
 import type { HostPort } from "../util/addr.ts";
 import type { TrafficCounter } from "../tunnel/traffic.ts";
 import type { TunnelLimits } from "../protocol/protocol.ts";
+import type { WebApp } from "../protocol/control.ts";
 import type { ProxyProtocolVersion } from "../tunnel/proxy_protocol.ts";
 
 export type { TunnelLimits };
@@ -30,8 +31,10 @@ export interface Tunnel {
   readonly name: string;
   /** The local address dialled for every user connection. */
   readonly local: HostPort;
-  /** The public port the server gave (updated after a reconnect). */
+  /** The public port the server gave (updated after a reconnect); 0 for web apps. */
   readonly remotePort: number;
+  /** For an http or tls app: the URLs it is reached at (empty for tcp apps). */
+  readonly urls: readonly string[];
   /** Resolves when the tunnel is closed: undefined, or the refusal that closed it. */
   readonly closed: Promise<Error | undefined>;
   /** Closes the public port; the client stays connected. */
@@ -53,6 +56,10 @@ export interface WantedApp {
   proxyProtocol?: ProxyProtocolVersion;
   /** When `limits.maxServeSeconds` runs out (ms since the epoch). */
   expiresAt?: number;
+  /** An http or tls app's names, as `expose` sends them. */
+  web?: WebApp;
+  /** The URLs the server gave a web app. */
+  urls?: string[];
   tunnel: TunnelHandle;
   /** User connections and bytes, for `status()`. */
   traffic: TrafficCounter;
@@ -77,6 +84,9 @@ export class TunnelHandle implements Tunnel {
   }
   get remotePort(): number {
     return this.#app().port;
+  }
+  get urls(): readonly string[] {
+    return this.#app().urls ?? [];
   }
   close(): Promise<void> {
     return this.#close();

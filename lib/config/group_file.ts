@@ -25,6 +25,13 @@ import { MAX_ALLOW_FROM } from "../protocol/protocol.ts";
 import { MAX_APPS_PER_GROUP } from "./limits.ts";
 import { normalizeFingerprint } from "../transport/certs.ts";
 import { Secret } from "../util/secret.ts";
+import {
+  checkTypeKeys,
+  httpAppShape,
+  inspectField,
+  type WebAppConfig,
+  webAppConfig,
+} from "./http_keys.ts";
 
 /** One app of the group, validated. */
 export interface AppConfig {
@@ -38,6 +45,8 @@ export interface AppConfig {
   allowFrom?: string[];
   /** The PROXY protocol header sent to the local service first, if any. */
   proxyProtocol?: "v1" | "v2";
+  /** An http or tls app's names and settings (absent for tcp apps). */
+  web?: WebAppConfig;
 }
 
 /** The group file merged with flags, validated. */
@@ -56,6 +65,8 @@ export interface ClientConfig {
   stateDir?: string;
   /** Where to serve the client's `GET /api/status`, if anywhere. */
   admin?: HostPort;
+  /** Where the request inspector serves its page, if anywhere. */
+  inspect?: HostPort;
   /** The proxy to reach the server through (its URL, checked), if any. */
   proxy?: Secret;
 }
@@ -98,7 +109,8 @@ const appEntry = z.strictObject({
     .max(MAX_ALLOW_FROM, `must list at most ${MAX_ALLOW_FROM} ranges`)
     .optional(),
   proxy_protocol: z.enum(["v1", "v2"], { error: "must be v1 or v2" }).optional(),
-});
+  ...httpAppShape,
+}).superRefine(checkTypeKeys);
 
 const groupFile = z.strictObject({
   server: hostPortField.optional(),
@@ -110,6 +122,7 @@ const groupFile = z.strictObject({
   ca: z.string("must be a file name").min(1, "must not be empty").optional(),
   state_dir: z.string("must be a folder name").min(1, "must not be empty").optional(),
   admin: hostPortField.optional(),
+  inspect: inspectField.optional(),
   proxy: proxyField.optional(),
   apps: z.array(appEntry, "must be a list of apps").min(1, "must list at least one app").max(
     MAX_APPS_PER_GROUP,
@@ -167,10 +180,13 @@ export async function loadClientConfig(
       if (a.description !== undefined) app.description = a.description;
       if (a.allow_from !== undefined) app.allowFrom = a.allow_from;
       if (a.proxy_protocol !== undefined) app.proxyProtocol = a.proxy_protocol;
+      const web = webAppConfig(a);
+      if (web !== undefined) app.web = web;
       return app;
     }),
   };
   if (data.admin !== undefined) config.admin = hostPort(data.admin);
+  if (data.inspect !== undefined) config.inspect = hostPort(data.inspect);
   const proxy = clientProxy(data.proxy, flags.proxy, getEnv);
   if (proxy !== undefined) config.proxy = proxy;
   return config;

@@ -30,6 +30,7 @@ import { acceptLoop, closeQuietly, netReason } from "../transport/net.ts";
 import type { CertStore } from "./certs.ts";
 import { clientAddress } from "./headers.ts";
 import { rawPage } from "./pages.ts";
+import { endRaw } from "./raw_socket.ts";
 import { type AuthGuard, EdgeProxy, type EdgeRequestEvent } from "./proxy.ts";
 import { normalizeName, type RouteTable } from "./routes.ts";
 import { peekClientHello } from "./sni.ts";
@@ -329,14 +330,6 @@ function guardHeaderTime(server: http2.Http2SecureServer, ms: number): void {
     guard.clear();
     res.once("finish", guard.arm);
   });
-}
-
-/** Sends a last answer and closes; a peer that keeps its side open is cut off soon after. */
-function endRaw(socket: NodeDuplex, text: string): void {
-  if (socket.writable) socket.end(text);
-  const timer = setTimeout(() => socket.destroy(), 2000);
-  Deno.unrefTimer(timer);
-  socket.once("close", () => clearTimeout(timer));
 }
 
 function listen(

@@ -22,6 +22,8 @@ import { BasicAuth } from "./basic_auth.ts";
 import { downstreamHeaders, switchingHead, upstreamHeaders } from "./headers.ts";
 import { PAGE_HEADERS, pageHtml, type PageStatus, rawPage } from "./pages.ts";
 import { normalizeName, type Route, type RouteTable } from "./routes.ts";
+import { type AnyRequest, authorityOf, headBytes, hostFields } from "./request_info.ts";
+import { endRaw, pipeBoth } from "./raw_socket.ts";
 import { UpstreamBusyError, type UpstreamPool } from "./upstream.ts";
 
 /**
@@ -71,7 +73,6 @@ export interface ProxyContext {
   observe?: (event: EdgeRequestEvent) => void;
 }
 
-type AnyRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type AnyResponse = http.ServerResponse | http2.Http2ServerResponse;
 
 /** Where a request goes, once read. */
@@ -346,29 +347,6 @@ export class EdgeProxy {
   }
 }
 
-/** The size of a request's head as sent in HTTP/1.1 (request line and fields). */
-function headBytes(req: AnyRequest): number {
-  let n = (req.method?.length ?? 0) + (req.url?.length ?? 0) + 12;
-  for (const field of req.rawHeaders) n += field.length + 2;
-  return n;
-}
-
-/** How many `Host` fields the request has (RFC 9112 3.2: more than one is a 400). */
-function hostFields(req: AnyRequest): number {
-  let n = 0;
-  for (let i = 0; i < req.rawHeaders.length; i += 2) {
-    if ((req.rawHeaders[i] as string).toLowerCase() === "host") n++;
-  }
-  return n;
-}
-
-/** The name the request asked for, as sent (HTTP/2 `:authority`, else `Host`). */
-function authorityOf(req: AnyRequest): string | undefined {
-  const authority = req.headers[":authority"];
-  if (typeof authority === "string" && authority !== "") return authority;
-  return req.headers.host;
-}
-
 function sendPage(
   req: AnyRequest,
   res: AnyResponse,
@@ -384,28 +362,4 @@ function sendPage(
   (res as http.ServerResponse).writeHead(status, fields);
   if (req.method === "HEAD") res.end();
   else res.end(body);
-}
-
-/** Writes `text` to a raw socket and half-closes it. */
-function endRaw(socket: NodeDuplex, text: string): void {
-  if (socket.writable) socket.end(text);
-  else socket.destroy();
-}
-
-/**
- * Joins two raw sockets both ways. The end of one direction is passed on as
- * an end (half-close) of the other; either failing destroys both, and one
- * closing ends the other once its writes are flushed.
- */
-function pipeBoth(a: NodeDuplex, b: NodeDuplex): void {
-  const destroyBoth = () => {
-    a.destroy();
-    b.destroy();
-  };
-  a.on("error", destroyBoth);
-  b.on("error", destroyBoth);
-  a.on("close", () => b.end());
-  b.on("close", () => a.end());
-  a.pipe(b);
-  b.pipe(a);
 }

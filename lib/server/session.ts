@@ -31,6 +31,8 @@ import type { Registry } from "./registry.ts";
 import { freePortsAnswer } from "./answers.ts";
 import { type AppServices, type AppSession, bindPublicPort, PublicApp } from "./public_app.ts";
 import { WorkConns } from "./work_conn.ts";
+import type { WebService } from "../http/service.ts";
+import { claimWebApp } from "./web.ts";
 
 /** What a session needs from the server that runs it. */
 export interface SessionServices extends AppServices {
@@ -43,6 +45,8 @@ export interface SessionServices extends AppServices {
     "refused" | "groupOffline" | "appExposed" | "appClosed" | "userTurnedAway" | "workWaited"
   >;
   limits: Pick<ServerLimits, "maxAppsPerGroup" | "maxPendingUsers">;
+  /** The shared web listeners, when the server has any (`--http`, `--https`). */
+  web?: WebService;
 }
 
 /** The session's control connection. */
@@ -69,6 +73,8 @@ export class ServerSession implements AppSession {
   readonly clientVersion: string;
   readonly since = new Date();
   readonly apps = new Map<string, PublicApp>();
+  /** The web apps (http, tls): app name to the route id holding its names. */
+  readonly webApps = new Map<string, string>();
   /** The secret this group proved it knows; its work connections prove it too. */
   readonly token: Secret;
   /** What the group's entry in the users file allows; replaced on reload. */
@@ -203,6 +209,8 @@ export class ServerSession implements AppSession {
     const closing = [...this.apps.values(), ...this.#retiring].map((app) => this.#closeApp(app));
     this.#retiring.clear();
     this.apps.clear();
+    // Web names stay claimed, offline (502), until the group comes back or another app claims them.
+    for (const route of this.webApps.values()) this.#s.web?.setLive(route, false);
     this.work.close();
     const closeConn = () => closeQuietly(this.#link.conn);
     if (notice) this.#link.writer.send(notice).then(closeConn, closeConn);
@@ -290,6 +298,8 @@ export class ServerSession implements AppSession {
 
   /** Closes an app; answers once its port is really free, so it can be claimed again at once. */
   async #unexpose(id: number, name: string): Promise<void> {
+    const route = this.webApps.get(name);
+    if (route !== undefined && this.webApps.delete(name)) this.#s.web?.release(route);
     const app = this.apps.get(name);
     if (app) {
       this.#detach(app);
@@ -314,15 +324,22 @@ export class ServerSession implements AppSession {
     const forbidden = await consult("onExpose", this.#s.hooks.onExpose, info, this.#s.log);
     if (this.#ended) return;
     if (forbidden !== undefined) return refuse("forbidden", forbidden);
-    if (this.apps.has(name)) {
+    if (this.apps.has(name) || this.webApps.has(name)) {
       return refuse("app_exists", `app ${this.group}/${name} is already exposed`);
     }
     const maxApps = Math.min(this.#s.limits.maxAppsPerGroup, this.quota?.maxApps ?? Infinity);
-    if (this.apps.size >= maxApps) {
+    if (this.apps.size + this.webApps.size >= maxApps) {
       const why = maxApps === this.quota?.maxApps
         ? `group ${this.group} may expose at most ${maxApps} apps (its entry ${this.quota.entry} in the users file)`
         : `a group may expose at most ${maxApps} apps (limits.max_apps_per_group)`;
       return refuse("quota", why);
+    }
+    if (msg.web !== undefined) { // an http or tls app: names on the shared listeners, no port
+      const claimed = claimWebApp(this.#s.web, this.group, name, msg.web, this.quota?.hosts);
+      if (!claimed.ok) return refuse(claimed.code, claimed.message);
+      this.webApps.set(name, claimed.route);
+      this.#s.log.info(`${claimed.route} is live on ${claimed.urls.join(" ")}`);
+      return this.#send({ type: "exposed", id, app: name, port: 0, urls: claimed.urls });
     }
     let allowFrom: Cidr[] | undefined;
     if (msg.allowFrom !== undefined) {

@@ -28,6 +28,8 @@ export const REFUSAL_CODES = [
   "forbidden",
   "locked_out",
   "quota",
+  "host_taken",
+  "host_not_allowed",
 ] as const;
 
 /** Codes the server gives when it refuses a client. Refusals are final. */

@@ -40,6 +40,8 @@ const REFUSAL_CODES: Record<WireRefusalCode, true> = {
   forbidden: true,
   locked_out: true,
   quota: true,
+  host_taken: true,
+  host_not_allowed: true,
 };
 const codes = Object.keys(REFUSAL_CODES) as WireRefusalCode[];
 
