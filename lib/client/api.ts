@@ -85,6 +85,12 @@ export interface ClientOptions {
    */
   admin?: string;
   /**
+   * Serve the request inspector (a page and `GET /api/requests` with the
+   * last requests of the group's http apps, and replay) on this `HOST:PORT`.
+   * Off by default.
+   */
+  inspect?: string;
+  /**
    * Reach the server through this proxy: `http://[user:pass@]host:port`
    * (HTTP CONNECT) or `socks5://[user:pass@]host:port`. The control and every
    * work connection go through it, with TLS on top as usual. A failing proxy
@@ -207,6 +213,8 @@ export interface BurrowClient extends EventTarget {
   status(): ClientStatus;
   /** The admin listener's address as bound, when `admin` was given. */
   readonly adminAddr: HostPort | undefined;
+  /** The request inspector's address as bound, when `inspect` was given. */
+  readonly inspectAddr: HostPort | undefined;
   /** Deregisters and closes every tunnel. */
   close(): Promise<void>;
 }

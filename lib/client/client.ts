@@ -8,7 +8,8 @@
  */
 
 import { getLogger, type Logger } from "@logtape/logtape";
-import { formatHostPort, type HostPort } from "../util/addr.ts";
+import { formatHostPort, type HostPort, parseHostPort } from "../util/addr.ts";
+import { Inspector } from "../http/inspect/inspector.ts";
 import { Backoff, sleep } from "../util/backoff.ts";
 import { type ClientSession, openSession } from "./session.ts";
 import type { Dialer } from "../transport/transport.ts";
@@ -78,6 +79,7 @@ class Client extends EventTarget implements BurrowClient {
   #startedSettled = false;
   #link: LinkTracker = new LinkTracker(this);
   #admin: ClientAdmin | undefined;
+  #inspector: Inspector | undefined;
   #resolveStarted!: () => void;
   #rejectStarted!: (err: Error) => void;
 
@@ -102,6 +104,11 @@ class Client extends EventTarget implements BurrowClient {
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
     const admin = checkAdmin(options.admin);
     if (admin !== undefined) this.#admin = new ClientAdmin(admin, () => this.status());
+    if (options.inspect !== undefined) {
+      const bind = parseHostPort(options.inspect);
+      if (typeof bind === "string") throw new ConfigError(`inspect: ${bind}`);
+      this.#inspector = Inspector.listen({ bind });
+    }
     options.signal?.addEventListener("abort", () => this.close(), { once: true });
     this.#run();
   }
@@ -122,6 +129,7 @@ class Client extends EventTarget implements BurrowClient {
     };
     if (options.description !== undefined) app.description = options.description;
     if (options.web !== undefined) app.web = webRequest(options);
+    if (options.web?.type === "http" && this.#inspector) app.inspector = this.#inspector;
     if (options.proxyProtocol !== undefined) {
       app.proxyProtocol = checkProxyProtocol(options.proxyProtocol);
     }
@@ -166,6 +174,10 @@ class Client extends EventTarget implements BurrowClient {
     return this.#admin?.addr;
   }
 
+  get inspectAddr(): HostPort | undefined {
+    return this.#inspector?.addr;
+  }
+
   async close(): Promise<void> {
     if (this.#stop.signal.aborted) return void (await this.closed);
     this.#stop.abort();
@@ -173,6 +185,7 @@ class Client extends EventTarget implements BurrowClient {
     await this.#session?.close("client stopped");
     this.#finish(undefined);
     await this.#admin?.close();
+    await this.#inspector?.close();
   }
 
   #emit<K extends keyof ClientEventDetail>(type: K, detail: ClientEventDetail[K]): void {

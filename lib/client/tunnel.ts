@@ -7,6 +7,7 @@
  */
 
 import type { HostPort } from "../util/addr.ts";
+import type { Duplex } from "../transport/transport.ts";
 import type { TrafficCounter } from "../tunnel/traffic.ts";
 import type { TunnelLimits } from "../protocol/protocol.ts";
 import type { WebApp } from "../protocol/control.ts";
@@ -60,6 +61,14 @@ export interface WantedApp {
   web?: WebApp;
   /** The URLs the server gave a web app. */
   urls?: string[];
+  /** Where an http app's streams go instead of straight to `local` (the request inspector). */
+  inspector?: {
+    handle(
+      stream: Duplex,
+      app: { name: string; local: HostPort },
+      first?: Uint8Array,
+    ): Promise<void>;
+  };
   tunnel: TunnelHandle;
   /** User connections and bytes, for `status()`. */
   traffic: TrafficCounter;

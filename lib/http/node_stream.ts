@@ -24,6 +24,8 @@ const READ_SIZE = 64 * 1024;
 export interface StreamAddress {
   remoteAddress?: string;
   remotePort?: number;
+  /** Bytes already read from the stream, read again first. */
+  first?: Uint8Array;
 }
 
 /**
@@ -70,6 +72,9 @@ class TunnelSocket extends NodeDuplex implements TunnelNodeSocket {
     this.#conn = conn;
     this.remoteAddress = address.remoteAddress;
     this.remotePort = address.remotePort;
+    if (address.first !== undefined && address.first.length > 0) {
+      this.push(Buffer.from(address.first));
+    }
   }
 
   override _read(): void {

@@ -20,12 +20,22 @@ import { Secret } from "../util/secret.ts";
 import type { Route } from "../http/routes.ts";
 import { UpstreamBusyError } from "../http/upstream.ts";
 import type { WebOptions } from "./api.ts";
-import type { ServerSession } from "./session.ts";
+import type { WorkSource } from "./work_conn.ts";
+
+/** What the web side needs of a group's session (kept apart: the session imports this module). */
+export interface WebSession {
+  readonly ended: boolean;
+  /** Its web apps: app name to route id. */
+  readonly webApps: ReadonlyMap<string, string>;
+  readonly work: WorkSource;
+  groupFull(): string | undefined;
+  nextWorkId(): number;
+}
 
 /** What the web side needs from the server. */
 export interface WebContext {
   /** The live session holding `group`, if any. */
-  session(group: string): ServerSession | undefined;
+  session(group: string): WebSession | undefined;
   guard: SourceGuard;
   /** The state folder for ACME, if the server has one. */
   stateDir: string | undefined;

@@ -254,3 +254,37 @@ Deno.test("keys that do not fit an app's type are config errors naming the key (
   assert.equal(await client2.exitCode(), 2);
   assert.match(client2.stderr.text, /remote_port.*not a key of an http app/);
 });
+
+Deno.test("the client's request inspector records what passes through the tunnel", async () => {
+  await using app = await echoHeadersApp("seen");
+  await using s = await webServer();
+  const path = groupFile(
+    s.port,
+    "lab",
+    `  - name: web\n    type: http\n    local: 127.0.0.1:${app.port}\n    subdomain: seen\n`,
+  );
+  Deno.writeTextFileSync(path, Deno.readTextFileSync(path) + "inspect: 127.0.0.1:0\n");
+  await using client = startClient(path);
+  const m = await client.stdout.wait(/^inspect http:\/\/127\.0\.0\.1:(\d+)\/$/, 20_000);
+  await ready(client, "lab", "web");
+  const res = await request(s.httpPort, "seen.tunnel.test", {
+    method: "POST",
+    path: "/form?x=1",
+    body: "a=1&b=2",
+  });
+  assert.equal(res.status, 200);
+  assert.equal(JSON.parse(res.body).body, 7);
+  const list = await (await fetch(`http://127.0.0.1:${m[1]}/api/requests`)).json();
+  const [first] = list.requests;
+  assert.equal(first.method, "POST");
+  assert.equal(first.url, "/form?x=1");
+  assert.equal(first.status, 200);
+  assert.equal(first.requestBody.data, "a=1&b=2");
+  assert.ok(
+    first.requestHeaders.some(([k, v]: [string, string]) =>
+      k === "X-Forwarded-Host" && v === "seen.tunnel.test"
+    ),
+  );
+  const page = await fetch(`http://127.0.0.1:${m[1]}/`);
+  assert.match(await page.text(), /burrow inspector/);
+});

@@ -11,12 +11,7 @@
  * 64 KiB copied aside. Upgrades (WebSocket) are passed through raw after
  * being recorded with the app's status line.
  *
- * Routes of the page: `GET /` (with `app.js`, `app.css`), `GET
- * /api/requests?since=ID`, `GET /api/requests/ID`, `POST
- * /api/requests/ID/replay` (which needs the header `x-burrow-replay: 1`, so
- * that no other web site can make a browser replay requests), `DELETE
- * /api/requests`. Requests whose `Host` is not the inspector's own address
- * are refused, against DNS rebinding.
+ * The page and its JSON API are in `page.ts`.
  *
  * @module
  */
@@ -30,9 +25,7 @@ import { ListenError } from "../../util/errors.ts";
 import type { Duplex } from "../../tunnel/join.ts";
 import { toNodeStream } from "../node_stream.ts";
 import { BodyTap, captureBytes, type RecordedRequest, Recorder } from "./recorder.ts";
-import css from "./assets/app.css" with { type: "text" };
-import html from "./assets/index.html" with { type: "text" };
-import js from "./assets/app.js" with { type: "text" };
+import { servePage } from "./page.ts";
 
 /** Options for {@linkcode Inspector.start}. */
 export interface InspectorOptions {
@@ -49,15 +42,6 @@ export interface InspectedApp {
   name: string;
   local: HostPort;
 }
-
-const SECURITY_HEADERS: Record<string, string> = {
-  "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; " +
-    "connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-  "x-frame-options": "DENY",
-  "x-content-type-options": "nosniff",
-  "referrer-policy": "no-referrer",
-  "cache-control": "no-store",
-};
 
 /** A running inspector. */
 export class Inspector {
@@ -87,8 +71,17 @@ export class Inspector {
     this.#proxy.on("clientError", (_err, socket: NodeDuplex) => socket.destroy());
   }
 
-  /** Binds the page; throws `ListenError` when the address is taken. */
+  /** Binds the page; rejects with `ListenError` when the address is taken. */
   static start(options: InspectorOptions): Promise<Inspector> {
+    try {
+      return Promise.resolve(Inspector.listen(options));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Binds the page at once; throws `ListenError` when the address is taken. */
+  static listen(options: InspectorOptions): Inspector {
     const ready: { inspector?: Inspector } = {};
     let page: Deno.HttpServer<Deno.NetAddr>;
     try {
@@ -99,7 +92,7 @@ export class Inspector {
           onListen: () => {},
         },
         (req) =>
-          ready.inspector ? ready.inspector.#serve(req) : new Response(null, { status: 503 }),
+          ready.inspector ? servePage(req, ready.inspector) : new Response(null, { status: 503 }),
       );
     } catch (err) {
       throw new ListenError(
@@ -109,22 +102,41 @@ export class Inspector {
       );
     }
     ready.inspector = new Inspector(options, page);
-    return Promise.resolve(ready.inspector);
+    return ready.inspector;
   }
 
-  /** Serves one tunnel stream of `app`: HTTP/1.1 requests, each recorded and forwarded. */
-  handle(stream: Duplex, app: InspectedApp): void {
-    const socket = toNodeStream(stream);
+  /**
+   * Serves one tunnel stream of `app`: HTTP/1.1 requests, each recorded and
+   * forwarded (`first`: bytes already read from it). Resolves when it closes.
+   */
+  handle(stream: Duplex, app: InspectedApp, first?: Uint8Array): Promise<void> {
+    const socket = toNodeStream(stream, first ? { first } : {});
     this.#apps.set(socket, app);
     this.#lastApp.set(app.name, app);
     this.#sockets.add(socket);
-    socket.once("close", () => this.#sockets.delete(socket));
+    const closed = new Promise<void>((resolve) =>
+      socket.once("close", () => {
+        this.#sockets.delete(socket);
+        resolve();
+      })
+    );
     this.#proxy.emit("connection", socket);
+    return closed;
   }
 
   /** The records, newest first (those after id `since` only, when given). */
   requests(since = 0): RecordedRequest[] {
     return this.#recorder.list(since);
+  }
+
+  /** One record by id. */
+  request(id: number): RecordedRequest | undefined {
+    return this.#recorder.get(id);
+  }
+
+  /** Forgets every record. */
+  clear(): void {
+    this.#recorder.clear();
   }
 
   /** Sends a recorded request to its app again; resolves with the new record once answered. */
@@ -311,84 +323,10 @@ export class Inspector {
     socket.pipe(local);
     local.pipe(socket);
   }
-
-  async #serve(req: Request): Promise<Response> {
-    const url = new URL(req.url);
-    if (!this.#ownHost(req.headers.get("host"))) {
-      return text("this inspector answers only on its own address\n", 421);
-    }
-    if (req.method === "GET" || req.method === "HEAD") {
-      switch (url.pathname) {
-        case "/":
-          return respond(html, "text/html; charset=utf-8");
-        case "/app.js":
-          return respond(js, "text/javascript; charset=utf-8");
-        case "/app.css":
-          return respond(css, "text/css; charset=utf-8");
-        case "/api/requests": {
-          const since = Number(url.searchParams.get("since") ?? 0);
-          return json({ requests: this.requests(Number.isFinite(since) ? since : 0) });
-        }
-      }
-      const one = /^\/api\/requests\/(\d+)$/.exec(url.pathname);
-      if (one) {
-        const record = this.#recorder.get(Number(one[1]));
-        return record ? json(record) : text("no such request\n", 404);
-      }
-      return text("not found\n", 404);
-    }
-    const replay = /^\/api\/requests\/(\d+)\/replay$/.exec(url.pathname);
-    if (req.method === "POST" && replay) {
-      if (req.headers.get("x-burrow-replay") !== "1") {
-        return text("replay needs the header x-burrow-replay: 1\n", 403);
-      }
-      try {
-        return json(await this.replay(Number(replay[1])));
-      } catch (err) {
-        return text(`${err instanceof Error ? err.message : err}\n`, 409);
-      }
-    }
-    if (req.method === "DELETE" && url.pathname === "/api/requests") {
-      if (req.headers.get("x-burrow-replay") !== "1") {
-        return text("clearing needs the header x-burrow-replay: 1\n", 403);
-      }
-      this.#recorder.clear();
-      return new Response(null, { status: 204, headers: SECURITY_HEADERS });
-    }
-    return text("method not allowed\n", 405);
-  }
-
-  /** Whether `host` names this inspector (its bind address, or localhost on its port). */
-  #ownHost(host: string | null): boolean {
-    if (host === null) return false;
-    const port = this.addr.port;
-    const names = [
-      formatHostPort(this.addr),
-      `localhost:${port}`,
-      `127.0.0.1:${port}`,
-      `[::1]:${port}`,
-    ];
-    return names.includes(host.toLowerCase());
-  }
 }
 
 function pairs(raw: string[]): [string, string][] {
   const out: [string, string][] = [];
   for (let i = 0; i + 1 < raw.length; i += 2) out.push([raw[i] as string, raw[i + 1] as string]);
   return out;
-}
-
-function respond(body: string, type: string): Response {
-  return new Response(body, { headers: { ...SECURITY_HEADERS, "content-type": type } });
-}
-
-function json(data: unknown): Response {
-  return respond(JSON.stringify(data), "application/json; charset=utf-8");
-}
-
-function text(body: string, status: number): Response {
-  return new Response(body, {
-    status,
-    headers: { ...SECURITY_HEADERS, "content-type": "text/plain; charset=utf-8" },
-  });
 }
