@@ -153,6 +153,7 @@ export interface ExposeOptions {
 
 /** An http or tls app's names and settings (CONTRACT "App types"). */
 export interface WebExposeOptions {
+  /** `http`: served by the server's edge; `tls`: passed through by SNI. */
   type: "http" | "tls";
   /** `SUBDOMAIN.DOMAIN` on a server with `--domain`; absent: `APP-GROUP.DOMAIN`. */
   subdomain?: string;

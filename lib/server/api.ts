@@ -125,8 +125,9 @@ export interface WebOptions {
   https?: string;
   /** Apps are named `SUBDOMAIN.DOMAIN`. */
   domain?: string;
-  /** The default certificate and its key (files). */
+  /** The default certificate (a PEM chain file). */
   cert?: string;
+  /** Its private key (a PEM file). */
   key?: string;
   /** More certificates, chosen by SNI. */
   certs?: { cert: string; key: string }[];
