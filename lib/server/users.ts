@@ -119,7 +119,7 @@ function toEntry(u: UserSpec, where: string): Entry {
     entry.ports = ranges;
   }
   if (u.hosts !== undefined) {
-    const hosts = u.hosts.map((h) => normalizeName(h, true));
+    const hosts = u.hosts.map((h) => h.includes(":") ? undefined : normalizeName(h, true));
     const bad = hosts.findIndex((h) => h === undefined);
     if (bad >= 0) {
       throw new ConfigError(
@@ -151,7 +151,7 @@ const usersFile = z.array(
     max_connections: z.int("must be a whole number").min(0, "must be 0 or more").optional(),
     hosts: z.array(
       z.string("must be a host name").refine(
-        (h) => normalizeName(h, true) !== undefined,
+        (h) => normalizeName(h, true) !== undefined && !h.includes(":"),
         "must be a host name such as blog.example.org or *.team.example.org",
       ),
       "must be a list of host names",

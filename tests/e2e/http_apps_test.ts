@@ -8,6 +8,7 @@
  */
 
 import assert from "node:assert/strict";
+import { makeTempDir, makeTempFileSync } from "../helpers/temp.ts";
 import tls from "node:tls";
 import { join } from "node:path";
 import { type Proc, startClient, startServer } from "../helpers/harness.ts";
@@ -24,7 +25,7 @@ interface WebServer extends AsyncDisposable {
 }
 
 async function webServer(): Promise<WebServer> {
-  const dir = await Deno.makeTempDir({ prefix: "burrow-web-e2e-" });
+  const dir = await makeTempDir({ prefix: "burrow-web-e2e-" });
   const ca = await testCa("e2e web CA");
   const wild = await ca.issue(["*.tunnel.test"]);
   await Deno.writeTextFile(join(dir, "wild.crt"), wild.cert);
@@ -61,7 +62,7 @@ async function webServer(): Promise<WebServer> {
 }
 
 function groupFile(serverPort: number, group: string, apps: string): string {
-  const path = Deno.makeTempFileSync({ prefix: "burrow-web-group-", suffix: ".yaml" });
+  const path = makeTempFileSync({ prefix: "burrow-web-group-", suffix: ".yaml" });
   Deno.writeTextFileSync(
     path,
     `server: 127.0.0.1:${serverPort}\ntoken: ${TOKEN}\ngroup: ${group}\napps:\n${apps}`,

@@ -9,6 +9,7 @@
  */
 
 import dgram from "node:dgram";
+import { makeTempDir } from "./temp.ts";
 import https from "node:https";
 import { join } from "node:path";
 import { Lines } from "./harness.ts";
@@ -62,7 +63,7 @@ function freePort(): number {
  * for `validitySeconds`.
  */
 export async function startPebble(httpPort: number, validitySeconds = 3600): Promise<Pebble> {
-  const dir = await Deno.makeTempDir({ prefix: "burrow-pebble-" });
+  const dir = await makeTempDir({ prefix: "burrow-pebble-" });
   const ca = await testCa("pebble directory test CA");
   // Pebble's directory is dialled as 127.0.0.1.
   const { cert, key } = await ca.issueFor([{ type: "ip", value: "127.0.0.1" }]);

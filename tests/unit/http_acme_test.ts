@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { makeTempDir } from "../helpers/temp.ts";
 import tls from "node:tls";
 import { join } from "node:path";
 import { AcmeManager } from "../../lib/http/acme/manager.ts";
@@ -32,7 +33,7 @@ function presented(port: number, servername: string, ca: string): Promise<tls.Pe
 }
 
 async function world(options: { renewWithinMs?: number; serveChallenges?: boolean } = {}) {
-  const stateDir = await Deno.makeTempDir({ prefix: "burrow-acme-" });
+  const stateDir = await makeTempDir({ prefix: "burrow-acme-" });
   const app = await echoHeadersApp("blog");
   const table = new RouteTable();
   table.claim({ id: "g/blog", group: "g", kind: "http", hosts: ["blog.acme.test"], paths: [] });

@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { makeTempDir, makeTempFile } from "../helpers/temp.ts";
 import tls from "node:tls";
 import { CertStore } from "../../lib/http/certs.ts";
 import { HttpEdge } from "../../lib/http/edge.ts";
@@ -47,7 +48,7 @@ async function setup() {
   certs.add(await ca.issue(["default.example.test"]), true);
   certs.add(await ca.issue(["*.example.test"]));
   certs.add(await ca.issue(["blog.example.test"]));
-  const caFile = await Deno.makeTempFile({ suffix: ".pem" });
+  const caFile = await makeTempFile({ suffix: ".pem" });
   await Deno.writeTextFile(caFile, ca.caPem);
   const blog = await echoHeadersApp("blog");
   const table = new RouteTable();
@@ -341,7 +342,7 @@ Deno.test({
     });
     await using s = await setup();
     s.apps["g/blog"] = app.port;
-    const dir = await Deno.makeTempDir();
+    const dir = await makeTempDir();
     try {
       const common = [
         "--http2",

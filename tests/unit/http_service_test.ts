@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import { makeTempDir } from "../helpers/temp.ts";
 import { join } from "node:path";
 import { type WebAppSettings, WebService } from "../../lib/http/service.ts";
 import { ConfigError } from "../../lib/util/errors.ts";
@@ -18,7 +19,7 @@ function web(extra: Partial<WebAppSettings> = {}): WebAppSettings {
 }
 
 Deno.test("claims, refusals, URLs and routing through a started web service", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "burrow-web-" });
+  const dir = await makeTempDir({ prefix: "burrow-web-" });
   const ca = await testCa("service CA");
   const wild = await ca.issue(["*.tunnel.example.test"]);
   await Deno.writeTextFile(join(dir, "wild.crt"), wild.cert);
@@ -94,7 +95,7 @@ Deno.test("claims, refusals, URLs and routing through a started web service", as
 });
 
 Deno.test("certificate and listener problems are errors naming the key and the file", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "burrow-web-" });
+  const dir = await makeTempDir({ prefix: "burrow-web-" });
   try {
     const dial = () => Promise.reject(new Error("unused"));
     await assert.rejects(
