@@ -1,8 +1,10 @@
 /**
  * The HTTP edge's cost, measured with `wrk` (Debian's package): requests
  * per second and latency percentiles for small kept-alive requests, straight
- * to an app and through the edge (routing by `Host`, header rewriting, the
- * per-app upstream pool), each in its own process.
+ * to an app, through the edge alone (routing by `Host`, header rewriting,
+ * the per-app upstream pool; `dial` a plain loopback connection), and
+ * through the whole tunnel (`server.ts --http` and `client.ts` with an http
+ * app, TLS between them as by default), each in its own process.
  *
  * Run: `deno task bench:http [--seconds N] [--connections N] [--reps N]`.
  * Prints a table and writes `bench-http.json`. On a shared 2-core machine
@@ -22,6 +24,73 @@ interface WrkFigures {
   p50ms: number;
   p99ms: number;
   errors: number;
+}
+
+/** Starts `server.ts --http` and `client.ts` with an http app for `appPort`; resolves to the http port. */
+async function tunnel(appPort: number): Promise<{ port: number; stop: () => Promise<void> }> {
+  const root = new URL("../", import.meta.url).pathname;
+  const token = crypto.randomUUID();
+  const state = await Deno.makeTempDir({ prefix: "burrow-bench-http-" });
+  const spawn = (args: string[]) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", ...args],
+      cwd: root,
+      env: { BURROW_TOKEN: token },
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+  const lines = (proc: Deno.ChildProcess) => {
+    const reader = proc.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    return {
+      reader,
+      async wait(re: RegExp): Promise<RegExpMatchArray> {
+        while (!re.test(text)) {
+          const { value, done } = await reader.read();
+          if (done) throw new Error(`ended before ${re}: ${text}`);
+          text += value;
+        }
+        return re.exec(text) as RegExpMatchArray;
+      },
+    };
+  };
+  const server = spawn([
+    "server.ts",
+    "--bind",
+    "127.0.0.1:0",
+    "--http",
+    "127.0.0.1:0",
+    "--public-host",
+    "127.0.0.1",
+    "--state-dir",
+    state,
+    "--log-level",
+    "error",
+  ]);
+  const out = lines(server);
+  const control = Number((await out.wait(/listening 127\.0\.0\.1:(\d+)/))[1]);
+  const fingerprint = (await out.wait(/fingerprint (sha256:[0-9a-f]+)/))[1];
+  const http = Number((await out.wait(/http http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
+  const file = `${state}/group.yaml`;
+  await Deno.writeTextFile(
+    file,
+    `server: 127.0.0.1:${control}\ntoken: \${BURROW_TOKEN}\ngroup: bench\nfingerprint: ${fingerprint}\n` +
+      `apps:\n  - name: app\n    type: http\n    local: 127.0.0.1:${appPort}\n    hostnames: [${HOST}]\n`,
+  );
+  const client = spawn(["client.ts", file, "--log-level", "error"]);
+  const cout = lines(client);
+  await cout.wait(/ready bench\/app /);
+  return {
+    port: http,
+    stop: async () => {
+      for (const proc of [client, server]) {
+        proc.kill("SIGTERM");
+        await proc.status;
+      }
+      await Promise.all([out.reader.cancel(), cout.reader.cancel()]);
+      await Deno.remove(state, { recursive: true });
+    },
+  };
 }
 
 /** Starts a child of `http_edge_main.ts` and waits for its port. */
@@ -104,24 +173,30 @@ if (import.meta.main) {
   }
   const app = await child(["app"]);
   const edge = await child(["edge", String(app.port)]);
+  const full = await tunnel(app.port);
   try {
-    const runs: Record<"direct" | "edge", WrkFigures[]> = { direct: [], edge: [] };
+    const runs: Record<"direct" | "edge" | "tunnel", WrkFigures[]> = {
+      direct: [],
+      edge: [],
+      tunnel: [],
+    };
     for (let i = 0; i < reps; i++) {
       runs.direct.push(await wrk(app.port, seconds, connections));
       runs.edge.push(await wrk(edge.port, seconds, connections));
+      runs.tunnel.push(await wrk(full.port, seconds, connections));
     }
     const summary = Object.fromEntries(
-      (["direct", "edge"] as const).map((k) => [k, {
+      (["direct", "edge", "tunnel"] as const).map((k) => [k, {
         rps: Math.round(median(runs[k].map((r) => r.rps))),
         p50ms: median(runs[k].map((r) => r.p50ms)),
         p99ms: median(runs[k].map((r) => r.p99ms)),
         errors: runs[k].reduce((n, r) => n + r.errors, 0),
         runs: runs[k],
       }]),
-    ) as Record<"direct" | "edge", WrkFigures & { runs: WrkFigures[] }>;
+    ) as Record<"direct" | "edge" | "tunnel", WrkFigures & { runs: WrkFigures[] }>;
     console.log(`wrk -t1 -c${connections} -d${seconds}s, median of ${reps} runs, small GET`);
     console.log("path     req/s     p50 ms   p99 ms   errors");
-    for (const k of ["direct", "edge"] as const) {
+    for (const k of ["direct", "edge", "tunnel"] as const) {
       const s = summary[k];
       console.log(
         `${k.padEnd(8)} ${String(s.rps).padStart(7)}   ${s.p50ms.toFixed(2).padStart(6)}   ${
@@ -130,15 +205,16 @@ if (import.meta.main) {
       );
     }
     console.log(
-      `edge/direct: ${
-        (summary.edge.rps / summary.direct.rps).toFixed(2)
-      } of the requests per second`,
+      `of the direct requests per second: edge ${
+        (summary.edge.rps / summary.direct.rps).toFixed(3)
+      }, tunnel ${(summary.tunnel.rps / summary.direct.rps).toFixed(3)}`,
     );
     await Deno.writeTextFile(
       "bench-http.json",
       JSON.stringify({ seconds, connections, reps, ...summary }, null, 2) + "\n",
     );
   } finally {
+    await full.stop();
     await edge.stop();
     await app.stop();
   }
