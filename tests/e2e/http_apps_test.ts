@@ -11,7 +11,8 @@ import assert from "node:assert/strict";
 import { makeTempDir, makeTempFileSync } from "../helpers/temp.ts";
 import tls from "node:tls";
 import { join } from "node:path";
-import { type Proc, startClient, startServer } from "../helpers/harness.ts";
+import { freePort, type Proc, startClient, startServer } from "../helpers/harness.ts";
+import { pebbleMissing, startPebble } from "../helpers/pebble.ts";
 import { CURL, curl, echoHeadersApp, request, testCa } from "../helpers/http.ts";
 
 const TOKEN = "web-e2e-token";
@@ -288,4 +289,59 @@ Deno.test("the client's request inspector records what passes through the tunnel
   );
   const page = await fetch(`http://127.0.0.1:${m[1]}/`);
   assert.match(await page.text(), /burrow inspector/);
+});
+
+Deno.test({
+  name: `the server gets a certificate from Pebble for a live app's name and serves it${
+    pebbleMissing ? ` (skipped: ${pebbleMissing})` : ""
+  }`,
+  ignore: pebbleMissing !== undefined,
+  async fn() {
+    const httpPort = freePort();
+    await using pebble = await startPebble(httpPort, 3600);
+    const dir = await makeTempDir({ prefix: "burrow-acme-e2e-" });
+    await Deno.writeTextFile(join(dir, "pebble-ca.pem"), pebble.tlsCa);
+    await Deno.writeTextFile(
+      join(dir, "server.yaml"),
+      `http: { bind: "127.0.0.1:${httpPort}" }\nhttps: { bind: "127.0.0.1:0" }\n` +
+        `domain: acme.test\nstate_dir: ${join(dir, "state")}\n` +
+        `acme:\n  email: ops@acme.test\n  directory: ${pebble.directory}\n  ca: pebble-ca.pem\n`,
+    );
+    await using app = await echoHeadersApp("secured");
+    const server = await startServer({
+      token: TOKEN,
+      args: ["--config", join(dir, "server.yaml")],
+    });
+    try {
+      const https = Number(
+        (await server.proc.stdout.wait(/^https https:\/\/127\.0\.0\.1:(\d+)\/$/))[1],
+      );
+      const file = groupFile(
+        server.port,
+        "lab",
+        `  - name: web\n    type: http\n    local: 127.0.0.1:${app.port}\n    subdomain: secure\n`,
+      );
+      await using client = startClient(file);
+      await ready(client, "lab", "web");
+      await server.proc.stderr.wait(/certificate for secure\.acme\.test issued/, 30_000);
+      const root = await pebble.issuingRoot();
+      const cert = await new Promise<tls.PeerCertificate>((resolve, reject) => {
+        const socket = tls.connect({
+          host: "127.0.0.1",
+          port: https,
+          servername: "secure.acme.test",
+          ca: root,
+        }, () => {
+          resolve(socket.getPeerCertificate());
+          socket.destroy();
+        });
+        socket.on("error", reject);
+      });
+      assert.equal(cert.subjectaltname, "DNS:secure.acme.test");
+      const key = await Deno.stat(join(dir, "state", "acme", "certs", "secure.acme.test.key"));
+      assert.equal((key.mode ?? 0) & 0o777, 0o600);
+    } finally {
+      await server[Symbol.asyncDispose]();
+    }
+  },
 });
