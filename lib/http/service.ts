@@ -70,7 +70,7 @@ export interface WebClaim {
 
 /** What a claim came to. */
 export type WebClaimResult =
-  | { ok: true; names: string[]; urls: string[] }
+  | { ok: true; names: string[]; urls: string[]; route: Route }
   | { ok: false; code: "host_taken" | "host_not_allowed"; message: string };
 
 /** The running web side of a server. */
@@ -202,20 +202,26 @@ export class WebService {
     this.#names.set(claim.id, names);
     this.edge.dropUpstream(claim.id);
     this.acme?.want(names);
-    return { ok: true, names, urls: readyUrls(claim.web.type, names, this.ports) };
+    return { ok: true, names, urls: readyUrls(claim.web.type, names, this.ports), route };
   }
 
   /**
    * Marks an app's names offline (its group went; users get 502 until it
-   * comes back or another app claims them), or live again.
+   * comes back or another app claims them), or live again. With `holder`,
+   * only while that claim (not a newer one by the same id) holds them.
    */
-  setLive(id: string, live: boolean): void {
+  setLive(id: string, live: boolean, holder?: Route): void {
+    if (holder !== undefined && this.routes.get(id) !== holder) return; // claimed again since
     this.routes.setLive(id, live);
     if (!live) this.edge.dropUpstream(id);
   }
 
-  /** Frees an app's names for good. */
-  release(id: string): void {
+  /**
+   * Frees an app's names for good. With `holder`, only if that claim still
+   * holds them (a newer claim by the same id is left alone).
+   */
+  release(id: string, holder?: Route): void {
+    if (holder !== undefined && this.routes.get(id) !== holder) return;
     this.acme?.unwant(this.#names.get(id) ?? []);
     this.#names.delete(id);
     this.routes.release(id);

@@ -33,6 +33,7 @@ import { type AppServices, type AppSession, bindPublicPort, PublicApp } from "./
 import { WorkConns } from "./work_conn.ts";
 import type { WebService } from "../http/service.ts";
 import { claimWebApp } from "./web.ts";
+import type { Route } from "../http/routes.ts";
 
 /** What a session needs from the server that runs it. */
 export interface SessionServices extends AppServices {
@@ -73,8 +74,8 @@ export class ServerSession implements AppSession {
   readonly clientVersion: string;
   readonly since = new Date();
   readonly apps = new Map<string, PublicApp>();
-  /** The web apps (http, tls): app name to the route id holding its names. */
-  readonly webApps = new Map<string, string>();
+  /** The web apps (http, tls): app name to the claim holding its names. */
+  readonly webApps = new Map<string, Route>();
   /** The secret this group proved it knows; its work connections prove it too. */
   readonly token: Secret;
   /** What the group's entry in the users file allows; replaced on reload. */
@@ -210,7 +211,7 @@ export class ServerSession implements AppSession {
     this.#retiring.clear();
     this.apps.clear();
     // Web names stay claimed, offline (502), until the group comes back or another app claims them.
-    for (const route of this.webApps.values()) this.#s.web?.setLive(route, false);
+    for (const route of this.webApps.values()) this.#s.web?.setLive(route.id, false, route);
     this.work.close();
     const closeConn = () => closeQuietly(this.#link.conn);
     if (notice) this.#link.writer.send(notice).then(closeConn, closeConn);
@@ -299,7 +300,7 @@ export class ServerSession implements AppSession {
   /** Closes an app; answers once its port is really free, so it can be claimed again at once. */
   async #unexpose(id: number, name: string): Promise<void> {
     const route = this.webApps.get(name);
-    if (route !== undefined && this.webApps.delete(name)) this.#s.web?.release(route);
+    if (route !== undefined && this.webApps.delete(name)) this.#s.web?.release(route.id, route);
     const app = this.apps.get(name);
     if (app) {
       this.#detach(app);
@@ -338,7 +339,7 @@ export class ServerSession implements AppSession {
       const claimed = claimWebApp(this.#s.web, this.group, name, msg.web, this.quota?.hosts);
       if (!claimed.ok) return refuse(claimed.code, claimed.message);
       this.webApps.set(name, claimed.route);
-      this.#s.log.info(`${claimed.route} is live on ${claimed.urls.join(" ")}`);
+      this.#s.log.info(`${claimed.route.id} is live on ${claimed.urls.join(" ")}`);
       return this.#send({ type: "exposed", id, app: name, port: 0, urls: claimed.urls });
     }
     let allowFrom: Cidr[] | undefined;

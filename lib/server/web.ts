@@ -25,8 +25,8 @@ import type { WorkSource } from "./work_conn.ts";
 /** What the web side needs of a group's session (kept apart: the session imports this module). */
 export interface WebSession {
   readonly ended: boolean;
-  /** Its web apps: app name to route id. */
-  readonly webApps: ReadonlyMap<string, string>;
+  /** Its web apps, by app name. */
+  readonly webApps: ReadonlyMap<string, unknown>;
   readonly work: WorkSource;
   groupFull(): string | undefined;
   nextWorkId(): number;
@@ -87,7 +87,7 @@ export async function startWeb(options: WebOptions, ctx: WebContext): Promise<We
 
 /** What claiming a web app's names came to. */
 export type WebClaimAnswer =
-  | { ok: true; route: string; urls: string[] }
+  | { ok: true; route: Route; urls: string[] }
   | { ok: false; code: WireRefusalCode; message: string };
 
 /**
@@ -125,7 +125,7 @@ export function claimWebApp(
         : {}),
     },
   }, hosts);
-  return claimed.ok ? { ok: true, route, urls: claimed.urls } : claimed;
+  return claimed.ok ? { ok: true, route: claimed.route, urls: claimed.urls } : claimed;
 }
 
 /** A stream to the app of `route`, through its group's session. */

@@ -44,7 +44,10 @@ Deno.test("claims, refusals, URLs and routing through a started web service", as
       app: "blog",
       web: web({ subdomain: "blog" }),
     });
-    assert.deepEqual(blog, {
+    assert.ok(blog.ok);
+    assert.equal(blog.route, service.routes.get("lab/blog"));
+    assert.deepEqual({ ...blog, route: undefined }, {
+      route: undefined,
       ok: true,
       names: ["blog.tunnel.example.test"],
       urls: [
@@ -80,6 +83,22 @@ Deno.test("claims, refusals, URLs and routing through a started web service", as
     assert.equal((await request(http ?? 0, "blog.tunnel.example.test")).status, 502);
     service.setLive("lab/blog", true);
     assert.equal((await request(http ?? 0, "blog.tunnel.example.test")).status, 200);
+    // A takeover: the group came back (same id) before its old session's end was handled.
+    const old = service.routes.get("lab/blog");
+    const again = service.claim({
+      id: "lab/blog",
+      group: "lab",
+      app: "blog",
+      web: web({ subdomain: "blog" }),
+    });
+    assert.ok(again.ok && again.route !== old);
+    service.setLive("lab/blog", false, old);
+    service.release("lab/blog", old);
+    assert.equal(
+      (await request(http ?? 0, "blog.tunnel.example.test")).status,
+      200,
+      "the old claim no longer speaks",
+    );
     service.release("lab/blog");
     assert.equal((await request(http ?? 0, "blog.tunnel.example.test")).status, 404);
     assert.equal(
