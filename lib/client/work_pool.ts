@@ -155,6 +155,14 @@ export class ClientWorkPool {
         await writer.send({ type: "start_failed", message: `no app named ${msg.app}` });
         return;
       }
+      if (app.inspector) {
+        // The inspector reads the requests and dials the app for each one.
+        await writer.send({ type: "started" });
+        const stats = app.traffic.open();
+        await app.inspector.handle(conn, app, reader.takeBuffered())
+          .finally(() => app.traffic.close(stats));
+        return;
+      }
       let local: Deno.TcpConn;
       try {
         local = await dial(app.local, DIAL_TIMEOUT_MS);

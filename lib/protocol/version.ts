@@ -18,7 +18,7 @@
  * console.log(`burrow ${VERSION} (protocol v${PROTOCOL_VERSION})`);
  * ```
  */
-export const PROTOCOL_VERSION = 5; // v5: shared groups (`hello.shared`), `expose.balance`, `health`
+export const PROTOCOL_VERSION = 5; // v5: shared groups (`hello.shared`, `expose.balance`, `health`), web apps (`expose.web`, `exposed.urls`)
 
 /** The sentence both sides use when versions differ, naming the side to upgrade. */
 export function versionMismatch(clientVersion: number, serverVersion: number): string {
