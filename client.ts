@@ -117,11 +117,14 @@ async function main(args: string[]): Promise<number> {
       ...(config.stateDir === undefined ? {} : { stateDir: config.stateDir }),
       signal: stop.signal,
       ...(config.admin ? { admin: formatHostPort(config.admin) } : {}),
+      ...(config.inspect ? { inspect: formatHostPort(config.inspect) } : {}),
       ...(config.proxy ? { proxy: config.proxy } : {}),
       onReady: (tunnel) =>
         printLine(
           `ready ${config.group}/${tunnel.name} ${
-            formatHostPort({ hostname: config.server.hostname, port: tunnel.remotePort })
+            tunnel.urls.length > 0
+              ? tunnel.urls.join(" ")
+              : formatHostPort({ hostname: config.server.hostname, port: tunnel.remotePort })
           }`,
         ),
     }),
@@ -133,6 +136,7 @@ async function main(args: string[]): Promise<number> {
   });
   if (client) {
     if (client.adminAddr) printLine(`admin http://${formatHostPort(client.adminAddr)}/api/status`);
+    if (client.inspectAddr) printLine(`inspect http://${formatHostPort(client.inspectAddr)}/`);
     // People at a terminal get a table of the apps once they are live, and after each reconnect.
     if (Deno.stderr.isTerminal()) printStatusOnReady(client, (table) => printError(table));
     client.closed.then((reason) => reason instanceof RefusedError && refuse(reason));

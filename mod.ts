@@ -91,4 +91,6 @@ export { VERSION } from "./lib/util/version.ts";
 export type { UserSpec } from "./lib/server/users.ts";
 export { DEFAULT_LIMITS, type ServerLimits } from "./lib/config/limits.ts";
 export type { ProxyProtocolVersion } from "./lib/tunnel/proxy_protocol.ts";
+export type { WebOptions } from "./lib/server/api.ts";
+export type { WebExposeOptions } from "./lib/client/api.ts";
 export { ProxyError, type ProxyFailure } from "./lib/transport/proxy_dial.ts";

@@ -50,6 +50,11 @@ Flags (each overrides the same key of --config):
   --dashboard-user USER      its basic-auth user                  (dashboard.user, default admin)
   --dashboard-password PASS  its password                         (dashboard.password,
                              default $BURROW_DASHBOARD_PASSWORD; required off loopback)
+  --http HOST:PORT           shared plain-HTTP listener for http apps (http.bind, default off)
+  --https HOST:PORT          shared TLS listener: http apps, tls apps by SNI (https.bind)
+  --domain NAME              http and tls apps are named SUBDOMAIN.NAME (domain)
+  --https-cert FILE          default certificate for --https (PEM)    (https.cert)
+  --https-key FILE           its private key (PEM)                    (https.key)
   --help                     show this help
   --version                  show the version
 
@@ -57,7 +62,8 @@ Without --tls-cert the server makes its own certificate authority on first
 start and reuses it; clients pin it by its fingerprint.
 Prints "listening HOST:PORT" on stdout once the control listener is bound,
 then "fingerprint sha256:HEX" (the CA clients verify; not with --no-tls),
-and "dashboard http://HOST:PORT/" once the dashboard is.
+"dashboard http://HOST:PORT/" once the dashboard is, and "http http://HOST:PORT/"
+and "https https://HOST:PORT/" once the web listeners are.
 Exit codes: 0 clean stop, 1 failure or cannot bind, 2 usage or config error.`;
 
 async function main(args: string[]): Promise<number> {
@@ -78,6 +84,11 @@ async function main(args: string[]): Promise<number> {
     dashboard: { type: "string" },
     "dashboard-user": { type: "string" },
     "dashboard-password": { type: "string" },
+    http: { type: "string" },
+    https: { type: "string" },
+    domain: { type: "string" },
+    "https-cert": { type: "string" },
+    "https-key": { type: "string" },
     help: { type: "boolean" },
     version: { type: "boolean" },
   }, false);
@@ -104,6 +115,7 @@ async function main(args: string[]): Promise<number> {
       ...(users === undefined ? {} : { users }),
       ...(config.stateDir !== undefined ? { stateDir: config.stateDir } : {}),
       ...(config.dashboard ? { dashboard: dashboardOptions(config.dashboard) } : {}),
+      ...(config.web ? { web: config.web } : {}),
     });
   } catch (err) {
     if (!(err instanceof ListenError)) throw err;
@@ -114,6 +126,8 @@ async function main(args: string[]): Promise<number> {
   printLine(`listening ${formatHostPort(server.addr)}`);
   if (server.fingerprint !== undefined) printLine(`fingerprint ${server.fingerprint}`);
   if (server.dashboardAddr) printLine(`dashboard http://${formatHostPort(server.dashboardAddr)}/`);
+  if (server.httpAddr) printLine(`http http://${formatHostPort(server.httpAddr)}/`);
+  if (server.httpsAddr) printLine(`https https://${formatHostPort(server.httpsAddr)}/`);
   const reloads = new AbortController();
   if ((values.config !== undefined || config.users !== undefined) && Deno.build.os !== "windows") {
     const running = server;

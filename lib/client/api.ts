@@ -88,6 +88,12 @@ export interface ClientOptions {
    */
   admin?: string;
   /**
+   * Serve the request inspector (a page and `GET /api/requests` with the
+   * last requests of the group's http apps, and replay) on this `HOST:PORT`.
+   * Off by default.
+   */
+  inspect?: string;
+  /**
    * Reach the server through this proxy: `http://[user:pass@]host:port`
    * (HTTP CONNECT) or `socks5://[user:pass@]host:port`. The control and every
    * work connection go through it, with TLS on top as usual. A failing proxy
@@ -164,6 +170,29 @@ export interface ExposeOptions {
    * server sends this client's replica no users.
    */
   health?: HealthOptions;
+  /**
+   * An `http` or `tls` app: reached by name on the server's shared web
+   * listeners instead of a port (`remotePort` must then be absent).
+   */
+  web?: WebExposeOptions;
+}
+
+/** An http or tls app's names and settings (CONTRACT "App types"). */
+export interface WebExposeOptions {
+  /** `http`: served by the server's edge; `tls`: passed through by SNI. */
+  type: "http" | "tls";
+  /** `SUBDOMAIN.DOMAIN` on a server with `--domain`; absent: `APP-GROUP.DOMAIN`. */
+  subdomain?: string;
+  /** More names (each must resolve to the server). */
+  hostnames?: string[];
+  /** Path prefixes (http only); the longest match wins. */
+  paths?: string[];
+  /** Basic auth checked at the server (http only). */
+  auth?: { user: string; password: string | Secret };
+  /** `Host` sent to the local app (http only). */
+  hostHeader?: string;
+  /** Plain-HTTP requests get a 308 to https (http only). */
+  httpsOnly?: boolean;
 }
 
 /**
@@ -211,6 +240,8 @@ export interface BurrowClient extends EventTarget {
   status(): ClientStatus;
   /** The admin listener's address as bound, when `admin` was given. */
   readonly adminAddr: HostPort | undefined;
+  /** The request inspector's address as bound, when `inspect` was given. */
+  readonly inspectAddr: HostPort | undefined;
   /** Deregisters and closes every tunnel. */
   close(): Promise<void>;
 }

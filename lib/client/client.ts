@@ -8,11 +8,13 @@
  */
 
 import { getLogger, type Logger } from "@logtape/logtape";
-import { formatHostPort, type HostPort } from "../util/addr.ts";
+import { formatHostPort, type HostPort, parseHostPort } from "../util/addr.ts";
+import { Inspector } from "../http/inspect/inspector.ts";
 import { Backoff, sleep } from "../util/backoff.ts";
 import { type ClientSession, openSession } from "./session.ts";
 import type { Dialer } from "../transport/transport.ts";
 import { ConfigError, errorMessage, RefusedError } from "../util/errors.ts";
+import type { WebApp } from "../protocol/control.ts";
 import { BufferPool } from "../tunnel/join.ts";
 import { newId, type Secret } from "../util/secret.ts";
 import { ClientAdmin } from "./admin.ts";
@@ -80,6 +82,7 @@ class Client extends EventTarget implements BurrowClient {
   #startedSettled = false;
   #link: LinkTracker = new LinkTracker(this);
   #admin: ClientAdmin | undefined;
+  #inspector: Inspector | undefined;
   #resolveStarted!: () => void;
   #rejectStarted!: (err: Error) => void;
 
@@ -104,6 +107,11 @@ class Client extends EventTarget implements BurrowClient {
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
     const admin = checkAdmin(options.admin);
     if (admin !== undefined) this.#admin = new ClientAdmin(admin, () => this.status());
+    if (options.inspect !== undefined) {
+      const bind = parseHostPort(options.inspect);
+      if (typeof bind === "string") throw new ConfigError(`inspect: ${bind}`);
+      this.#inspector = Inspector.listen({ bind });
+    }
     options.signal?.addEventListener("abort", () => this.close(), { once: true });
     this.#run();
   }
@@ -123,6 +131,8 @@ class Client extends EventTarget implements BurrowClient {
       traffic: new TrafficCounter(),
     };
     if (options.description !== undefined) app.description = options.description;
+    if (options.web !== undefined) app.web = webRequest(options);
+    if (options.web?.type === "http" && this.#inspector) app.inspector = this.#inspector;
     if (options.proxyProtocol !== undefined) {
       app.proxyProtocol = checkProxyProtocol(options.proxyProtocol);
     }
@@ -191,6 +201,10 @@ class Client extends EventTarget implements BurrowClient {
     return this.#admin?.addr;
   }
 
+  get inspectAddr(): HostPort | undefined {
+    return this.#inspector?.addr;
+  }
+
   async close(): Promise<void> {
     if (this.#stop.signal.aborted) return void (await this.closed);
     this.#stop.abort();
@@ -198,6 +212,7 @@ class Client extends EventTarget implements BurrowClient {
     await this.#session?.close("client stopped");
     this.#finish(undefined);
     await this.#admin?.close();
+    await this.#inspector?.close();
   }
 
   #emit<K extends keyof ClientEventDetail>(type: K, detail: ClientEventDetail[K]): void {
@@ -339,4 +354,27 @@ class Client extends EventTarget implements BurrowClient {
 
 function secs(ms: number): string {
   return `${(ms / 1000).toFixed(1)}s`;
+}
+
+/** An app's web options as `expose` sends them. */
+function webRequest(options: ExposeOptions): WebApp {
+  const web = options.web as NonNullable<ExposeOptions["web"]>;
+  if (options.remotePort !== undefined && options.remotePort !== 0) {
+    throw new ConfigError(`${options.name}: remote_port is not a key of a ${web.type} app`);
+  }
+  const out: WebApp = {
+    type: web.type,
+    hostnames: [...(web.hostnames ?? [])],
+    paths: [...(web.paths ?? [])],
+  };
+  if (web.subdomain !== undefined) out.subdomain = web.subdomain;
+  if (web.hostHeader !== undefined) out.hostHeader = web.hostHeader;
+  if (web.httpsOnly !== undefined) out.httpsOnly = web.httpsOnly;
+  if (web.auth !== undefined) {
+    const password = typeof web.auth.password === "string"
+      ? web.auth.password
+      : web.auth.password.reveal();
+    out.auth = { user: web.auth.user, password };
+  }
+  return out;
 }

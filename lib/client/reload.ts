@@ -42,7 +42,8 @@ function sameApp(a: AppConfig, b: AppConfig): boolean {
   return formatHostPort(a.local) === formatHostPort(b.local) && a.remotePort === b.remotePort &&
     a.description === b.description && a.proxyProtocol === b.proxyProtocol &&
     (a.allowFrom ?? []).join(",") === (b.allowFrom ?? []).join(",") && a.balance === b.balance &&
-    JSON.stringify(a.health ?? null) === JSON.stringify(b.health ?? null);
+    JSON.stringify(a.health ?? null) === JSON.stringify(b.health ?? null) &&
+    JSON.stringify(a.web ?? null) === JSON.stringify(b.web ?? null);
 }
 
 /** Keys a running client cannot change without a restart, if they changed. */
@@ -140,6 +141,7 @@ export class GroupApps {
       ...(app.proxyProtocol === undefined ? {} : { proxyProtocol: app.proxyProtocol }),
       ...(app.balance === undefined ? {} : { balance: app.balance }),
       ...(app.health === undefined ? {} : { health: app.health }),
+      ...(app.web === undefined ? {} : { web: app.web }),
     }).then((tunnel) => {
       tunnel.closed.then((reason) => reason instanceof RefusedError && onRefused(reason));
       return tunnel;

@@ -212,6 +212,7 @@ export class ClientSession {
     if (app.description !== undefined) request.description = app.description;
     if (app.allowFrom !== undefined) request.allowFrom = app.allowFrom;
     if (app.balance !== undefined) request.balance = app.balance;
+    if (app.web !== undefined) request.web = app.web;
     if (app.limits !== undefined) {
       const limits = { ...app.limits };
       // After a reconnect, ask only for the serve time that is left.
@@ -230,8 +231,11 @@ export class ClientSession {
     app.port = reply.port;
     // The server takes a new replica as healthy; tell it if the checks say otherwise.
     if (app.health !== undefined && !app.health.state.healthy) this.reportHealth(app);
+    if (reply.urls !== undefined) app.urls = reply.urls;
     this.#o.log.info(
-      `${this.#o.group}/${app.name} is live on port ${reply.port} -> ${formatHostPort(app.local)}`,
+      `${this.#o.group}/${app.name} is live on ${
+        reply.urls?.join(" ") ?? `port ${reply.port}`
+      } -> ${formatHostPort(app.local)}`,
     );
     try {
       this.#onReady(app);

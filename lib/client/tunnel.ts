@@ -7,8 +7,10 @@
  */
 
 import type { HostPort } from "../util/addr.ts";
+import type { Duplex } from "../transport/transport.ts";
 import type { TrafficCounter } from "../tunnel/traffic.ts";
 import type { BalancePolicy, TunnelLimits } from "../protocol/protocol.ts";
+import type { WebApp } from "../protocol/control.ts";
 import type { HealthCheck } from "./health.ts";
 import type { ProxyProtocolVersion } from "../tunnel/proxy_protocol.ts";
 
@@ -31,8 +33,10 @@ export interface Tunnel {
   readonly name: string;
   /** The local address dialled for every user connection. */
   readonly local: HostPort;
-  /** The public port the server gave (updated after a reconnect). */
+  /** The public port the server gave (updated after a reconnect); 0 for web apps. */
   readonly remotePort: number;
+  /** For an http or tls app: the URLs it is reached at (empty for tcp apps). */
+  readonly urls: readonly string[];
   /** Resolves when the tunnel is closed: undefined, or the refusal that closed it. */
   readonly closed: Promise<Error | undefined>;
   /** Closes the public port; the client stays connected. */
@@ -58,6 +62,18 @@ export interface WantedApp {
   balance?: BalancePolicy;
   /** The health checks of its local service, while it is exposed. */
   health?: HealthCheck;
+  /** An http or tls app's names, as `expose` sends them. */
+  web?: WebApp;
+  /** The URLs the server gave a web app. */
+  urls?: string[];
+  /** Where an http app's streams go instead of straight to `local` (the request inspector). */
+  inspector?: {
+    handle(
+      stream: Duplex,
+      app: { name: string; local: HostPort },
+      first?: Uint8Array,
+    ): Promise<void>;
+  };
   tunnel: TunnelHandle;
   /** User connections and bytes, for `status()`. */
   traffic: TrafficCounter;
@@ -82,6 +98,9 @@ export class TunnelHandle implements Tunnel {
   }
   get remotePort(): number {
     return this.#app().port;
+  }
+  get urls(): readonly string[] {
+    return this.#app().urls ?? [];
   }
   close(): Promise<void> {
     return this.#close();

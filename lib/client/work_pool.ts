@@ -142,6 +142,23 @@ export class ClientWorkPool {
     }
     const app = this.#o.apps.get(msg.app);
     if (!app) return stream.reset(`${UNREACHABLE}no app named ${msg.app}`);
+    if (app.inspector) {
+      // The inspector reads the requests and dials the app for each one.
+      this.#active.add(stream);
+      try {
+        await stream.write(STARTED);
+        const stats = app.traffic.open();
+        await app.inspector.handle(stream, app, new Uint8Array(0))
+          .finally(() => app.traffic.close(stats));
+      } catch (err) {
+        this.#o.log.debug(`work stream failed: ${errorMessage(err)}`);
+        stream.reset();
+      } finally {
+        this.#active.delete(stream);
+        stream.close();
+      }
+      return;
+    }
     this.#active.add(stream);
     let local: Deno.TcpConn | undefined;
     try {

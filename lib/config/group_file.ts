@@ -26,6 +26,13 @@ import type { HealthOptions } from "./health.ts";
 import { MAX_APPS_PER_GROUP } from "./limits.ts";
 import { normalizeFingerprint } from "../transport/certs.ts";
 import { Secret } from "../util/secret.ts";
+import {
+  checkTypeKeys,
+  httpAppShape,
+  inspectField,
+  type WebAppConfig,
+  webAppConfig,
+} from "./http_keys.ts";
 
 /** One app of the group, validated. */
 export interface AppConfig {
@@ -43,6 +50,8 @@ export interface AppConfig {
   balance?: BalancePolicy;
   /** Health checks of the local service, if any. */
   health?: HealthOptions;
+  /** An http or tls app's names and settings (absent for tcp apps). */
+  web?: WebAppConfig;
 }
 
 /** The group file merged with flags, validated. */
@@ -63,6 +72,8 @@ export interface ClientConfig {
   stateDir?: string;
   /** Where to serve the client's `GET /api/status`, if anywhere. */
   admin?: HostPort;
+  /** Where the request inspector serves its page, if anywhere. */
+  inspect?: HostPort;
   /** The proxy to reach the server through (its URL, checked), if any. */
   proxy?: Secret;
 }
@@ -124,7 +135,8 @@ const appEntry = z.strictObject({
   proxy_protocol: z.enum(["v1", "v2"], { error: "must be v1 or v2" }).optional(),
   balance: z.enum(BALANCE_POLICIES, { error: "must be round_robin or least_conn" }).optional(),
   health: healthEntry.optional(),
-});
+  ...httpAppShape,
+}).superRefine(checkTypeKeys);
 
 const groupFile = z.strictObject({
   server: hostPortField.optional(),
@@ -137,6 +149,7 @@ const groupFile = z.strictObject({
   ca: z.string("must be a file name").min(1, "must not be empty").optional(),
   state_dir: z.string("must be a folder name").min(1, "must not be empty").optional(),
   admin: hostPortField.optional(),
+  inspect: inspectField.optional(),
   proxy: proxyField.optional(),
   apps: z.array(appEntry, "must be a list of apps").min(1, "must list at least one app").max(
     MAX_APPS_PER_GROUP,
@@ -205,10 +218,13 @@ export async function loadClientConfig(
           ...(fails === undefined ? {} : { fails }),
         };
       }
+      const web = webAppConfig(a);
+      if (web !== undefined) app.web = web;
       return app;
     }),
   };
   if (data.admin !== undefined) config.admin = hostPort(data.admin);
+  if (data.inspect !== undefined) config.inspect = hostPort(data.inspect);
   const proxy = clientProxy(data.proxy, flags.proxy, getEnv);
   if (proxy !== undefined) config.proxy = proxy;
   return config;

@@ -24,6 +24,7 @@ import { ConfigError } from "../util/errors.ts";
 import type { LogLevel } from "../util/log_level.ts";
 import type { ServerLimits } from "./limits.ts";
 import { Secret } from "../util/secret.ts";
+import { httpServerShape } from "./http_keys.ts";
 
 /** The server's settings, validated. */
 export interface ServerConfig {
@@ -46,6 +47,19 @@ export interface ServerConfig {
   limits: Partial<ServerLimits>;
   /** The dashboard, when `dashboard.bind` or `--dashboard` turns it on. */
   dashboard?: DashboardConfig;
+  /** The shared web listeners and certificates (`http`, `https`, `domain`, `acme`). */
+  web?: WebConfig;
+}
+
+/** The web side's settings; file names are resolved beside the config file. */
+export interface WebConfig {
+  http?: string;
+  https?: string;
+  domain?: string;
+  cert?: string;
+  key?: string;
+  certs?: { cert: string; key: string }[];
+  acme?: { email?: string; directory?: string; ca?: string };
 }
 
 /** The dashboard's settings (see `lib/dashboard/http.ts`). */
@@ -73,6 +87,11 @@ export interface ServerFlags {
   "dashboard-user"?: string;
   "dashboard-password"?: string;
   users?: string;
+  http?: string;
+  https?: string;
+  domain?: string;
+  "https-cert"?: string;
+  "https-key"?: string;
 }
 
 const pathField = z.string("must be a file name").min(1, "must not be empty");
@@ -117,6 +136,7 @@ const serverFile = z.strictObject({
   ], "must be false, or cert and key file names").optional(),
   state_dir: pathField.optional(),
   dashboard: dashboardFile.optional(),
+  ...httpServerShape,
 });
 
 /** Defaults from the contract. */
@@ -186,7 +206,65 @@ export async function loadServerConfig(
   if (stateDir !== undefined) config.stateDir = stateDir;
   const dashboard = dashboardConfig(flags, file.dashboard, getEnv);
   if (dashboard) config.dashboard = dashboard;
+  const web = webConfig(flags, file);
+  if (web) config.web = web;
   return config;
+}
+
+/** The web side from `--http`, `--https`, `--domain`, `--https-cert/-key` over the file's keys. */
+function webConfig(
+  flags: ServerFlags,
+  file: z.infer<typeof serverFile>,
+): WebConfig | undefined {
+  const flag = (name: "http" | "https") =>
+    flags[name] !== undefined ? checkFlag(name, hostPortField, flags[name]) : undefined;
+  const http = flag("http") ?? file.http?.bind;
+  const https = flag("https") ?? file.https?.bind;
+  const domain = flags.domain !== undefined
+    ? checkFlag("domain", httpServerShape.domain, flags.domain)
+    : file.domain;
+  const beside = (name: string | undefined) => besideFile(flags.config, name);
+  const cert = flags["https-cert"] ?? beside(file.https?.cert);
+  const key = flags["https-key"] ?? beside(file.https?.key);
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new ConfigError("--https-cert and --https-key go together");
+  }
+  if (http === undefined && https === undefined) {
+    if (file.acme || domain !== undefined || cert !== undefined) {
+      throw new ConfigError(
+        "domain, https.cert and acme need --http or --https (http.bind, https.bind)",
+      );
+    }
+    return undefined;
+  }
+  if (file.acme && (http === undefined || https === undefined)) {
+    throw new ConfigError(
+      "acme: needs both --http (http.bind), where its challenges are answered, " +
+        "and --https (https.bind), where the certificates are served",
+    );
+  }
+  const web: WebConfig = {};
+  if (http !== undefined) web.http = http;
+  if (https !== undefined) web.https = https;
+  if (domain !== undefined) web.domain = domain;
+  if (cert !== undefined && key !== undefined) {
+    web.cert = cert;
+    web.key = key;
+  }
+  if (file.https?.certs) {
+    web.certs = file.https.certs.map((c) => ({
+      cert: beside(c.cert) as string,
+      key: beside(c.key) as string,
+    }));
+  }
+  if (file.acme) {
+    const acme: NonNullable<WebConfig["acme"]> = {};
+    if (file.acme.email !== undefined) acme.email = file.acme.email;
+    if (file.acme.directory !== undefined) acme.directory = file.acme.directory;
+    if (file.acme.ca !== undefined) acme.ca = beside(file.acme.ca) as string;
+    web.acme = acme;
+  }
+  return web;
 }
 
 /** TLS from `--no-tls`, `--tls-cert`/`--tls-key` and the `tls` key, in that order. */

@@ -100,6 +100,24 @@ export const BALANCE_POLICIES = [
 
 // ---- client -> server ------------------------------------------------------
 
+/**
+ * A web app's names (`type` http or tls): instead of a port, the server
+ * claims host names for it on its shared `--http`/`--https` listeners.
+ */
+export const webApp = z.object({
+  type: z.enum(["http", "tls"]),
+  subdomain: name.optional(),
+  hostnames: z.array(z.string().max(253)).max(32),
+  paths: z.array(z.string().max(1024)).max(32),
+  /** Basic auth checked by the server (the link is TLS unless --no-tls). */
+  auth: z.object({ user: z.string().min(1).max(256), password: z.string().min(1).max(1024) })
+    .optional(),
+  hostHeader: z.string().max(260).optional(),
+  httpsOnly: z.boolean().optional(),
+});
+/** A web app's names as `expose` carries them. */
+export type WebApp = z.infer<typeof webApp>;
+
 /** Put an app on a public port. `port` 0 lets the server pick, preferring `hint`. */
 export const expose = z.object({
   type: z.literal("expose"),
@@ -115,6 +133,8 @@ export const expose = z.object({
   allowFrom: z.array(z.string().max(64)).min(1).max(MAX_ALLOW_FROM).optional(),
   /** How users are spread over the replicas of a shared group's app (the first replica's wins). */
   balance: z.enum(BALANCE_POLICIES).optional(),
+  /** An http or tls app: names on the shared web listeners instead of a port. */
+  web: webApp.optional(),
 });
 /**
  * A replica's health as the client's own checks of its local service see
@@ -167,7 +187,14 @@ export function parseClientControl(value: unknown): ClientControlMessage {
 // ---- server -> client ------------------------------------------------------
 
 /** An app is live on a public port. Answers `expose` with the same id. */
-export const exposed = z.object({ type: z.literal("exposed"), id: requestId, app: name, port });
+export const exposed = z.object({
+  type: z.literal("exposed"),
+  id: requestId,
+  app: name,
+  port,
+  /** For a web app (port 0): the URLs it is reached at. */
+  urls: z.array(z.string().max(300)).max(64).optional(),
+});
 /**
  * An app's public port is closed. Answers `unexpose`, or comes unasked
  * (id 0) when the server closed it itself, e.g. because a limit was reached.

@@ -99,6 +99,40 @@ export interface ServerOptions extends ServerHooks {
    * address. Off by default; a non-loopback bind needs a password.
    */
   dashboard?: DashboardOptions;
+  /** Shared web listeners for `http` and `tls` apps (CONTRACT "App types"). */
+  web?: WebOptions;
+}
+
+/**
+ * The server's web side: `--http`, `--https`, `--domain`, certificates and
+ * ACME. Files are PEM.
+ *
+ * @example
+ * ```ts
+ * import { startServer } from "@burrow/burrow";
+ * const server = await startServer({
+ *   token: "s3cret",
+ *   web: { http: "0.0.0.0:80", https: "0.0.0.0:443", domain: "tunnel.example.org",
+ *     acme: { email: "ops@example.org" } },
+ * });
+ * await server.close();
+ * ```
+ */
+export interface WebOptions {
+  /** The plain listener, `HOST:PORT`. */
+  http?: string;
+  /** The TLS listener, `HOST:PORT` (terminates http apps, passes tls apps through by SNI). */
+  https?: string;
+  /** Apps are named `SUBDOMAIN.DOMAIN`. */
+  domain?: string;
+  /** The default certificate (a PEM chain file). */
+  cert?: string;
+  /** Its private key (a PEM file). */
+  key?: string;
+  /** More certificates, chosen by SNI. */
+  certs?: { cert: string; key: string }[];
+  /** Automatic certificates; kept in `stateDir`. `ca` is a CA file for a private ACME server. */
+  acme?: { email?: string; directory?: string; ca?: string };
 }
 
 /** A running server. */
@@ -116,6 +150,10 @@ export interface BurrowServer {
   services(): ServiceInfo[];
   /** The dashboard's address as bound, when it is on. */
   readonly dashboardAddr: HostPort | undefined;
+  /** The plain web listener's address as bound, when it is on. */
+  readonly httpAddr: HostPort | undefined;
+  /** The TLS web listener's address as bound, when it is on. */
+  readonly httpsAddr: HostPort | undefined;
   /** Groups online and recently offline, with their apps' figures (as `GET /api/groups`). */
   groups(): GroupStatus[];
   /** Version, uptime and totals (as `GET /api/status`). */

@@ -71,8 +71,8 @@ export class PublicApp {
   readonly limits: TunnelLimits;
   /** This exposure's users and bytes: the one counter the limits, `services()` and metrics read. */
   readonly traffic: TrafficCounter;
-  /** Fires when `limits.maxServeSeconds` runs out. */
-  expiry?: ReturnType<typeof setTimeout>;
+  /** Fires when `limits.maxServeSeconds` runs out: the session retires the app. */
+  readonly expiry?: ReturnType<typeof setTimeout>;
   #listener: Deno.TcpListener;
   #users = new Set<Deno.TcpConn>();
   #drained: Array<() => void> = [];
@@ -118,6 +118,13 @@ export class PublicApp {
       (user) => this.#user(user),
       (reason) => this.#s.log.warn(`${this.#label}: accept failed: ${reason}`),
     );
+    const seconds = this.limits.maxServeSeconds;
+    if (seconds !== undefined) {
+      this.expiry = setTimeout(
+        () => session.retire(this, `served for ${seconds}s`, true),
+        seconds * 1000,
+      );
+    }
   }
 
   /** Users connected now. */

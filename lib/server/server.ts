@@ -40,6 +40,9 @@ import { Admission } from "./admission.ts";
 import { Handshakes } from "./handshakes.ts";
 import { Router } from "./router.ts";
 import type { BurrowServer, ServerOptions } from "./api.ts";
+import type { WebService } from "../http/service.ts";
+import { startWeb } from "./web.ts";
+import type { SessionServices } from "./session.ts";
 
 export type { BurrowServer, ServerOptions, ServiceInfo };
 
@@ -80,6 +83,8 @@ class Server implements BurrowServer {
   #monitor = new ServerMonitor();
   #dashboardSettings: DashboardSettings | undefined;
   #dashboard: Dashboard | undefined;
+  #web: WebService | undefined;
+  #sessionServices!: SessionServices;
   #closing = false;
   #closed: Promise<void>;
   #resolveClosed!: () => void;
@@ -130,7 +135,7 @@ class Server implements BurrowServer {
       admission,
       registry: this.#registry,
       sessions: this.#sessions,
-      sessionServices: {
+      sessionServices: this.#sessionServices = {
         registry: this.#registry,
         publicHost: this.#publicHost,
         heartbeatTimeoutMs: timeout * 1000,
@@ -184,6 +189,21 @@ class Server implements BurrowServer {
         this.#dashboard = new Dashboard(this.#dashboardSettings, this.#monitor, this.#guard);
       } catch (err) {
         closeQuietly(this.#listener);
+        throw err;
+      }
+    }
+    if (this.#options.web) {
+      try {
+        this.#web = await startWeb(this.#options.web, {
+          session: (group) => this.#registry.group(group)?.session,
+          guard: this.#guard,
+          stateDir: this.#options.stateDir ?? defaultStateDir(),
+          log: this.#log,
+        });
+        this.#sessionServices.web = this.#web;
+      } catch (err) {
+        closeQuietly(this.#listener);
+        await this.#dashboard?.close();
         throw err;
       }
     }
@@ -255,6 +275,14 @@ class Server implements BurrowServer {
     return this.#dashboard?.addr;
   }
 
+  get httpAddr(): HostPort | undefined {
+    return this.#web?.edge.httpAddr;
+  }
+
+  get httpsAddr(): HostPort | undefined {
+    return this.#web?.edge.httpsAddr;
+  }
+
   groups(): GroupStatus[] {
     return this.#monitor.groups();
   }
@@ -314,6 +342,7 @@ class Server implements BurrowServer {
       session.end("server shutting down", { type: "shutdown", reason: "server shutting down" });
     }
     await Promise.all(sessions.map((s) => s.done));
+    await this.#web?.close();
     this.#log.info("server stopped");
     this.#resolveClosed();
   }

@@ -8,7 +8,7 @@
  */
 
 import { formatHostPort } from "../util/addr.ts";
-import { type Cidr, parseCidr } from "../util/cidr.ts";
+import { parseCidrList } from "../util/cidr.ts";
 import type { Secret } from "../util/secret.ts";
 import type { Quota } from "./users.ts";
 import { errorMessage, ProtocolError, type WireRefusalCode } from "../util/errors.ts";
@@ -32,6 +32,9 @@ import { type AppServices, type AppSession, PublicApp } from "./public_app.ts";
 import { bindPublicPort } from "./public_port.ts";
 import { exposeId, replicaMismatch, siblingApp } from "./shared_apps.ts";
 import { MuxWork } from "./work_conn.ts";
+import type { WebService } from "../http/service.ts";
+import { claimWebApp } from "./web.ts";
+import type { Route } from "../http/routes.ts";
 
 /** What a session needs from the server that runs it. */
 export interface SessionServices extends AppServices {
@@ -43,6 +46,8 @@ export interface SessionServices extends AppServices {
     & AppServices["monitor"]
     & Pick<ServerMonitor, "refused" | "groupOffline" | "appExposed" | "appClosed">;
   limits: Pick<ServerLimits, "maxAppsPerGroup" | "maxPendingUsers">;
+  /** The shared web listeners, when the server has any (`--http`, `--https`). */
+  web?: WebService;
 }
 
 /** The session's control connection. */
@@ -63,6 +68,8 @@ export class ServerSession implements AppSession {
   readonly shared: boolean;
   readonly since = new Date();
   readonly apps = new Map<string, PublicApp>();
+  /** The web apps (http, tls): app name to the claim holding its names. */
+  readonly webApps = new Map<string, Route>();
   /** The secret this group proved it knows; its work connections prove it too. */
   readonly token: Secret;
   /** What the group's entry in the users file allows; replaced on reload. */
@@ -206,6 +213,8 @@ export class ServerSession implements AppSession {
     freed.push(...this.#s.registry.removeGroup(this.group, this).map((a) => a.port));
     this.#retiring.clear();
     this.apps.clear();
+    // Web names stay claimed, offline (502), until the group comes back or another app claims them.
+    for (const route of this.webApps.values()) this.#s.web?.setLive(route.id, false, route);
     this.work.close();
     const closeConn = () => closeQuietly(this.#link.conn);
     if (notice) this.#link.writer.send(notice).then(closeConn, closeConn);
@@ -289,6 +298,8 @@ export class ServerSession implements AppSession {
 
   /** Closes an app; answers once its port is really free, so it can be claimed again at once. */
   async #unexpose(id: number, name: string): Promise<void> {
+    const route = this.webApps.get(name);
+    if (route !== undefined && this.webApps.delete(name)) this.#s.web?.release(route.id, route);
     const app = this.apps.get(name);
     if (app && !app.removeReplica(this)) {
       // Other replicas still serve it: only this one leaves.
@@ -305,26 +316,30 @@ export class ServerSession implements AppSession {
     const { id, app: name, port } = msg;
     const refuse = (code: WireRefusalCode, message: string) => {
       this.#s.log.info(`refused ${this.group}/${name}: ${message}`);
-      this.#s.monitor.refused(code, message, {
-        addr: this.clientAddr,
-        group: this.group,
-        app: name,
-      });
+      const where = { addr: this.clientAddr, group: this.group, app: name };
+      this.#s.monitor.refused(code, message, where);
       return this.#send({ type: "refused", id, code, message });
     };
     const info = { group: this.group, app: name, port, addr: this.clientAddr };
     const forbidden = await consult("onExpose", this.#s.hooks.onExpose, info, this.#s.log);
     if (this.#ended) return;
     if (forbidden !== undefined) return refuse("forbidden", forbidden);
-    if (this.apps.has(name)) {
+    if (this.apps.has(name) || this.webApps.has(name)) {
       return refuse("app_exists", `app ${this.group}/${name} is already exposed`);
     }
     const maxApps = Math.min(this.#s.limits.maxAppsPerGroup, this.quota?.maxApps ?? Infinity);
-    if (this.apps.size >= maxApps) {
+    if (this.apps.size + this.webApps.size >= maxApps) {
       const why = maxApps === this.quota?.maxApps
         ? `group ${this.group} may expose at most ${maxApps} apps (its entry ${this.quota.entry} in the users file)`
         : `a group may expose at most ${maxApps} apps (limits.max_apps_per_group)`;
       return refuse("quota", why);
+    }
+    if (msg.web !== undefined) { // an http or tls app: names on the shared listeners, no port
+      const claimed = claimWebApp(this.#s.web, this.group, name, msg.web, this.quota?.hosts);
+      if (!claimed.ok) return refuse(claimed.code, claimed.message);
+      this.webApps.set(name, claimed.route);
+      this.#s.log.info(`${claimed.route.id} is live on ${claimed.urls.join(" ")}`);
+      return this.#send({ type: "exposed", id, app: name, port: 0, urls: claimed.urls });
     }
     const sibling = this.shared ? siblingApp(this.#s.registry, this, name) : undefined;
     if (sibling) {
@@ -334,15 +349,8 @@ export class ServerSession implements AppSession {
       this.apps.set(name, sibling);
       return this.#send({ type: "exposed", id, app: name, port: sibling.entry.port });
     }
-    let allowFrom: Cidr[] | undefined;
-    if (msg.allowFrom !== undefined) {
-      allowFrom = [];
-      for (const text of msg.allowFrom) {
-        const range = parseCidr(text);
-        if (typeof range === "string") return refuse("bad_request", `allow_from: ${range}`);
-        allowFrom.push(range);
-      }
-    }
+    const allowFrom = msg.allowFrom === undefined ? undefined : parseCidrList(msg.allowFrom);
+    if (typeof allowFrom === "string") return refuse("bad_request", `allow_from: ${allowFrom}`);
     const candidates = this.#s.registry.candidates(port, msg.hint, this.quota?.ports);
     if (!Array.isArray(candidates)) return refuse(candidates.code, candidates.message);
     const bound = bindPublicPort(this.#s.publicHost, port, candidates, (why) => {
@@ -361,13 +369,6 @@ export class ServerSession implements AppSession {
       ...(msg.balance === undefined ? {} : { balance: msg.balance }),
     });
     this.apps.set(name, app);
-    const seconds = app.limits.maxServeSeconds;
-    if (seconds !== undefined) {
-      app.expiry = setTimeout(
-        () => this.retire(app, `served for ${seconds}s`, true),
-        seconds * 1000,
-      );
-    }
     this.#s.log.info(
       `${this.group}/${name} is live on ${
         formatHostPort({ hostname: this.#s.publicHost, port: bound.port })

@@ -16,6 +16,7 @@ import { configError, expandEnv, readYaml, validate } from "../config/file.ts";
 import { ConfigError } from "../util/errors.ts";
 import { NAME_PATTERN } from "../protocol/protocol.ts";
 import { Secret } from "../util/secret.ts";
+import { normalizeName } from "../util/hostname.ts";
 
 /** One entry, as the library takes it. */
 export interface UserSpec {
@@ -29,6 +30,8 @@ export interface UserSpec {
   maxApps?: number;
   /** Most user connections open at once across its apps. */
   maxConnections?: number;
+  /** Host names its web apps may claim (`blog.example.org`, `*.team.example.org`); absent: any free one. */
+  hosts?: string[];
 }
 
 /** What a group may do, once its entry is found. */
@@ -38,6 +41,8 @@ export interface Quota {
   ports?: PortRange[];
   maxApps?: number;
   maxConnections?: number;
+  /** Host name patterns its web apps may claim; absent: any free name. */
+  hosts?: string[];
 }
 
 /** The credential a group must prove, and its quota (none for the shared token). */
@@ -113,6 +118,16 @@ function toEntry(u: UserSpec, where: string): Entry {
     if (typeof ranges === "string") throw new ConfigError(`${where}.ports: ${ranges}`);
     entry.ports = ranges;
   }
+  if (u.hosts !== undefined) {
+    const hosts = u.hosts.map((h) => h.includes(":") ? undefined : normalizeName(h, true));
+    const bad = hosts.findIndex((h) => h === undefined);
+    if (bad >= 0) {
+      throw new ConfigError(
+        `${where}.hosts[${bad}]: "${u.hosts[bad]}" is not a host name or *.pattern`,
+      );
+    }
+    entry.hosts = hosts as string[];
+  }
   for (const key of ["maxApps", "maxConnections"] as const) {
     const value = u[key];
     if (value === undefined) continue;
@@ -134,6 +149,13 @@ const usersFile = z.array(
     ports: portSpecField.optional(),
     max_apps: z.int("must be a whole number").min(0, "must be 0 or more").optional(),
     max_connections: z.int("must be a whole number").min(0, "must be 0 or more").optional(),
+    hosts: z.array(
+      z.string("must be a host name").refine(
+        (h) => normalizeName(h, true) !== undefined && !h.includes(":"),
+        "must be a host name such as blog.example.org or *.team.example.org",
+      ),
+      "must be a list of host names",
+    ).optional(),
   }),
   "must be a list of groups, each with group and token",
 );
@@ -163,6 +185,7 @@ export async function loadUsersFile(
     if (u.ports !== undefined) spec.ports = u.ports;
     if (u.max_apps !== undefined) spec.maxApps = u.max_apps;
     if (u.max_connections !== undefined) spec.maxConnections = u.max_connections;
+    if (u.hosts !== undefined) spec.hosts = u.hosts;
     return spec;
   });
 }

@@ -26,6 +26,17 @@ export function parseCidr(text: string): Cidr | string {
   return { bytes, bits: Number(prefix) };
 }
 
+/** Parses every range of a list; otherwise what is wrong with the first bad one. */
+export function parseCidrList(texts: readonly string[]): Cidr[] | string {
+  const out: Cidr[] = [];
+  for (const text of texts) {
+    const range = parseCidr(text);
+    if (typeof range === "string") return range;
+    out.push(range);
+  }
+  return out;
+}
+
 /** True when `addr` (an IP address as text) lies in any of `ranges`. */
 export function inRanges(addr: string, ranges: readonly Cidr[]): boolean {
   const bytes = parseIp(addr);

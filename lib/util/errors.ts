@@ -29,6 +29,8 @@ export const REFUSAL_CODES = [
   "locked_out",
   "quota",
   "replica_mismatch",
+  "host_taken",
+  "host_not_allowed",
 ] as const;
 
 /** Codes the server gives when it refuses a client. Refusals are final. */

@@ -19,4 +19,7 @@ Deno.test("deno task demo --once fetches through the tunnel and exits 0", async 
   assert.match(stdout, /^fetched +200 hello from the local app, you asked for \/through-burrow$/m);
   assert.match(stdout, new RegExp(`^server sees +demo/web on port ${url[2]}$`, "m"));
   assert.match(stderr, /demo\/web is live on 127\.0\.0\.1:\d+/);
+  // The http app by its *.localhost name, through the server's shared HTTP listener.
+  assert.match(stdout, /^by name +http:\/\/web\.demo\.localhost:\d+\/ /m);
+  assert.match(stdout, /^fetched +200 hello from the local app, you asked for \/by-name$/m);
 });

@@ -41,6 +41,8 @@ const REFUSAL_CODES: Record<WireRefusalCode, true> = {
   locked_out: true,
   quota: true,
   replica_mismatch: true,
+  host_taken: true,
+  host_not_allowed: true,
 };
 const codes = Object.keys(REFUSAL_CODES) as WireRefusalCode[];
 

@@ -65,8 +65,9 @@ Deno.test("layers import only downwards: server and client never import each oth
     tunnel: ["util", "protocol", "transport"],
     cluster: ["util"],
     dashboard: ["util", "protocol", "transport", "tunnel", "config", "cluster"],
-    server: ["util", "protocol", "transport", "tunnel", "config", "dashboard", "cluster"],
-    client: ["util", "protocol", "transport", "tunnel", "config"],
+    http: ["util", "protocol", "transport", "tunnel"],
+    server: ["util", "protocol", "transport", "tunnel", "config", "dashboard", "cluster", "http"],
+    client: ["util", "protocol", "transport", "tunnel", "config", "http"],
   };
   const modules = await graph("mod.ts");
   for (const entry of ["server.ts", "client.ts"]) {

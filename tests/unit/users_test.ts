@@ -58,3 +58,25 @@ Deno.test("users file: errors name the file, key and line, and never quote a tok
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("users file: hosts restrict a group's web names, normalised; a bad pattern names its key", async () => {
+  const dir = await makeTempDir({ prefix: "burrow-users-" });
+  const file = `${dir}/users.yaml`;
+  await Deno.writeTextFile(
+    file,
+    '- group: blog\n  token: t1\n  hosts: [Blog.Example.org, "*.team.example.org"]\n- group: open\n  token: t2\n',
+  );
+  const specs = await loadUsersFile(file, () => undefined);
+  assert.deepEqual(specs[0]?.hosts, ["Blog.Example.org", "*.team.example.org"]);
+  const credentials = new Credentials(specs);
+  assert.deepEqual(credentials.lookup("blog")?.quota?.hosts, [
+    "blog.example.org",
+    "*.team.example.org",
+  ]);
+  assert.equal(credentials.lookup("open")?.quota?.hosts, undefined, "no hosts: any free name");
+  await Deno.writeTextFile(file, "- group: blog\n  token: t1\n  hosts: [blog.example.org:80]\n");
+  await assert.rejects(
+    loadUsersFile(file, () => undefined),
+    (err) => err instanceof ConfigError && /hosts/.test(err.message) && !err.message.includes("t1"),
+  );
+});
