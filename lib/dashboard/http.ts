@@ -12,6 +12,7 @@
  * @module
  */
 
+import { BasicAuth } from "../util/basic_auth.ts";
 import { lockedOutMessage, type SourceGuard, sourceOf } from "../util/source_guard.ts";
 import { getLogger } from "@logtape/logtape";
 import { formatHostPort, type HostPort, isLoopback, parseHostPort } from "../util/addr.ts";
@@ -104,43 +105,6 @@ const SECURITY_HEADERS: Record<string, string> = {
 };
 
 const encoder = new TextEncoder();
-
-/**
- * Basic-auth check in constant time: the expected `user:password` is kept
- * only as an HMAC under a random key, and each attempt is verified with
- * `crypto.subtle.verify`, whatever its length.
- */
-class BasicAuth {
-  #ready: Promise<{ key: CryptoKey; expected: ArrayBuffer }>;
-
-  constructor(user: string, password: Secret) {
-    this.#ready = (async () => {
-      const key = await crypto.subtle.generateKey({ name: "HMAC", hash: "SHA-256" }, false, [
-        "sign",
-        "verify",
-      ]);
-      const expected = await crypto.subtle.sign(
-        "HMAC",
-        key,
-        encoder.encode(`${user}:${password.reveal()}`),
-      );
-      return { key, expected };
-    })();
-  }
-
-  async check(header: string | null): Promise<boolean> {
-    const m = header === null ? null : /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
-    if (!m) return false;
-    let given: Uint8Array<ArrayBuffer>;
-    try {
-      given = Uint8Array.from(atob(m[1] as string), (c) => c.charCodeAt(0));
-    } catch {
-      return false;
-    }
-    const { key, expected } = await this.#ready;
-    return await crypto.subtle.verify("HMAC", key, expected, given);
-  }
-}
 
 /** A running dashboard. */
 export class Dashboard {

@@ -18,7 +18,7 @@ import http from "node:http";
 import type http2 from "node:http2";
 import type { Duplex as NodeDuplex } from "node:stream";
 import { getLogger } from "@logtape/logtape";
-import { BasicAuth } from "./basic_auth.ts";
+import { BasicAuth } from "../util/basic_auth.ts";
 import { downstreamHeaders, switchingHead, upstreamHeaders } from "./headers.ts";
 import { PAGE_HEADERS, pageHtml, type PageStatus, rawPage } from "./pages.ts";
 import { normalizeName, type Route, type RouteTable } from "./routes.ts";

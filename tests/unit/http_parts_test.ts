@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import http from "node:http";
-import { BasicAuth } from "../../lib/http/basic_auth.ts";
+import { BasicAuth } from "../../lib/util/basic_auth.ts";
 import { certInfo, CertStore, nameCovers } from "../../lib/http/certs.ts";
 import { BodyTap, captureBytes, Recorder } from "../../lib/http/inspect/recorder.ts";
 import { toNodeStream } from "../../lib/http/node_stream.ts";

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Secret } from "../util/secret.ts";
+import type { Secret } from "./secret.ts";
 
 const encoder = new TextEncoder();
 
@@ -17,7 +17,7 @@ const encoder = new TextEncoder();
  * @example
  * ```ts
  * import { BasicAuth } from "./basic_auth.ts";
- * import { Secret } from "../util/secret.ts";
+ * import { Secret } from "./secret.ts";
  * const auth = new BasicAuth("alice", new Secret("wonderland"));
  * await auth.check(`Basic ${btoa("alice:wonderland")}`); // true
  * ```
