@@ -30,7 +30,7 @@ import type { Registry } from "./registry.ts";
 import { freePortsAnswer } from "./answers.ts";
 import { type AppServices, type AppSession, PublicApp } from "./public_app.ts";
 import { bindPublicPort } from "./public_port.ts";
-import { exposeId, replicaMismatch, siblingApp } from "./shared_apps.ts";
+import { exposeId, replicaMismatch, replicaTypeMismatch, siblingApp } from "./shared_apps.ts";
 import { MuxWork } from "./work_conn.ts";
 import type { WebService } from "../http/service.ts";
 import { claimWebApp } from "./web.ts";
@@ -334,6 +334,9 @@ export class ServerSession implements AppSession {
         : `a group may expose at most ${maxApps} apps (limits.max_apps_per_group)`;
       return refuse("quota", why);
     }
+    const members = this.shared ? this.#s.registry.group(this.group)?.members ?? [] : [];
+    const typeMismatch = replicaTypeMismatch(members, this, msg);
+    if (typeMismatch !== undefined) return refuse("replica_mismatch", typeMismatch);
     if (msg.web !== undefined) { // an http or tls app: names on the shared listeners, no port
       const claimed = claimWebApp(this.#s.web, this.group, name, msg.web, this.quota?.hosts);
       if (!claimed.ok) return refuse(claimed.code, claimed.message);

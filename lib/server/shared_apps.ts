@@ -39,3 +39,33 @@ export function siblingApp<S extends { group: string; apps: Map<string, PublicAp
   }
   return undefined;
 }
+
+/** What a member of a shared group serves, for {@linkcode replicaTypeMismatch}. */
+interface Member {
+  group: string;
+  apps: Map<string, unknown>;
+  webApps: Map<string, unknown>;
+}
+
+/**
+ * Why `msg` cannot join the app of its name in `self`'s shared group because
+ * another member serves it as the other kind (a port against web names), or
+ * undefined. Replicas must agree on an app's type.
+ */
+export function replicaTypeMismatch<S extends Member>(
+  members: Iterable<S>,
+  self: S,
+  msg: Expose,
+): string | undefined {
+  const wantsWeb = msg.web !== undefined;
+  for (const member of members) {
+    if (member === self) continue;
+    const other = member.apps.has(msg.app) ? "tcp" : member.webApps.has(msg.app) ? "web" : "";
+    if (other === "" || (other === "web") === wantsWeb) continue;
+    return `app ${self.group}/${msg.app} is served by other replicas as a ${
+      other === "tcp" ? "tcp app on a port" : "web app by name"
+    }, this one asks for ${wantsWeb ? `type ${msg.web?.type}` : "a port (type tcp)"}: ` +
+      `give every replica the same type and remote_port`;
+  }
+  return undefined;
+}
