@@ -6,6 +6,9 @@
  * claims on names (`host_not_allowed` by the users file's `hosts`,
  * `host_taken` by the route table), with the URLs of its `ready` line.
  *
+ * It counts requests per host ({@linkcode HostMetrics}) and lists the web
+ * apps with their URLs ({@linkcode WebService.apps}), for the dashboard.
+ *
  * The server gives it `dial(route)`, which opens a stream to the app of a
  * route through the tunnel (a work connection, later a multiplexed stream).
  *
@@ -18,6 +21,7 @@ import type { Secret } from "../util/secret.ts";
 import { AcmeManager } from "./acme/manager.ts";
 import { CertStore } from "./certs.ts";
 import { HttpEdge } from "./edge.ts";
+import { HostMetrics } from "./host_metrics.ts";
 import { appNames, checkNames, type PublicWebPorts, readyUrls } from "./names.ts";
 import type { AuthGuard, EdgeRequestEvent } from "./proxy.ts";
 import { type Route, RouteTable } from "./routes.ts";
@@ -73,20 +77,38 @@ export type WebClaimResult =
   | { ok: true; names: string[]; urls: string[]; route: Route }
   | { ok: false; code: "host_taken" | "host_not_allowed"; message: string };
 
+/** One web app holding names, as the dashboard lists it. */
+export interface WebAppView {
+  /** `GROUP/APP`. */
+  id: string;
+  group: string;
+  app: string;
+  type: "http" | "tls";
+  names: string[];
+  urls: string[];
+  /** False while its group is offline (its names held, users get 502). */
+  live: boolean;
+}
+
 /** The running web side of a server. */
 export class WebService {
   readonly routes: RouteTable;
   readonly edge: HttpEdge;
   readonly acme: AcmeManager | undefined;
   #domain: string | undefined;
+  /** Requests, status classes, bytes and open requests per host name. */
+  readonly hosts: HostMetrics;
   #names = new Map<string, string[]>();
+  #apps = new Map<string, WebAppView>();
 
   private constructor(
     routes: RouteTable,
     edge: HttpEdge,
     acme: AcmeManager | undefined,
     domain: string | undefined,
+    hosts: HostMetrics,
   ) {
+    this.hosts = hosts;
     this.routes = routes;
     this.edge = edge;
     this.acme = acme;
@@ -131,6 +153,8 @@ export class WebService {
     }
     const routes = new RouteTable();
     const manager = acme;
+    const hosts = new HostMetrics();
+    const observe = options.observe;
     const edge = await HttpEdge.start({
       routes,
       dial: options.dial,
@@ -138,14 +162,18 @@ export class WebService {
       ...(options.http ? { http: options.http } : {}),
       ...(options.https ? { https: options.https } : {}),
       ...(options.guard ? { guard: options.guard } : {}),
-      ...(options.observe ? { observe: options.observe } : {}),
+      observe: (event) => {
+        hosts.observe(event);
+        observe?.(event);
+      },
+      opened: (event) => hosts.opened(event),
       ...(options.limits ? { limits: options.limits } : {}),
       ...(manager ? { acmeChallenge: (token: string) => manager.challenge(token) } : {}),
     }).catch((err) => {
       manager?.close();
       throw err;
     });
-    return new WebService(routes, edge, acme, options.domain);
+    return new WebService(routes, edge, acme, options.domain, hosts);
   }
 
   /** The public ports, for `ready` URLs. */
@@ -198,11 +226,23 @@ export class WebService {
       };
     }
     const before = this.#names.get(claim.id) ?? [];
-    this.acme?.unwant(before.filter((n) => !names.includes(n)));
+    const dropped = before.filter((n) => !names.includes(n));
+    this.acme?.unwant(dropped);
+    for (const name of dropped) this.hosts.forget(name);
     this.#names.set(claim.id, names);
     this.edge.dropUpstream(claim.id);
     this.acme?.want(names);
-    return { ok: true, names, urls: readyUrls(claim.web.type, names, this.ports), route };
+    const urls = readyUrls(claim.web.type, names, this.ports);
+    this.#apps.set(claim.id, {
+      id: claim.id,
+      group: claim.group,
+      app: claim.app,
+      type: claim.web.type,
+      names,
+      urls,
+      live: true,
+    });
+    return { ok: true, names, urls, route };
   }
 
   /**
@@ -213,7 +253,14 @@ export class WebService {
   setLive(id: string, live: boolean, holder?: Route): void {
     if (holder !== undefined && this.routes.get(id) !== holder) return; // claimed again since
     this.routes.setLive(id, live);
+    const view = this.#apps.get(id);
+    if (view) view.live = live;
     if (!live) this.edge.dropUpstream(id);
+  }
+
+  /** Every web app holding names, live or not, by id. */
+  apps(): WebAppView[] {
+    return [...this.#apps.values()].map((a) => ({ ...a, names: [...a.names], urls: [...a.urls] }));
   }
 
   /**
@@ -222,8 +269,11 @@ export class WebService {
    */
   release(id: string, holder?: Route): void {
     if (holder !== undefined && this.routes.get(id) !== holder) return;
-    this.acme?.unwant(this.#names.get(id) ?? []);
+    const names = this.#names.get(id) ?? [];
+    this.acme?.unwant(names);
+    for (const name of names) this.hosts.forget(name);
     this.#names.delete(id);
+    this.#apps.delete(id);
     this.routes.release(id);
     this.edge.dropUpstream(id);
   }
