@@ -160,7 +160,8 @@ export class HostMetrics {
       },
       {
         name: "burrow_http_requests_open",
-        help: "Requests forwarded to an app and not yet answered in full (WebSockets included), by host.",
+        help:
+          "Requests forwarded to an app and not yet answered in full (WebSockets included), by host.",
         type: "gauge",
         samples: all.map((f) => ({ labels: { host: f.host }, value: f.open })),
       },

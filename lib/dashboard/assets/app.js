@@ -274,7 +274,9 @@ function offlineTable(groups) {
       bin += a.bytesIn;
       bout += a.bytesOut;
     }
-    const apps = g.apps.map((/** @type {any} */ a) => a.name + ":" + (a.urls ? a.urls.join(" ") : a.port)).join(", ") || "none";
+    const apps = g.apps.map((/** @type {any} */ a) =>
+      a.name + ":" + (a.urls ? a.urls.join(" ") : a.port)
+    ).join(", ") || "none";
     return el("tr", { "data-offline-group": g.name }, [
       cell("Group", g.name, "first"),
       cell("Last address", g.clientAddr),
