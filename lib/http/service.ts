@@ -75,7 +75,7 @@ export interface WebClaim {
 /** What a claim came to. */
 export type WebClaimResult =
   | { ok: true; names: string[]; urls: string[]; route: Route }
-  | { ok: false; code: "host_taken" | "host_not_allowed"; message: string };
+  | { ok: false; code: "host_taken" | "host_not_allowed" | "bad_request"; message: string };
 
 /** One web app holding names, as the dashboard lists it. */
 export interface WebAppView {
@@ -196,8 +196,19 @@ export class WebService {
    * Claims the names of an app, all or none. `allowedHosts` are the
    * group's users-file `hosts` patterns (undefined: no restriction). A
    * claim by the same id replaces its earlier one (the app came back).
+   * An `https_only` app on a server without `--https` is refused
+   * (`bad_request`): there is no listener to redirect it to.
    */
   claim(claim: WebClaim, allowedHosts?: readonly string[]): WebClaimResult {
+    if (claim.web.type === "http" && claim.web.httpsOnly && !this.edge.httpsAddr) {
+      // Serving it on plain HTTP would quietly drop what the app asked for.
+      return {
+        ok: false,
+        code: "bad_request",
+        message: "https_only: this server has no --https listener to redirect to " +
+          "(drop https_only, or start the server with --https)",
+      };
+    }
     const names = appNames({
       group: claim.group,
       app: claim.app,

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import https from "node:https";
 import { join } from "node:path";
-import { freePort, randomBytes, startClient } from "../helpers/harness.ts";
+import { freePort, randomBytes, startClient, startServer } from "../helpers/harness.ts";
 import {
   echoHeadersApp,
   httpApp,
@@ -20,7 +20,7 @@ import {
   streamRequest,
 } from "../helpers/http.ts";
 import { makeTempDir } from "../helpers/temp.ts";
-import { webGroupFile, webReady, webServer } from "../helpers/web_server.ts";
+import { WEB_TOKEN, webGroupFile, webReady, webServer } from "../helpers/web_server.ts";
 
 const BUSY_TOKEN = "busy-group-token-5150";
 
@@ -347,4 +347,24 @@ Deno.test("the edge through the real programs: fields, WebSocket, SSE, auth and 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("an https_only app on a server without --https is refused: the client exits 3 naming the fix", async () => {
+  await using app = await echoHeadersApp("secure");
+  await using server = await startServer({
+    token: WEB_TOKEN,
+    args: ["--http", "127.0.0.1:0", "--domain", "tunnel.test"],
+  });
+  await server.proc.stdout.wait(/^http http:\/\/127\.0\.0\.1:(\d+)\/$/);
+  await using client = startClient(webGroupFile(
+    server.port,
+    "lab",
+    `  - name: secure\n    type: http\n    local: 127.0.0.1:${app.port}\n    subdomain: secure\n` +
+      "    https_only: true\n",
+  ));
+  assert.equal(await client.exitCode(20_000), 3);
+  assert.match(
+    client.stderr.text,
+    /https_only: this server has no --https listener to redirect to .*\(bad_request\)/,
+  );
 });
