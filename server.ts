@@ -122,12 +122,8 @@ async function main(args: string[]): Promise<number> {
     printError(`burrow-server: ${err.message}`);
     return EXIT.failure;
   }
-  // "listening" stays the first line (scripts read the port from it).
-  printLine(`listening ${formatHostPort(server.addr)}`);
-  if (server.fingerprint !== undefined) printLine(`fingerprint ${server.fingerprint}`);
-  if (server.dashboardAddr) printLine(`dashboard http://${formatHostPort(server.dashboardAddr)}/`);
-  if (server.httpAddr) printLine(`http http://${formatHostPort(server.httpAddr)}/`);
-  if (server.httpsAddr) printLine(`https https://${formatHostPort(server.httpsAddr)}/`);
+  // SIGHUP is handled before the first line: a script that reloads as soon as it
+  // reads "listening" must not meet the default action (the process ends).
   const reloads = new AbortController();
   if ((values.config !== undefined || config.users !== undefined) && Deno.build.os !== "windows") {
     const running = server;
@@ -137,6 +133,12 @@ async function main(args: string[]): Promise<number> {
     Deno.addSignalListener("SIGHUP", reload);
     reloads.signal.addEventListener("abort", () => Deno.removeSignalListener("SIGHUP", reload));
   }
+  // "listening" stays the first line (scripts read the port from it).
+  printLine(`listening ${formatHostPort(server.addr)}`);
+  if (server.fingerprint !== undefined) printLine(`fingerprint ${server.fingerprint}`);
+  if (server.dashboardAddr) printLine(`dashboard http://${formatHostPort(server.dashboardAddr)}/`);
+  if (server.httpAddr) printLine(`http http://${formatHostPort(server.httpAddr)}/`);
+  if (server.httpsAddr) printLine(`https https://${formatHostPort(server.httpsAddr)}/`);
   await Promise.race([stopping, server.closed]);
   reloads.abort();
   await server.close();

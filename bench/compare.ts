@@ -453,8 +453,11 @@ function report(
   const plain = results.find((r) => r.name === "burrow --no-tls");
   if (tls && peers.length > 0) {
     const best = (k: keyof PathFigures) => Math.max(...peers.map((p) => p[k] as number));
-    const bulk = (r: PathFigures) => Math.min(r.upGbps, r.downGbps);
-    const bestBulk = Math.max(...peers.map(bulk));
+    // The slower direction counts; a direction a peer cannot run (bore's upload: it ends
+    // both directions at the first FIN) is left out rather than making the ratio NaN.
+    const bulk = (r: PathFigures) =>
+      Math.min(...[r.upGbps, r.downGbps].filter((x) => !Number.isNaN(x)));
+    const bestBulk = Math.max(...peers.map(bulk).filter(Number.isFinite));
     console.log("\ntargets (issue 12), burrow TLS against the peers in plaintext:");
     const line = (what: string, ratio: number, target: string, ok: boolean) =>
       console.log(`  ${what}: ${f(ratio, 2)}x (target ${target}) ${ok ? "met" : "MISSED"}`);

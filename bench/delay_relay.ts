@@ -83,7 +83,11 @@ async function pipe(from: Deno.TcpConn, to: Deno.TcpConn, delayMs: number): Prom
       backlog -= item.bytes.length;
       wakeReader();
     }
-  })();
+  })().catch(() => {
+    // the far side is gone: stop reading this side too
+    quietly(() => from.close());
+    wakeReader();
+  });
   try {
     const buf = new Uint8Array(CHUNK);
     while (true) {
@@ -103,7 +107,7 @@ async function pipe(from: Deno.TcpConn, to: Deno.TcpConn, delayMs: number): Prom
     queue.push({ due: performance.now(), bytes: null });
     wakeWriter();
   }
-  await writer.catch(() => {});
+  await writer;
 }
 
 function quietly(f: () => void): void {

@@ -49,9 +49,10 @@ export interface ClientOptions {
    */
   heartbeatInterval?: number;
   /**
-   * Idle work connections kept open for fast joins.
+   * Work connections kept to the server, each carrying many users as mux
+   * streams (1 to 4; more are capped at 4).
    *
-   * @default {8}
+   * @default {2}
    */
   poolSize?: number;
   /**

@@ -280,7 +280,7 @@ class Client extends EventTarget implements BurrowClient {
           runId: this.#runId,
           shared: this.#options.shared === true,
           heartbeatIntervalMs: (this.#options.heartbeatInterval ?? 10) * 1000,
-          poolSize: this.#options.poolSize ?? 8,
+          poolSize: this.#options.poolSize ?? 2,
           apps: this.#apps,
           buffers: this.#buffers,
           log: this.#log,

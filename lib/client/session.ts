@@ -1,7 +1,7 @@
 /**
  * One control connection of a client, from handshake to loss. It registers
  * the group, exposes the wanted apps (asking for the ports they had), keeps a
- * pool of idle work connections ready (`work_pool.ts`), pings the server and
+ * few work connections carrying mux sessions up (`work_pool.ts`), pings the server and
  * notices when it falls silent. The client's reconnect loop opens a new one
  * after each loss.
  *
@@ -120,9 +120,7 @@ export class ClientSession {
     this.#work = new ClientWorkPool({
       ...options,
       session: id,
-      abortPeer: (workId) => {
-        if (!this.ended) this.#send({ type: "abort", id: workId });
-      },
+      serverTimeoutMs: serverTimeoutS * 1000,
     });
   }
 
@@ -321,11 +319,6 @@ export class ClientSession {
       case "ping":
         return this.#send({ type: "pong", seq: msg.seq });
       case "pong":
-        return;
-      case "abort":
-        return this.#work.joins.abort(msg.id);
-      case "want_work":
-        for (let i = 0; i < msg.count; i++) this.#work.open(false);
         return;
       case "shutdown":
         return this.#end(`server is shutting down (${msg.reason})`);

@@ -1,9 +1,14 @@
 /**
- * The client's side of work connections: it keeps `poolSize` of them open
- * and idle (pinging each now and then, so NAT gateways keep their mapping),
- * opens extra ones when the server asks, and serves the user each one is
- * given: dial the local app, answer `started` (or `start_failed`), and join
- * the two.
+ * The client's side of work streams (see `lib/server/work_conn.ts` for the
+ * design): it keeps `connections` work connections to the server (2 by
+ * default, at most 4), each opened with `work_hello` (the session's proof)
+ * and then carrying a mux session, redialled with a backoff when one fails.
+ * Each stream the server opens is one user: its header is the `start`
+ * message; the client dials the local app, writes a PROXY protocol header
+ * there first if the app wants one, answers one byte (it reached the app),
+ * and joins the two. If it cannot reach
+ * the app it resets the stream with the reason, so the server closes the
+ * user at once. The mux session's keepalive pings keep NAT mappings alive.
  *
  * @module
  */
@@ -13,25 +18,29 @@ import { formatHostPort } from "../util/addr.ts";
 import { errorMessage } from "../util/errors.ts";
 import type { Secret } from "../util/secret.ts";
 import { prove } from "../util/secret.ts";
-import { type BufferPool, LiveJoins } from "../tunnel/join.ts";
+import { type BufferPool, join } from "../tunnel/join.ts";
 import { closeQuietly, dial, netReason } from "../transport/net.ts";
-import type { Conn, Dialer } from "../transport/transport.ts";
+import type { Dialer } from "../transport/transport.ts";
 import {
-  type ClientMessage,
-  type FrameReader,
-  type FrameWriter,
-  parseStart,
-  PROTOCOL_VERSION,
-  writeAll,
-} from "../protocol/protocol.ts";
+  MuxPool,
+  type MuxSession,
+  type MuxStream,
+  PrefixedConn,
+  StreamResetError,
+} from "../transport/mux/mod.ts";
+import { parseStart, PROTOCOL_VERSION, type Start, writeAll } from "../protocol/protocol.ts";
 import { encodeProxyHeader } from "../tunnel/proxy_protocol.ts";
 import { open } from "./connect.ts";
 import type { WantedApp } from "./tunnel.ts";
 
-/** How long dialling the server or a local app may take (the server waits 10 s for `started`). */
+/** How long dialling the server or a local app may take. */
 export const DIAL_TIMEOUT_MS = 10_000;
+/** Most work connections a client keeps per session. */
+export const MAX_WORK_CONNECTIONS = 4;
+/** The prefix of a reset reason that says the local app could not be reached (the server's too). */
+const UNREACHABLE = "unreachable: ";
 
-/** What the pool needs from its session. */
+/** What the work connections need from their session. */
 export interface WorkPoolOptions {
   dialer: Dialer;
   token: Secret;
@@ -39,89 +48,63 @@ export interface WorkPoolOptions {
   /** The session whose work connections these are. */
   session: string;
   heartbeatIntervalMs: number;
+  /** The server's heartbeat timeout: a work connection silent this long is dead. */
+  serverTimeoutMs: number;
+  /** Work connections to keep (clamped to 1..MAX_WORK_CONNECTIONS). */
   poolSize: number;
   apps: Map<string, WantedApp>;
   buffers: BufferPool;
   log: Logger;
-  /** Tells the server that join `id` failed here. */
-  abortPeer(id: number): void;
 }
+
+const decoder = new TextDecoder();
+/** The first byte on a stream: the app was reached (the server's `STARTED`). */
+const STARTED = new Uint8Array([0]);
 
 /** The work connections of one client session. */
 export class ClientWorkPool {
   #o: WorkPoolOptions;
-  #idle = new Set<Conn>();
-  /** Idle or opening connections that belong to the pool (not extras asked for by the server). */
-  #pooled = 0;
-  #active = new Set<Conn>();
-  /** Joins in progress by work id, so an `abort` from the server can end one. */
-  readonly joins = new LiveJoins();
+  #pool: MuxPool | undefined;
+  #active = new Set<{ close(): void }>();
   #closed = false;
 
   constructor(options: WorkPoolOptions) {
     this.#o = options;
   }
 
-  /** Keeps `poolSize` idle work connections open or on their way. */
+  /** Starts keeping the work connections up. */
   fill(): void {
-    while (!this.#closed && this.#pooled < this.#o.poolSize) this.open(true);
+    if (this.#closed || this.#pool) return;
+    const size = Math.max(1, Math.min(MAX_WORK_CONNECTIONS, Math.round(this.#o.poolSize)));
+    this.#pool = new MuxPool({
+      size,
+      dial: () => this.#hello(),
+      session: {
+        keepaliveMs: Math.round(this.#o.heartbeatIntervalMs),
+        timeoutMs: Math.round(Math.max(this.#o.serverTimeoutMs, this.#o.heartbeatIntervalMs * 3)),
+        names: { client: "burrow", server: "burrow-server" },
+      },
+      backoff: { initialMs: 100, maxMs: 5_000 },
+      onSession: (session) => this.#accept(session),
+      onEvent: (event) => {
+        if (event.kind === "down" && event.reason.kind === "failed" && !this.#closed) {
+          this.#o.log.debug(`work connection ${event.slot} lost: ${event.reason.error.message}`);
+        } else if (event.kind === "dial_failed" && !this.#closed) {
+          this.#o.log.debug(`work connection failed: ${errorMessage(event.error)}`);
+        }
+      },
+    });
   }
 
-  /** Stops: idle connections close now (active ones with {@linkcode closeActive}). */
+  /** Stops: the work connections close, and with them every stream on them. */
   close(): void {
     this.#closed = true;
-    for (const conn of this.#idle) closeQuietly(conn);
+    this.#pool?.close().catch(() => {});
   }
 
-  /** Closes the connections that are serving users. */
+  /** Closes the users being served (their local connections and streams). */
   closeActive(): void {
-    for (const conn of this.#active) closeQuietly(conn);
-  }
-
-  /** Opens one work connection and serves the user it is given. */
-  async open(pooled: boolean): Promise<void> {
-    if (this.#closed) return;
-    if (pooled) this.#pooled++;
-    // Leaving the pool (used, lost or never opened) makes room for a new pooled
-    // connection; any connection being used is the moment to top the pool up.
-    const leave = (used: boolean) => {
-      if (pooled) this.#pooled--;
-      if (used) this.fill();
-    };
-    let conn: Conn;
-    let reader: FrameReader;
-    let writer: FrameWriter<ClientMessage>;
-    try {
-      ({ conn, reader, writer } = await this.#hello());
-    } catch (err) {
-      leave(false);
-      this.#o.log.debug(`work connection failed: ${errorMessage(err)}`);
-      return;
-    }
-    if (this.#closed) {
-      leave(false);
-      return closeQuietly(conn);
-    }
-    this.#idle.add(conn);
-    // An idle connection carries nothing, and NAT gateways forget flows idle
-    // for a few minutes; a ping now and then keeps its mapping alive.
-    const keepalive = setInterval(
-      () => writer.send({ type: "ping", seq: 0 }).catch(() => {}),
-      this.#o.heartbeatIntervalMs,
-    );
-    let start: unknown;
-    try {
-      start = await reader.read();
-    } catch (err) {
-      if (!this.#closed) this.#o.log.debug(`idle work connection failed: ${errorMessage(err)}`);
-      start = null;
-    } finally {
-      clearInterval(keepalive);
-    }
-    this.#idle.delete(conn);
-    leave(start !== null);
-    if (start === null) return closeQuietly(conn);
-    await this.#serve(conn, reader, writer, start);
+    for (const c of this.#active) closeQuietly(c);
   }
 
   async #hello() {
@@ -134,62 +117,68 @@ export class ClientWorkPool {
         session: this.#o.session,
         proof,
       });
-      return opened;
+      return new PrefixedConn(opened.conn, opened.reader.takeBuffered());
     } catch (err) {
       closeQuietly(opened.conn);
       throw err;
     }
   }
 
-  async #serve(
-    conn: Conn,
-    reader: FrameReader,
-    writer: FrameWriter<ClientMessage>,
-    raw: unknown,
-  ): Promise<void> {
-    this.#active.add(conn);
+  async #accept(session: MuxSession): Promise<void> {
     try {
-      const msg = parseStart(raw);
-      const app = this.#o.apps.get(msg.app);
-      if (!app) {
-        await writer.send({ type: "start_failed", message: `no app named ${msg.app}` });
-        return;
-      }
-      if (app.inspector) {
-        // The inspector reads the requests and dials the app for each one.
-        await writer.send({ type: "started" });
+      for await (const stream of session.incoming()) this.#serve(stream);
+    } catch {
+      // the session ended: the pool reports it and dials again
+    }
+  }
+
+  async #serve(stream: MuxStream): Promise<void> {
+    let msg: Start;
+    try {
+      msg = parseStart(JSON.parse(decoder.decode(stream.header)));
+    } catch (err) {
+      this.#o.log.debug(`bad stream header from the server: ${errorMessage(err)}`);
+      return stream.reset("bad header");
+    }
+    const app = this.#o.apps.get(msg.app);
+    if (!app) return stream.reset(`${UNREACHABLE}no app named ${msg.app}`);
+    if (app.inspector) {
+      // The inspector reads the requests and dials the app for each one.
+      this.#active.add(stream);
+      try {
+        await stream.write(STARTED);
         const stats = app.traffic.open();
-        await app.inspector.handle(conn, app, reader.takeBuffered())
+        await app.inspector.handle(stream, app, new Uint8Array(0))
           .finally(() => app.traffic.close(stats));
-        return;
+      } catch (err) {
+        this.#o.log.debug(`work stream failed: ${errorMessage(err)}`);
+        stream.reset();
+      } finally {
+        this.#active.delete(stream);
+        stream.close();
       }
-      let local: Deno.TcpConn;
+      return;
+    }
+    this.#active.add(stream);
+    let local: Deno.TcpConn | undefined;
+    try {
       try {
         local = await dial(app.local, DIAL_TIMEOUT_MS);
       } catch (err) {
         const why = `cannot reach ${formatHostPort(app.local)}: ${netReason(err)}`;
         this.#o.log.warn(`${this.#o.group}/${app.name}: user ${msg.user} turned away: ${why}`);
-        await writer.send({ type: "start_failed", message: why }).catch(() => {});
-        return;
+        return stream.reset(`${UNREACHABLE}${why}`);
       }
-      try {
-        // The header goes first, so no user byte can come before it.
-        if (app.proxyProtocol) await writeAll(local, encodeProxyHeader(app.proxyProtocol, msg));
-        await writer.send({ type: "started" });
-      } catch (err) {
-        closeQuietly(local);
-        throw err;
-      }
-      // If the app resets or fails, tell the server, whose end of the work
-      // connection would otherwise read our FIN as a mere half-close.
+      this.#active.add(local);
+      // The header goes first, so no user byte can come before it.
+      if (app.proxyProtocol) await writeAll(local, encodeProxyHeader(app.proxyProtocol, msg));
+      // A failed or reset side closes the stream before its FIN: that is a
+      // reset, so the server ends the user at once too.
       const stats = app.traffic.open();
-      const result = await this.joins.run(msg.id, conn, local, {
-        aToBFirst: reader.takeBuffered(),
-        stats,
-        pool: this.#o.buffers,
-      }, () => this.#o.abortPeer(msg.id))
+      await stream.write(STARTED); // not counted: it is not the app's
+      const result = await join(stream, local, { stats, pool: this.#o.buffers })
         .finally(() => app.traffic.close(stats));
-      const how = result.aborted
+      const how = result.error instanceof StreamResetError && result.error.remote
         ? "aborted by the user side"
         : result.error
         ? `failed (${errorMessage(result.error)})`
@@ -198,10 +187,14 @@ export class ClientWorkPool {
         `${this.#o.group}/${app.name}: user ${msg.user} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,
       );
     } catch (err) {
-      this.#o.log.debug(`work connection failed: ${errorMessage(err)}`);
+      this.#o.log.debug(`work stream failed: ${errorMessage(err)}`);
+      stream.reset();
     } finally {
-      this.#active.delete(conn);
-      closeQuietly(conn);
+      if (local) {
+        this.#active.delete(local);
+        closeQuietly(local);
+      }
+      this.#active.delete(stream);
     }
   }
 }

@@ -18,7 +18,7 @@
 import { formatHostPort, type HostPort } from "../util/addr.ts";
 import { ConfigError } from "../util/errors.ts";
 import type { Secret } from "../util/secret.ts";
-import { AcmeManager } from "./acme/manager.ts";
+import type { AcmeManager } from "./acme/manager.ts";
 import { CertStore } from "./certs.ts";
 import { HttpEdge } from "./edge.ts";
 import { HostMetrics } from "./host_metrics.ts";
@@ -142,6 +142,8 @@ export class WebService {
       const ca = options.acme.caFile === undefined
         ? undefined
         : await readFile(options.acme.caFile, "acme.ca");
+      // Loaded only when asked for: its dependencies need more than the server otherwise does.
+      const { AcmeManager } = await import("./acme/manager.ts");
       acme = new AcmeManager({
         stateDir: options.acme.stateDir,
         certs,

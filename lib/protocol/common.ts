@@ -55,11 +55,6 @@ export type Refused = z.infer<typeof refused>;
 export const ping = z.object({ type: z.literal("ping"), seq: requestId });
 /** The answer to a `ping`, with its `seq`. */
 export const pong = z.object({ type: z.literal("pong"), seq: requestId });
-/**
- * Work `id`'s other end reset or failed: close that join at once, both
- * ends. (A raw stream can only carry a FIN, which would read as a half-close.)
- */
-export const abort = z.object({ type: z.literal("abort"), id: requestId });
 
 /** Which side sent a message, for error messages. */
 export type Side = "client" | "server";

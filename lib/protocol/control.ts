@@ -2,16 +2,14 @@
  * The control phase: what a control connection carries once the group is
  * registered. The client asks (`expose`, `unexpose`, `free_ports`) with
  * request ids the server's answers repeat; the server says on its own when
- * it needs work connections (`want_work`), closed an app (`unexposed` id 0),
- * or is going away (`shutdown`). Both sides ping, and either may `abort` a
- * join whose other end reset.
+ * it closed an app (`unexposed` id 0) or is going away (`shutdown`). Both
+ * sides ping. (Users travel on work connections, as mux streams.)
  *
  * @module
  */
 
 import { z } from "zod";
 import {
-  abort,
   label,
   MAX_ALLOW_FROM,
   MAX_FREE_RANGES,
@@ -167,7 +165,6 @@ const clientControlOptions = [
   freePortsRequest,
   ping,
   pong,
-  abort,
   bye,
   health,
 ] as const;
@@ -208,8 +205,6 @@ export const unexposed = z.object({
   app: name,
   reason: text.optional(),
 });
-/** Open this many extra work connections now (users are waiting). */
-export const wantWork = z.object({ type: z.literal("want_work"), count: z.int().min(1).max(1024) });
 /**
  * Free public ports as inclusive [from, to] ranges, the first
  * MAX_FREE_RANGES of them (`truncated` says more were left out). Answers
@@ -233,9 +228,7 @@ const serverControlOptions = [
   refused,
   ping,
   pong,
-  wantWork,
   freePorts,
-  abort,
   shutdown,
 ] as const;
 const serverControl = z.discriminatedUnion("type", serverControlOptions);

@@ -20,7 +20,7 @@
  */
 
 import { z } from "zod";
-import { abort, parseIn, ping, pong, refused, typesOf } from "./common.ts";
+import { parseIn, ping, pong, refused, typesOf } from "./common.ts";
 import { challenge, hello, query, welcome, workHello } from "./handshake.ts";
 import {
   bye,
@@ -32,9 +32,8 @@ import {
   shutdown,
   unexpose,
   unexposed,
-  wantWork,
 } from "./control.ts";
-import { start, started, startFailed } from "./work.ts";
+import { start } from "./work.ts";
 import { services } from "./discovery.ts";
 
 export * from "./frames.ts";
@@ -72,7 +71,7 @@ export {
   type ServerControlMessage,
   type TunnelLimits,
 } from "./control.ts";
-export { parseStart, parseWorkReply, type Start, type WorkReply } from "./work.ts";
+export { parseStart, type Start } from "./work.ts";
 export { type DiscoveryAnswer, parseDiscoveryAnswer, type Services } from "./discovery.ts";
 
 const serverOptions = [
@@ -83,10 +82,8 @@ const serverOptions = [
   refused,
   ping,
   pong,
-  wantWork,
   freePorts,
   start,
-  abort,
   services,
   shutdown,
 ] as const;
@@ -105,9 +102,6 @@ const clientOptions = [
   query,
   ping,
   pong,
-  abort,
-  started,
-  startFailed,
   bye,
   health,
 ] as const;

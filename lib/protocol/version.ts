@@ -18,7 +18,7 @@
  * console.log(`burrow ${VERSION} (protocol v${PROTOCOL_VERSION})`);
  * ```
  */
-export const PROTOCOL_VERSION = 5; // v5: shared groups (`hello.shared`, `expose.balance`, `health`), web apps (`expose.web`, `exposed.urls`)
+export const PROTOCOL_VERSION = 6; // v6: work connections carry mux sessions, one stream per user (v5: shared groups, web apps)
 
 /** The sentence both sides use when versions differ, naming the side to upgrade. */
 export function versionMismatch(clientVersion: number, serverVersion: number): string {

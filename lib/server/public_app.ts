@@ -21,12 +21,18 @@ import { type Cidr, inRanges } from "../util/cidr.ts";
 import type { ServerLimits } from "../config/limits.ts";
 import { errorMessage } from "../util/errors.ts";
 import type { RareLog } from "../util/rare_log.ts";
-import type { BufferPool, JoinStats, LiveJoins } from "../tunnel/join.ts";
+import { type BufferPool, join, type JoinStats } from "../tunnel/join.ts";
 import type { TrafficCounter } from "../tunnel/traffic.ts";
 import { acceptLoop, closeQuietly, peer } from "../transport/net.ts";
 import type { ServerMonitor, TurnedAwayCause } from "../dashboard/monitor.ts";
 import { consult, observe, type ServerHooks } from "./hooks.ts";
-import { type PendingUsers, WORK_TIMEOUT_MS, type WorkSource } from "./work_conn.ts";
+import {
+  describeWorkError,
+  peerReset,
+  type PendingUsers,
+  WORK_TIMEOUT_MS,
+  type WorkSource,
+} from "./work_conn.ts";
 import { type Replica, ReplicaSet } from "./replicas.ts";
 
 /** What an app needs from the server around it. */
@@ -47,12 +53,8 @@ export interface AppSession {
   readonly clientAddr: string;
   /** Where users get work streams. */
   readonly work: WorkSource;
-  /** Joins in progress by work id; `abortPeer` tells the client to end one. */
-  readonly joins: LiveJoins;
   /** A fresh work id. */
   nextWorkId(): number;
-  /** Tells the client that join `id` failed here; false once the session ended. */
-  abortPeer(id: number): void;
   /** True once the session has ended. */
   readonly ended: boolean;
   /** Why the group may take no more users (its `max_connections`), or undefined. */
@@ -319,7 +321,7 @@ export class PublicApp {
     const session = replica.session;
     const waitStart = performance.now();
     if (session.work.idle === 0) {
-      this.#s.log.debug(`${this.#label}: no idle work connection; asking the client for one`);
+      this.#s.log.debug(`${this.#label}: no work connection up; waiting for the client's`);
     }
     const work = await session.work.take();
     this.#s.monitor.workWaited((performance.now() - waitStart) / 1000);
@@ -354,29 +356,27 @@ export class PublicApp {
       try {
         first = Promise.resolve(await first);
       } catch (err) {
-        closeQuietly(work.stream);
-        return { why: errorMessage(err), retry: true };
+        work.reset();
+        return { why: describeWorkError(err), retry: true };
       }
     }
     replica.active++;
     replica.served++;
-    // A reset or failure here must end the client's side at once too: its
-    // end of the work connection would only see a FIN, i.e. a half-close.
-    const result = await session.joins.run(id, user, work.stream, {
+    // A reset or failure here must end the client's side at once too, as a
+    // reset of its stream, never as the FIN of a half-close.
+    const result = await join(user, work.stream, {
       bToAFirst: first,
       stats,
       pool: this.#s.buffers,
-    }, () => session.abortPeer(id)).finally(() => replica.active--);
-    const why = result.aborted
+    }).finally(() => replica.active--);
+    if (result.error !== undefined) work.reset();
+    const aborted = peerReset(result.error);
+    const why = aborted
       ? "the app side reset or failed"
       : result.error === undefined
       ? undefined
-      : errorMessage(result.error);
-    const how = result.aborted
-      ? `closed: ${why}`
-      : why === undefined
-      ? "closed"
-      : `failed (${why})`;
+      : describeWorkError(result.error);
+    const how = aborted ? `closed: ${why}` : why === undefined ? "closed" : `failed (${why})`;
     const via = this.#replicas.size > 1 || this.shared ? ` via ${replica.clientAddr}` : "";
     this.#s.log.info(
       `user ${from} on ${this.#label}${via} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,

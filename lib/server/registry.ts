@@ -1,8 +1,7 @@
 /**
  * The server's state, without I/O: which groups are live and which session
  * owns each, which apps each group exposes on which public port, which ports
- * the `--ports` ranges allow, and (in `WorkPool`) the idle work connections
- * and waiting users of one session. The server does the sockets; this module
+ * the `--ports` ranges allow. The server does the sockets; this module
  * only decides, so it is tested without any.
  *
  * @module
@@ -214,71 +213,4 @@ export class Registry<S> {
 
 function inside(port: number, ranges: readonly PortRange[]): boolean {
   return ranges.some((r) => port >= r.from && port <= r.to);
-}
-
-/**
- * The idle work connections (W) of one session and the users waiting for
- * one. A work connection offered while a user waits goes straight to the
- * oldest waiter; otherwise it idles until taken.
- */
-export class WorkPool<W> {
-  #idle: W[] = [];
-  #waiters: Array<(w: W | undefined) => void> = [];
-  #closed = false;
-
-  /** How many idle work connections there are. */
-  get idle(): number {
-    return this.#idle.length;
-  }
-
-  /** How many users are waiting. */
-  get waiting(): number {
-    return this.#waiters.length;
-  }
-
-  /** Hands `w` to a waiting user or keeps it idle. False once the pool is closed. */
-  offer(w: W): boolean {
-    if (this.#closed) return false;
-    const waiter = this.#waiters.shift();
-    if (waiter) waiter(w);
-    else this.#idle.push(w);
-    return true;
-  }
-
-  /** Takes `w` out of the idle pool (it closed while idle). False if it was not idle. */
-  remove(w: W): boolean {
-    const at = this.#idle.indexOf(w);
-    if (at < 0) return false;
-    this.#idle.splice(at, 1);
-    return true;
-  }
-
-  /** An idle work connection now, if there is one. */
-  takeIdle(): W | undefined {
-    return this.#idle.shift();
-  }
-
-  /** Waits up to `timeoutMs` for a work connection; undefined on timeout or close. */
-  wait(timeoutMs: number): Promise<W | undefined> {
-    if (this.#closed) return Promise.resolve(undefined);
-    return new Promise((resolve) => {
-      const waiter = (w: W | undefined) => {
-        clearTimeout(timer);
-        resolve(w);
-      };
-      const timer = setTimeout(() => {
-        const at = this.#waiters.indexOf(waiter);
-        if (at >= 0) this.#waiters.splice(at, 1);
-        resolve(undefined);
-      }, timeoutMs);
-      this.#waiters.push(waiter);
-    });
-  }
-
-  /** Closes the pool: waiters get undefined; returns the idle ones to close. */
-  close(): W[] {
-    this.#closed = true;
-    for (const waiter of this.#waiters.splice(0)) waiter(undefined);
-    return this.#idle.splice(0);
-  }
 }

@@ -3,7 +3,7 @@
  * new connection is counted (`handshakes.ts`), secured by the transport,
  * challenged, and its first message read, all under one deadline; then it
  * goes to one small function per kind: a `hello` becomes a control session,
- * a `work_hello` joins its session's work pool, a `query` is answered.
+ * a `work_hello` becomes a mux session of its session's, a `query` is answered.
  * Who may get in is `admission.ts`'s decision.
  *
  * @module
@@ -196,7 +196,7 @@ export class Router {
     }
   }
 
-  /** A `work_hello`: proven, it joins its session's work pool. */
+  /** A `work_hello`: proven, it carries a mux session for its session's users. */
   async #work(
     incoming: Incoming,
     { conn, reader, nonce }: Greeted,

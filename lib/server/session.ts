@@ -1,7 +1,7 @@
 /**
  * One client's control session on the server: it owns a group, exposes that
  * group's apps on public ports (`public_app.ts` serves their users), keeps
- * the group's work connections (`work_conn.ts`), and watches the heartbeat.
+ * the group's work connections (`work_conn.ts`: mux sessions, one stream per user), and watches the heartbeat.
  * When it ends, for whatever reason, its ports close and are free again.
  *
  * @module
@@ -12,7 +12,6 @@ import { parseCidrList } from "../util/cidr.ts";
 import type { Secret } from "../util/secret.ts";
 import type { Quota } from "./users.ts";
 import { errorMessage, ProtocolError, type WireRefusalCode } from "../util/errors.ts";
-import { LiveJoins } from "../tunnel/join.ts";
 import type { Conn } from "../transport/transport.ts";
 import { closeQuietly, netReason, peer } from "../transport/net.ts";
 import {
@@ -32,7 +31,7 @@ import { freePortsAnswer } from "./answers.ts";
 import { type AppServices, type AppSession, PublicApp } from "./public_app.ts";
 import { bindPublicPort } from "./public_port.ts";
 import { exposeId, replicaMismatch, siblingApp } from "./shared_apps.ts";
-import { WorkConns } from "./work_conn.ts";
+import { MuxWork } from "./work_conn.ts";
 import type { WebService } from "../http/service.ts";
 import { claimWebApp } from "./web.ts";
 import type { Route } from "../http/routes.ts";
@@ -75,8 +74,7 @@ export class ServerSession implements AppSession {
   readonly token: Secret;
   /** What the group's entry in the users file allows; replaced on reload. */
   quota: Quota | undefined;
-  readonly work: WorkConns;
-  readonly joins = new LiveJoins();
+  readonly work: MuxWork;
   #s: SessionServices;
   #link: ControlLink;
   #onEnded: (session: ServerSession) => void;
@@ -117,7 +115,10 @@ export class ServerSession implements AppSession {
     this.#link = init.link;
     this.#onEnded = init.onEnded;
     this.clientAddr = peer(init.link.conn);
-    this.work = new WorkConns(init.link.writer, services.pending);
+    this.work = new MuxWork(services.pending, {
+      keepaliveMs: Math.round(Math.max(1000, services.heartbeatTimeoutMs / 3)),
+      timeoutMs: Math.round(services.heartbeatTimeoutMs),
+    });
     this.#done = new Promise((resolve) => this.#resolveDone = resolve);
   }
 
@@ -235,10 +236,6 @@ export class ServerSession implements AppSession {
     return ++this.#workSeq;
   }
 
-  abortPeer(id: number): void {
-    if (!this.#ended) this.#send({ type: "abort", id }).catch(() => {});
-  }
-
   isLive(app: PublicApp): boolean {
     return this.apps.get(app.entry.app) === app;
   }
@@ -288,9 +285,6 @@ export class ServerSession implements AppSession {
         return this.#expose(msg);
       case "unexpose":
         return this.#unexpose(msg.id, msg.app);
-      case "abort":
-        this.joins.abort(msg.id);
-        return Promise.resolve();
       case "free_ports":
         return this.#send(freePortsAnswer(this.#s.registry, msg.id, this.quota?.ports));
       case "bye":

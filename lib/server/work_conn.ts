@@ -1,35 +1,52 @@
 /**
- * Work connections on the server, each owned by one {@linkcode WorkConn}
- * from the moment it is pooled to the moment its user is joined, and the
- * pool of one session ({@linkcode WorkConns}): the source a user handler
- * asks for "a work stream for this user".
+ * Work streams on the server: the source a user handler asks for "a byte
+ * stream to the client for this user" ({@linkcode WorkSource}), and its one
+ * implementation, {@linkcode MuxWork}.
  *
- * While idle, a work connection is read all the time: the client sends
- * keepalive pings (they keep NAT mappings alive) and nothing else, and an
- * idle connection that closes or misbehaves leaves the pool at once, so no
- * user is ever handed a dead one.
+ * Since protocol v5 a client keeps a few (2 by default, at most 4 asked
+ * for, {@linkcode MAX_MUX_CONNS} accepted) work connections per session,
+ * each opened with `work_hello` (the session's proof, checked as before) and
+ * then carrying a mux session (`lib/transport/mux/`). The control connection
+ * stays plain framed JSON: it is where the group is admitted, taken over and
+ * pinged, and keeping it apart means a bulk user can never delay a ping.
+ *
+ * Each user is one stream, opened by the server on the session with the
+ * fewest streams, with one OPEN frame whose header is the `start` message
+ * (app, work id, the user's source and the public destination address for a
+ * PROXY protocol header): no per-user connection, handshake or round trip.
+ * The server sends the user's first bytes right behind it. The client dials
+ * the local app, answers with one byte ({@linkcode STARTED}: v4's `started`,
+ * which bounds how long a user waits for a client that stopped answering)
+ * and joins; if it cannot reach the app, it resets the stream with the
+ * reason (prefixed {@linkcode UNREACHABLE}), which ends the user at once.
+ * A reset on either end (or a failed join, which closes the stream before
+ * its FIN arrived) resets the stream, so the other end is closed at once
+ * too, never half-closed. A session that fails fails only its own streams;
+ * the client dials a new one.
  *
  * @module
  */
 
-import type { Conn, Duplex } from "../transport/transport.ts";
+import type { Duplex } from "../transport/transport.ts";
+import type { Conn } from "../transport/transport.ts";
 import { closeQuietly, netReason } from "../transport/net.ts";
 import {
-  encodeFrame,
-  type FrameReader,
-  parseWorkReply,
-  type ServerControlMessage,
-  type Start,
-  withDeadline,
-  type WorkReply,
-  writeAll,
-} from "../protocol/protocol.ts";
-import { WorkPool } from "./registry.ts";
+  MuxSession,
+  type MuxStream,
+  PrefixedConn,
+  StreamResetError,
+} from "../transport/mux/mod.ts";
+import { errorMessage } from "../util/errors.ts";
+import { type FrameReader, type Start, withDeadline } from "../protocol/protocol.ts";
 
-/** A user connection waits at most this long for a work connection, and for its `started`. */
+/** A user connection waits at most this long for a work connection (a mux session) to be up. */
 export const WORK_TIMEOUT_MS = 10_000;
-/** Most idle work connections kept per session; surplus ones are closed. */
-const MAX_IDLE_WORK = 64;
+/** Most mux connections kept per session; more are closed. */
+export const MAX_MUX_CONNS = 8;
+/** The client's first byte on a stream: it reached the app; the app's bytes follow. */
+export const STARTED = 0;
+/** The prefix of a client's reset reason when it could not reach the local app. */
+export const UNREACHABLE = "unreachable: ";
 
 /** Users waiting for a work connection, across every session of a server. */
 export interface PendingUsers {
@@ -38,135 +55,176 @@ export interface PendingUsers {
 
 /** One work stream for one user: `start` it, then join the user to `stream`. */
 export interface WorkStream {
-  /** The raw stream, once started. */
+  /** The stream, once started. */
   readonly stream: Duplex;
-  /** Sends `start`; throws (with the stream closed) if it cannot be written. */
+  /** Opens the stream with `start` as its header; throws if no connection can take it. */
   start(start: Start): Promise<void>;
-  /** Resolves to the bytes after the client's `started`, or rejects with why not. */
+  /**
+   * Resolves (to bytes to send the user first: none) once the client says it
+   * reached the app, or rejects with why not (within WORK_TIMEOUT_MS).
+   */
   started(): Promise<Uint8Array>;
+  /** Resets the stream, so the client ends its side at once. */
+  reset(): void;
 }
 
-/** What a user handler asks for a work stream (pooled connections today, a multiplexer later). */
+/** What a user handler asks for a work stream. */
 export interface WorkSource {
-  /** Idle work streams ready now. */
+  /** Work connections that can take a stream now (0: a user would wait). */
   readonly idle: number;
-  /** An idle stream now, or one asked for and awaited up to WORK_TIMEOUT_MS; undefined if none came. */
+  /** A work stream now, or once a connection is up (at most WORK_TIMEOUT_MS); undefined if none came. */
   take(): Promise<WorkStream | undefined>;
 }
 
-/** A work connection from pooled to joined. */
-export class WorkConn implements WorkStream {
-  #conn: Conn;
-  #reader: FrameReader;
-  /** The client's answer to `start` (null: it closed), read from the moment it was pooled. */
-  #answer: Promise<WorkReply | null>;
-
-  /** Starts watching `conn`; `lost` is called if it closes or misbehaves while idle. */
-  constructor(conn: Conn, reader: FrameReader, lost: (work: WorkConn) => void) {
-    this.#conn = conn;
-    this.#reader = reader;
-    this.#answer = this.#watch(lost);
-    this.#answer.catch(() => {}); // failing while idle is handled by #watch; a user awaits it otherwise
-  }
-
-  get stream(): Duplex {
-    return this.#conn;
-  }
-
-  close(): void {
-    closeQuietly(this.#conn);
-  }
-
-  /**
-   * The start frame is written before the copy begins, so no user byte can
-   * overtake it (and it is not counted as one); the client's answer then
-   * leads the work-to-user direction.
-   */
-  async start(start: Start): Promise<void> {
-    try {
-      await writeAll(this.#conn, encodeFrame(start));
-    } catch (err) {
-      this.close();
-      throw new Error(`work connection failed (${netReason(err)})`);
-    }
-  }
-
-  async started(): Promise<Uint8Array> {
-    const reply = await withDeadline(
-      this.#answer,
-      WORK_TIMEOUT_MS,
-      `the client did not answer on its work connection within ${WORK_TIMEOUT_MS / 1000}s`,
-    );
-    if (reply === null) throw new Error("the client closed the work connection");
-    if (reply.type === "start_failed") {
-      throw new Error(`client could not reach the app: ${reply.message}`);
-    }
-    return this.#reader.takeBuffered();
-  }
-
-  /** Resolves to the first frame that is not a keepalive ping, or null if the client closed. */
-  async #watch(
-    lost: (work: WorkConn) => void,
-  ): Promise<Exclude<WorkReply, { type: "ping" }> | null> {
-    try {
-      while (true) {
-        const raw = await this.#reader.read();
-        if (raw === null) {
-          lost(this);
-          return null;
-        }
-        const reply = parseWorkReply(raw);
-        if (reply.type !== "ping") return reply;
-      }
-    } catch (err) {
-      lost(this);
-      throw err;
-    }
-  }
+/** Timing of the server's mux sessions. */
+export interface MuxWorkOptions {
+  /** Ping a silent client after this long. */
+  keepaliveMs: number;
+  /** End a session whose client is silent this long. */
+  timeoutMs: number;
 }
 
-/** The idle work connections of one session, and the users waiting for one. */
-export class WorkConns implements WorkSource {
-  #pool = new WorkPool<WorkConn>();
-  #control: { send(message: ServerControlMessage): Promise<void> };
-  #pending: PendingUsers;
+const encoder = new TextEncoder();
 
-  /** `control` is the session's control connection, where more work connections are asked for. */
-  constructor(
-    control: { send(message: ServerControlMessage): Promise<void> },
-    pending: PendingUsers,
-  ) {
-    this.#control = control;
+/** The mux connections of one session, and the users waiting for one. */
+export class MuxWork implements WorkSource {
+  #sessions = new Set<MuxSession>();
+  #waiters = new Set<() => void>();
+  #pending: PendingUsers;
+  #options: MuxWorkOptions;
+  #closed = false;
+
+  constructor(pending: PendingUsers, options: MuxWorkOptions) {
     this.#pending = pending;
+    this.#options = options;
   }
 
   get idle(): number {
-    return this.#pool.idle;
+    let n = 0;
+    for (const s of this.#sessions) if (s.canOpen) n++;
+    return n;
   }
 
-  /** Pools a proven work connection, or hands it to a waiting user. */
+  /** Runs a mux session on a proven work connection (`reader` may hold its first bytes). */
   add(conn: Conn, reader: FrameReader): void {
-    if (this.#pool.idle >= MAX_IDLE_WORK) return closeQuietly(conn);
-    const work = new WorkConn(conn, reader, (lost) => {
-      if (this.#pool.remove(lost)) lost.close();
+    if (this.#closed || this.#sessions.size >= MAX_MUX_CONNS) return closeQuietly(conn);
+    const session = new MuxSession(new PrefixedConn(conn, reader.takeBuffered()), {
+      role: "server",
+      keepaliveMs: this.#options.keepaliveMs,
+      timeoutMs: this.#options.timeoutMs,
+      acceptBacklog: 1,
+      names: { client: "burrow", server: "burrow-server" },
     });
-    if (!this.#pool.offer(work)) work.close();
+    this.#sessions.add(session);
+    session.closed.then(() => this.#sessions.delete(session));
+    // The client opens no streams: any it tries are refused.
+    (async () => {
+      for await (const stream of session.incoming()) stream.reset("the server opens streams");
+    })().catch(() => {});
+    this.#wake();
   }
 
   async take(): Promise<WorkStream | undefined> {
-    const idle = this.#pool.takeIdle();
-    if (idle) return idle;
-    this.#control.send({ type: "want_work", count: 1 }).catch(() => {});
+    if (this.#closed) return undefined;
+    if (this.idle > 0) return this.#stream();
     this.#pending.count++;
     try {
-      return await this.#pool.wait(WORK_TIMEOUT_MS);
+      const deadline = performance.now() + WORK_TIMEOUT_MS;
+      while (!this.#closed && this.idle === 0) {
+        const left = deadline - performance.now();
+        if (left <= 0) return undefined;
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            this.#waiters.delete(done);
+            resolve();
+          };
+          const timer = setTimeout(done, left);
+          this.#waiters.add(done);
+        });
+      }
+      return this.#closed ? undefined : this.#stream();
     } finally {
       this.#pending.count--;
     }
   }
 
-  /** Closes the pool: waiting users get nothing, idle connections are closed. */
+  /** Closes every mux connection (their streams fail); waiting users get nothing. */
   close(): void {
-    for (const work of this.#pool.close()) work.close();
+    this.#closed = true;
+    for (const s of this.#sessions) s.close();
+    this.#sessions.clear();
+    this.#wake();
   }
+
+  #stream(): WorkStream {
+    let opened: MuxStream | undefined;
+    return {
+      get stream(): Duplex {
+        if (!opened) throw new Error("the work stream was not started");
+        return opened;
+      },
+      start: (start: Start) => {
+        opened = this.#open(encoder.encode(JSON.stringify(start)));
+        return Promise.resolve();
+      },
+      started: () => {
+        if (!opened) return Promise.reject(new Error("the work stream was not started"));
+        return started(opened);
+      },
+      reset: () => opened?.reset(),
+    };
+  }
+
+  /** Opens a stream on the session with the fewest streams. */
+  #open(header: Uint8Array): MuxStream {
+    const candidates = [...this.#sessions].filter((s) => s.canOpen)
+      .sort((a, b) => a.streamCount - b.streamCount);
+    let last: unknown;
+    for (const session of candidates) {
+      try {
+        return session.openStream(header);
+      } catch (err) {
+        last = err; // full or ending since we looked: try the next one
+      }
+    }
+    throw new Error(
+      `work connection failed (${last === undefined ? "none is up" : netReason(last)})`,
+    );
+  }
+
+  #wake(): void {
+    for (const w of [...this.#waiters]) w();
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * Waits for the client's one-byte answer that leads its side of a stream:
+ * it reached the app (the user's bytes were sent optimistically meanwhile).
+ */
+async function started(stream: MuxStream): Promise<Uint8Array> {
+  const answer = stream.read(new Uint8Array(1));
+  answer.catch(() => {}); // after a deadline, the join closes the stream and this rejects
+  const n = await withDeadline(
+    answer,
+    WORK_TIMEOUT_MS,
+    `the client did not answer on its work connection within ${WORK_TIMEOUT_MS / 1000}s`,
+  );
+  if (n === null) throw new Error("the client closed the work stream");
+  return EMPTY;
+}
+
+/** Why a join over a work stream failed, in words for the log and the `onClose` hook. */
+export function describeWorkError(err: unknown): string {
+  if (err instanceof StreamResetError && err.remote && err.reason.startsWith(UNREACHABLE)) {
+    return `client could not reach the app: ${err.reason.slice(UNREACHABLE.length)}`;
+  }
+  return errorMessage(err);
+}
+
+/** Whether a join failed because the client reset its stream (its app reset or failed). */
+export function peerReset(err: unknown): boolean {
+  return err instanceof StreamResetError && err.remote && !err.reason.startsWith(UNREACHABLE);
 }

@@ -16,6 +16,16 @@
 
 import { type ByteReader, writeAll } from "../protocol/frames.ts";
 import type { Duplex } from "../transport/transport.ts";
+import { MUX_HEADROOM } from "../transport/mux/mod.ts";
+
+/** A destination that frames a payload in place (a mux stream): see `MuxStream.writeWithHeadroom`. */
+interface HeadroomWriter {
+  writeWithHeadroom(frame: Uint8Array): Promise<number>;
+}
+
+function hasHeadroom(d: Duplex): d is Duplex & HeadroomWriter {
+  return typeof (d as Partial<HeadroomWriter>).writeWithHeadroom === "function";
+}
 
 export type { Duplex };
 
@@ -111,15 +121,19 @@ async function copy(
     await writeAll(dst, first);
     count(first.length);
   }
+  // Into a mux stream, each read lands after room for the frame header, so
+  // the stream writes header and payload in one system call, uncopied.
+  const room = hasHeadroom(dst) ? MUX_HEADROOM : 0;
   let buf: Uint8Array = new Uint8Array(SMALL_BUFFER);
   let large = false;
   try {
     while (true) {
-      const n = await src.read(buf);
+      const n = await src.read(room === 0 ? buf : buf.subarray(room));
       if (n === null) break;
-      await writeAll(dst, n === buf.length ? buf : buf.subarray(0, n));
+      if (room === 0) await writeAll(dst, n === buf.length ? buf : buf.subarray(0, n));
+      else await (dst as Duplex & HeadroomWriter).writeWithHeadroom(buf.subarray(0, room + n));
       count(n);
-      if (!large && n === buf.length) {
+      if (!large && n === buf.length - room) {
         buf = pool.take();
         large = true;
       }
@@ -135,60 +149,5 @@ function safeClose(c: Duplex): void {
     c.close();
   } catch {
     // already closed: nothing to release
-  }
-}
-
-/** A join in progress, as {@linkcode LiveJoins} keeps it. */
-export interface LiveJoin {
-  /** Set once the peer aborted it: the failure that follows is not ours to report. */
-  aborted: boolean;
-}
-
-/**
- * Joins in progress by work id. A raw work stream can carry only a FIN, which
- * reads as a half-close; when a user or an app resets, the side that saw it
- * sends `abort {id}` on the control connection, and the other side ends that
- * join here, both ends at once.
- */
-export class LiveJoins {
-  #joins = new Map<number, { conns: Duplex[]; record: LiveJoin }>();
-
-  /** Registers the join of `conns` under `id`. */
-  add(id: number, conns: Duplex[]): LiveJoin {
-    const record: LiveJoin = { aborted: false };
-    this.#joins.set(id, { conns, record });
-    return record;
-  }
-
-  /** Forgets a finished join. */
-  delete(id: number): void {
-    this.#joins.delete(id);
-  }
-
-  /**
-   * Joins `a` and `b` as work `id`. The peer may abort it meanwhile (see
-   * {@linkcode abort}); if it fails by itself instead, `abortPeer` is called
-   * so the peer ends its side at once too. Resolves with whether the peer
-   * aborted it.
-   */
-  async run(
-    id: number,
-    a: Duplex,
-    b: Duplex,
-    options: JoinOptions,
-    abortPeer: () => void,
-  ): Promise<JoinResult & LiveJoin> {
-    const record = this.add(id, [a, b]);
-    const result = await join(a, b, options).finally(() => this.delete(id));
-    if (result.error !== undefined && !record.aborted) abortPeer();
-    return { ...result, aborted: record.aborted };
-  }
-
-  /** Closes both ends of join `id`, if it is still live, and marks it aborted. */
-  abort(id: number): void {
-    const live = this.#joins.get(id);
-    if (!live) return;
-    live.record.aborted = true;
-    for (const conn of live.conns) safeClose(conn);
   }
 }

@@ -119,10 +119,6 @@ export const SERVER_MESSAGES: ArbitraryPerType<ServerMessage> = {
   }, { requiredKeys: ["type", "code", "message"] }),
   ping: record({ type: fc.constant("ping"), seq: requestId }),
   pong: record({ type: fc.constant("pong"), seq: requestId }),
-  want_work: record({
-    type: fc.constant("want_work"),
-    count: fc.integer({ min: 1, max: 1024 }),
-  }),
   free_ports: record({
     type: fc.constant("free_ports"),
     id: requestId,
@@ -141,7 +137,6 @@ export const SERVER_MESSAGES: ArbitraryPerType<ServerMessage> = {
     source: record({ hostname: fc.oneof(fc.ipV4(), fc.ipV6()), port }),
     destination: record({ hostname: fc.oneof(fc.ipV4(), fc.ipV6()), port }),
   }),
-  abort: record({ type: fc.constant("abort"), id: requestId }),
   services: record({
     type: fc.constant("services"),
     services: fc.array(service, { maxLength: 4 }),
@@ -189,9 +184,6 @@ export const CLIENT_MESSAGES: ArbitraryPerType<ClientMessage> = {
   }, { requiredKeys: ["type", "version", "what", "proof"] }),
   ping: record({ type: fc.constant("ping"), seq: requestId }),
   pong: record({ type: fc.constant("pong"), seq: requestId }),
-  abort: record({ type: fc.constant("abort"), id: requestId }),
-  started: record({ type: fc.constant("started") }),
-  start_failed: record({ type: fc.constant("start_failed"), message: text }),
   bye: record({ type: fc.constant("bye") }),
   health: record({
     type: fc.constant("health"),

@@ -113,10 +113,6 @@ const LONG_FILES: Record<string, string> = {
   "lib/cluster/redis_store.ts":
     "the cluster store's Redis implementation arrived with its own work; to be split there " +
     "(operations, scripts, feed)",
-  "lib/transport/mux/session.ts":
-    "the mux session arrived as one piece; to be split when it is wired in (open/accept, lifecycle)",
-  "lib/transport/mux/stream.ts":
-    "the mux stream arrived as one piece; to be split when it is wired in (read side, write side)",
 };
 const MAX_LINES = 400;
 

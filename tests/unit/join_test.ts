@@ -5,14 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import {
-  BufferPool,
-  type Duplex,
-  join,
-  type JoinStats,
-  LARGE_BUFFER,
-  LiveJoins,
-} from "../../lib/tunnel/join.ts";
+import { BufferPool, join, type JoinStats, LARGE_BUFFER } from "../../lib/tunnel/join.ts";
 
 interface Pair {
   outer: Deno.TcpConn;
@@ -328,67 +321,4 @@ Deno.test("a small exchange never takes a large buffer", async () => {
   await r.userB.closeWrite();
   assert.deepEqual(await joined, { aToB: 4, bToA: 4 });
   assert.equal(takes, 0);
-});
-
-Deno.test("LiveJoins.abort closes both ends of a live join once, and ignores finished or unknown ids", () => {
-  const closed: string[] = [];
-  const fake = (name: string): Duplex => ({
-    read: () => Promise.resolve(null),
-    write: (p) => Promise.resolve(p.length),
-    closeWrite: () => Promise.resolve(),
-    close: () => {
-      if (closed.includes(name)) throw new Deno.errors.BadResource("closed twice");
-      closed.push(name);
-    },
-  });
-  const joins = new LiveJoins();
-  const first = joins.add(1, [fake("user-1"), fake("work-1")]);
-  const second = joins.add(2, [fake("user-2"), fake("work-2")]);
-  joins.abort(1);
-  assert.equal(first.aborted, true);
-  assert.equal(second.aborted, false);
-  assert.deepEqual(closed, ["user-1", "work-1"]);
-  joins.abort(1); // already closed: safe
-  joins.abort(99); // unknown: nothing happens
-  joins.delete(2);
-  joins.abort(2); // finished: nothing happens
-  assert.equal(second.aborted, false);
-  assert.deepEqual(closed, ["user-1", "work-1"]);
-});
-
-Deno.test("LiveJoins.run asks the peer to abort only when the join failed by itself", async () => {
-  // A side whose read waits until it is closed (then fails), or fails at once.
-  const side = (failAtOnce: boolean): Duplex => {
-    let fail!: (err: Error) => void;
-    const closed = new Promise<number | null>((_, reject) => fail = reject);
-    closed.catch(() => {});
-    return {
-      read: () => failAtOnce ? Promise.reject(new Error("connection reset")) : closed,
-      write: (p) => Promise.resolve(p.length),
-      closeWrite: () => Promise.resolve(),
-      close: () => fail(new Deno.errors.BadResource("closed")),
-    };
-  };
-  const joins = new LiveJoins();
-  let asked = 0;
-  const failed = await joins.run(1, side(true), side(false), {}, () => asked++);
-  assert.ok(failed.error instanceof Error);
-  assert.equal(failed.aborted, false);
-  assert.equal(asked, 1, "a join that failed by itself tells the peer");
-
-  const running = joins.run(2, side(false), side(false), {}, () => asked++);
-  joins.abort(2);
-  const aborted = await running;
-  assert.equal(aborted.aborted, true);
-  assert.equal(asked, 1, "a join the peer aborted does not echo the abort back");
-
-  const clean: Duplex = {
-    read: () => Promise.resolve(null),
-    write: (p) => Promise.resolve(p.length),
-    closeWrite: () => Promise.resolve(),
-    close: () => {},
-  };
-  const done = await joins.run(3, clean, { ...clean }, {}, () => asked++);
-  assert.equal(done.error, undefined);
-  assert.equal(asked, 1, "a clean end asks nothing");
 });

@@ -96,8 +96,8 @@ const HEX32 = "0f".repeat(16);
 // ---- codec -----------------------------------------------------------------
 
 Deno.test("encodeFrame writes a big-endian length then the UTF-8 JSON", () => {
-  const frame = encodeFrame({ type: "start_failed", message: "é" });
-  const json = '{"type":"start_failed","message":"é"}';
+  const frame = encodeFrame({ type: "shutdown", reason: "é" });
+  const json = '{"type":"shutdown","reason":"é"}';
   const body = encoder.encode(json);
   assert.equal(body.length, json.length + 1); // é is two bytes: length is in bytes
   assert.deepEqual([...frame.subarray(0, 4)], [0, 0, 0, body.length]);
@@ -106,7 +106,7 @@ Deno.test("encodeFrame writes a big-endian length then the UTF-8 JSON", () => {
 
 Deno.test("encodeFrame refuses a body over MAX_FRAME_BYTES", () => {
   assert.throws(
-    () => encodeFrame({ type: "start_failed", message: "x".repeat(MAX_FRAME_BYTES) }),
+    () => encodeFrame({ type: "shutdown", reason: "x".repeat(MAX_FRAME_BYTES) }),
     (err) => err instanceof ProtocolError && /exceeds the 65536-byte cap/.test(err.message),
   );
 });
@@ -130,7 +130,6 @@ Deno.test("FrameReader reads a frame delivered one byte per read", async () => {
 Deno.test("FrameReader reads several frames from one read", async () => {
   const messages: ServerMessage[] = [
     { type: "ping", seq: 1 },
-    { type: "want_work", count: 4 },
     { type: "free_ports", id: 9, ranges: [[10, 20], [30, 30]], truncated: false },
   ];
   const src = new ChunkReader([concat(...messages.map(encodeFrame))]);
@@ -141,7 +140,7 @@ Deno.test("FrameReader reads several frames from one read", async () => {
 });
 
 Deno.test("FrameReader reads a frame larger than its initial buffer across chunks", async () => {
-  const message = { type: "start_failed", message: "y".repeat(1000) } as const;
+  const message = { type: "shutdown", reason: "y".repeat(1000) } as const;
   const big = { type: "shutdown", reason: "z".repeat(1024) } as const;
   // Near the cap but valid JSON: a raw array of numbers.
   const huge = new Array(12_000).fill(1234);
@@ -189,17 +188,17 @@ Deno.test("takeBuffered returns exactly the bytes read past the last frame", asy
 
 Deno.test("takeBuffered is empty when the read ended exactly at a frame", async () => {
   const reader = new FrameReader(
-    new ChunkReader([encodeFrame({ type: "started" }), Uint8Array.of(1, 2, 3)]),
+    new ChunkReader([encodeFrame({ type: "bye" }), Uint8Array.of(1, 2, 3)]),
   );
-  assert.deepEqual(await reader.read(), { type: "started" });
+  assert.deepEqual(await reader.read(), { type: "bye" });
   assert.deepEqual(reader.takeBuffered(), new Uint8Array(0));
 });
 
 Deno.test("takeBuffered returns the partial next frame's bytes too", async () => {
   const second = encodeFrame({ type: "bye" });
-  const src = new ChunkReader([concat(encodeFrame({ type: "started" }), second.subarray(0, 6))]);
+  const src = new ChunkReader([concat(encodeFrame({ type: "bye" }), second.subarray(0, 6))]);
   const reader = new FrameReader(src);
-  assert.deepEqual(await reader.read(), { type: "started" });
+  assert.deepEqual(await reader.read(), { type: "bye" });
   assert.deepEqual(reader.takeBuffered(), second.subarray(0, 6));
 });
 
@@ -308,7 +307,6 @@ Deno.test("FrameWriter never interleaves concurrent sends", async () => {
   const fw = new FrameWriter(w);
   const messages: ClientMessage[] = [
     { type: "ping", seq: 1 },
-    { type: "start_failed", message: "connection refused by 127.0.0.1:22" },
     { type: "expose", id: 2, app: "web", port: 0 },
     { type: "bye" },
   ];
@@ -351,7 +349,6 @@ const validServer: ServerMessage[] = [
   { type: "refused", code: "auth_failed", message: "wrong token" },
   { type: "ping", seq: 0 },
   { type: "pong", seq: 99 },
-  { type: "want_work", count: 3 },
   { type: "free_ports", id: 5, ranges: [[10000, 10010], [20000, 20000]], truncated: true },
   {
     type: "start",
@@ -361,7 +358,6 @@ const validServer: ServerMessage[] = [
     source: { hostname: "203.0.113.9", port: 51234 },
     destination: { hostname: "2001:db8::1", port: 6022 },
   },
-  { type: "abort", id: 12 },
   { type: "shutdown", reason: "server stopping" },
 ];
 
@@ -381,9 +377,6 @@ const validClient: ClientMessage[] = [
   { type: "free_ports", id: 4 },
   { type: "ping", seq: 8 },
   { type: "pong", seq: 8 },
-  { type: "started" },
-  { type: "start_failed", message: "connection refused" },
-  { type: "abort", id: 3 },
   { type: "bye" },
 ];
 
@@ -438,7 +431,6 @@ Deno.test("parseClientMessage rejects malformed messages", () => {
     [{ type: "hello", version: 1, client: "c", group: "lab", runId: HEX32 }, /type "hello"/],
     [{ type: "work_hello", session: HEX32, proof: HEX64 }, /type "work_hello"/],
     [{ type: "expose", app: "ssh", port: 1 }, /type "expose"/],
-    [{ type: "start_failed" }, /type "start_failed"/],
     // a server-only type
     [{ type: "welcome", session: HEX32, heartbeatTimeout: 30 }, /type "welcome"/],
     [{ type: "start", app: "db", user: "u" }, /type "start"/],
@@ -460,8 +452,6 @@ Deno.test("parseServerMessage rejects malformed messages", () => {
     [{ type: "exposed", id: 1, app: "web" }, /type "exposed"/],
     [{ type: "refused", code: "because", message: "no" }, /type "refused"/],
     [{ type: "refused", code: "port_taken" }, /type "refused"/],
-    [{ type: "want_work", count: 0 }, /type "want_work"/],
-    [{ type: "want_work", count: 1025 }, /type "want_work"/],
     [{ type: "free_ports", id: 1, ranges: [[1, 2, 3]] }, /type "free_ports"/],
     [{ type: "free_ports", id: 1, ranges: [[1, 70000]] }, /type "free_ports"/],
     [{ type: "start", id: 1, app: "db", user: "u".repeat(1025) }, /type "start"/],
@@ -476,9 +466,7 @@ Deno.test("parseServerMessage rejects malformed messages", () => {
       source: { hostname: "1.2.3.4", port: 70000 },
       destination: { hostname: "1.2.3.4", port: 1 },
     }, /type "start"/],
-    [{ type: "abort", id: -1 }, /type "abort"/],
     [{ type: "shutdown" }, /type "shutdown"/],
-    [{ type: "started" }, /type "started"/],
   ];
   for (const [value, message] of bad) rejects(parseServerMessage, value, message);
 });

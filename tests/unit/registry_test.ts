@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import type { PortRange } from "../../lib/util/addr.ts";
-import { type PortRefusal, Registry, WorkPool } from "../../lib/server/registry.ts";
+import { type PortRefusal, Registry } from "../../lib/server/registry.ts";
 
 interface Session {
   id: string;
@@ -200,61 +200,6 @@ Deno.test("freeRanges merges adjacent and overlapping ranges and skips claimed p
   assert.deepEqual(reg.freeRanges(), [[11, 14], [16, 20], [22, 22], [30, 34]]);
   reg.release("g", "b");
   assert.deepEqual(reg.freeRanges(), [[11, 20], [22, 22], [30, 34]]);
-});
-
-Deno.test("WorkPool keeps offered work idle until taken, oldest first", () => {
-  const pool = new WorkPool<string>();
-  assert.equal(pool.takeIdle(), undefined);
-  assert.equal(pool.offer("w1"), true);
-  assert.equal(pool.offer("w2"), true);
-  assert.equal(pool.idle, 2);
-  assert.equal(pool.waiting, 0);
-  assert.equal(pool.takeIdle(), "w1");
-  assert.equal(pool.takeIdle(), "w2");
-  assert.equal(pool.takeIdle(), undefined);
-  assert.equal(pool.idle, 0);
-});
-
-Deno.test("WorkPool hands offered work to the oldest waiter", async () => {
-  const pool = new WorkPool<string>();
-  const first = pool.wait(5000);
-  const second = pool.wait(5000);
-  assert.equal(pool.waiting, 2);
-  pool.offer("w1");
-  assert.equal(pool.idle, 0, "went straight to a waiter");
-  pool.offer("w2");
-  assert.equal(await first, "w1");
-  assert.equal(await second, "w2");
-  assert.equal(pool.waiting, 0);
-});
-
-Deno.test("WorkPool.wait times out with undefined and forgets the waiter", async () => {
-  const pool = new WorkPool<string>();
-  const began = performance.now();
-  assert.equal(await pool.wait(30), undefined);
-  const took = performance.now() - began;
-  assert.ok(took >= 25 && took < 1000, `took ${took} ms`);
-  assert.equal(pool.waiting, 0);
-  // Work offered after the timeout idles instead of going to the stale waiter.
-  pool.offer("late");
-  assert.equal(pool.idle, 1);
-  assert.equal(pool.takeIdle(), "late");
-});
-
-Deno.test("WorkPool.close wakes waiters, returns idle work, refuses new offers", async () => {
-  const pool = new WorkPool<string>();
-  pool.offer("idle1");
-  pool.offer("idle2");
-  const pool2 = new WorkPool<string>();
-  const waiter = pool2.wait(5000);
-  assert.deepEqual(pool.close(), ["idle1", "idle2"]);
-  assert.equal(pool.idle, 0);
-  assert.equal(pool.offer("late"), false);
-  assert.equal(pool.idle, 0);
-  assert.equal(await pool.wait(5000), undefined, "waiting on a closed pool ends at once");
-  assert.deepEqual(pool2.close(), []);
-  assert.equal(await waiter, undefined);
-  assert.equal(pool2.waiting, 0);
 });
 
 Deno.test("a shared group has several members; each leaving removes only itself", () => {

@@ -16,6 +16,7 @@
  * @module
  */
 
+import "./env_guard.ts"; // before acme-client: see there
 import * as acme from "acme-client";
 import { getLogger } from "@logtape/logtape";
 import { Backoff } from "../../util/backoff.ts";

@@ -14,6 +14,7 @@
 
 import https from "node:https";
 import tls from "node:tls";
+import "./env_guard.ts"; // before acme-client: see there
 import * as acme from "acme-client";
 
 const agents = new Map<string, https.Agent>();

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { MAX_DATAGRAM } from "./frame.ts";
+
 /** One received datagram. */
 export interface Datagram {
   /** The flow it belongs to (a UDP peer, for example). */
@@ -51,5 +53,15 @@ export class DatagramQueue {
     const waiters = this.#waiters;
     this.#waiters = [];
     for (const w of waiters) w(null);
+  }
+}
+
+/** Throws a `RangeError` if `flowId` or the size of `payload` cannot be sent. */
+export function checkDatagram(flowId: number, payload: Uint8Array): void {
+  if (!Number.isInteger(flowId) || flowId < 0 || flowId > 0xffff_ffff) {
+    throw new RangeError(`datagram flow id ${flowId} (expected 0 to 4294967295)`);
+  }
+  if (payload.length > MAX_DATAGRAM) {
+    throw new RangeError(`datagram of ${payload.length} bytes (at most ${MAX_DATAGRAM})`);
   }
 }

@@ -10,6 +10,7 @@
  */
 
 import { ProtocolError } from "../../util/errors.ts";
+import type { MuxCloseReason } from "./types.ts";
 
 /**
  * The peer sent bytes that break the mux protocol: an unknown frame type, a
@@ -105,4 +106,12 @@ export function asSessionError(err: unknown): Error {
     return new MuxConnectionError(`the connection failed: ${err.message}`, { cause: err });
   }
   return err instanceof Error ? err : new Error(String(err));
+}
+
+/** The error a session's calls fail with once it ended for `reason`. */
+export function endError(reason: MuxCloseReason | null): Error {
+  if (reason?.kind === "failed") return reason.error;
+  return new MuxClosedError(
+    reason?.kind === "drained" ? "the mux session ended" : "the mux session was closed",
+  );
 }

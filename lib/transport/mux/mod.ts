@@ -23,5 +23,6 @@ export { MUX_HEADROOM, MUX_VERSION } from "./frame.ts";
 export type { MuxSessionOptions } from "./options.ts";
 export { MuxPool, type MuxPoolEvent, type MuxPoolOptions } from "./pool.ts";
 export { MuxSession } from "./session.ts";
+export { PrefixedConn } from "./prefixed.ts";
 export type { ByteConn, Datagram, MuxCloseReason, MuxStats } from "./types.ts";
 export type { MuxStream } from "./stream.ts";

@@ -33,6 +33,8 @@ export interface MuxPoolOptions {
   backoff?: BackoffOptions;
   /** Called on every session up, down and failed dial. */
   onEvent?: (event: MuxPoolEvent) => void;
+  /** Called with every new session, before it takes streams (e.g. to accept the peer's). */
+  onSession?: (session: MuxSession) => void;
 }
 
 /** Keeps `size` client sessions and spreads streams over them. */
@@ -126,6 +128,7 @@ export class MuxPool {
           return;
         }
         const session = new MuxSession(conn, { ...this.#options.session, role: "client" });
+        this.#options.onSession?.(session);
         this.#slots[slot] = session;
         backoff.reset();
         report({ kind: "up", slot });

@@ -14,20 +14,20 @@
  * @module
  */
 
-import { asSessionError, MuxClosedError, MuxConnectionError, MuxProtocolError } from "./errors.ts";
-import { DatagramQueue } from "./datagrams.ts";
+import {
+  asSessionError,
+  endError,
+  MuxClosedError,
+  MuxConnectionError,
+  MuxProtocolError,
+} from "./errors.ts";
+import { sessionStats } from "./stats.ts";
+import { checkDatagram, DatagramQueue } from "./datagrams.ts";
 import { Pinger } from "./pinger.ts";
 import { ReceiveWindow } from "./flow.ts";
-import {
-  GOAWAY,
-  INITIAL_SESSION_WINDOW,
-  MAX_DATAGRAM,
-  MAX_STREAM_ID,
-  OPEN,
-  PING,
-  preamble,
-  WINDOW,
-} from "./frame.ts";
+import { GOAWAY, INITIAL_SESSION_WINDOW, MAX_STREAM_ID, OPEN, PING, preamble } from "./frame.ts";
+import { AcceptQueue } from "./accept_queue.ts";
+import { GrantQueue } from "./grants.ts";
 import { FrameDecoder } from "./decoder.ts";
 import { Inbound, type SessionCore } from "./inbound.ts";
 import { type MuxSessionOptions, type MuxSettings, muxSettings } from "./options.ts";
@@ -36,16 +36,6 @@ import type { ByteConn, Datagram, MuxCloseReason, MuxStats } from "./types.ts";
 import { type MuxStream, Stream, type StreamHost } from "./stream.ts";
 import { FrameWriter } from "./writer.ts";
 
-/** The milliseconds assumed for the round trip until a ping has measured it. */
-const DEFAULT_RTT_MS = 50;
-/**
- * The least round trip the windows' auto-tuning assumes. A loopback or LAN
- * ping (well under a millisecond) says little of how long a grant takes
- * through two busy event loops; below this floor the windows would stay too
- * small to keep a fast local link busy (measured: 256 KiB windows gave 60%
- * of raw loopback TCP, grown ones 80-90%).
- */
-const TUNING_RTT_FLOOR_MS = 20;
 const EMPTY = new Uint8Array(0);
 const encoder = new TextEncoder();
 const noop = () => {};
@@ -66,10 +56,8 @@ export class MuxSession {
   #recv: ReceiveWindow;
   #streams = new Map<number, Stream>();
   #nextId: number;
-  #backlog: Stream[] = [];
-  #acceptWaiters: Array<(s: MuxStream | null) => void> = [];
-  #grantsDue: Stream[] = [];
-  #sessionGrantDue = true;
+  #accepts = new AcceptQueue();
+  #grants: GrantQueue;
   #wakeList: Stream[] = [];
   #goAwaySent = false;
   #goAwayReceived = false;
@@ -114,13 +102,14 @@ export class MuxSession {
     this.#writer = new FrameWriter(
       conn,
       {
-        beforeFlush: () => this.#queueGrants(),
+        beforeFlush: () => this.#grants.flush(),
         idle: () => this.#maybeDrain(),
         failed: (err) => this.#fail(err),
       },
       { chunk: s.chunk, batch: s.writeBatch, datagramBytes: s.datagramBytes },
       preamble(),
     );
+    this.#grants = new GrantQueue(this.#recv, this.#writer, () => this.#pinger.srtt);
     this.#core = this.#makeCore();
     this.#inbound = new Inbound(this.#core, s);
     this.#decoder = new FrameDecoder(this.#inbound);
@@ -152,23 +141,7 @@ export class MuxSession {
 
   /** Current counters. */
   get stats(): MuxStats {
-    let buffered = 0;
-    for (const s of this.#streams.values()) buffered += s.buffered;
-    const w = this.#writer.stats;
-    const c = this.#counts;
-    return {
-      streams: this.#streams.size,
-      opened: c.opened,
-      accepted: c.accepted,
-      refused: c.refused,
-      writes: w.writes,
-      bytesOut: w.bytes,
-      reads: c.reads,
-      bytesIn: c.bytesIn,
-      buffered,
-      datagramsDroppedOut: w.datagramsDropped,
-      datagramsDroppedIn: this.#datagrams.dropped,
-    };
+    return sessionStats(this.#streams, this.#counts, this.#writer.stats, this.#datagrams.dropped);
   }
 
   /**
@@ -207,12 +180,7 @@ export class MuxSession {
 
   /** The next stream the peer opened, or null once no more will come (ended, or GoAway). */
   accept(): Promise<MuxStream | null> {
-    const next = this.#backlog.shift();
-    if (next !== undefined) return Promise.resolve(next);
-    if (this.#reason !== null || this.#goAwaySent || this.#goAwayReceived) {
-      return Promise.resolve(null);
-    }
-    return new Promise((resolve) => this.#acceptWaiters.push(resolve));
+    return this.#accepts.next(this.#reason !== null || this.#goAwaySent || this.#goAwayReceived);
   }
 
   /** The peer's streams as they arrive, until `accept()` returns null. */
@@ -230,12 +198,7 @@ export class MuxSession {
    * datagram is never waited for. `payload` is copied.
    */
   sendDatagram(flowId: number, payload: Uint8Array): boolean {
-    if (!Number.isInteger(flowId) || flowId < 0 || flowId > 0xffff_ffff) {
-      throw new RangeError(`datagram flow id ${flowId} (expected 0 to 4294967295)`);
-    }
-    if (payload.length > MAX_DATAGRAM) {
-      throw new RangeError(`datagram of ${payload.length} bytes (at most ${MAX_DATAGRAM})`);
-    }
+    checkDatagram(flowId, payload);
     if (this.#reason !== null) return false;
     return this.#writer.datagram(flowId, payload);
   }
@@ -270,7 +233,7 @@ export class MuxSession {
       this.#goAwaySent = true;
       const text = encoder.encode(reason.slice(0, 256));
       this.#writer.control(GOAWAY, 0, this.#inbound.peerHighest, text.length, text);
-      this.#noMoreStreams();
+      this.#accepts.end();
       this.#maybeDrain();
     }
     return this.closed;
@@ -320,26 +283,6 @@ export class MuxSession {
     list.length = 0;
   }
 
-  #queueGrants(): void {
-    const due = this.#grantsDue;
-    if (due.length === 0 && !this.#sessionGrantDue) return;
-    const now = performance.now();
-    const rtt = Math.max(this.#pinger.srtt ?? DEFAULT_RTT_MS, TUNING_RTT_FLOOR_MS);
-    for (let i = 0; i < due.length; i++) {
-      const s = due[i]!;
-      s.grantQueued = false;
-      if (s.released) continue;
-      const credit = s.grant(now, rtt);
-      if (credit > 0) this.#writer.control(WINDOW, 0, s.id, credit);
-    }
-    due.length = 0;
-    if (this.#sessionGrantDue) {
-      this.#sessionGrantDue = false;
-      const credit = this.#recv.grant(now, rtt);
-      if (credit > 0) this.#writer.control(WINDOW, 0, 0, credit);
-    }
-  }
-
   #tick(): void {
     const now = performance.now();
     const s = this.#s;
@@ -362,12 +305,6 @@ export class MuxSession {
     if (this.#streams.size === 0 && this.#writer.idle) this.#end({ kind: "drained" });
   }
 
-  #noMoreStreams(): void {
-    const waiters = this.#acceptWaiters;
-    this.#acceptWaiters = [];
-    for (const w of waiters) w(null);
-  }
-
   #fail(err: unknown): void {
     if (this.#reason !== null) return;
     if (
@@ -382,11 +319,7 @@ export class MuxSession {
   }
 
   #endError(): Error {
-    const r = this.#reason;
-    if (r?.kind === "failed") return r.error;
-    return new MuxClosedError(
-      r?.kind === "drained" ? "the mux session ended" : "the mux session was closed",
-    );
+    return endError(this.#reason);
   }
 
   #end(reason: MuxCloseReason): void {
@@ -403,12 +336,12 @@ export class MuxSession {
     const err = this.#endError();
     const streams = [...this.#streams.values()];
     this.#streams.clear();
-    this.#backlog = [];
+    this.#accepts.clear();
     for (const s of streams) {
       s.released = true;
       s.fail(err);
     }
-    this.#noMoreStreams();
+    this.#accepts.end();
     this.#datagrams.close();
     this.#pinger.failAll(err);
     this.#resolveClosed(reason);
@@ -418,18 +351,8 @@ export class MuxSession {
   #makeCore(): SessionCore {
     const host: StreamHost = {
       ready: (s) => this.#writer.ready(s),
-      grantDue: (s) => {
-        if (s.grantQueued) return;
-        s.grantQueued = true;
-        this.#grantsDue.push(s);
-        this.#writer.wake();
-      },
-      consumed: (n) => {
-        if (this.#recv.consume(n) && !this.#sessionGrantDue) {
-          this.#sessionGrantDue = true;
-          this.#writer.wake();
-        }
-      },
+      grantDue: (s) => this.#grants.streamDue(s),
+      consumed: (n) => this.#grants.consumed(n),
       wakeLater: (s) => this.#wakeList.push(s),
       control: (type, flags, id, payload) =>
         this.#writer.control(type, flags, id, payload?.length ?? 0, payload),
@@ -448,13 +371,11 @@ export class MuxSession {
       role: this.role,
       nextLocalId: () => this.#nextId,
       goAwaySent: () => this.#goAwaySent,
-      backlogLength: () => this.#backlog.length,
+      backlogLength: () => this.#accepts.length,
       preambleArrived: () => clearTimeout(this.#handshakeTimer),
       accepted: (stream) => {
         this.#counts.accepted++;
-        const waiter = this.#acceptWaiters.shift();
-        if (waiter) waiter(stream);
-        else this.#backlog.push(stream);
+        this.#accepts.push(stream);
       },
       refused: () => this.#counts.refused++,
       pong: (seq) => this.#pinger.answered(seq),
@@ -466,7 +387,7 @@ export class MuxSession {
             s.peerReset(true, why);
           }
         }
-        this.#noMoreStreams();
+        this.#accepts.end();
         this.#maybeDrain();
       },
       datagram: (flowId, payload) => this.#datagrams.push(flowId, payload),

@@ -1,0 +1,190 @@
+/**
+ * Users as streams over a client's few work connections (protocol v5): many
+ * at once arrive byte-exact, a user who does not read does not stall the
+ * others on the same connection, and a work connection that dies fails only
+ * the users it carried and is replaced.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { echoApp, localApp } from "../helpers/apps.ts";
+import { asTestClient, libraryClient, libraryServer } from "../helpers/library.ts";
+import { startClient } from "../../mod.ts";
+import { echoThrough, randomBytes, sha256, writeAll } from "../helpers/net.ts";
+
+const TOKEN = "mux-streams-token-5k2p";
+
+/** A TCP relay to `target` that can cut one of its connections (by the order they came in). */
+class CuttableRelay implements AsyncDisposable {
+  readonly port: number;
+  #listener: Deno.TcpListener;
+  #pairs: Array<[Deno.TcpConn, Deno.TcpConn]> = [];
+  #tasks = new Set<Promise<void>>();
+
+  constructor(target: number) {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    this.#listener = listener;
+    this.port = listener.addr.port;
+    this.#track((async () => {
+      for await (const inbound of listener) {
+        const outbound = await Deno.connect({ hostname: "127.0.0.1", port: target });
+        this.#pairs.push([inbound, outbound]);
+        this.#track(pipe(inbound, outbound));
+        this.#track(pipe(outbound, inbound));
+      }
+    })());
+  }
+
+  /** Connections relayed so far. */
+  get count(): number {
+    return this.#pairs.length;
+  }
+
+  /** Cuts connection `index` (both sides, at once). */
+  cut(index: number): void {
+    for (const c of this.#pairs[index] ?? []) quietClose(c);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    quietClose(this.#listener);
+    for (const pair of this.#pairs) pair.forEach(quietClose);
+    await Promise.all(this.#tasks);
+  }
+
+  #track(task: Promise<void>): void {
+    const t = task.catch(() => {}).finally(() => this.#tasks.delete(t));
+    this.#tasks.add(t);
+  }
+}
+
+async function pipe(from: Deno.TcpConn, to: Deno.TcpConn): Promise<void> {
+  const buf = new Uint8Array(64 * 1024);
+  try {
+    while (true) {
+      const n = await from.read(buf);
+      if (n === null) break;
+      await writeAll(to, buf.subarray(0, n));
+    }
+  } finally {
+    quietClose(from);
+    quietClose(to);
+  }
+}
+
+function quietClose(c: { close(): void }): void {
+  try {
+    c.close();
+  } catch { /* closed */ }
+}
+
+/** Resolves once `predicate` holds (polled), or throws after `timeoutMs`. */
+async function until(predicate: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** One echo round trip on a held connection; true if the bytes came back. */
+async function roundTrip(conn: Deno.TcpConn, data: Uint8Array): Promise<boolean> {
+  try {
+    await writeAll(conn, data);
+    const back = new Uint8Array(data.length);
+    let got = 0;
+    while (got < back.length) {
+      const n = await conn.read(back.subarray(got));
+      if (n === null) return false;
+      got += n;
+    }
+    return back.every((b, i) => b === data[i]);
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("1000 concurrent users through one tunnel arrive byte-exact (SHA-256)", async () => {
+  using app = echoApp();
+  await using server = await libraryServer({ token: TOKEN });
+  await using client = await libraryClient(server, { token: TOKEN, group: "many" });
+  const tunnel = await client.expose({ name: "echo", local: app.addr });
+  const jobs = Array.from({ length: 1000 }, async (_, i) => {
+    const data = randomBytes(2000 + (i % 50) * 331);
+    const [back, sent] = await Promise.all([echoThrough(tunnel.remotePort, data), sha256(data)]);
+    return back === sent;
+  });
+  const results = await Promise.all(jobs);
+  assert.equal(results.filter((ok) => ok).length, 1000);
+  assert.equal(app.accepted, 1000, "every user reached the app once");
+});
+
+Deno.test("a user who never reads does not stall other users on the same work connection", async () => {
+  // The firehose writes until its user stops reading; then its stream's window is full.
+  let firehoseBytes = 0;
+  using firehose = localApp(async (conn) => {
+    const chunk = new Uint8Array(64 * 1024);
+    while (true) {
+      await conn.write(chunk);
+      firehoseBytes += chunk.length;
+    }
+  });
+  using echo = echoApp();
+  await using server = await libraryServer({ token: TOKEN });
+  // One work connection: both users' streams share it.
+  await using client = await libraryClient(server, { token: TOKEN, group: "slow", poolSize: 1 });
+  const hose = await client.expose({ name: "hose", local: firehose.addr });
+  const tunnel = await client.expose({ name: "echo", local: echo.addr });
+  using _stuck = await Deno.connect({ hostname: "127.0.0.1", port: hose.remotePort });
+  await until(() => firehoseBytes > 8 * 1024 * 1024, "the firehose to fill the stuck user's path");
+  const started = performance.now();
+  for (let i = 0; i < 5; i++) {
+    const data = randomBytes(1024 * 1024);
+    assert.equal(await echoThrough(tunnel.remotePort, data), await sha256(data));
+  }
+  const seconds = (performance.now() - started) / 1000;
+  assert.ok(seconds < 20, `5 MiB of echo took ${seconds}s beside a stuck user`);
+  // Flow control bounds what the stuck user's stream buffers: the firehose is held back.
+  const held = firehoseBytes;
+  await new Promise((r) => setTimeout(r, 500));
+  assert.ok(
+    firehoseBytes - held < 1024 * 1024,
+    "the firehose kept writing to a user who reads nothing",
+  );
+  assert.ok(held < 80 * 1024 * 1024, `${held} bytes buffered for a user who reads nothing`);
+});
+
+Deno.test("a work connection that dies fails only its own users and is replaced", async () => {
+  using app = echoApp();
+  await using server = await libraryServer({ token: TOKEN, tls: false });
+  await using relay = new CuttableRelay(server.addr.port);
+  await using client = asTestClient(
+    await startClient({
+      server: `127.0.0.1:${relay.port}`,
+      token: TOKEN,
+      group: "cut",
+      tls: false,
+    }),
+  );
+  // Connection 0 is the control connection, 1 and 2 the work connections.
+  await until(() => relay.count >= 3, "two work connections");
+  const tunnel = await client.expose({ name: "echo", local: app.addr });
+  const users: Deno.TcpConn[] = [];
+  try {
+    for (let i = 0; i < 10; i++) {
+      const user = await Deno.connect({ hostname: "127.0.0.1", port: tunnel.remotePort });
+      users.push(user);
+      assert.ok(await roundTrip(user, randomBytes(1000)), `user ${i} did not echo`);
+    }
+    relay.cut(1);
+    const after = await Promise.all(users.map((u) => roundTrip(u, randomBytes(1000))));
+    const alive = after.filter((ok) => ok).length;
+    // Streams spread over both connections (the least loaded takes the next one).
+    assert.ok(alive >= 3 && alive <= 7, `${alive} of 10 users survived one of two connections`);
+    await until(() => relay.count >= 4, "a new work connection");
+    const data = randomBytes(300 * 1024);
+    assert.equal(await echoThrough(tunnel.remotePort, data), await sha256(data));
+  } finally {
+    users.forEach(quietClose);
+  }
+});
