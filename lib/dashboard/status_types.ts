@@ -41,6 +41,7 @@ export interface AppStatus {
 
 /** One host name of a web app, as the edge counted it. */
 export interface WebHostStatus {
+  /** The name, as the user sent it (normalised). */
   host: string;
   /** Requests answered. */
   requests: number;
@@ -48,7 +49,9 @@ export interface WebHostStatus {
   open: number;
   /** Requests answered, by status class. */
   byClass: Record<"1xx" | "2xx" | "3xx" | "4xx" | "5xx", number>;
+  /** Request body bytes from users. */
   bytesIn: number;
+  /** Response body bytes to users. */
   bytesOut: number;
 }
 

@@ -11,20 +11,38 @@
  * @module
  */
 
-import type { HostMetricFamily, HostRow } from "../http/host_metrics.ts";
-import type { WebAppView } from "../http/service.ts";
 import type { MetricFamily } from "./metrics.ts";
-import type { AppStatus, GroupStatus } from "./status_types.ts";
+import type { AppStatus, GroupStatus, WebHostStatus } from "./status_types.ts";
 
-/** What the monitor reads of the server's web side. */
+/** One web app holding names (`WebAppView` of lib/http/service.ts fits). */
+export interface MonitoredWebApp {
+  /** `GROUP/APP`. */
+  id: string;
+  group: string;
+  app: string;
+  type: "http" | "tls";
+  names: string[];
+  urls: string[];
+  live: boolean;
+}
+
+/** One host's figures (`HostRow` of lib/http/host_metrics.ts fits). */
+export interface MonitoredHost extends WebHostStatus {
+  /** The id of the app that answered last. */
+  app?: string;
+  /** Milliseconds since the epoch of the last request. */
+  lastAt: number;
+}
+
+/** What the monitor reads of the server's web side (the server's `WebService` fits). */
 export interface MonitoredWeb {
-  apps(): WebAppView[];
-  readonly hosts: { rows(): HostRow[]; families(): HostMetricFamily[] };
+  apps(): MonitoredWebApp[];
+  readonly hosts: { rows(): MonitoredHost[]; families(): MetricFamily[] };
 }
 
 /** The web app rows of every group, by group name, sorted by app name. */
 export function webAppRows(web: MonitoredWeb): Map<string, AppStatus[]> {
-  const byApp = new Map<string, HostRow[]>();
+  const byApp = new Map<string, MonitoredHost[]>();
   for (const row of web.hosts.rows()) {
     if (row.app === undefined) continue;
     const rows = byApp.get(row.app) ?? [];
