@@ -31,6 +31,7 @@ import { TrafficCounter, TrafficHistory } from "../tunnel/traffic.ts";
 import { VERSION } from "../util/version.ts";
 import { AppTraffic } from "./app_traffic.ts";
 import { serverFamilies } from "./families.ts";
+import { type MonitoredWeb, webFamilies, withWebApps } from "./web_apps.ts";
 import type { AppStatus, GroupStatus, ReplicaStatus, ServerStatus } from "./status_types.ts";
 import { type GroupRecord, groupStatus } from "./group_status.ts";
 import {
@@ -41,6 +42,7 @@ import {
   replicaSamples,
 } from "./replica_view.ts";
 
+export type { MonitoredWeb };
 export type { AppStatus, GroupStatus, MonitoredApp, MonitoredReplica, ReplicaStatus, ServerStatus };
 
 /** What the monitor needs of a server session (`ServerSession` fits). */
@@ -87,10 +89,16 @@ export class ServerMonitor {
   /** Totals of forgotten groups, so server-wide totals never go down. */
   #forgotten = { connectionsTotal: 0, bytesIn: 0, bytesOut: 0 };
   #sampler: ReturnType<typeof setInterval> | undefined;
+  #web: MonitoredWeb | undefined;
 
   constructor(options: MonitorOptions = {}) {
     this.#offlineLimit = options.offlineGroups ?? 100;
     this.events = new EventLog(options.events);
+  }
+
+  /** Shows the server's web apps and the edge's per-host figures too. */
+  attachWeb(web: MonitoredWeb | undefined): void {
+    this.#web = web;
   }
 
   /** Starts sampling traffic once a second (the timer does not keep a program alive). */
@@ -271,7 +279,7 @@ export class ServerMonitor {
     }
     online.sort((a, b) => a.name.localeCompare(b.name));
     offline.sort((a, b) => b[0] - a[0]);
-    return [...online, ...offline.map(([, s]) => s)];
+    return withWebApps([...online, ...offline.map(([, s]) => s)], this.#web);
   }
 
   /** Server-wide figures. */
@@ -316,6 +324,10 @@ export class ServerMonitor {
   }
 
   #families(): MetricFamily[] {
+    return [...this.#serverFamilies(), ...webFamilies(this.#web)];
+  }
+
+  #serverFamilies(): MetricFamily[] {
     return serverFamilies({
       startedAt: this.startedAt,
       groups: [...this.#groups.values()].map((record) => ({

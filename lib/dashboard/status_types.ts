@@ -11,8 +11,14 @@ import type { TrafficSeries } from "../tunnel/traffic.ts";
 export interface AppStatus {
   /** The app's name within its group. */
   name: string;
-  /** The public port (for an offline group: the port it last had). */
+  /** The public port (for an offline group: the port it last had); 0 for a web app. */
   port: number;
+  /** For a web app (served by name on `--http`/`--https`): `http` or `tls`. */
+  type?: "http" | "tls";
+  /** For a web app: the URLs it is reached at, instead of a port. */
+  urls?: string[];
+  /** For a web app: the edge's figures per host name it holds (connections count requests). */
+  hosts?: WebHostStatus[];
   /** Free text from the app's config, if it has one. */
   description?: string;
   /** Whether the app is exposed now. */
@@ -31,6 +37,22 @@ export interface AppStatus {
   traffic: TrafficSeries;
   /** For an app of a shared group: the clients serving it now, oldest first. */
   replicas?: ReplicaStatus[];
+}
+
+/** One host name of a web app, as the edge counted it. */
+export interface WebHostStatus {
+  /** The name, as the user sent it (normalised). */
+  host: string;
+  /** Requests answered. */
+  requests: number;
+  /** Requests forwarded and not yet answered in full. */
+  open: number;
+  /** Requests answered, by status class. */
+  byClass: Record<"1xx" | "2xx" | "3xx" | "4xx" | "5xx", number>;
+  /** Request body bytes from users. */
+  bytesIn: number;
+  /** Response body bytes to users. */
+  bytesOut: number;
 }
 
 /** One client serving an app of a shared group. */

@@ -77,6 +77,8 @@ export interface EdgeOptions {
   acmeChallenge?: (token: string) => string | undefined;
   /** Called once per answered request (metrics). */
   observe?: (event: EdgeRequestEvent) => void;
+  /** Called when a request is forwarded to its app. */
+  opened?: (event: EdgeRequestEvent) => void;
   /** The https port users see, for `https_only` redirects. @default the bound https port */
   publicHttpsPort?: number;
   limits?: Partial<EdgeLimits>;
@@ -142,6 +144,7 @@ export class HttpEdge {
       ...(options.guard ? { guard: options.guard } : {}),
       ...(options.acmeChallenge ? { acmeChallenge: options.acmeChallenge } : {}),
       ...(options.observe ? { observe: options.observe } : {}),
+      ...(options.opened ? { opened: options.opened } : {}),
       get httpsPort() {
         return httpsPort;
       },

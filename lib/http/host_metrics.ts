@@ -1,7 +1,7 @@
 /**
  * Per-host figures of the edge, for the dashboard's rows and `/metrics`:
  * requests by status class, body bytes each way and a latency histogram,
- * for every name an app holds. Requests for names nobody holds are counted
+ * requests open now, for every name an app holds. Requests for names nobody holds are counted
  * together under the host `""`, so that strangers sending random `Host`
  * values cannot grow the label set.
  *
@@ -27,6 +27,8 @@ export interface HostRow {
   /** The app that answered last. */
   app?: string;
   requests: number;
+  /** Requests forwarded to the app and not yet answered in full (WebSockets included). */
+  open: number;
   byClass: Record<typeof CLASSES[number], number>;
   bytesIn: number;
   bytesOut: number;
@@ -44,7 +46,7 @@ export type HostMetricFamily =
   | {
     name: string;
     help: string;
-    type: "counter";
+    type: "counter" | "gauge";
     samples: { labels: Record<string, string>; value: number }[];
   }
   | {
@@ -63,31 +65,30 @@ export type HostMetricFamily =
 /** Figures per host, fed by the edge's `observe`. */
 export class HostMetrics {
   #hosts = new Map<string, Figures>();
+  /** Requests counted open by {@linkcode HostMetrics.opened}, with the host they were counted under. */
+  #open = new WeakMap<EdgeRequestEvent, Figures>();
   #now: () => number;
 
   constructor(now: () => number = Date.now) {
     this.#now = now;
   }
 
+  /** Counts a request forwarded to its app, open until {@linkcode HostMetrics.observe} sees it. */
+  opened(event: EdgeRequestEvent): void {
+    const f = this.#figures(event);
+    f.open++;
+    this.#open.set(event, f);
+  }
+
   /** Counts one answered request. */
   observe(event: EdgeRequestEvent): void {
-    let host = event.routeId === undefined ? "" : event.host;
-    if (!this.#hosts.has(host) && this.#hosts.size >= MAX_HOSTS) host = "";
-    let f = this.#hosts.get(host);
-    if (!f) {
-      f = {
-        host,
-        requests: 0,
-        byClass: { "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0 },
-        bytesIn: 0,
-        bytesOut: 0,
-        lastAt: 0,
-        buckets: LATENCY_BOUNDS.map(() => 0),
-        seconds: 0,
-      };
-      this.#hosts.set(host, f);
+    const open = this.#open.get(event);
+    if (open) {
+      open.open--;
+      this.#open.delete(event);
     }
-    if (event.routeId !== undefined && host !== "") f.app = event.routeId;
+    const f = this.#figures(event);
+    if (event.routeId !== undefined && f.host !== "") f.app = event.routeId;
     f.requests++;
     const cls = CLASSES[Math.floor(event.status / 100) - 1];
     if (cls) f.byClass[cls]++;
@@ -101,6 +102,28 @@ export class HostMetrics {
     }
   }
 
+  #figures(event: EdgeRequestEvent): Figures {
+    let host = event.routeId === undefined ? "" : event.host;
+    if (!this.#hosts.has(host) && this.#hosts.size >= MAX_HOSTS) host = "";
+    let f = this.#hosts.get(host);
+    if (!f) {
+      f = {
+        host,
+        requests: 0,
+        open: 0,
+        byClass: { "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0 },
+        bytesIn: 0,
+        bytesOut: 0,
+        lastAt: 0,
+        buckets: LATENCY_BOUNDS.map(() => 0),
+        seconds: 0,
+      };
+      this.#hosts.set(host, f);
+    }
+    if (event.routeId !== undefined && host !== "") f.app = event.routeId;
+    return f;
+  }
+
   /** Forgets a host (its name was released). */
   forget(host: string): void {
     this.#hosts.delete(host);
@@ -112,6 +135,7 @@ export class HostMetrics {
       const row: HostRow = {
         host: f.host,
         requests: f.requests,
+        open: f.open,
         byClass: { ...f.byClass },
         bytesIn: f.bytesIn,
         bytesOut: f.bytesOut,
@@ -133,6 +157,13 @@ export class HostMetrics {
         samples: all.flatMap((f) =>
           CLASSES.map((c) => ({ labels: { host: f.host, code: c }, value: f.byClass[c] }))
         ),
+      },
+      {
+        name: "burrow_http_requests_open",
+        help:
+          "Requests forwarded to an app and not yet answered in full (WebSockets included), by host.",
+        type: "gauge",
+        samples: all.map((f) => ({ labels: { host: f.host }, value: f.open })),
       },
       {
         name: "burrow_http_received_bytes",

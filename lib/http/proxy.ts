@@ -71,6 +71,8 @@ export interface ProxyContext {
   acmeChallenge?: (token: string) => string | undefined;
   /** Called once per answered request. */
   observe?: (event: EdgeRequestEvent) => void;
+  /** Called when a request is forwarded to its app (before `observe` for the same event). */
+  opened?: (event: EdgeRequestEvent) => void;
 }
 
 type AnyResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -141,6 +143,7 @@ export class EdgeProxy {
         return;
       case "forward":
         event.routeId = decision.route.id;
+        this.#ctx.opened?.(event);
         return this.#forward(req, res, scheme, remote, decision, event);
     }
   }
@@ -154,7 +157,16 @@ export class EdgeProxy {
     remote: string,
   ): Promise<void> {
     socket.on("error", () => socket.destroy());
-    const event = { host: "", method: req.method ?? "GET", status: 0, scheme } as EdgeRequestEvent;
+    const started = performance.now();
+    const event: EdgeRequestEvent = {
+      host: "",
+      method: req.method ?? "GET",
+      status: 0,
+      scheme,
+      bytesIn: 0,
+      bytesOut: 0,
+      ms: 0,
+    };
     const decision = await this.#decide(req, scheme, remote, event);
     if (decision.kind === "page") return endRaw(socket, rawPage(decision.status, decision.headers));
     if (decision.kind === "redirect") {
@@ -166,6 +178,13 @@ export class EdgeProxy {
     }
     if (decision.kind === "text") return endRaw(socket, rawPage(404));
     const route = decision.route;
+    event.routeId = route.id;
+    this.#ctx.opened?.(event);
+    socket.once("close", () => {
+      event.ms = performance.now() - started;
+      if (event.status === 0) event.status = 502;
+      this.#ctx.observe?.(event);
+    });
     const upReq = http.request({
       agent: this.#ctx.pool.agent(route),
       method: req.method,
@@ -177,6 +196,7 @@ export class EdgeProxy {
       }),
     });
     upReq.on("upgrade", (upRes, upSocket: NodeDuplex, upHead: Uint8Array) => {
+      event.status = upRes.statusCode ?? 101;
       socket.write(switchingHead(upRes.statusMessage ?? "", upRes.rawHeaders));
       if (upHead.length > 0) socket.write(upHead);
       if (head.length > 0) upSocket.write(head);
@@ -184,6 +204,7 @@ export class EdgeProxy {
     });
     upReq.on("response", (upRes) => {
       // The app declined the upgrade: pass its answer on, delimited by close.
+      event.status = upRes.statusCode ?? 502;
       const fields = downstreamHeaders(upRes.rawHeaders);
       delete fields["content-length"];
       let headText = `HTTP/1.1 ${upRes.statusCode} ${upRes.statusMessage ?? ""}\r\n`;
@@ -195,7 +216,9 @@ export class EdgeProxy {
     });
     upReq.on("error", (err) => {
       this.#log.debug(`upgrade to ${route.id} failed: ${err.message}`);
-      endRaw(socket, rawPage(err instanceof UpstreamBusyError ? 503 : 502));
+      const status = err instanceof UpstreamBusyError ? 503 : 502;
+      event.status = status;
+      endRaw(socket, rawPage(status));
     });
     socket.once("close", () => upReq.destroy());
     upReq.end();

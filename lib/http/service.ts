@@ -6,6 +6,9 @@
  * claims on names (`host_not_allowed` by the users file's `hosts`,
  * `host_taken` by the route table), with the URLs of its `ready` line.
  *
+ * It counts requests per host ({@linkcode HostMetrics}) and lists the web
+ * apps with their URLs ({@linkcode WebService.apps}), for the dashboard.
+ *
  * The server gives it `dial(route)`, which opens a stream to the app of a
  * route through the tunnel (a work connection, later a multiplexed stream).
  *
@@ -18,6 +21,7 @@ import type { Secret } from "../util/secret.ts";
 import type { AcmeManager } from "./acme/manager.ts";
 import { CertStore } from "./certs.ts";
 import { HttpEdge } from "./edge.ts";
+import { HostMetrics } from "./host_metrics.ts";
 import { appNames, checkNames, type PublicWebPorts, readyUrls } from "./names.ts";
 import type { AuthGuard, EdgeRequestEvent } from "./proxy.ts";
 import { type Route, RouteTable } from "./routes.ts";
@@ -71,7 +75,20 @@ export interface WebClaim {
 /** What a claim came to. */
 export type WebClaimResult =
   | { ok: true; names: string[]; urls: string[]; route: Route }
-  | { ok: false; code: "host_taken" | "host_not_allowed"; message: string };
+  | { ok: false; code: "host_taken" | "host_not_allowed" | "bad_request"; message: string };
+
+/** One web app holding names, as the dashboard lists it. */
+export interface WebAppView {
+  /** `GROUP/APP`. */
+  id: string;
+  group: string;
+  app: string;
+  type: "http" | "tls";
+  names: string[];
+  urls: string[];
+  /** False while its group is offline (its names held, users get 502). */
+  live: boolean;
+}
 
 /** The running web side of a server. */
 export class WebService {
@@ -79,14 +96,19 @@ export class WebService {
   readonly edge: HttpEdge;
   readonly acme: AcmeManager | undefined;
   #domain: string | undefined;
+  /** Requests, status classes, bytes and open requests per host name. */
+  readonly hosts: HostMetrics;
   #names = new Map<string, string[]>();
+  #apps = new Map<string, WebAppView>();
 
   private constructor(
     routes: RouteTable,
     edge: HttpEdge,
     acme: AcmeManager | undefined,
     domain: string | undefined,
+    hosts: HostMetrics,
   ) {
+    this.hosts = hosts;
     this.routes = routes;
     this.edge = edge;
     this.acme = acme;
@@ -133,6 +155,8 @@ export class WebService {
     }
     const routes = new RouteTable();
     const manager = acme;
+    const hosts = new HostMetrics();
+    const observe = options.observe;
     const edge = await HttpEdge.start({
       routes,
       dial: options.dial,
@@ -140,14 +164,18 @@ export class WebService {
       ...(options.http ? { http: options.http } : {}),
       ...(options.https ? { https: options.https } : {}),
       ...(options.guard ? { guard: options.guard } : {}),
-      ...(options.observe ? { observe: options.observe } : {}),
+      observe: (event) => {
+        hosts.observe(event);
+        observe?.(event);
+      },
+      opened: (event) => hosts.opened(event),
       ...(options.limits ? { limits: options.limits } : {}),
       ...(manager ? { acmeChallenge: (token: string) => manager.challenge(token) } : {}),
     }).catch((err) => {
       manager?.close();
       throw err;
     });
-    return new WebService(routes, edge, acme, options.domain);
+    return new WebService(routes, edge, acme, options.domain, hosts);
   }
 
   /** The public ports, for `ready` URLs. */
@@ -170,8 +198,19 @@ export class WebService {
    * Claims the names of an app, all or none. `allowedHosts` are the
    * group's users-file `hosts` patterns (undefined: no restriction). A
    * claim by the same id replaces its earlier one (the app came back).
+   * An `https_only` app on a server without `--https` is refused
+   * (`bad_request`): there is no listener to redirect it to.
    */
   claim(claim: WebClaim, allowedHosts?: readonly string[]): WebClaimResult {
+    if (claim.web.type === "http" && claim.web.httpsOnly && !this.edge.httpsAddr) {
+      // Serving it on plain HTTP would quietly drop what the app asked for.
+      return {
+        ok: false,
+        code: "bad_request",
+        message: "https_only: this server has no --https listener to redirect to " +
+          "(drop https_only, or start the server with --https)",
+      };
+    }
     const names = appNames({
       group: claim.group,
       app: claim.app,
@@ -200,11 +239,23 @@ export class WebService {
       };
     }
     const before = this.#names.get(claim.id) ?? [];
-    this.acme?.unwant(before.filter((n) => !names.includes(n)));
+    const dropped = before.filter((n) => !names.includes(n));
+    this.acme?.unwant(dropped);
+    for (const name of dropped) this.hosts.forget(name);
     this.#names.set(claim.id, names);
     this.edge.dropUpstream(claim.id);
     this.acme?.want(names);
-    return { ok: true, names, urls: readyUrls(claim.web.type, names, this.ports), route };
+    const urls = readyUrls(claim.web.type, names, this.ports);
+    this.#apps.set(claim.id, {
+      id: claim.id,
+      group: claim.group,
+      app: claim.app,
+      type: claim.web.type,
+      names,
+      urls,
+      live: true,
+    });
+    return { ok: true, names, urls, route };
   }
 
   /**
@@ -215,7 +266,14 @@ export class WebService {
   setLive(id: string, live: boolean, holder?: Route): void {
     if (holder !== undefined && this.routes.get(id) !== holder) return; // claimed again since
     this.routes.setLive(id, live);
+    const view = this.#apps.get(id);
+    if (view) view.live = live;
     if (!live) this.edge.dropUpstream(id);
+  }
+
+  /** Every web app holding names, live or not, by id. */
+  apps(): WebAppView[] {
+    return [...this.#apps.values()].map((a) => ({ ...a, names: [...a.names], urls: [...a.urls] }));
   }
 
   /**
@@ -224,8 +282,11 @@ export class WebService {
    */
   release(id: string, holder?: Route): void {
     if (holder !== undefined && this.routes.get(id) !== holder) return;
-    this.acme?.unwant(this.#names.get(id) ?? []);
+    const names = this.#names.get(id) ?? [];
+    this.acme?.unwant(names);
+    for (const name of names) this.hosts.forget(name);
     this.#names.delete(id);
+    this.#apps.delete(id);
     this.routes.release(id);
     this.edge.dropUpstream(id);
   }

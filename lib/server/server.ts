@@ -201,6 +201,7 @@ class Server implements BurrowServer {
           log: this.#log,
         });
         this.#sessionServices.web = this.#web;
+        this.#monitor.attachWeb(this.#web);
       } catch (err) {
         closeQuietly(this.#listener);
         await this.#dashboard?.close();

@@ -149,3 +149,35 @@ Deno.test("certificate and listener problems are errors naming the key and the f
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("https_only on a service without --https is refused as bad_request, naming the fix", async () => {
+  const service = await WebService.start({
+    http: LOOPBACK,
+    dial: () => Promise.reject(new Error("never dialled")),
+  });
+  try {
+    const web = (httpsOnly: boolean) => ({
+      type: "http" as const,
+      hostnames: ["secure.example.test"],
+      paths: [],
+      httpsOnly,
+    });
+    const refused = service.claim({
+      id: "lab/secure",
+      group: "lab",
+      app: "secure",
+      web: web(true),
+    });
+    assert.equal(refused.ok, false);
+    assert.ok(!refused.ok && refused.code === "bad_request");
+    assert.match(!refused.ok ? refused.message : "", /https_only: .*no --https listener.*--https/);
+    assert.deepEqual(service.apps(), [], "nothing was claimed");
+    const plain = service.claim({ id: "lab/secure", group: "lab", app: "secure", web: web(false) });
+    assert.ok(
+      plain.ok,
+      `without https_only the app is served on plain HTTP: ${JSON.stringify(plain)}`,
+    );
+  } finally {
+    await service.close();
+  }
+});

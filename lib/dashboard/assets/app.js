@@ -209,7 +209,9 @@ function appRow(app) {
   traffic.setAttribute("data-rate", String(now));
   return el("tr", { "data-app": app.name }, [
     cell("App", name, "first"),
-    numCell("Port", app.port, String(app.port), "port"),
+    app.urls
+      ? cell("Port", app.urls.join(" "), "port urls")
+      : numCell("Port", app.port, String(app.port), "port"),
     numCell("Live", app.connections, String(app.connections), "live"),
     numCell("Total", app.connectionsTotal, String(app.connectionsTotal), "total"),
     numCell("In", app.bytesIn, bytes(app.bytesIn), "bytes-in"),
@@ -272,7 +274,9 @@ function offlineTable(groups) {
       bin += a.bytesIn;
       bout += a.bytesOut;
     }
-    const apps = g.apps.map((/** @type {any} */ a) => a.name + ":" + a.port).join(", ") || "none";
+    const apps = g.apps.map((/** @type {any} */ a) =>
+      a.name + ":" + (a.urls ? a.urls.join(" ") : a.port)
+    ).join(", ") || "none";
     return el("tr", { "data-offline-group": g.name }, [
       cell("Group", g.name, "first"),
       cell("Last address", g.clientAddr),
