@@ -39,7 +39,12 @@ export interface Incumbent {
   /** Resolves true if the client answers a ping within `timeoutMs`. */
   probe(timeoutMs: number): Promise<boolean>;
   end(reason: string): void;
+  /** Resolves once an ended session has released everything (its ports are free again). */
+  readonly done: Promise<void>;
 }
+
+/** How long a takeover waits for the old session's ports to be really free. */
+const RELEASE_WAIT_MS = 2_000;
 
 /** What admission reads of the server: its credentials, groups and state. */
 export interface AdmissionDeps {
@@ -166,8 +171,10 @@ export class Admission {
       // The same client reconnecting replaces its own old session (in a
       // shared group: its own replica, not the others).
       const same = live.members.find((m) => m.runId === hello.runId);
+      const ended: Incumbent[] = [];
       if (same) {
         same.end("replaced by the same client reconnecting");
+        ended.push(same);
       } else if (!shared || !live.shared) {
         const members = [...live.members];
         const answers = await Promise.all(members.map((m) => m.probe(TAKEOVER_PROBE_MS)));
@@ -177,8 +184,17 @@ export class Admission {
         }
         for (const m of members) {
           m.end(`taken over by ${from}: the old client did not answer a ping`);
+          ended.push(m);
         }
       }
+      // The new session asks for the same ports at once: wait (bounded) until the old
+      // listeners are really closed, or its expose would meet "address in use".
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.all(ended.map((m) => m.done)),
+        new Promise((resolve) => timer = setTimeout(resolve, RELEASE_WAIT_MS)),
+      ]);
+      clearTimeout(timer);
     }
     if (this.#d.closing()) {
       return { code: "server_closing", message: "the server is shutting down" };

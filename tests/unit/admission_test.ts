@@ -16,13 +16,19 @@ import type { Hello } from "../../lib/protocol/protocol.ts";
 /** A live session as admission sees it: it answers pings (or not) and can be ended. */
 class Member implements Incumbent {
   ended: string | undefined;
+  /** Resolves when `release` is called: the ended session's ports are free. */
+  readonly done: Promise<void>;
+  release!: () => void;
+  /** `holdPorts`: the session's ports stay busy after it ends, until `release`. */
   constructor(
     readonly runId: string,
     readonly clientAddr: string,
     readonly alive: boolean,
     readonly group: { shared: boolean; members: Member[] },
+    readonly holdPorts = false,
   ) {
     group.members.push(this);
+    this.done = new Promise((resolve) => this.release = resolve);
   }
   probe(): Promise<boolean> {
     return Promise.resolve(this.alive);
@@ -30,6 +36,7 @@ class Member implements Incumbent {
   end(reason: string): void {
     this.ended = reason;
     this.group.members = this.group.members.filter((m) => m !== this);
+    if (!this.holdPorts) this.release();
   }
 }
 
@@ -95,4 +102,21 @@ Deno.test("a group whose clients all stopped answering is taken over whole", asy
   assert.ok(!isRefusal(decision));
   assert.match(a.ended ?? "", /did not answer a ping/);
   assert.match(b.ended ?? "", /did not answer a ping/);
+});
+
+Deno.test("a takeover admits the new client only once the old session's ports are free", async () => {
+  const group = { shared: false, members: [] as Member[] };
+  const old = new Member(run(1), "10.0.0.1:1", false, group, true);
+  let admitted = false;
+  const decision = admission(group).register(hello(run(9), false), "10.0.0.9:1", undefined)
+    .then((d) => (admitted = true, d));
+  // The probe fails at once; admission has ended the old session but must wait for its ports.
+  for (let i = 0; i < 20 && old.ended === undefined; i++) {
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  assert.match(old.ended ?? "", /did not answer a ping/);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(admitted, false, "admitted while the old session still held its ports");
+  old.release();
+  assert.ok(!isRefusal(await decision));
 });
