@@ -159,7 +159,8 @@ export const bye = z.object({ type: z.literal("bye") });
 /** An `expose` request. */
 export type Expose = z.infer<typeof expose>;
 
-const clientControlOptions = [
+/** The messages of `ClientControlMessage` (the all-phase union is built from these too). */
+export const clientControlOptions = [
   expose,
   unexpose,
   freePortsRequest,
@@ -222,7 +223,8 @@ export const shutdown = z.object({ type: z.literal("shutdown"), reason: text });
 /** A `free_ports` answer. */
 export type FreePorts = z.infer<typeof freePorts>;
 
-const serverControlOptions = [
+/** The messages of `ServerControlMessage` (the all-phase union is built from these too). */
+export const serverControlOptions = [
   exposed,
   unexposed,
   refused,

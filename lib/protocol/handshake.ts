@@ -70,7 +70,8 @@ export type WorkHello = z.infer<typeof workHello>;
 /** A `query`: the first and only message of a discovery connection. */
 export type Query = z.infer<typeof query>;
 
-const firstOptions = [hello, workHello, query] as const;
+/** The messages of `FirstMessage` (the all-phase union is built from these too). */
+export const firstOptions = [hello, workHello, query] as const;
 const first = z.discriminatedUnion("type", firstOptions);
 const firstTypes = typesOf(firstOptions);
 /** What a client may send first on a new connection. */

@@ -20,19 +20,9 @@
  */
 
 import { z } from "zod";
-import { parseIn, ping, pong, refused, typesOf } from "./common.ts";
-import { challenge, hello, query, welcome, workHello } from "./handshake.ts";
-import {
-  bye,
-  expose,
-  exposed,
-  freePorts,
-  freePortsRequest,
-  health,
-  shutdown,
-  unexpose,
-  unexposed,
-} from "./control.ts";
+import { parseIn, typesOf } from "./common.ts";
+import { challenge, firstOptions, welcome } from "./handshake.ts";
+import { clientControlOptions, serverControlOptions } from "./control.ts";
 import { start } from "./work.ts";
 import { services } from "./discovery.ts";
 
@@ -74,37 +64,15 @@ export {
 export { parseStart, type Start } from "./work.ts";
 export { type DiscoveryAnswer, parseDiscoveryAnswer, type Services } from "./discovery.ts";
 
-const serverOptions = [
-  challenge,
-  welcome,
-  exposed,
-  unexposed,
-  refused,
-  ping,
-  pong,
-  freePorts,
-  start,
-  services,
-  shutdown,
-] as const;
+// The all-phase unions are the phases' own lists put together, so a message is listed once.
+const serverOptions = [challenge, welcome, ...serverControlOptions, start, services] as const;
 const serverMessage = z.discriminatedUnion("type", serverOptions);
 const serverTypes = typesOf(serverOptions);
 
 /** Every message the server sends, in any phase, discriminated by `type`. */
 export type ServerMessage = z.infer<typeof serverMessage>;
 
-const clientOptions = [
-  hello,
-  workHello,
-  expose,
-  unexpose,
-  freePortsRequest,
-  query,
-  ping,
-  pong,
-  bye,
-  health,
-] as const;
+const clientOptions = [...firstOptions, ...clientControlOptions] as const;
 const clientMessage = z.discriminatedUnion("type", clientOptions);
 const clientTypes = typesOf(clientOptions);
 
