@@ -8,82 +8,19 @@
  */
 
 import assert from "node:assert/strict";
-import { makeTempDir, makeTempFileSync } from "../helpers/temp.ts";
+import { makeTempDir } from "../helpers/temp.ts";
 import tls from "node:tls";
 import { join } from "node:path";
-import { freePort, type Proc, startClient, startServer } from "../helpers/harness.ts";
+import { freePort, startClient, startServer } from "../helpers/harness.ts";
 import { pebbleMissing, startPebble } from "../helpers/pebble.ts";
 import { CURL, curl, echoHeadersApp, request, testCa } from "../helpers/http.ts";
-
-const TOKEN = "web-e2e-token";
-
-interface WebServer extends AsyncDisposable {
-  port: number;
-  httpPort: number;
-  httpsPort: number;
-  caFile: string;
-  caPem: string;
-}
-
-async function webServer(): Promise<WebServer> {
-  const dir = await makeTempDir({ prefix: "burrow-web-e2e-" });
-  const ca = await testCa("e2e web CA");
-  const wild = await ca.issue(["*.tunnel.test"]);
-  await Deno.writeTextFile(join(dir, "wild.crt"), wild.cert);
-  await Deno.writeTextFile(join(dir, "wild.key"), wild.key);
-  await Deno.writeTextFile(join(dir, "ca.pem"), ca.caPem);
-  const server = await startServer({
-    token: TOKEN,
-    args: [
-      "--http",
-      "127.0.0.1:0",
-      "--https",
-      "127.0.0.1:0",
-      "--domain",
-      "tunnel.test",
-      "--https-cert",
-      join(dir, "wild.crt"),
-      "--https-key",
-      join(dir, "wild.key"),
-    ],
-  });
-  const http = await server.proc.stdout.wait(/^http http:\/\/127\.0\.0\.1:(\d+)\/$/);
-  const https = await server.proc.stdout.wait(/^https https:\/\/127\.0\.0\.1:(\d+)\/$/);
-  return {
-    port: server.port,
-    httpPort: Number(http[1]),
-    httpsPort: Number(https[1]),
-    caFile: join(dir, "ca.pem"),
-    caPem: ca.caPem,
-    async [Symbol.asyncDispose]() {
-      await server[Symbol.asyncDispose]();
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
-}
-
-function groupFile(serverPort: number, group: string, apps: string): string {
-  const path = makeTempFileSync({ prefix: "burrow-web-group-", suffix: ".yaml" });
-  Deno.writeTextFileSync(
-    path,
-    `server: 127.0.0.1:${serverPort}\ntoken: ${TOKEN}\ngroup: ${group}\napps:\n${apps}`,
-  );
-  return path;
-}
-
-async function ready(client: Proc, group: string, app: string, from = 0): Promise<string[]> {
-  const m = await client.stdout.wait(new RegExp(`^ready ${group}/${app} (.+)$`), 20_000, from)
-    .catch((err) => {
-      throw new Error(`${err.message}\nclient stderr:\n${client.stderr.all.slice(-10).join("\n")}`);
-    });
-  return (m[1] as string).split(" ");
-}
+import { WEB_TOKEN, webGroupFile, webReady, webServer } from "../helpers/web_server.ts";
 
 Deno.test("http apps by name and path through the real programs, with their ready URLs", async () => {
   await using blog = await echoHeadersApp("blog");
   await using api = await echoHeadersApp("api");
   await using s = await webServer();
-  const file = groupFile(
+  const file = webGroupFile(
     s.port,
     "lab",
     `  - name: blog
@@ -99,11 +36,11 @@ Deno.test("http apps by name and path through the real programs, with their read
 `,
   );
   await using client = startClient(file);
-  assert.deepEqual(await ready(client, "lab", "blog"), [
+  assert.deepEqual(await webReady(client, "lab", "blog"), [
     `https://blog.tunnel.test:${s.httpsPort}/`,
     `http://blog.tunnel.test:${s.httpPort}/`,
   ]);
-  assert.deepEqual(await ready(client, "lab", "api"), [
+  assert.deepEqual(await webReady(client, "lab", "api"), [
     `https://api-lab.tunnel.test:${s.httpsPort}/`,
     `http://api-lab.tunnel.test:${s.httpPort}/`,
     `https://blog.tunnel.test:${s.httpsPort}/`,
@@ -158,9 +95,9 @@ Deno.test("a name is held by one app: a second client gets host_taken and exits 
   await using s = await webServer();
   const apps =
     `  - name: web\n    type: http\n    local: 127.0.0.1:${app.port}\n    subdomain: shared\n`;
-  await using first = startClient(groupFile(s.port, "first", apps));
-  await ready(first, "first", "web");
-  await using second = startClient(groupFile(s.port, "second", apps));
+  await using first = startClient(webGroupFile(s.port, "first", apps));
+  await webReady(first, "first", "web");
+  await using second = startClient(webGroupFile(s.port, "second", apps));
   assert.equal(await second.exitCode(20_000), 3);
   assert.match(second.stderr.text, /shared\.tunnel\.test.*held by another app|host_taken/);
 });
@@ -168,13 +105,13 @@ Deno.test("a name is held by one app: a second client gets host_taken and exits 
 Deno.test("while its client is away a name answers 502, and it is taken back on return", async () => {
   await using app = await echoHeadersApp("back");
   await using s = await webServer();
-  const file = groupFile(
+  const file = webGroupFile(
     s.port,
     "lab",
     `  - name: web\n    type: http\n    local: 127.0.0.1:${app.port}\n    subdomain: back\n`,
   );
   const first = startClient(file);
-  await ready(first, "lab", "web");
+  await webReady(first, "lab", "web");
   assert.equal((await request(s.httpPort, "back.tunnel.test")).status, 200);
   await first.stop();
   let status = 0;
@@ -184,7 +121,7 @@ Deno.test("while its client is away a name answers 502, and it is taken back on 
   }
   assert.equal(status, 502);
   await using again = startClient(file);
-  await ready(again, "lab", "web");
+  await webReady(again, "lab", "web");
   assert.equal((await request(s.httpPort, "back.tunnel.test")).status, 200);
 });
 
@@ -208,13 +145,13 @@ Deno.test("a tls app is passed through by SNI with its own certificate", async (
   })();
   try {
     await using s = await webServer();
-    const file = groupFile(
+    const file = webGroupFile(
       s.port,
       "lab",
       `  - name: db\n    type: tls\n    local: 127.0.0.1:${listener.addr.port}\n    subdomain: db\n`,
     );
     await using client = startClient(file);
-    assert.deepEqual(await ready(client, "lab", "db"), [`tls://db.tunnel.test:${s.httpsPort}`]);
+    assert.deepEqual(await webReady(client, "lab", "db"), [`tls://db.tunnel.test:${s.httpsPort}`]);
     const answer = await new Promise<string>((resolve, reject) => {
       const socket = tls.connect({
         host: "127.0.0.1",
@@ -239,7 +176,7 @@ Deno.test("a tls app is passed through by SNI with its own certificate", async (
 });
 
 Deno.test("keys that do not fit an app's type are config errors naming the key (exit 2)", async () => {
-  const file = groupFile(
+  const file = webGroupFile(
     1,
     "lab",
     "  - name: ssh\n    local: 127.0.0.1:22\n    subdomain: nope\n",
@@ -247,7 +184,7 @@ Deno.test("keys that do not fit an app's type are config errors naming the key (
   await using client = startClient(file);
   assert.equal(await client.exitCode(), 2);
   assert.match(client.stderr.text, /apps\.0\.subdomain|subdomain.*not a key of a tcp app/);
-  const file2 = groupFile(
+  const file2 = webGroupFile(
     1,
     "lab",
     "  - name: web\n    type: http\n    local: 127.0.0.1:80\n    remote_port: 8080\n",
@@ -260,7 +197,7 @@ Deno.test("keys that do not fit an app's type are config errors naming the key (
 Deno.test("the client's request inspector records what passes through the tunnel", async () => {
   await using app = await echoHeadersApp("seen");
   await using s = await webServer();
-  const path = groupFile(
+  const path = webGroupFile(
     s.port,
     "lab",
     `  - name: web\n    type: http\n    local: 127.0.0.1:${app.port}\n    subdomain: seen\n`,
@@ -268,7 +205,7 @@ Deno.test("the client's request inspector records what passes through the tunnel
   Deno.writeTextFileSync(path, Deno.readTextFileSync(path) + "inspect: 127.0.0.1:0\n");
   await using client = startClient(path);
   const m = await client.stdout.wait(/^inspect http:\/\/127\.0\.0\.1:(\d+)\/$/, 20_000);
-  await ready(client, "lab", "web");
+  await webReady(client, "lab", "web");
   const res = await request(s.httpPort, "seen.tunnel.test", {
     method: "POST",
     path: "/form?x=1",
@@ -309,20 +246,20 @@ Deno.test({
     );
     await using app = await echoHeadersApp("secured");
     const server = await startServer({
-      token: TOKEN,
+      token: WEB_TOKEN,
       args: ["--config", join(dir, "server.yaml")],
     });
     try {
       const https = Number(
         (await server.proc.stdout.wait(/^https https:\/\/127\.0\.0\.1:(\d+)\/$/))[1],
       );
-      const file = groupFile(
+      const file = webGroupFile(
         server.port,
         "lab",
         `  - name: web\n    type: http\n    local: 127.0.0.1:${app.port}\n    subdomain: secure\n`,
       );
       await using client = startClient(file);
-      await ready(client, "lab", "web");
+      await webReady(client, "lab", "web");
       await server.proc.stderr.wait(/certificate for secure\.acme\.test issued/, 30_000);
       const root = await pebble.issuingRoot();
       const cert = await new Promise<tls.PeerCertificate>((resolve, reject) => {

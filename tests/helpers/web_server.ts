@@ -77,9 +77,14 @@ export function webGroupFile(serverPort: number, group: string, apps: string): s
   return path;
 }
 
-/** The URLs of the client's `ready GROUP/APP` line. */
-export async function webReady(client: Proc, group: string, app: string): Promise<string[]> {
-  const m = await client.stdout.wait(new RegExp(`^ready ${group}/${app} (.+)$`), 20_000)
+/** The URLs of the client's `ready GROUP/APP` line (the first after line `from`). */
+export async function webReady(
+  client: Proc,
+  group: string,
+  app: string,
+  from = 0,
+): Promise<string[]> {
+  const m = await client.stdout.wait(new RegExp(`^ready ${group}/${app} (.+)$`), 20_000, from)
     .catch((err) => {
       throw new Error(`${err.message}\nclient stderr:\n${client.stderr.all.slice(-10).join("\n")}`);
     });
