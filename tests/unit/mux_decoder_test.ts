@@ -14,9 +14,7 @@ import {
   DATAGRAM,
   FLAG_ACK,
   FLAG_FIN,
-  type FrameType,
   GOAWAY,
-  HEADER_SIZE,
   MAX_DATA_PAYLOAD,
   MAX_DATAGRAM,
   OPEN,
@@ -25,33 +23,9 @@ import {
   RESET,
   RESET_REFUSED,
   WINDOW,
-  writeHeader,
 } from "../../lib/transport/mux/frame.ts";
 import { fuzz } from "../helpers/fuzz.ts";
-
-/** One frame as bytes. */
-function frame(
-  type: number,
-  flags: number,
-  id: number,
-  value: number,
-  payload?: Uint8Array,
-): Uint8Array {
-  const out = new Uint8Array(HEADER_SIZE + (payload?.length ?? 0));
-  writeHeader(out, 0, type as FrameType, flags, id, value);
-  if (payload) out.set(payload, HEADER_SIZE);
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
+import { concat, frame } from "../helpers/mux_frames.ts";
 
 /** A handler that records every event as a string (DATA pieces joined per frame). */
 class Recorder implements FrameHandler {

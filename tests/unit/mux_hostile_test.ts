@@ -21,7 +21,6 @@ import {
   DATA,
   DATAGRAM,
   FLAG_FIN,
-  type FrameType,
   GOAWAY,
   HEADER_SIZE,
   OPEN,
@@ -32,31 +31,9 @@ import {
   writeHeader,
 } from "../../lib/transport/mux/frame.ts";
 import { fuzz } from "../helpers/fuzz.ts";
+import { concat, frame } from "../helpers/mux_frames.ts";
 import { memoryPipe, type PipeEnd } from "../helpers/memory_pipe.ts";
 import { until } from "../helpers/mux_rig.ts";
-
-function frame(
-  type: number,
-  flags: number,
-  id: number,
-  value: number,
-  payload?: Uint8Array,
-): Uint8Array {
-  const out = new Uint8Array(HEADER_SIZE + (payload?.length ?? 0));
-  writeHeader(out, 0, type as FrameType, flags, id, value);
-  if (payload) out.set(payload, HEADER_SIZE);
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
 
 async function writeAll(w: PipeEnd | Deno.TcpConn, bytes: Uint8Array): Promise<void> {
   let off = 0;
