@@ -173,7 +173,7 @@ class Server implements BurrowServer {
       throw new ListenError(`cannot listen on public host ${publicHost}: ${netReason(err)}`);
     }
     try {
-      this.#listener = transport.listen(bind);
+      this.#listener = await transport.listen(bind);
     } catch (err) {
       if (
         transport.encrypted && !(err instanceof Deno.errors.AddrInUse) &&

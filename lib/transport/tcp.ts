@@ -36,9 +36,9 @@ class TcpIncoming implements Incoming {
 /** Accepts plain TCP connections. */
 export class TcpTransport implements Transport {
   readonly encrypted = false;
-  listen(addr: HostPort): TransportListener {
+  listen(addr: HostPort): Promise<TransportListener> {
     const listener = Deno.listen({ hostname: addr.hostname, port: addr.port, transport: "tcp" });
-    return wrapListener(listener, (conn) => new TcpIncoming(conn));
+    return Promise.resolve(wrapListener(listener, (conn) => new TcpIncoming(conn)));
   }
 }
 

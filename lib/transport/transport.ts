@@ -36,10 +36,10 @@ export interface Incoming {
   /** Where the peer is. */
   readonly remoteAddr: Deno.NetAddr;
   /**
-   * True once the transport's handshake has ended, either way (always true
-   * for plain TCP). Until then a closed connection's socket lingers (Deno
-   * defers the close of a TLS connection until its handshake settles), so
-   * it still costs a descriptor.
+   * True once a closed connection's socket is really gone. Both transports
+   * here close at once (always true), but one that defers the close while
+   * its handshake runs (as `Deno.listenTls` does) would say false until the
+   * handshake settles, and its socket would go on costing a descriptor.
    */
   readonly settled: boolean;
   /** Resolves once {@linkcode settled} is true. */
@@ -64,8 +64,8 @@ export interface TransportListener {
 export interface Transport {
   /** True when connections are encrypted. */
   readonly encrypted: boolean;
-  /** Binds `addr`. Throws as `Deno.listen` does. */
-  listen(addr: HostPort): TransportListener;
+  /** Binds `addr`. Rejects as `Deno.listen` throws. */
+  listen(addr: HostPort): Promise<TransportListener>;
 }
 
 /** How a client reaches its server. */
