@@ -3,9 +3,10 @@
  * promises over the socket's events, as the mux session and the handshake
  * frames read and write a `Deno.Conn`.
  *
- * Reading: each `data` chunk is queued (a view, never copied on arrival);
+ * Reading: each `data` chunk is queued (never copied on arrival);
  * `read(p)` moves as much of the queue into `p` as fits, so one read can
- * take several TLS records. The socket is paused while more than
+ * take several TLS records, and `readChunk()` hands over the next chunk
+ * itself (the mux session decodes it in place: `ChunkReader`). The socket is paused while more than
  * {@linkcode READ_AHEAD} bytes wait, so a reader that falls behind
  * back-pressures the peer through TCP instead of buffering without bound.
  * Writing: `write(p)` hands `p` to the socket and resolves once the socket
@@ -51,6 +52,9 @@ export class NodeTlsConn implements Conn {
   #reader:
     | { p: Uint8Array; resolve: (n: number | null) => void; reject: (e: Error) => void }
     | null = null;
+  #chunkReader:
+    | { resolve: (c: Uint8Array | null) => void; reject: (e: Error) => void }
+    | null = null;
 
   /** `socket` wraps `raw` (the accepted TCP socket), its handshake done. */
   constructor(socket: tls.TLSSocket, raw: net.Socket, remoteAddr: Deno.NetAddr) {
@@ -73,9 +77,22 @@ export class NodeTlsConn implements Conn {
     if (this.#queued > 0) return Promise.resolve(this.#take(p));
     if (this.#ended && !this.#closed) return Promise.resolve(null);
     if (this.#error) return Promise.reject(this.#error);
-    if (this.#reader !== null) return Promise.reject(new Error("a read is already pending"));
+    if (this.#reader !== null || this.#chunkReader !== null) {
+      return Promise.reject(new Error("a read is already pending"));
+    }
     if (p.length === 0) return Promise.resolve(0);
     return new Promise((resolve, reject) => this.#reader = { p, resolve, reject });
+  }
+
+  /** The next chunk as the socket gave it (the caller's to keep), or null at the end. */
+  readChunk(): Promise<Uint8Array | null> {
+    if (this.#queued > 0) return Promise.resolve(this.#takeChunk());
+    if (this.#ended && !this.#closed) return Promise.resolve(null);
+    if (this.#error) return Promise.reject(this.#error);
+    if (this.#reader !== null || this.#chunkReader !== null) {
+      return Promise.reject(new Error("a read is already pending"));
+    }
+    return new Promise((resolve, reject) => this.#chunkReader = { resolve, reject });
   }
 
   write(p: Uint8Array): Promise<number> {
@@ -106,7 +123,7 @@ export class NodeTlsConn implements Conn {
     if (this.#error) return;
     this.#queue.push(chunk);
     this.#queued += chunk.length;
-    if (this.#reader !== null) this.#wake();
+    if (this.#reader !== null || this.#chunkReader !== null) this.#wake();
     if (this.#queued > READ_AHEAD && !this.#paused) {
       this.#paused = true;
       this.#socket.pause();
@@ -116,24 +133,48 @@ export class NodeTlsConn implements Conn {
   #onError(err: Error): void {
     if (this.#error) return;
     this.#error = err;
-    if (this.#queued === 0 || this.#reader !== null) {
-      const reader = this.#reader;
-      this.#reader = null;
-      // A clean close after the end of stream reads as the end, not an error.
-      if (this.#ended && this.#queued === 0) reader?.resolve(null);
-      else reader?.reject(err);
+    if (this.#queued > 0) return; // the queue is read first; then the error
+    const reader = this.#reader;
+    const chunkReader = this.#chunkReader;
+    this.#reader = this.#chunkReader = null;
+    // A clean close after the end of stream reads as the end, not an error.
+    if (this.#ended) {
+      reader?.resolve(null);
+      chunkReader?.resolve(null);
+    } else {
+      reader?.reject(err);
+      chunkReader?.reject(err);
     }
   }
 
   #wake(): void {
     const reader = this.#reader;
-    if (reader === null) return;
+    const chunkReader = this.#chunkReader;
     if (this.#queued > 0) {
-      this.#reader = null;
-      reader.resolve(this.#take(reader.p));
+      this.#reader = this.#chunkReader = null;
+      if (reader !== null) reader.resolve(this.#take(reader.p));
+      else chunkReader?.resolve(this.#takeChunk());
     } else if (this.#ended) {
-      this.#reader = null;
-      reader.resolve(null);
+      this.#reader = this.#chunkReader = null;
+      reader?.resolve(null);
+      chunkReader?.resolve(null);
+    }
+  }
+
+  /** Takes the head chunk (or what is left of it); `#queued` > 0. */
+  #takeChunk(): Uint8Array {
+    const chunk = this.#queue.shift()!;
+    const out = this.#head === 0 ? chunk : chunk.subarray(this.#head);
+    this.#head = 0;
+    this.#queued -= out.length;
+    this.#resumeIfDrained();
+    return out;
+  }
+
+  #resumeIfDrained(): void {
+    if (this.#paused && this.#queued <= READ_AHEAD / 2) {
+      this.#paused = false;
+      this.#socket.resume();
     }
   }
 
@@ -152,10 +193,7 @@ export class NodeTlsConn implements Conn {
         this.#head = 0;
       } else this.#head += k;
     }
-    if (this.#paused && this.#queued <= READ_AHEAD / 2) {
-      this.#paused = false;
-      this.#socket.resume();
-    }
+    this.#resumeIfDrained();
     return n;
   }
 }

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { isChunkReader } from "./reader.ts";
 import type { ByteConn } from "./types.ts";
 
 /** `conn`, with `first` read before anything from it. */
@@ -16,6 +17,14 @@ export class PrefixedConn implements ByteConn {
   constructor(conn: ByteConn, first: Uint8Array) {
     this.#conn = conn;
     this.#first = first.length > 0 ? first : null;
+    if (isChunkReader(conn)) {
+      this.readChunk = () => {
+        const first = this.#first;
+        if (first === null) return conn.readChunk();
+        this.#first = null;
+        return Promise.resolve(first);
+      };
+    }
   }
 
   read(p: Uint8Array): Promise<number | null> {
@@ -26,6 +35,13 @@ export class PrefixedConn implements ByteConn {
     this.#first = n === first.length ? null : first.subarray(n);
     return Promise.resolve(n);
   }
+
+  /**
+   * The first bytes, then the connection's own chunks: only there when the
+   * connection has them (see `ChunkReader`), so the session decodes either
+   * way as it would on the connection itself.
+   */
+  readonly readChunk?: () => Promise<Uint8Array | null>;
 
   write(p: Uint8Array): Promise<number> {
     return this.#conn.write(p);
