@@ -27,6 +27,16 @@ function hasHeadroom(d: Duplex): d is Duplex & HeadroomWriter {
   return typeof (d as Partial<HeadroomWriter>).writeWithHeadroom === "function";
 }
 
+/** A source whose waiting bytes can be written on in place (a mux stream): see `MuxStream.peekQueued`. */
+interface QueuePeeker {
+  peekQueued(): Uint8Array | null;
+  skipQueued(n: number): void;
+}
+
+function peeks(s: ByteReader): s is ByteReader & QueuePeeker {
+  return typeof (s as Partial<QueuePeeker>).peekQueued === "function";
+}
+
 export type { Duplex };
 
 /** Bytes moved so far, updated in place as the copy runs. */
@@ -124,10 +134,20 @@ async function copy(
   // Into a mux stream, each read lands after room for the frame header, so
   // the stream writes header and payload in one system call, uncopied.
   const room = hasHeadroom(dst) ? MUX_HEADROOM : 0;
+  // Out of a mux stream, bytes that arrived while the last write was under
+  // way are written from the stream's own buffer, not copied into ours.
+  const queue = peeks(src) ? src : null;
   let buf: Uint8Array = new Uint8Array(SMALL_BUFFER);
   let large = false;
   try {
     while (true) {
+      const queued = queue?.peekQueued() ?? null;
+      if (queued !== null) {
+        await writeAll(dst, queued);
+        queue!.skipQueued(queued.length);
+        count(queued.length);
+        continue;
+      }
       const n = await src.read(room === 0 ? buf : buf.subarray(room));
       if (n === null) break;
       if (room === 0) await writeAll(dst, n === buf.length ? buf : buf.subarray(0, n));

@@ -65,7 +65,8 @@ class Recorder implements FrameHandler {
   }
 }
 
-const filled = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * seed) & 255);
+const filled = (n: number, seed: number) =>
+  Uint8Array.from({ length: n }, (_, i) => (i * seed) & 255);
 
 /** A session's worth of frames: small and large, with the largest non-DATA frames. */
 const STREAM = concat([

@@ -50,3 +50,41 @@ Deno.test("mux ring: wraps and grows, keeping order, like a queue of bytes", () 
     fuzz(300),
   );
 });
+
+Deno.test("mux ring: a peeked view keeps its bytes while later writes wrap and grow, until skipped", () => {
+  const op = fc.oneof(
+    fc.record({ write: fc.uint8Array({ minLength: 1, maxLength: 40_000 }) }),
+    fc.record({ peek: fc.nat(50_000) }),
+  );
+  fc.assert(
+    fc.property(fc.array(op, { maxLength: 40 }), (ops) => {
+      const ring = new ByteRing();
+      const model: number[] = [];
+      // A view held across writes, as a relay holds it while its write is under way.
+      let held: { view: Uint8Array; bytes: number[] } | null = null;
+      for (const o of ops) {
+        if ("write" in o) {
+          ring.write(o.write);
+          model.push(...o.write);
+        } else if (held !== null) {
+          assert.deepEqual([...held.view], held.bytes, "the view changed under a write");
+          const n = Math.min(o.peek, held.view.length);
+          ring.skip(n);
+          model.splice(0, n);
+          held = null;
+        } else {
+          const view = ring.peek();
+          assert.ok(view.length <= model.length);
+          assert.ok(model.length === 0 || view.length > 0, "bytes queued, but none shown");
+          assert.deepEqual([...view], model.slice(0, view.length));
+          held = { view, bytes: [...view] };
+        }
+        assert.equal(ring.size, model.length);
+      }
+      const rest = new Uint8Array(model.length);
+      assert.equal(ring.read(rest), model.length);
+      assert.deepEqual([...rest], model);
+    }),
+    fuzz(300),
+  );
+});

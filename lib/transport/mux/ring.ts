@@ -53,6 +53,25 @@ export class ByteRing {
     return n;
   }
 
+  /**
+   * The oldest queued bytes that lie in one piece, as a view (no copy); empty
+   * if none. Writes never touch them (they go after the queued bytes, and
+   * growing moves the bytes to a new buffer, leaving the old one as it was),
+   * so the view stays valid until they are skipped.
+   */
+  peek(): Uint8Array {
+    if (this.#size === 0) return EMPTY;
+    const end = Math.min(this.#head + this.#size, this.#buf.length);
+    return this.#buf.subarray(this.#head, end);
+  }
+
+  /** Drops the oldest `n` queued bytes (at most `size`). */
+  skip(n: number): void {
+    n = Math.min(n, this.#size);
+    this.#size -= n;
+    this.#head = this.#size === 0 ? 0 : (this.#head + n) % this.#buf.length;
+  }
+
   /** Drops every byte and the memory; returns how many bytes were dropped. */
   clear(): number {
     const n = this.#size;

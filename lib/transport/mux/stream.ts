@@ -118,6 +118,28 @@ export class Stream implements MuxStream {
     });
   }
 
+  /**
+   * Bytes already received and waiting, as a view into the stream's own
+   * buffer (no copy), or null if none wait (then `read` waits for more). They
+   * stay the stream's, and count against its window, until `skipQueued`:
+   * a relay writes them on, then skips them.
+   */
+  peekQueued(): Uint8Array | null {
+    if (this.#error || this.#readResolve) return null;
+    const view = this.#ring?.peek();
+    return view === undefined || view.length === 0 ? null : view;
+  }
+
+  /** Drops the first `n` bytes `peekQueued` showed: they have been read. */
+  skipQueued(n: number): void {
+    const ring = this.#ring;
+    if (ring === null || this.#error || n <= 0) return;
+    const k = Math.min(n, ring.size);
+    ring.skip(k);
+    if (ring.size === 0 && this.#finIn) this.#ring = null;
+    this.#consumed(k);
+  }
+
   write(p: Uint8Array): Promise<number> {
     if (this.#error) return Promise.reject(this.#error);
     if (this.#finWanted) {

@@ -15,6 +15,13 @@ export interface MuxStream {
   readonly header: Uint8Array;
   /** Reads into `p`; resolves with the count, or null once the peer has half-closed. */
   read(p: Uint8Array): Promise<number | null>;
+  /**
+   * Bytes received and waiting, as a view into the stream's buffer (no
+   * copy), or null if none; they stay queued until `skipQueued(n)`.
+   */
+  peekQueued(): Uint8Array | null;
+  /** Drops the first `n` bytes `peekQueued` showed. */
+  skipQueued(n: number): void;
   /** Queues `p`; resolves with `p.length` once every byte is framed (then `p` may be reused). */
   write(p: Uint8Array): Promise<number>;
   /**
