@@ -9,7 +9,8 @@
  * 1. bulk: one stream up and one down, Gbit/s (median of the repetitions);
  * 2. latency: sequential connect + 1-byte echo, p50 and p99;
  * 3. held: 1000 idle echo connections at once, the tunnel's memory per
- *    connection (its processes' RSS while held, less before, over 1000);
+ *    connection (its processes' RSS with all 1000 held, less with the first
+ *    500 held, over 500: the cost of one more);
  * 4. redis-benchmark through the tunnel: a new connection per request (20 at
  *    once) and 50 kept-alive connections, requests per second;
  * 5. a long link: the tunnel's client reaches its server through a relay
@@ -130,12 +131,25 @@ async function measurePath(path: Path, s: Settings, redisUp: boolean): Promise<P
     [],
   );
   log(`${path.name}: ${s.heldConns} held`);
-  const before = rssKiB(path.children);
-  let during = before;
-  const held = await hold(path.ports.echo!, s.heldConns, 100, () => during = rssKiB(path.children));
+  // The cost of one more held connection: RSS from half of them held to all
+  // of them, over the second half (RSS less a figure from before the phase
+  // would count whatever the latency phase left in V8's heap).
+  let half = rssKiB(path.children);
+  let halfOpened = 0;
+  let during = half;
+  const held = await hold(
+    path.ports.echo!,
+    s.heldConns,
+    100,
+    () => during = rssKiB(path.children),
+    (opened) => {
+      half = rssKiB(path.children);
+      halfOpened = opened;
+    },
+  );
   const heldKiBPerConn = path.children.length === 0
     ? 0
-    : (during - before) / Math.max(1, held.opened);
+    : (during - half) / Math.max(1, held.opened - halfOpened);
   let redisNewConnRps = NaN;
   let redisKeptRps = NaN;
   if (redisUp && path.ports.redis !== undefined) {

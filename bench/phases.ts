@@ -290,20 +290,26 @@ export interface HeldResult {
 /**
  * Opens `count` connections to an echo service (at most `concurrency`
  * opening at once) and checks each echoes; calls `whileHeld` with all of
- * them open, checks them all again at once, then closes them.
+ * them open, checks them all again at once, then closes them. With
+ * `halfway`, the first half are opened first, and `halfway(opened)` called
+ * with them held before the rest are opened: memory measured there and in
+ * `whileHeld` gives the cost of one more held connection, free of whatever
+ * earlier work left in the heap.
  */
 export async function hold(
   port: number,
   count: number,
   concurrency: number,
   whileHeld: () => void,
+  halfway?: (opened: number) => void,
 ): Promise<HeldResult> {
   const conns: Deno.TcpConn[] = [];
   const errors = new Errors();
   let next = 0;
   const t0 = performance.now();
+  let until = halfway === undefined ? count : Math.floor(count / 2);
   const opener = async () => {
-    while (next < count) {
+    while (next < until) {
       const byte = next++ & 0xff;
       let conn: Deno.TcpConn;
       try {
@@ -323,6 +329,11 @@ export async function hold(
   };
   try {
     await Promise.all(Array.from({ length: Math.min(concurrency, count) }, opener));
+    if (halfway !== undefined) {
+      halfway(conns.length);
+      until = count;
+      await Promise.all(Array.from({ length: Math.min(concurrency, count) }, opener));
+    }
     const openMs = performance.now() - t0;
     whileHeld();
     const t1 = performance.now();

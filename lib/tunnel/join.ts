@@ -4,10 +4,11 @@
  * This is the hot path.
  *
  * Each direction reads into one buffer it owns for the whole connection; no
- * chunk is allocated per read. A direction starts on a small buffer so that
- * thousands of idle connections stay cheap, and trades it once for a large
- * pooled one the first time a read fills it, so bulk transfers make few
- * system calls. End of stream on one side is passed on as a half-close of the
+ * chunk is allocated per read. A direction starts on a tiny buffer so that
+ * thousands of idle connections stay cheap, trades it for a small one the
+ * first time a read fills it, and that for a large pooled one the next time,
+ * so bulk transfers make few system calls (at most three buffers per
+ * direction, however long the connection). End of stream on one side is passed on as a half-close of the
  * other; the join ends when both directions have finished, and at once, with
  * both sides closed, when either fails.
  *
@@ -65,7 +66,9 @@ export interface JoinOptions {
   pool?: BufferPool;
 }
 
-/** Initial per-direction buffer: enough for interactive traffic. */
+/** Initial per-direction buffer: what an idle connection holds (a request, a keystroke). */
+export const TINY_BUFFER = 2 * 1024;
+/** Taken once a read fills the tiny one: enough for interactive traffic. */
 export const SMALL_BUFFER = 16 * 1024;
 /** Buffer taken once a read fills the small one: few syscalls for bulk data. */
 export const LARGE_BUFFER = 256 * 1024;
@@ -137,7 +140,7 @@ async function copy(
   // Out of a mux stream, bytes that arrived while the last write was under
   // way are written from the stream's own buffer, not copied into ours.
   const queue = peeks(src) ? src : null;
-  let buf: Uint8Array = new Uint8Array(SMALL_BUFFER);
+  let buf: Uint8Array = new Uint8Array(TINY_BUFFER);
   let large = false;
   try {
     while (true) {
@@ -154,8 +157,11 @@ async function copy(
       else await (dst as Duplex & HeadroomWriter).writeWithHeadroom(buf.subarray(0, room + n));
       count(n);
       if (!large && n === buf.length - room) {
-        buf = pool.take();
-        large = true;
+        if (buf.length < SMALL_BUFFER) buf = new Uint8Array(SMALL_BUFFER);
+        else {
+          buf = pool.take();
+          large = true;
+        }
       }
     }
   } finally {

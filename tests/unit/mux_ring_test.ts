@@ -88,3 +88,18 @@ Deno.test("mux ring: a peeked view keeps its bytes while later writes wrap and g
     fuzz(300),
   );
 });
+
+Deno.test("mux ring: a small ring is given back once drained; a grown one stays", () => {
+  const ring = new ByteRing();
+  ring.write(new Uint8Array(100));
+  assert.equal(ring.read(new Uint8Array(60)), 60);
+  assert.equal(ring.capacity, 16 * 1024, "kept while bytes wait");
+  ring.skip(40);
+  assert.equal(ring.capacity, 0, "drained: an idle stream holds no buffer");
+  ring.write(new Uint8Array(10));
+  assert.equal(ring.read(new Uint8Array(10)), 10);
+  assert.equal(ring.capacity, 0);
+  ring.write(new Uint8Array(40_000));
+  assert.equal(ring.read(new Uint8Array(40_000)), 40_000);
+  assert.equal(ring.capacity, 64 * 1024, "a bulk stream's grown ring stays for its next bytes");
+});

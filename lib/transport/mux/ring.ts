@@ -3,6 +3,10 @@
  * reader asked for it. It allocates nothing until the first byte and grows
  * by doubling, so an idle stream costs no buffer and a busy one reaches a
  * steady size (bounded by its receive window) and then allocates no more.
+ * A ring that never grew past its first allocation gives it back once it is
+ * drained: an interactive stream whose reader was busy for a moment must not
+ * hold it for the rest of its life (a thousand idle streams would hold 16
+ * MiB), while a bulk stream's grown ring stays.
  *
  * @module
  */
@@ -50,6 +54,7 @@ export class ByteRing {
     if (first < n) dst.set(this.#buf.subarray(0, n - first), first);
     this.#size -= n;
     this.#head = this.#size === 0 ? 0 : (this.#head + n) % cap;
+    if (this.#size === 0 && cap <= MIN_CAPACITY) this.#buf = EMPTY;
     return n;
   }
 
@@ -70,6 +75,7 @@ export class ByteRing {
     n = Math.min(n, this.#size);
     this.#size -= n;
     this.#head = this.#size === 0 ? 0 : (this.#head + n) % this.#buf.length;
+    if (this.#size === 0 && this.#buf.length <= MIN_CAPACITY) this.#buf = EMPTY;
   }
 
   /** Drops every byte and the memory; returns how many bytes were dropped. */

@@ -3,11 +3,10 @@
  * direction, with half-close (FIN) and abortive reset, shaped like a TCP
  * connection so the tunnel's two-way copy takes it as it takes a socket.
  *
- * Receiving: the session's reader copies DATA payloads straight into the
- * buffer of a pending `read()` when there is one, and resolves it once per
- * socket read (not once per frame); what arrives with no read pending waits
- * in the stream's ring, which exists only once needed and is bounded by the
- * stream's receive window. Sending: `write()` queues the caller's buffer
+ * Receiving: the session's reader copies DATA payloads straight into a
+ * pending `read()`'s buffer, resolved once per socket read; what arrives with
+ * no read pending waits in the stream's ring (bounded by the receive window),
+ * where a relay can write it on from (`peekQueued`). Sending: `write()` queues the caller's buffer
  * itself; the session's writer copies it, frame by frame, into its output
  * buffer and resolves the write once every byte has been framed.
  *
@@ -54,15 +53,14 @@ const noop = () => {};
 export class Stream implements MuxStream {
   readonly id: number;
   readonly header: Uint8Array;
-  /** Link in the writer's round-robin list. */
+  // The session's bookkeeping: the link in the writer's round-robin list and
+  // whether it is on it, whether the session has forgotten it, whether it is
+  // on the list of due grants, and whether the last `emitDirect` put the
+  // header in the caller's headroom.
   nextReady: Stream | null = null;
-  /** Whether it is in the writer's round-robin list. */
   queued = false;
-  /** Whether the session has forgotten it. */
   released = false;
-  /** Whether the session has it on its list of due grants. */
   grantQueued = false;
-  /** Whether the last `emitDirect` put the header in the caller's headroom. */
   directFramed = false;
 
   #host: StreamHost;
@@ -118,19 +116,13 @@ export class Stream implements MuxStream {
     });
   }
 
-  /**
-   * Bytes already received and waiting, as a view into the stream's own
-   * buffer (no copy), or null if none wait (then `read` waits for more). They
-   * stay the stream's, and count against its window, until `skipQueued`:
-   * a relay writes them on, then skips them.
-   */
+  /** A view of waiting bytes, kept (and counted against the window) until skipped. */
   peekQueued(): Uint8Array | null {
     if (this.#error || this.#readResolve) return null;
     const view = this.#ring?.peek();
     return view === undefined || view.length === 0 ? null : view;
   }
-
-  /** Drops the first `n` bytes `peekQueued` showed: they have been read. */
+  /** The first `n` bytes `peekQueued` showed have been read. */
   skipQueued(n: number): void {
     const ring = this.#ring;
     if (ring === null || this.#error || n <= 0) return;
@@ -229,11 +221,9 @@ export class Stream implements MuxStream {
   }
 
   /**
-   * Frames the next `min` to `max` bytes of the head write without copying
-   * them: writes the DATA header at `out[at]` and returns a view of the
-   * caller's bytes, which the writer sends right after the header; null if
-   * fewer than `min` bytes are due. The write resolves in `directDone`, once
-   * the bytes have left, so the caller cannot reuse its buffer too early.
+   * Frames the next `min` to `max` bytes of the head write uncopied: the DATA
+   * header at `out[at]`, and a view of the caller's bytes to send after it
+   * (null if fewer than `min` are due). The write resolves in `directDone`.
    */
   emitDirect(
     out: Uint8Array,
@@ -281,7 +271,6 @@ export class Stream implements MuxStream {
     this.#writes.shift();
     w.resolve(w.buf.length - w.start);
     if (this.#writes.length === 0 && this.#finWanted) {
-      // closeWrite() came while these bytes were leaving: the FIN goes now.
       if (!this.#finOut) this.#sendFin();
       const resolve = this.#finResolve;
       this.#finResolve = this.#finReject = null;
@@ -294,7 +283,6 @@ export class Stream implements MuxStream {
     return this.#error === null && this.#inFlight === null && this.#writes.length > 0 &&
       this.#credit > 0;
   }
-
   /** The peer granted `n` more bytes; false if its grants overflow. */
   addCredit(n: number): boolean {
     this.#credit += n;
@@ -302,12 +290,10 @@ export class Stream implements MuxStream {
     if (this.#writes.length > 0 && !this.queued) this.#host.ready(this);
     return true;
   }
-
   /** Counts `n` arriving DATA bytes against the window; false if they exceed it. */
   receive(n: number): boolean {
     return this.#recv.receive(n);
   }
-
   /** Whether the peer's FIN has arrived. */
   get finished(): boolean {
     return this.#finIn;
@@ -333,7 +319,6 @@ export class Stream implements MuxStream {
     }
     if (n > 0) (this.#ring ??= new ByteRing()).write(buf.subarray(off, off + n));
   }
-
   /** The peer's FIN arrived. */
   finish(): void {
     this.#finIn = true;
@@ -359,7 +344,6 @@ export class Stream implements MuxStream {
     if (this.#finIn || this.#error) return 0;
     return this.#recv.grant(now, rttMs);
   }
-
   /** The peer reset the stream. */
   peerReset(refused: boolean, reason: string): void {
     this.#fail(new StreamResetError(this.id, true, refused, reason));
@@ -395,8 +379,7 @@ export class Stream implements MuxStream {
     readReject?.(err);
     const writes = this.#writes;
     this.#writes = [];
-    // A write whose bytes the connection is sending now is rejected once
-    // they have left (`directDone`): its buffer must not be reused before.
+    // One whose bytes are leaving now is rejected once they have (`directDone`).
     for (const w of writes) if (w !== this.#inFlight) w.reject(err);
     const finReject = this.#finReject;
     this.#finResolve = this.#finReject = null;
