@@ -5,9 +5,10 @@
  * past the cap the accept loop waits and new connections stay in the
  * kernel's backlog.
  *
- * A connection whose transport handshake (TLS) has not settled when it is
- * closed lives on until it does (Deno defers the close): it is "parked" and
- * keeps counting against the caps until its socket is really gone.
+ * A connection whose transport says it is not settled when it is closed
+ * (one whose close waits for its handshake, as `Deno.listenTls`' did) is
+ * "parked" and keeps counting against the caps until its socket is really
+ * gone. Both transports here close at once, so nothing parks today.
  *
  * @module
  */

@@ -10,11 +10,12 @@
  * on, and closing one before its handshake has finished waits for the
  * handshake (denoland/deno#14547), which a stalled peer never lets finish,
  * so each one held a descriptor until the peer left. Deno 2.9.6 has no
- * server-side `startTls` to upgrade a plain connection, and `node:tls`
- * measured as fast as `Deno.listenTls` where the server writes and about
- * 0.65x where it reads (one socket, 1 GiB, loopback); through the tunnel,
- * where each process also copies and frames, the difference was within the
- * run-to-run noise (see docs/performance.md).
+ * server-side `startTls` to upgrade a plain connection. The price, measured
+ * (one socket, 1 GiB, loopback): `node:tls` is as fast as `Deno.listenTls`
+ * where the server writes, and about 0.6x where it reads (its ciphertext
+ * passes through JavaScript); through the tunnel the server spends about as
+ * much CPU per byte sent to the client, and up to twice as much per byte
+ * received from it.
  *
  * Connections are accepted as fast as they come (Node's listener has no
  * pause); at most {@linkcode ACCEPT_QUEUE} wait for the server's
