@@ -44,6 +44,7 @@ import {
 } from "./paths.ts";
 
 const RESULTS_FILE = "bench-compare.json";
+const settle = () => new Promise((resolve) => setTimeout(resolve, 1000));
 const WATCHDOG_MS = 480_000;
 
 interface Settings {
@@ -133,7 +134,8 @@ async function measurePath(path: Path, s: Settings, redisUp: boolean): Promise<P
   log(`${path.name}: ${s.heldConns} held`);
   // The cost of one more held connection: RSS from half of them held to all
   // of them, over the second half (RSS less a figure from before the phase
-  // would count whatever the latency phase left in V8's heap).
+  // would count whatever the latency phase left in V8's heap), each read a
+  // second after the last echo, once the processes have settled.
   let half = rssKiB(path.children);
   let halfOpened = 0;
   let during = half;
@@ -141,8 +143,12 @@ async function measurePath(path: Path, s: Settings, redisUp: boolean): Promise<P
     path.ports.echo!,
     s.heldConns,
     100,
-    () => during = rssKiB(path.children),
-    (opened) => {
+    async () => {
+      await settle();
+      during = rssKiB(path.children);
+    },
+    async (opened) => {
+      await settle();
       half = rssKiB(path.children);
       halfOpened = opened;
     },

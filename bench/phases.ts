@@ -300,8 +300,8 @@ export async function hold(
   port: number,
   count: number,
   concurrency: number,
-  whileHeld: () => void,
-  halfway?: (opened: number) => void,
+  whileHeld: () => void | Promise<void>,
+  halfway?: (opened: number) => void | Promise<void>,
 ): Promise<HeldResult> {
   const conns: Deno.TcpConn[] = [];
   const errors = new Errors();
@@ -330,12 +330,12 @@ export async function hold(
   try {
     await Promise.all(Array.from({ length: Math.min(concurrency, count) }, opener));
     if (halfway !== undefined) {
-      halfway(conns.length);
+      await halfway(conns.length);
       until = count;
       await Promise.all(Array.from({ length: Math.min(concurrency, count) }, opener));
     }
     const openMs = performance.now() - t0;
-    whileHeld();
+    await whileHeld();
     const t1 = performance.now();
     await Promise.all(
       conns.map((c, i) =>
