@@ -49,7 +49,9 @@ function sameApp(a: AppConfig, b: AppConfig): boolean {
 /** Keys a running client cannot change without a restart, if they changed. */
 export function restartKeys(old: ClientConfig, next: ClientConfig): string[] {
   const out: string[] = [];
-  if (formatHostPort(old.server) !== formatHostPort(next.server)) out.push("server");
+  if (old.server.map(formatHostPort).join() !== next.server.map(formatHostPort).join()) {
+    out.push("server");
+  }
   // A local comparison of two values the user wrote; nothing remote can time it.
   if (old.token.reveal() !== next.token.reveal()) out.push("token");
   if (old.group !== next.group) out.push("group");

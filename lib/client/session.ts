@@ -99,6 +99,7 @@ export class ClientSession {
   #lastHeard = Date.now();
   #timers: Array<ReturnType<typeof setInterval>> = [];
   #endReason: string | undefined;
+  #serverStopping = false;
   #loopDone: Promise<void> = Promise.resolve();
   #onReady: (app: WantedApp) => void = () => {};
   #onRefused: (app: WantedApp, err: RefusedError) => void = () => {};
@@ -127,6 +128,11 @@ export class ClientSession {
   /** True once the connection is lost or closed. */
   get ended(): boolean {
     return this.#endReason !== undefined;
+  }
+
+  /** True when the server ended the session because it is stopping (so go elsewhere). */
+  get serverStopping(): boolean {
+    return this.#serverStopping;
   }
 
   /**
@@ -321,6 +327,7 @@ export class ClientSession {
       case "pong":
         return;
       case "shutdown":
+        this.#serverStopping = true;
         return this.#end(`server is shutting down (${msg.reason})`);
       case "refused":
         if (msg.id === undefined) throw refusal(msg);

@@ -37,6 +37,8 @@ export interface Tunnel {
   readonly remotePort: number;
   /** For an http or tls app: the URLs it is reached at (empty for tcp apps). */
   readonly urls: readonly string[];
+  /** The server host it was last made live on, as dialled (for `ready` lines). */
+  readonly serverHost: string;
   /** Resolves when the tunnel is closed: undefined, or the refusal that closed it. */
   readonly closed: Promise<Error | undefined>;
   /** Closes the public port; the client stays connected. */
@@ -66,6 +68,8 @@ export interface WantedApp {
   web?: WebApp;
   /** The URLs the server gave a web app. */
   urls?: string[];
+  /** The server host (as configured) it was last made live on. */
+  serverHost?: string;
   /** Where an http app's streams go instead of straight to `local` (the request inspector). */
   inspector?: {
     handle(
@@ -101,6 +105,9 @@ export class TunnelHandle implements Tunnel {
   }
   get urls(): readonly string[] {
     return this.#app().urls ?? [];
+  }
+  get serverHost(): string {
+    return this.#app().serverHost ?? "";
   }
   close(): Promise<void> {
     return this.#close();

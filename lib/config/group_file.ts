@@ -23,7 +23,7 @@ import type { LogLevel } from "../util/log_level.ts";
 import { parseCidr } from "../util/cidr.ts";
 import { BALANCE_POLICIES, type BalancePolicy, MAX_ALLOW_FROM } from "../protocol/protocol.ts";
 import type { HealthOptions } from "./health.ts";
-import { MAX_APPS_PER_GROUP } from "./limits.ts";
+import { MAX_APPS_PER_GROUP, MAX_SERVERS } from "./limits.ts";
 import { normalizeFingerprint } from "../transport/certs.ts";
 import { Secret } from "../util/secret.ts";
 import {
@@ -57,7 +57,8 @@ export interface AppConfig {
 /** The group file merged with flags, validated. */
 export interface ClientConfig {
   file: string;
-  server: HostPort;
+  /** The server, or a cluster's nodes: tried in this order, round and round. */
+  server: HostPort[];
   token: Secret;
   group: string;
   /** Several clients serve the group (`shared: true`). */
@@ -139,7 +140,12 @@ const appEntry = z.strictObject({
 }).superRefine(checkTypeKeys);
 
 const groupFile = z.strictObject({
-  server: hostPortField.optional(),
+  server: z.union([
+    hostPortField,
+    z.array(hostPortField, "must be HOST:PORT or a list of them")
+      .min(1, "must list at least one server")
+      .max(MAX_SERVERS, `must list at most ${MAX_SERVERS} servers`),
+  ], "must be HOST:PORT or a list of them").optional(),
   token: z.string().min(1, "must not be empty").optional(),
   group: nameField,
   shared: z.boolean("must be true or false").optional(),
@@ -156,6 +162,15 @@ const groupFile = z.strictObject({
     `must list at most ${MAX_APPS_PER_GROUP} apps`,
   ),
 });
+
+/** `--server a:7700,b:7700`: one or more servers, comma-separated. */
+function serverFlag(text: string): string[] {
+  const list = text.split(",").map((s) => s.trim());
+  if (list.length > MAX_SERVERS) {
+    throw new ConfigError(`--server: must list at most ${MAX_SERVERS} servers`);
+  }
+  return list.map((s) => checkFlag("server", hostPortField, s));
+}
 
 /** Default seconds between pings. */
 export const DEFAULT_HEARTBEAT_INTERVAL = 10;
@@ -177,7 +192,9 @@ export async function loadClientConfig(
     seen.set(app.name, i);
   });
   const serverText = flags.server !== undefined
-    ? checkFlag("server", hostPortField, flags.server)
+    ? serverFlag(flags.server)
+    : typeof data.server === "string"
+    ? [data.server]
     : data.server;
   if (serverText === undefined) {
     throw new ConfigError(`${file}: server: is required (set it in the file or pass --server)`);
@@ -193,7 +210,7 @@ export async function loadClientConfig(
     file,
     tls,
     ...(stateDir === undefined ? {} : { stateDir }),
-    server: hostPort(serverText),
+    server: serverText.map(hostPort),
     token: new Secret(token),
     group: data.group,
     shared: data.shared ?? false,

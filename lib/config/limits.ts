@@ -9,6 +9,9 @@
 /** Most apps one group may expose at once, and the default of `limits.max_apps_per_group`. */
 export const MAX_APPS_PER_GROUP = 128;
 
+/** Most servers a client's `server` may list (a cluster's nodes). */
+export const MAX_SERVERS = 16;
+
 /** Every limit, as `startServer` takes them. */
 export interface ServerLimits {
   /** Groups live at once (key `limits.max_groups`). */

@@ -47,8 +47,23 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   "minimal.yaml": {
     want: {
       ...CLIENT_TLS_DEFAULT,
-      server: { hostname: "127.0.0.1", port: 7700 },
+      server: [{ hostname: "127.0.0.1", port: 7700 }],
       token: "fixture-token-minimal",
+      group: "home-lab",
+      heartbeatInterval: 10,
+      logLevel: "info",
+      apps: [{ name: "ssh", local: { hostname: "127.0.0.1", port: 22 }, remotePort: 0 }],
+    },
+  },
+  "server_list.yaml": {
+    want: {
+      ...CLIENT_TLS_DEFAULT,
+      server: [
+        { hostname: "a.example.net", port: 7700 },
+        { hostname: "2001:db8::7", port: 7700 },
+        { hostname: "192.0.2.10", port: 7701 },
+      ],
+      token: "fixture-token-list",
       group: "home-lab",
       heartbeatInterval: 10,
       logLevel: "info",
@@ -58,7 +73,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   "shared.yaml": {
     want: {
       ...CLIENT_TLS_DEFAULT,
-      server: { hostname: "127.0.0.1", port: 7700 },
+      server: [{ hostname: "127.0.0.1", port: 7700 }],
       token: "fixture-token-shared",
       group: "web-farm",
       shared: true,
@@ -84,7 +99,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   "full.yaml": {
     want: {
       ...CLIENT_TLS_DEFAULT,
-      server: { hostname: "tunnel.example.com", port: 7701 },
+      server: [{ hostname: "tunnel.example.com", port: 7701 }],
       token: "env-secret-value-8d1f",
       group: "lab-2",
       heartbeatInterval: 2.5,
@@ -100,7 +115,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
     flags: { server: "[2001:db8::1]:7700", token: "from-the-flag", "log-level": "warning" },
     want: {
       ...CLIENT_TLS_DEFAULT,
-      server: { hostname: "2001:db8::1", port: 7700 },
+      server: [{ hostname: "2001:db8::1", port: 7700 }],
       token: "from-the-flag",
       group: "flagged",
       heartbeatInterval: 10,
@@ -111,7 +126,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   "admin.yaml": {
     want: {
       ...CLIENT_TLS_DEFAULT,
-      server: { hostname: "127.0.0.1", port: 7700 },
+      server: [{ hostname: "127.0.0.1", port: 7700 }],
       token: "fixture-token-admin",
       group: "admin-lab",
       heartbeatInterval: 10,
@@ -122,7 +137,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   "proxy.yaml": {
     want: {
       ...CLIENT_TLS_DEFAULT,
-      server: { hostname: "tunnel.example.com", port: 7700 },
+      server: [{ hostname: "tunnel.example.com", port: 7700 }],
       token: "fixture-secret-token",
       group: "office",
       heartbeatInterval: 10,
@@ -147,7 +162,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   "env_inside_values.yaml": {
     want: {
       ...CLIENT_TLS_DEFAULT,
-      server: { hostname: "relay.example.net", port: 7700 },
+      server: [{ hostname: "relay.example.net", port: 7700 }],
       token: "prefix-env-secret-value-8d1f",
       group: "envy",
       heartbeatInterval: 10,
@@ -157,7 +172,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   },
   "tls_pinned.yaml": {
     want: {
-      server: { hostname: "127.0.0.1", port: 7700 },
+      server: [{ hostname: "127.0.0.1", port: 7700 }],
       token: "fixture-token-pinned",
       group: "pinned",
       heartbeatInterval: 10,
@@ -173,7 +188,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   },
   "tls_ca.yaml": {
     want: {
-      server: { hostname: "127.0.0.1", port: 7700 },
+      server: [{ hostname: "127.0.0.1", port: 7700 }],
       token: "fixture-token-ca",
       group: "with-ca",
       heartbeatInterval: 10,
@@ -185,7 +200,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   },
   "tls_off.yaml": {
     want: {
-      server: { hostname: "127.0.0.1", port: 7700 },
+      server: [{ hostname: "127.0.0.1", port: 7700 }],
       token: "fixture-token-plain",
       group: "plain",
       heartbeatInterval: 10,
@@ -236,7 +251,7 @@ Deno.test("client flags override the file's server and token", async () => {
     token: "flag-token",
     "log-level": "error",
   }, processEnv);
-  assert.deepEqual(config.server, { hostname: "10.1.2.3", port: 9999 });
+  assert.deepEqual(config.server, [{ hostname: "10.1.2.3", port: 9999 }]);
   assert.equal(config.token.reveal(), "flag-token");
   assert.equal(config.logLevel, "error");
   assert.equal(config.group, "home-lab", "keys without a flag keep the file's value");
@@ -248,7 +263,7 @@ Deno.test("a flag supplies a missing server or token, but not both missing", asy
     const noServer = await loadClientConfig(invalid + "missing_server.yaml", {
       server: "127.0.0.1:1",
     }, processEnv);
-    assert.deepEqual(noServer.server, { hostname: "127.0.0.1", port: 1 });
+    assert.deepEqual(noServer.server, [{ hostname: "127.0.0.1", port: 1 }]);
     assert.equal(noServer.token.reveal(), "fixture-secret-token");
     const noToken = await loadClientConfig(invalid + "missing_token.yaml", {
       token: "t",
