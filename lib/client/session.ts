@@ -31,6 +31,9 @@ import { VERSION } from "../util/version.ts";
 import { open, refusal } from "./connect.ts";
 import { ClientWorkPool, DIAL_TIMEOUT_MS } from "./work_pool.ts";
 
+/** How long a `ready` line waits for the first work connection (then it is printed anyway). */
+const FIRST_WORK_WAIT_MS = 3_000;
+
 /** Pongs a client may miss before it calls the server dead. */
 const MISSED_PONGS = 3;
 
@@ -238,6 +241,9 @@ export class ClientSession {
     // The server takes a new replica as healthy; tell it if the checks say otherwise.
     if (app.health !== undefined && !app.health.state.healthy) this.reportHealth(app);
     if (reply.urls !== undefined) app.urls = reply.urls;
+    // Live once users can be served: a work connection is up (or it is late, and said so).
+    await this.#work.firstUp(FIRST_WORK_WAIT_MS);
+    if (this.ended) throw new Error(`connection lost: ${this.#endReason}`);
     this.#o.log.info(
       `${this.#o.group}/${app.name} is live on ${
         reply.urls?.join(" ") ?? `port ${reply.port}`

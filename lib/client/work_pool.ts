@@ -67,6 +67,8 @@ export class ClientWorkPool {
   #pool: MuxPool | undefined;
   #active = new Set<{ close(): void }>();
   #closed = false;
+  #up = false;
+  #upWaiters = new Set<() => void>();
 
   constructor(options: WorkPoolOptions) {
     this.#o = options;
@@ -87,6 +89,7 @@ export class ClientWorkPool {
       backoff: { initialMs: 100, maxMs: 5_000 },
       onSession: (session) => this.#accept(session),
       onEvent: (event) => {
+        if (event.kind === "up") this.#markUp();
         if (event.kind === "down" && event.reason.kind === "failed" && !this.#closed) {
           this.#o.log.debug(`work connection ${event.slot} lost: ${event.reason.error.message}`);
         } else if (event.kind === "dial_failed" && !this.#closed) {
@@ -96,9 +99,33 @@ export class ClientWorkPool {
     });
   }
 
+  /**
+   * Resolves once a work connection is up (at once if one has been), or
+   * after `timeoutMs` whatever happened, so a `ready` line means a user can
+   * be served at once rather than after the first dial.
+   */
+  firstUp(timeoutMs: number): Promise<void> {
+    if (this.#up || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#upWaiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.#upWaiters.add(done);
+    });
+  }
+
+  #markUp(): void {
+    this.#up = true;
+    for (const wake of [...this.#upWaiters]) wake();
+  }
+
   /** Stops: the work connections close, and with them every stream on them. */
   close(): void {
     this.#closed = true;
+    for (const wake of [...this.#upWaiters]) wake();
     this.#pool?.close().catch(() => {});
   }
 
