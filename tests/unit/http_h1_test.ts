@@ -93,7 +93,7 @@ Deno.test("h1 fuzz: a head arriving in any pieces parses as the whole does; garb
       fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 20 }),
       (fields, status, cuts) => {
         const text = `HTTP/1.1 ${status} R\r\n` +
-          fields.map(([n, v]) => `${n}: ${v.replace(/[\r\n\x00-\x08\x0a-\x1f\x7f]/g, "")}`)
+          fields.map(([n, v]) => `${n}: ${visible(v)}`)
             .join("\r\n") +
           (fields.length ? "\r\n" : "") + "\r\n";
         const bytes = enc.encode(text);
@@ -120,6 +120,11 @@ Deno.test("h1 fuzz: a head arriving in any pieces parses as the whole does; garb
     { numRuns: 500 },
   );
 });
+
+/** `text` without control characters (a field value's allowed characters, tab aside). */
+function visible(text: string): string {
+  return [...text].filter((ch) => ch.charCodeAt(0) >= 0x20 && ch.charCodeAt(0) !== 0x7f).join("");
+}
 
 /** The chunked coding of `parts`, with optional extensions and trailers. */
 function encodeChunked(parts: Uint8Array[], ext: boolean, trailers: string[]): Uint8Array {
