@@ -246,7 +246,7 @@ Deno.test("h1: exchanges with a real HTTP server, kept alive, bodies both ways a
     for (let n = 0; n < 3; n++) {
       const r = await conn.exchange(
         "GET",
-        requestHead("GET", "/", [["host", "app"], ["x-n", String(n)]]),
+        requestHead("GET", "/", ["host", "app", "x-n", String(n)]),
         { kind: "none" },
       );
       assert.equal(r.head.status, 200);
@@ -256,7 +256,7 @@ Deno.test("h1: exchanges with a real HTTP server, kept alive, bodies both ways a
     const up = crypto.getRandomValues(new Uint8Array(60_000));
     const posted = await conn.exchange(
       "POST",
-      requestHead("POST", "/echo", [["host", "app"], ["content-length", String(up.length)]]),
+      requestHead("POST", "/echo", ["host", "app", "content-length", String(up.length)]),
       {
         kind: "length",
         length: up.length,
@@ -266,11 +266,11 @@ Deno.test("h1: exchanges with a real HTTP server, kept alive, bodies both ways a
     assert.deepEqual(await collect(posted.body), up);
     const chunkedUp = await conn.exchange(
       "POST",
-      requestHead("POST", "/echo", [["host", "app"]]),
+      requestHead("POST", "/echo", ["host", "app", "transfer-encoding", "chunked"]),
       { kind: "chunked", source: from([up.subarray(0, 7), up.subarray(7)]) },
     );
     assert.deepEqual(await collect(chunkedUp.body), up);
-    const streamed = await conn.exchange("GET", requestHead("GET", "/stream", [["host", "app"]]), {
+    const streamed = await conn.exchange("GET", requestHead("GET", "/stream", ["host", "app"]), {
       kind: "none",
     });
     const text = dec.decode(await collect(streamed.body));
@@ -296,7 +296,7 @@ Deno.test("h1: a misbehaving app breaks only its exchange, and its connection is
       await c.write(enc.encode(answer));
     });
     const conn = new H1Connection(await Deno.connect({ hostname: "127.0.0.1", port: app.port }));
-    const failed = conn.exchange("GET", requestHead("GET", "/", [["host", "a"]]), { kind: "none" })
+    const failed = conn.exchange("GET", requestHead("GET", "/", ["host", "a"]), { kind: "none" })
       .then((r) => collect(r.body));
     await assert.rejects(
       failed,
@@ -315,7 +315,7 @@ Deno.test("h1: a misbehaving app breaks only its exchange, and its connection is
     await c.read(new Uint8Array(4096));
   });
   const conn = new H1Connection(await Deno.connect({ hostname: "127.0.0.1", port: twice.port }));
-  const r = await conn.exchange("GET", requestHead("GET", "/", [["host", "a"]]), { kind: "none" });
+  const r = await conn.exchange("GET", requestHead("GET", "/", ["host", "a"]), { kind: "none" });
   await collect(r.body);
   assert.equal(conn.reusable, false, "bytes past the response: dropped");
 });
@@ -329,7 +329,7 @@ Deno.test("h1: interim responses are skipped; an upload longer than its length i
     await c.write(enc.encode("HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"));
   });
   const conn = new H1Connection(await Deno.connect({ hostname: "127.0.0.1", port: app.port }));
-  const r = await conn.exchange("GET", requestHead("GET", "/", [["host", "a"]]), { kind: "none" });
+  const r = await conn.exchange("GET", requestHead("GET", "/", ["host", "a"]), { kind: "none" });
   assert.equal(r.head.status, 201);
   assert.equal(dec.decode(await collect(r.body)), "ok");
 
@@ -340,7 +340,7 @@ Deno.test("h1: interim responses are skipped; an upload longer than its length i
     while ((n = await c.read(buf)) !== null) seen.push(buf.slice(0, n));
   });
   const up = new H1Connection(await Deno.connect({ hostname: "127.0.0.1", port: sink.port }));
-  const answer = up.exchange("POST", requestHead("POST", "/", [["content-length", "3"]]), {
+  const answer = up.exchange("POST", requestHead("POST", "/", ["content-length", "3"]), {
     kind: "length",
     length: 3,
     source: from([enc.encode("abc"), enc.encode("GET /smuggled HTTP/1.1\r\n\r\n")]),
@@ -348,6 +348,18 @@ Deno.test("h1: interim responses are skipped; an upload longer than its length i
   await assert.rejects(answer);
   const sent = dec.decode(new Uint8Array(seen.flatMap((s) => [...s])));
   assert.ok(!sent.includes("smuggled"), sent);
+});
+
+Deno.test("h1: a request head that could carry a second request is refused", () => {
+  assert.throws(() => requestHead("GET", "/a b", []), /request line/);
+  assert.throws(() => requestHead("GET", "/\r\nX: y", []), /request line/);
+  assert.throws(() => requestHead("G T", "/", []), /request line/);
+  assert.throws(() => requestHead("GET", "/", ["x-a", "1\r\nGET /evil HTTP/1.1"]), /x-a/);
+  assert.throws(() => requestHead("GET", "/", ["x a", "1"]), /x a/);
+  assert.equal(
+    requestHead("GET", "/?q=%20", ["Host", "a", "X", "\t1 2"]),
+    "GET /?q=%20 HTTP/1.1\r\nHost: a\r\nX: \t1 2\r\n",
+  );
 });
 
 Deno.test("h1 pool: reuses the most recent idle connection, closes idle ones after idleMs", async () => {
@@ -366,7 +378,7 @@ Deno.test("h1 pool: reuses the most recent idle connection, closes idle ones aft
       const { conn, reused } = await pool.take("app", dial);
       assert.equal(reused, i > 0);
       assert.deepEqual(pool.streams("app"), { busy: 1, idle: 0 });
-      const r = await conn.exchange("GET", requestHead("GET", "/", [["host", "a"]]), {
+      const r = await conn.exchange("GET", requestHead("GET", "/", ["host", "a"]), {
         kind: "none",
       });
       await collect(r.body);

@@ -14,6 +14,7 @@
  */
 
 import type { Duplex } from "../../transport/transport.ts";
+import { writeAll } from "../../protocol/frames.ts";
 import {
   type BodyFraming,
   type HeadParse,
@@ -75,16 +76,17 @@ export class H1Connection {
   }
 
   /**
-   * Sends a request (`head`: request line and fields, without the final
-   * CRLF; the framing field is added here) and resolves with the response
-   * once its head arrived. The body is sent alongside, as the app reads it.
+   * Sends a request (`head` from {@linkcode requestHead}, whose fields
+   * carry the body's framing: `Content-Length` for a `length` body,
+   * `Transfer-Encoding: chunked` for a `chunked` one) and resolves with the
+   * response once its head arrived. The body is sent alongside, as the app
+   * reads it.
    */
   async exchange(method: string, head: string, body: RequestBody): Promise<UpstreamResponse> {
     if (!this.reusable) throw new Error("the connection is not free");
     this.#busy = true;
     try {
-      const framing = body.kind === "chunked" ? "transfer-encoding: chunked\r\n" : "";
-      await this.stream.write(encoder.encode(`${head}${framing}\r\n`));
+      await writeAll(this.stream, encoder.encode(`${head}\r\n`));
       if (body.kind !== "none") {
         this.#uploaded = false;
         // An upload that fails leaves the response to tell (the app may answer early).
@@ -121,18 +123,18 @@ export class H1Connection {
       for await (const chunk of body.source) {
         if (chunk.length > left) throw new Error("the request body is longer than its length");
         left -= chunk.length;
-        await this.stream.write(chunk);
+        await writeAll(this.stream, chunk);
       }
       if (left > 0) throw new Error("the request body is shorter than its length");
       return;
     }
     for await (const chunk of body.source) {
       if (chunk.length === 0) continue;
-      await this.stream.write(chunkHeader(chunk.length));
-      await this.stream.write(chunk);
-      await this.stream.write(CHUNK_END);
+      await writeAll(this.stream, chunkHeader(chunk.length));
+      await writeAll(this.stream, chunk);
+      await writeAll(this.stream, CHUNK_END);
     }
-    await this.stream.write(LAST_CHUNK);
+    await writeAll(this.stream, LAST_CHUNK);
   }
 
   async #readHead(method: string): Promise<Extract<HeadParse, { kind: "head" }>> {
@@ -251,13 +253,25 @@ export class H1Connection {
   }
 }
 
-/** The request head toward the app: the request line and fields, each line ending in CRLF. */
-export function requestHead(
-  method: string,
-  path: string,
-  fields: Iterable<[string, string]>,
-): string {
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const TARGET = /^[\x21-\x7e\x80-\xff]+$/;
+const VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/**
+ * The request head toward the app (request line and fields, each line
+ * ending in CRLF; {@linkcode H1Connection.exchange} adds the empty line).
+ * `fields` is a flat `[name, value, ...]` list. Throws on a method, target,
+ * name or value that would break the framing (a CR or LF, say), so nothing
+ * a user sent can start a second request.
+ */
+export function requestHead(method: string, path: string, fields: readonly string[]): string {
+  if (!TOKEN.test(method) || !TARGET.test(path)) throw new Error("invalid request line");
   let head = `${method} ${path} HTTP/1.1\r\n`;
-  for (const [name, value] of fields) head += `${name}: ${value}\r\n`;
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const name = fields[i] as string;
+    const value = fields[i + 1] as string;
+    if (!TOKEN.test(name) || !VALUE.test(value)) throw new Error(`invalid header field ${name}`);
+    head += `${name}: ${value}\r\n`;
+  }
   return head;
 }
