@@ -195,8 +195,9 @@ class Server implements BurrowServer {
     if (this.#options.web) {
       try {
         this.#web = await startWeb(this.#options.web, {
-          session: (group) => this.#registry.group(group)?.session,
+          members: (group) => this.#registry.group(group)?.members ?? [],
           guard: this.#guard,
+          monitor: this.#monitor,
           stateDir: this.#options.stateDir ?? defaultStateDir(),
           log: this.#log,
         });
