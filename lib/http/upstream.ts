@@ -26,7 +26,17 @@ import type { ProxiedAddresses } from "../tunnel/proxy_protocol.ts";
  * one cannot reach its local service). `user`, for a passed-through
  * connection: the user's and the public address (a PROXY header names them).
  */
-export type Dial = (route: Route, target: string, user?: ProxiedAddresses) => Promise<Duplex>;
+export type Dial = (route: Route, target: string, user?: ProxiedAddresses) => Promise<Dialed>;
+
+/** A stream `dial` opened. */
+export interface Dialed extends Duplex {
+  /**
+   * True when it leads to another replica than the one asked for (that one
+   * could not reach its service): it serves its request and is not kept,
+   * or the asked replica's pool would fill with the other's streams.
+   */
+  readonly elsewhere?: boolean;
+}
 
 /** One request (or passed-through connection) let in to an app. */
 export interface Ticket {
@@ -75,9 +85,10 @@ export interface UpstreamOptions {
 
 /** An agent whose connections come from `dial`. */
 class TunnelAgent extends http.Agent {
-  #dial: () => Promise<Duplex>;
+  #dial: () => Promise<Dialed>;
+  #oneShot = new WeakSet<object>();
 
-  constructor(dial: () => Promise<Duplex>, options: Required<UpstreamOptions>) {
+  constructor(dial: () => Promise<Dialed>, options: Required<UpstreamOptions>) {
     super({
       keepAlive: true,
       maxSockets: options.maxStreams,
@@ -88,11 +99,35 @@ class TunnelAgent extends http.Agent {
     this.#dial = dial;
   }
 
+  /**
+   * A stream whose app has ended it is not kept for another request, nor
+   * one opened on another replica than this agent's (see {@linkcode Dialed}).
+   */
+  override keepSocketAlive(socket: Parameters<http.Agent["keepSocketAlive"]>[0]): boolean {
+    if (socket.readableEnded || this.#oneShot.has(socket)) return false;
+    return super.keepSocketAlive(socket) as unknown as boolean;
+  }
+
+  #idle(socket: NodeDuplex): boolean {
+    return Object.values(this.freeSockets).some((list) =>
+      (list as unknown[] | undefined)?.includes(socket)
+    );
+  }
+
   override createConnection(
     _options: unknown,
     done: (err: Error | null, socket?: NodeDuplex) => void,
   ): NodeDuplex {
-    this.#dial().then((conn) => done(null, toNodeStream(conn)), (err) => done(err as Error));
+    this.#dial().then((conn) => {
+      const socket = toNodeStream(conn);
+      if (conn.elsewhere === true) this.#oneShot.add(socket);
+      // An app that closes an idle kept-alive stream only ends it (the stream is half-open):
+      // kept, it would take the next request and never answer it.
+      socket.once("end", () => {
+        if (this.#idle(socket)) socket.destroy();
+      });
+      done(null, socket);
+    }, (err) => done(err as Error));
     // node:http accepts the socket through `done` when this returns nothing
     return undefined as unknown as NodeDuplex;
   }

@@ -24,7 +24,7 @@ import type { ServerMonitor } from "../dashboard/monitor.ts";
 import type { BalancePolicy } from "../protocol/protocol.ts";
 import type { Duplex } from "../transport/transport.ts";
 import type { Route } from "../http/routes.ts";
-import type { Admission } from "../http/upstream.ts";
+import type { Admission, Dialed } from "../http/upstream.ts";
 import type { ProxiedAddresses } from "../tunnel/proxy_protocol.ts";
 import { errorMessage } from "../util/errors.ts";
 import { type Replica, ReplicaSet } from "./replicas.ts";
@@ -200,7 +200,7 @@ export class WebApp {
    * next one when that one cannot reach it (or has gone). Rejects when no
    * replica is left to try.
    */
-  async dial(target: string, user?: ProxiedAddresses): Promise<Duplex> {
+  async dial(target: string, user?: ProxiedAddresses): Promise<Dialed> {
     const tried = new Set<Replica<WebSession>>();
     let replica = this.#replicas.list().find((r) => r.session.id === target);
     let why = "no healthy replica of the app is left";
@@ -210,7 +210,8 @@ export class WebApp {
     while (replica) {
       tried.add(replica);
       try {
-        return await open(replica.session, this.app, user);
+        const stream = await open(replica.session, this.app, user);
+        return new Started(stream.stream, stream.first, replica.session.id !== target);
       } catch (err) {
         why = describeWorkError(err);
         if (this.#replicas.size > 1) {
@@ -227,8 +228,12 @@ export class WebApp {
 
 const NOWHERE = { hostname: "0.0.0.0", port: 0 };
 
-/** A started stream to `app` through `session`; rejects with why not. */
-async function open(session: WebSession, app: string, user?: ProxiedAddresses): Promise<Duplex> {
+/** A started stream to `app` through `session`, with the bytes read with `started`; rejects with why not. */
+async function open(
+  session: WebSession,
+  app: string,
+  user?: ProxiedAddresses,
+): Promise<{ stream: Duplex; first: Uint8Array }> {
   const work = await session.work.take();
   if (!work) throw new Error(`no work connection from ${session.clientAddr} in time`);
   try {
@@ -243,24 +248,24 @@ async function open(session: WebSession, app: string, user?: ProxiedAddresses): 
   } catch (err) {
     throw new Error(errorMessage(err));
   }
-  let first: Uint8Array;
   try {
-    first = await work.started();
+    return { stream: work.stream, first: await work.started() };
   } catch (err) {
     work.reset();
     throw err;
   }
-  return first.length === 0 ? work.stream : new Prefixed(work.stream, first);
 }
 
-/** A stream whose first reads return bytes already read from it. */
-class Prefixed implements Duplex {
+/** A started stream: its first reads return bytes already read from it. */
+class Started implements Dialed {
+  readonly elsewhere: boolean;
   #inner: Duplex;
   #first: Uint8Array;
 
-  constructor(inner: Duplex, first: Uint8Array) {
+  constructor(inner: Duplex, first: Uint8Array, elsewhere: boolean) {
     this.#inner = inner;
     this.#first = first;
+    this.elsewhere = elsewhere;
   }
 
   read(p: Uint8Array): Promise<number | null> {
