@@ -133,6 +133,30 @@ Deno.test("an http app served by two replicas of a shared group: one name, even 
   assert.equal(status, 404, "no replica left: the name is free");
 });
 
+Deno.test("health checks of web replicas: an unhealthy one gets no requests until it is healthy again", async () => {
+  await using a = await Site.start("alpha");
+  await using b = await Site.start("bravo");
+  await using s = await webServer();
+  const health = "    health: { tcp: true, interval: 0.2, fails: 1 }\n";
+  await using ra = startClient(webGroupFile(s.port, "farm", siteApp(a.port, health), SHARED));
+  await webReady(ra, "farm", "site");
+  await using rb = startClient(webGroupFile(s.port, "farm", siteApp(b.port, health), SHARED));
+  await webReady(rb, "farm", "site");
+  await a.stop();
+  await s.proc.stderr.wait(/farm\/site: replica .* is unhealthy/, 10_000);
+  const from = s.proc.stderr.all.length;
+  const down = await spread(s.httpPort, 10);
+  assert.deepEqual([...down.keys()], ["bravo"]);
+  assert.ok(
+    !s.proc.stderr.all.slice(from).some((l) => /cannot take a request/.test(l)),
+    "the unhealthy replica was not even tried",
+  );
+  await a.start();
+  await s.proc.stderr.wait(/farm\/site: replica .* is healthy again/, 10_000);
+  const back = await spread(s.httpPort, 10);
+  assert.deepEqual([back.get("alpha"), back.get("bravo")], [5, 5]);
+});
+
 Deno.test("a web replica must name the same hosts as the others: replica_mismatch (exit 3)", async () => {
   await using a = await Site.start("alpha");
   await using s = await webServer();
