@@ -19,6 +19,7 @@ import type { WireRefusalCode } from "../util/errors.ts";
 import { Secret } from "../util/secret.ts";
 import type { Route } from "../http/routes.ts";
 import type { WebOptions } from "./api.ts";
+import type { MonitoredWeb } from "../dashboard/web_apps.ts";
 import { WebApp, type WebAppServices, type WebSession } from "./web_app.ts";
 
 /** A session as the web side sees it: a {@linkcode WebSession} with its web apps. */
@@ -82,6 +83,25 @@ export async function startWeb(options: WebOptions, ctx: WebContext): Promise<We
       failed: (address) => ctx.guard.failed(sourceOf(address)),
     },
   });
+}
+
+/**
+ * The web side as the monitor reads it: the service's web apps, each one
+ * of a shared group with its replicas (client, health, requests).
+ */
+export function monitoredWeb(
+  service: WebService,
+  members: (group: string) => readonly (WebMember & { readonly shared: boolean })[],
+): MonitoredWeb {
+  return {
+    hosts: service.hosts,
+    apps: () =>
+      service.apps().map((view) => {
+        const holder = members(view.group).find((m) => m.shared && m.webApps.has(view.app));
+        const app = holder?.webApps.get(view.app);
+        return app?.route.id === view.id ? { ...view, replicas: app.replicas() } : view;
+      }),
+  };
 }
 
 /** What exposing a web app came to. */

@@ -4,7 +4,8 @@
  * true` group: one host name with two replicas (no `host_taken`), requests
  * spread evenly (fresh and kept-alive connections alike), one replica's
  * local service stopped without any user seeing an error, kill -9 of a
- * replica, the name gone (404) with the last replica, `replica_mismatch`
+ * replica, health checks (an unhealthy replica gets no requests; `/api/groups`
+ * lists the replicas), the name gone (404) with the last replica, `replica_mismatch`
  * for a replica that names other hosts, and a `type: tls` app passed
  * through to two replicas.
  *
@@ -136,14 +137,33 @@ Deno.test("an http app served by two replicas of a shared group: one name, even 
 Deno.test("health checks of web replicas: an unhealthy one gets no requests until it is healthy again", async () => {
   await using a = await Site.start("alpha");
   await using b = await Site.start("bravo");
-  await using s = await webServer();
+  await using s = await webServer(
+    ["--dashboard", "127.0.0.1:0", "--dashboard-user", "ops"],
+    { BURROW_DASHBOARD_PASSWORD: "farm-dash" },
+  );
+  const dash = await s.proc.stdout.wait(/^dashboard http:\/\/127\.0\.0\.1:(\d+)\/$/);
+  const replicas = async (): Promise<{ healthy: boolean; connectionsTotal: number }[]> => {
+    const res = await fetch(`http://127.0.0.1:${dash[1]}/api/groups`, {
+      headers: { authorization: `Basic ${btoa("ops:farm-dash")}` },
+    });
+    const groups = (await res.json()).groups as { name: string; apps: unknown[] }[];
+    const site = groups.find((g) => g.name === "farm")?.apps
+      .find((a) => (a as { name: string }).name === "site") as { replicas?: [] } | undefined;
+    return site?.replicas ?? [];
+  };
   const health = "    health: { tcp: true, interval: 0.2, fails: 1 }\n";
   await using ra = startClient(webGroupFile(s.port, "farm", siteApp(a.port, health), SHARED));
   await webReady(ra, "farm", "site");
   await using rb = startClient(webGroupFile(s.port, "farm", siteApp(b.port, health), SHARED));
   await webReady(rb, "farm", "site");
+  assert.deepEqual(
+    (await replicas()).map((r) => r.healthy),
+    [true, true],
+    "/api/groups lists both",
+  );
   await a.stop();
   await s.proc.stderr.wait(/farm\/site: replica .* is unhealthy/, 10_000);
+  assert.deepEqual((await replicas()).map((r) => r.healthy), [false, true]);
   const from = s.proc.stderr.all.length;
   const down = await spread(s.httpPort, 10);
   assert.deepEqual([...down.keys()], ["bravo"]);
@@ -155,6 +175,7 @@ Deno.test("health checks of web replicas: an unhealthy one gets no requests unti
   await s.proc.stderr.wait(/farm\/site: replica .* is healthy again/, 10_000);
   const back = await spread(s.httpPort, 10);
   assert.deepEqual([back.get("alpha"), back.get("bravo")], [5, 5]);
+  assert.deepEqual((await replicas()).map((r) => r.connectionsTotal), [5, 15]);
 });
 
 Deno.test("a web replica must name the same hosts as the others: replica_mismatch (exit 3)", async () => {
