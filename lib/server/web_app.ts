@@ -210,8 +210,10 @@ export class WebApp {
     while (replica) {
       tried.add(replica);
       try {
-        const stream = await open(replica.session, this.app, user);
-        return new Started(stream.stream, stream.first, replica.session.id !== target);
+        const { stream, first } = await open(replica.session, this.app, user);
+        const elsewhere = replica.session.id !== target;
+        // The stream itself when it can be: a mux stream's own writes frame in place.
+        return first.length === 0 && !elsewhere ? stream : new Started(stream, first, elsewhere);
       } catch (err) {
         why = describeWorkError(err);
         if (this.#replicas.size > 1) {
