@@ -20,11 +20,11 @@ import type { Duplex as NodeDuplex } from "node:stream";
 import { getLogger } from "@logtape/logtape";
 import { BasicAuth } from "../util/basic_auth.ts";
 import { downstreamHeaders, switchingHead, upstreamHeaders } from "./headers.ts";
-import { PAGE_HEADERS, pageHtml, type PageStatus, rawPage } from "./pages.ts";
+import { type PageStatus, rawPage, sendPage } from "./pages.ts";
 import { normalizeName, type Route, type RouteTable } from "./routes.ts";
 import { type AnyRequest, authorityOf, headBytes, hostFields } from "./request_info.ts";
 import { endRaw, pipeBoth } from "./raw_socket.ts";
-import { UpstreamBusyError, type UpstreamPool } from "./upstream.ts";
+import { type Admit, type Ticket, UpstreamBusyError, type UpstreamPool } from "./upstream.ts";
 
 /**
  * Failed logins by source, as the server's lockout guard counts them. The
@@ -56,6 +56,8 @@ export interface EdgeRequestEvent {
 export interface ProxyContext {
   routes: RouteTable;
   pool: UpstreamPool;
+  /** Lets each request in to its app (quota, replica), or says why not. */
+  admit: Admit;
   guard?: AuthGuard;
   /** The public port of the https listener, when there is one: `https_only` redirects there. */
   httpsPort?: number | undefined;
@@ -141,11 +143,27 @@ export class EdgeProxy {
         });
         res.end(decision.body);
         return;
-      case "forward":
+      case "forward": {
         event.routeId = decision.route.id;
+        const ticket = this.#admit(decision.route, event);
+        if (!ticket) return sendPage(req, res, event.status as PageStatus);
+        res.once("close", () => ticket.done());
         this.#ctx.opened?.(event);
-        return this.#forward(req, res, scheme, remote, decision, event);
+        return this.#forward(req, res, scheme, remote, decision, ticket, event);
+      }
     }
+  }
+
+  /**
+   * A place for one request at its app, or undefined with the page's
+   * status in `event` (503 over the group's quota, 502 no replica left).
+   */
+  #admit(route: Route, event: EdgeRequestEvent): Ticket | undefined {
+    const admission = this.#ctx.admit(route);
+    if (admission.ok) return admission.ticket;
+    this.#log.debug(`request to ${route.id} turned away: ${admission.why}`);
+    event.status = admission.status;
+    return undefined;
   }
 
   /** Answers an HTTP/1.1 `Upgrade` request on its raw socket. */
@@ -179,14 +197,17 @@ export class EdgeProxy {
     if (decision.kind === "text") return endRaw(socket, rawPage(404));
     const route = decision.route;
     event.routeId = route.id;
+    const ticket = this.#admit(route, event);
+    if (!ticket) return endRaw(socket, rawPage(event.status as PageStatus));
     this.#ctx.opened?.(event);
     socket.once("close", () => {
+      ticket.done();
       event.ms = performance.now() - started;
       if (event.status === 0) event.status = 502;
       this.#ctx.observe?.(event);
     });
     const upReq = http.request({
-      agent: this.#ctx.pool.agent(route),
+      agent: this.#ctx.pool.agent(route, ticket.target),
       method: req.method,
       path: decision.path,
       setHost: false,
@@ -313,6 +334,7 @@ export class EdgeProxy {
     scheme: "http" | "https",
     remote: string,
     decision: Extract<Decision, { kind: "forward" }>,
+    ticket: Ticket,
     event: EdgeRequestEvent,
   ): void {
     const { route, path } = decision;
@@ -332,7 +354,7 @@ export class EdgeProxy {
     const send = () => {
       attempt++;
       const upReq = http.request({
-        agent: this.#ctx.pool.agent(route),
+        agent: this.#ctx.pool.agent(route, ticket.target),
         method: req.method,
         path,
         headers,
@@ -368,21 +390,4 @@ export class EdgeProxy {
     req.on("error", () => res.destroy());
     send();
   }
-}
-
-function sendPage(
-  req: AnyRequest,
-  res: AnyResponse,
-  status: PageStatus,
-  extra: Record<string, string> = {},
-): void {
-  const body = pageHtml(status);
-  const fields = {
-    ...PAGE_HEADERS,
-    ...extra,
-    "content-length": String(new TextEncoder().encode(body).length),
-  };
-  (res as http.ServerResponse).writeHead(status, fields);
-  if (req.method === "HEAD") res.end();
-  else res.end(body);
 }
