@@ -45,6 +45,7 @@ export interface Outgoing {
 export async function exchange(
   pool: UpstreamPool,
   route: Route,
+  target: string,
   out: Outgoing,
   req: AnyRequest,
   res: AnyResponse,
@@ -54,7 +55,7 @@ export async function exchange(
   for (let attempt = 1;; attempt++) {
     let taken: Awaited<ReturnType<UpstreamPool["take"]>>;
     try {
-      taken = await pool.take(route);
+      taken = await pool.take(route, target);
     } catch (err) {
       log.debug(`request to ${route.id} failed: ${errorMessage(err)}`);
       return sendPage(req, res, err instanceof UpstreamBusyError ? 503 : 502);
@@ -70,7 +71,7 @@ export async function exchange(
       answer = await conn.exchange(method, head, body);
     } catch (err) {
       res.off("close", gone);
-      pool.release(route, conn);
+      pool.release(route, target, conn);
       // A kept-alive stream the app closed just as it was reused: try a fresh one once.
       if (reused && attempt === 1 && body.kind === "none" && IDEMPOTENT.has(method)) continue;
       log.debug(`request to ${route.id} failed: ${errorMessage(err)}`);
@@ -94,7 +95,7 @@ export async function exchange(
       res.destroy();
     } finally {
       res.off("close", gone);
-      pool.release(route, conn);
+      pool.release(route, target, conn);
     }
     return;
   }

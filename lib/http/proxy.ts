@@ -24,7 +24,7 @@ import { type PageStatus, rawPage, sendPage } from "./pages.ts";
 import { normalizeName, type Route, type RouteTable } from "./routes.ts";
 import { type AnyRequest, authorityOf, headBytes, hostFields } from "./request_info.ts";
 import { endRaw, pipeBoth } from "./raw_socket.ts";
-import { UpstreamBusyError, type UpstreamPool } from "./upstream.ts";
+import { type Admit, type Ticket, UpstreamBusyError, type UpstreamPool } from "./upstream.ts";
 import { type RequestBody, requestHead } from "./h1/connection.ts";
 import { counted, exchange } from "./forward.ts";
 import { errorMessage } from "../util/errors.ts";
@@ -59,6 +59,8 @@ export interface EdgeRequestEvent {
 export interface ProxyContext {
   routes: RouteTable;
   pool: UpstreamPool;
+  /** Lets each request in to its app (quota, replica), or says why not. */
+  admit: Admit;
   guard?: AuthGuard;
   /** The public port of the https listener, when there is one: `https_only` redirects there. */
   httpsPort?: number | undefined;
@@ -143,11 +145,27 @@ export class EdgeProxy {
         });
         res.end(decision.body);
         return;
-      case "forward":
+      case "forward": {
         event.routeId = decision.route.id;
+        const ticket = this.#admit(decision.route, event);
+        if (!ticket) return sendPage(req, res, event.status as PageStatus);
+        res.once("close", () => ticket.done());
         this.#ctx.opened?.(event);
-        return this.#forward(req, res, scheme, remote, decision, event);
+        return this.#forward(req, res, scheme, remote, decision, ticket, event);
+      }
     }
+  }
+
+  /**
+   * A place for one request at its app, or undefined with the page's
+   * status in `event` (503 over the group's quota, 502 no replica left).
+   */
+  #admit(route: Route, event: EdgeRequestEvent): Ticket | undefined {
+    const admission = this.#ctx.admit(route);
+    if (admission.ok) return admission.ticket;
+    this.#log.debug(`request to ${route.id} turned away: ${admission.why}`);
+    event.status = admission.status;
+    return undefined;
   }
 
   /** Answers an HTTP/1.1 `Upgrade` request on its raw socket. */
@@ -181,14 +199,17 @@ export class EdgeProxy {
     if (decision.kind === "text") return endRaw(socket, rawPage(404));
     const route = decision.route;
     event.routeId = route.id;
+    const ticket = this.#admit(route, event);
+    if (!ticket) return endRaw(socket, rawPage(event.status as PageStatus));
     this.#ctx.opened?.(event);
     socket.once("close", () => {
+      ticket.done();
       event.ms = performance.now() - started;
       if (event.status === 0) event.status = 502;
       this.#ctx.observe?.(event);
     });
     const upReq = http.request({
-      agent: this.#ctx.pool.agent(route),
+      agent: this.#ctx.pool.agent(route, ticket.target),
       method: req.method,
       path: decision.path,
       setHost: false,
@@ -315,6 +336,7 @@ export class EdgeProxy {
     scheme: "http" | "https",
     remote: string,
     decision: Extract<Decision, { kind: "forward" }>,
+    ticket: Ticket,
     event: EdgeRequestEvent,
   ): void {
     const { route, path } = decision;
@@ -344,9 +366,11 @@ export class EdgeProxy {
       ? { kind: "length", length: Number(length), source }
       : { kind: "none" };
     req.on("error", () => res.destroy());
-    exchange(this.#ctx.pool, route, { method, head, body }, req, res, event).catch((err) => {
-      this.#log.debug(`request to ${route.id} failed: ${errorMessage(err)}`);
-      res.destroy();
-    });
+    exchange(this.#ctx.pool, route, ticket.target, { method, head, body }, req, res, event).catch(
+      (err) => {
+        this.#log.debug(`request to ${route.id} failed: ${errorMessage(err)}`);
+        res.destroy();
+      },
+    );
   }
 }

@@ -369,30 +369,78 @@ Deno.test("h1 pool: reuses the most recent idle connection, closes idle ones aft
   );
   const pool = new H1Pool({ idleMs: 200 });
   let dials = 0;
-  const dial = () => {
+  const dial = async () => {
     dials++;
-    return Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    return {
+      stream: await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port }),
+      keep: true,
+    };
   };
   try {
     for (let i = 0; i < 3; i++) {
       const { conn, reused } = await pool.take("app", dial);
       assert.equal(reused, i > 0);
-      assert.deepEqual(pool.streams("app"), { busy: 1, idle: 0 });
+      assert.deepEqual(pool.streams((k) => k === "app"), { busy: 1, idle: 0 });
       const r = await conn.exchange("GET", requestHead("GET", "/", ["host", "a"]), {
         kind: "none",
       });
       await collect(r.body);
       pool.release("app", conn);
-      assert.deepEqual(pool.streams("app"), { busy: 0, idle: 1 });
+      assert.deepEqual(pool.streams((k) => k === "app"), { busy: 0, idle: 1 });
     }
     assert.equal(dials, 1);
     const deadline = Date.now() + 5_000;
-    while (pool.streams("app").idle > 0 && Date.now() < deadline) {
+    while (pool.streams((k) => k === "app").idle > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20));
     }
-    assert.deepEqual(pool.streams("app"), { busy: 0, idle: 0 }, "closed after idleMs");
+    assert.deepEqual(pool.streams((k) => k === "app"), { busy: 0, idle: 0 }, "closed after idleMs");
   } finally {
     pool.close();
     await server.shutdown();
+  }
+});
+
+Deno.test("h1 pool: an idle connection the app ends is dropped at once; a one-shot one is never kept", async () => {
+  let conns = 0;
+  await using app = rawServer(async (c) => {
+    conns++;
+    const buf = new Uint8Array(4096);
+    await c.read(buf);
+    await c.write(enc.encode("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    // and then the app closes the kept-alive connection
+  });
+  const pool = new H1Pool({ idleMs: 60_000 });
+  const dial = async () => ({
+    stream: await Deno.connect({ hostname: "127.0.0.1", port: app.port }),
+    keep: true,
+  });
+  try {
+    const { conn } = await pool.take("a", dial);
+    const r = await conn.exchange("GET", requestHead("GET", "/", ["host", "a"]), { kind: "none" });
+    assert.equal(dec.decode(await collect(r.body)), "ok");
+    pool.release("a", conn);
+    const deadline = Date.now() + 5_000;
+    while (pool.streams(() => true).idle > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(pool.streams(() => true).idle, 0, "the ended connection left the pool");
+    const next = await pool.take("a", dial);
+    assert.equal(next.reused, false);
+    const r2 = await next.conn.exchange("GET", requestHead("GET", "/", ["host", "a"]), {
+      kind: "none",
+    });
+    assert.equal(dec.decode(await collect(r2.body)), "ok");
+    next.conn.close();
+    pool.release("a", next.conn);
+    const once = await pool.take("b", async () => ({ ...(await dial()), keep: false }));
+    const r3 = await once.conn.exchange("GET", requestHead("GET", "/", ["host", "a"]), {
+      kind: "none",
+    });
+    await collect(r3.body);
+    pool.release("b", once.conn);
+    assert.deepEqual(pool.streams((k) => k === "b"), { busy: 0, idle: 0 }, "one-shot: not kept");
+    assert.equal(conns, 3);
+  } finally {
+    pool.close();
   }
 });

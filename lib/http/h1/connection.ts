@@ -63,6 +63,10 @@ export class H1Connection {
   #broken = false;
   #busy = false;
   #uploaded = true;
+  #oneShot = false;
+  /** A read started while idle, taken over by the next exchange. */
+  #pending: Promise<number | null> | undefined;
+  #idle = false;
   /** Exchanges completed on this connection. */
   exchanges = 0;
 
@@ -98,6 +102,49 @@ export class H1Connection {
       this.#break();
       throw err;
     }
+  }
+
+  /** Serves one exchange only, then closes. */
+  oneShot(): void {
+    this.#oneShot = true;
+  }
+
+  /**
+   * Marks it idle and reads, so an app that ends the connection (or sends
+   * bytes nobody asked for) is noticed at once: `onDead` is called and the
+   * connection is closed. {@linkcode wake} takes it back for an exchange.
+   */
+  sleep(onDead: () => void): void {
+    this.#idle = true;
+    this.#start = this.#end = 0;
+    const pending = this.stream.read(this.#buf);
+    this.#pending = pending;
+    pending.then((n) => {
+      if (!this.#idle || this.#pending !== pending) return;
+      if (n === null) this.#eof = true;
+      else this.#end = n;
+      this.#pending = undefined;
+      this.#break();
+      onDead();
+    }, () => {
+      if (!this.#idle) return;
+      this.#pending = undefined;
+      this.#break();
+      onDead();
+    });
+  }
+
+  /** Takes an idle connection back; false if it died meanwhile. */
+  wake(): boolean {
+    this.#idle = false;
+    return this.reusable;
+  }
+
+  /** The next read: the one started while idle, if any, else a new one into `into`. */
+  #read(into: Uint8Array): Promise<number | null> {
+    const pending = this.#pending;
+    this.#pending = undefined;
+    return pending ?? this.stream.read(into);
   }
 
   /** Closes the stream; an exchange under way fails. */
@@ -174,7 +221,7 @@ export class H1Connection {
     if (this.#end === this.#buf.length) {
       throw new UpstreamProtocolError(`response head over ${this.#buf.length} bytes`);
     }
-    const n = await this.stream.read(this.#buf.subarray(this.#end));
+    const n = await this.#read(this.#buf.subarray(this.#end));
     if (n === null) {
       this.#eof = true;
       return false;
@@ -188,7 +235,7 @@ export class H1Connection {
     if (this.#start < this.#end) return this.#end - this.#start;
     this.#start = this.#end = 0;
     if (this.#eof) return 0;
-    const n = await this.stream.read(this.#buf);
+    const n = await this.#read(this.#buf);
     if (n === null) {
       this.#eof = true;
       return 0;
@@ -240,7 +287,7 @@ export class H1Connection {
       completed = true;
     } finally {
       const clean = completed && framing.kind !== "close" && !close &&
-        this.#start === this.#end && this.#uploaded;
+        this.#start === this.#end && this.#uploaded && !this.#oneShot;
       if (clean) {
         this.exchanges++;
         this.#busy = false;

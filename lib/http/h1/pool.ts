@@ -39,24 +39,28 @@ export class H1Pool {
 
   /**
    * A connection for `key`: an idle one (`reused` true) or a new one over
-   * `dial()`. Give it back with {@linkcode release} once its exchange ended.
+   * `dial()` (with `keep` false, it serves one exchange and is not kept).
+   * Give it back with {@linkcode release} once its exchange ended.
    */
   async take(
     key: string,
-    dial: () => Promise<Duplex>,
+    dial: () => Promise<{ stream: Duplex; keep: boolean }>,
   ): Promise<{ conn: H1Connection; reused: boolean }> {
     const idle = this.#idle.get(key);
     while (idle && idle.length > 0) {
       const { conn, timer } = idle.pop() as Idle;
       clearTimeout(timer);
       if (idle.length === 0) this.#idle.delete(key);
-      if (!conn.reusable) continue;
+      if (!conn.wake()) continue;
       this.#count(key, 1);
       return { conn, reused: true };
     }
     this.#count(key, 1);
     try {
-      return { conn: new H1Connection(await dial()), reused: false };
+      const { stream, keep } = await dial();
+      const conn = new H1Connection(stream);
+      if (!keep) conn.oneShot();
+      return { conn, reused: false };
     } catch (err) {
       this.#count(key, -1);
       throw err;
@@ -69,22 +73,26 @@ export class H1Pool {
     let idle = this.#idle.get(key);
     if (!conn.reusable || (idle?.length ?? 0) >= this.#maxIdle) return conn.close();
     if (!idle) this.#idle.set(key, idle = []);
-    const entry: Idle = {
-      conn,
-      timer: setTimeout(() => {
-        const list = this.#idle.get(key);
-        const at = list?.indexOf(entry) ?? -1;
-        if (list && at >= 0) list.splice(at, 1);
-        if (list?.length === 0) this.#idle.delete(key);
-        conn.close();
-      }, this.#idleMs),
+    const forget = () => {
+      const list = this.#idle.get(key);
+      const at = list?.indexOf(entry) ?? -1;
+      if (list && at >= 0) list.splice(at, 1);
+      if (list?.length === 0) this.#idle.delete(key);
+      clearTimeout(entry.timer);
+      conn.close();
     };
+    const entry: Idle = { conn, timer: setTimeout(forget, this.#idleMs) };
     idle.push(entry);
+    // An app that ends an idle connection (or speaks unasked) loses it at once.
+    conn.sleep(forget);
   }
 
-  /** Connections of `key` now: in an exchange, and idle. */
-  streams(key: string): { busy: number; idle: number } {
-    return { busy: this.#busy.get(key) ?? 0, idle: this.#idle.get(key)?.length ?? 0 };
+  /** Connections of the keys `match` accepts now: in an exchange, and idle. */
+  streams(match: (key: string) => boolean): { busy: number; idle: number } {
+    const out = { busy: 0, idle: 0 };
+    for (const [key, n] of this.#busy) if (match(key)) out.busy += n;
+    for (const [key, list] of this.#idle) if (match(key)) out.idle += list.length;
+    return out;
   }
 
   /** Closes the idle connections of every key `match` accepts (its app went). */
