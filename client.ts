@@ -124,7 +124,9 @@ async function main(args: string[]): Promise<number> {
           `ready ${config.group}/${tunnel.name} ${
             tunnel.urls.length > 0
               ? tunnel.urls.join(" ")
-              : formatHostPort({ hostname: config.server.hostname, port: tunnel.remotePort })
+              : `${tunnel.transport === "udp" ? "udp://" : ""}${
+                formatHostPort({ hostname: config.server.hostname, port: tunnel.remotePort })
+              }`
           }`,
         ),
     }),

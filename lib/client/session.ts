@@ -213,6 +213,7 @@ export class ClientSession {
     if (app.allowFrom !== undefined) request.allowFrom = app.allowFrom;
     if (app.balance !== undefined) request.balance = app.balance;
     if (app.web !== undefined) request.web = app.web;
+    if (app.udp !== undefined) request.udp = app.udp;
     if (app.limits !== undefined) {
       const limits = { ...app.limits };
       // After a reconnect, ask only for the serve time that is left.

@@ -70,11 +70,15 @@ export const httpAppShape = {
 /** Which of the keys above each type accepts (`remote_port` is the loader's own key). */
 const KEYS_FOR: Record<AppType, readonly string[]> = {
   tcp: ["remote_port"],
-  udp: ["remote_port"],
+  udp: ["remote_port", "udp_idle_timeout"],
   http: ["subdomain", "hostnames", "paths", "auth", "host_header", "https_only"],
   tls: ["subdomain", "hostnames"],
 };
-const TYPE_KEYS = ["remote_port", ...Object.keys(httpAppShape).filter((k) => k !== "type")];
+const TYPE_KEYS = [
+  "remote_port",
+  "udp_idle_timeout",
+  ...Object.keys(httpAppShape).filter((k) => k !== "type"),
+];
 
 /**
  * A refinement for an app entry: reports every key its type does not take,

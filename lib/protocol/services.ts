@@ -13,6 +13,8 @@ export interface AppEntry {
   since: Date;
   /** Free text from the app's config, shown by discovery. */
   description?: string;
+  /** `udp` when `port` is a UDP port (a udp app); absent: a TCP port. */
+  transport?: "udp";
 }
 
 /** One exposed app, as `services()` reports it. */
