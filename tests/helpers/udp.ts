@@ -79,10 +79,13 @@ export class UdpUser implements Disposable {
     });
   }
 
-  /** A socket bound to a free port. */
-  static async open(): Promise<UdpUser> {
+  /** A socket bound to `port` (by default a free one). */
+  static async open(port = 0): Promise<UdpUser> {
     const socket = dgram.createSocket("udp4");
-    await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", resolve));
+    await new Promise<void>((resolve, reject) => {
+      socket.once("error", reject);
+      socket.bind(port, "127.0.0.1", () => resolve());
+    });
     return new UdpUser(socket);
   }
 
