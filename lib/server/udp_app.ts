@@ -111,7 +111,9 @@ export class UdpApp {
     this.#socket = init.socket;
     this.#allowFrom = init.allowFrom;
     this.#publicHost = init.publicHost;
-    this.#socketClosed = new Promise((resolve) => this.#socket.once("close", resolve));
+    const closed = new Promise<void>((resolve) => this.#socket.once("close", () => resolve()));
+    // The socket's "close" comes before its port is really free: wait until it binds again.
+    this.#socketClosed = closed.then(() => untilFree(init.publicHost, init.entry.port));
     this.#socket.on("message", (msg, rinfo) => this.#fromUser(msg, rinfo.address, rinfo.port));
     this.#socket.on("error", (err) => {
       this.#s.rare.warn(`udp-socket:${this.#name}`, `${this.#name}: udp socket: ${err.message}`);
@@ -333,6 +335,22 @@ export async function bindUdpPort(
     code: "no_free_port",
     message: "no free udp port could be bound in the server's allowed ports",
   };
+}
+
+/** Resolves once `host:port` can be bound again (at most about 2 s), leaving it free. */
+async function untilFree(host: string, port: number): Promise<void> {
+  const deadline = performance.now() + 2_000;
+  while (true) {
+    try {
+      const probe = await bindOne(host, port);
+      await new Promise<void>((resolve) => probe.close(() => resolve()));
+      return;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code !== "EADDRINUSE" || performance.now() > deadline) return;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
 }
 
 function bindOne(host: string, port: number): Promise<dgram.Socket> {

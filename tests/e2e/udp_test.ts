@@ -5,27 +5,24 @@
  */
 
 import assert from "node:assert/strict";
-import { groupFile, portBlock, readyPort, startClient, startTunnel } from "../helpers/harness.ts";
+import {
+  freePort,
+  groupFile,
+  localApp,
+  portBlock,
+  randomBytes,
+  readyPort,
+  sha256,
+  startClient,
+  startServer,
+  startTunnel,
+  writeAll,
+} from "../helpers/harness.ts";
 import { DNS_ANSWER, dnsResponder, udpEcho, UdpUser } from "../helpers/udp.ts";
 import { missing } from "../helpers/third_party.ts";
 import { makeTempFileSync } from "../helpers/temp.ts";
 
 const TOKEN = "udp-test-token";
-
-function bytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed * 2654435761 >>> 0;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    out[i] = x >>> 24;
-  }
-  return out;
-}
-
-async function sha256(data: Uint8Array): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 Deno.test("udp: datagrams of every size come back byte-exact from the public port", async () => {
   using echo = await udpEcho();
@@ -40,7 +37,7 @@ Deno.test("udp: datagrams of every size come back byte-exact from the public por
   assert.deepEqual(first.payload, new Uint8Array([7]));
   assert.equal(first.from, `127.0.0.1:${port}`);
   for (const size of [1, 2, 63, 512, 1200, 1472, 4096, 16_384, 32_768, 61_440]) {
-    const payload = bytes(size, size);
+    const payload = randomBytes(size);
     await user.send(payload, port);
     const got = await user.receive();
     assert.equal(got.payload.length, size);
@@ -200,4 +197,120 @@ Deno.test("udp: port refusals, and udp and tcp claims of one port number are apa
   } finally {
     await udp.stop();
   }
+});
+
+Deno.test("udp: datagrams get through promptly while a bulk tcp stream fills the same group's link", async () => {
+  using echo = await udpEcho();
+  let sunk = 0;
+  using sink = localApp(async (conn) => {
+    const buf = new Uint8Array(256 * 1024);
+    while (true) {
+      const n = await conn.read(buf);
+      if (n === null) return;
+      sunk += n;
+    }
+  });
+  await using t = await startTunnel({
+    group: "udp-bulk",
+    token: TOKEN,
+    apps: [
+      { name: "echo", type: "udp", local: echo.addr },
+      { name: "bulk", local: sink.addr },
+    ],
+  });
+  const udpPort = await readyPort(t.client, "udp-bulk", "echo", 0, 15_000, "udp://");
+  const tcpPort = await readyPort(t.client, "udp-bulk", "bulk");
+  using user = await UdpUser.open();
+  await user.ask(new Uint8Array([0]), udpPort);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: tcpPort });
+  let stop = false;
+  const chunk = randomBytes(1024 * 1024);
+  const pumping = (async () => {
+    while (!stop) await writeAll(conn, chunk);
+  })().catch(() => {});
+  try {
+    // Wait until the bulk stream really flows through the tunnel.
+    while (sunk < 32 * 1024 * 1024) await new Promise((r) => setTimeout(r, 20));
+    const before = sunk;
+    const rtts: number[] = [];
+    for (let i = 0; i < 40; i++) {
+      const payload = randomBytes(1200);
+      const t0 = performance.now();
+      await user.send(payload, udpPort);
+      const got = await user.receive(5_000);
+      rtts.push(performance.now() - t0);
+      assert.deepEqual(got.payload, payload);
+    }
+    assert.ok(sunk - before > 8 * 1024 * 1024, `the bulk stream kept flowing (${sunk - before} B)`);
+    rtts.sort((a, b) => a - b);
+    const median = rtts[rtts.length >> 1] as number;
+    // Generous for a loaded machine; a datagram queued behind bulk data would
+    // wait for megabytes of stream data to be written first.
+    assert.ok(median < 250, `median round trip ${median.toFixed(1)} ms under a bulk stream`);
+  } finally {
+    stop = true;
+    conn.close();
+    await pumping;
+  }
+});
+
+Deno.test("udp: a killed client frees the udp port for anyone; a new client can claim it", async () => {
+  using echo = await udpEcho();
+  const block = portBlock(100);
+  await using t = await startTunnel({
+    group: "udp-kill",
+    token: TOKEN,
+    apps: [{ name: "echo", type: "udp", local: echo.addr }],
+    server: { ports: block.spec },
+  });
+  const port = await readyPort(t.client, "udp-kill", "echo", 0, 15_000, "udp://");
+  using user = await UdpUser.open();
+  await user.ask(new Uint8Array([1]), port);
+  t.client.kill("SIGKILL");
+  await t.server.proc.stderr.wait(new RegExp(`group udp-kill .* ended: .*freed port.*udp ${port}`));
+  // The port is really free (soon after the log line): another program may bind it.
+  const deadline = Date.now() + 5_000;
+  let holder: UdpUser | undefined;
+  while (holder === undefined) {
+    holder = await UdpUser.open(port).catch((err) => {
+      if (Date.now() > deadline) throw err;
+      return new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 10));
+    });
+  }
+  assert.equal(holder.port, port);
+  holder.close();
+  // A new client asking for that port gets it.
+  const again = t.addClient("udp-kill", {
+    apps: [{ name: "echo", type: "udp", local: echo.addr, remote_port: port }],
+  });
+  assert.equal(await readyPort(again, "udp-kill", "echo", 0, 15_000, "udp://"), port);
+  const back = await user.ask(new Uint8Array([2]), port);
+  assert.deepEqual(back.payload, new Uint8Array([2]));
+});
+
+Deno.test("udp: after the server restarts, the reconnecting client gets the same udp port back", async () => {
+  await using stack = new AsyncDisposableStack();
+  using echo = await udpEcho();
+  const block = portBlock(100); // wide, so getting the same port back is no accident
+  const controlPort = freePort();
+  const first = await startServer({ token: TOKEN, ports: block.spec, bindPort: controlPort });
+  stack.use(first.proc);
+  const file = groupFile({
+    server: `127.0.0.1:${controlPort}`,
+    token: TOKEN,
+    group: "udp-back",
+    apps: [{ name: "echo", type: "udp", local: echo.addr }],
+  });
+  const client = stack.use(startClient(file));
+  const port = await readyPort(client, "udp-back", "echo", 0, 15_000, "udp://");
+  using user = await UdpUser.open();
+  await user.ask(new Uint8Array([1]), port);
+  first.proc.kill("SIGKILL");
+  await first.proc.status;
+  const from = client.stdout.count;
+  const second = await startServer({ token: TOKEN, ports: block.spec, bindPort: controlPort });
+  stack.use(second.proc);
+  assert.equal(await readyPort(client, "udp-back", "echo", from, 20_000, "udp://"), port);
+  const back = await user.ask(new Uint8Array([2]), port);
+  assert.deepEqual(back.payload, new Uint8Array([2]));
 });

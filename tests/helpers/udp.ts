@@ -59,7 +59,7 @@ export function udpEcho(): Promise<UdpService> {
 
 /** One datagram as a user socket got it. */
 export interface Received {
-  payload: Uint8Array;
+  payload: Uint8Array<ArrayBuffer>;
   from: string;
 }
 
