@@ -177,7 +177,10 @@ Deno.test("udp: port refusals, and udp and tcp claims of one port number are apa
   const expectRefusal = async (file: string, code: string, text: RegExp) => {
     const c = startClient(file);
     assert.equal(await c.exitCode(), 3, c.stderr.text);
-    assert.match(c.stderr.text, new RegExp(`refused by the server: .*${text.source}.*\\(${code}\\)`));
+    assert.match(
+      c.stderr.text,
+      new RegExp(`refused by the server: .*${text.source}.*\\(${code}\\)`),
+    );
   };
   await expectRefusal(one(block.from), "port_taken", /udp port \d+ is taken by holder\/u/);
   await expectRefusal(one(block.to + 10), "port_not_allowed", /outside the server's allowed ports/);

@@ -14,7 +14,7 @@ import { bindUdpPort, UdpApp, type UdpAppSession } from "../../lib/server/udp_ap
 import { UdpCounter, UdpFigures } from "../../lib/dashboard/udp_figures.ts";
 import { TrafficCounter } from "../../lib/tunnel/traffic.ts";
 import { parseWorkHeader, type UdpFlow } from "../../lib/protocol/protocol.ts";
-import { muxRig, type MuxRig } from "../helpers/mux_rig.ts";
+import { type MuxRig, muxRig } from "../helpers/mux_rig.ts";
 import { UdpUser } from "../helpers/udp.ts";
 import { renderExposition } from "../../lib/dashboard/metrics.ts";
 
