@@ -35,4 +35,6 @@ export interface ServiceInfo {
   since: Date;
   /** Free text from the app's config, if it has one. */
   description?: string;
+  /** `udp` for a udp app (`port` is a UDP port); absent for a tcp app. */
+  transport?: "udp";
 }

@@ -21,6 +21,7 @@ import {
 import { DNS_ANSWER, dnsResponder, udpEcho, UdpUser } from "../helpers/udp.ts";
 import { missing } from "../helpers/third_party.ts";
 import { makeTempFileSync } from "../helpers/temp.ts";
+import { libraryClient, libraryServer } from "../helpers/library.ts";
 
 const TOKEN = "udp-test-token";
 
@@ -316,4 +317,34 @@ Deno.test("udp: after the server restarts, the reconnecting client gets the same
   assert.equal(await readyPort(client, "udp-back", "echo", from, 20_000, "udp://"), port);
   const back = await user.ask(new Uint8Array([2]), port);
   assert.deepEqual(back.payload, new Uint8Array([2]));
+});
+
+Deno.test('udp: the library\'s expose({ type: "udp" }) works, services() and close() included', async () => {
+  using echo = await udpEcho();
+  await using server = await libraryServer({ token: TOKEN });
+  await using client = await libraryClient(server, { token: TOKEN, group: "udp-lib" });
+  const tunnel = await client.expose({
+    name: "echo",
+    type: "udp",
+    local: echo.addr,
+    udpIdleTimeout: 5,
+  });
+  assert.equal(tunnel.transport, "udp");
+  using user = await UdpUser.open();
+  const payload = randomBytes(1000);
+  assert.deepEqual((await user.ask(payload, tunnel.remotePort)).payload, payload);
+  const [service] = server.services();
+  assert.equal(service?.transport, "udp");
+  assert.equal(service?.port, tunnel.remotePort);
+  assert.equal(service?.connections, 1, "one flow open");
+  assert.ok((service?.bytesIn ?? 0) >= 1000);
+  await assert.rejects(
+    client.expose({ name: "bad", type: "udp", local: echo.addr, proxyProtocol: "v1" }),
+    /proxyProtocol is not an option of a udp app/,
+  );
+  const port = tunnel.remotePort;
+  await tunnel.close();
+  // close() resolves once the port is free: another program can bind it at once.
+  using holder = await UdpUser.open(port);
+  assert.equal(holder.port, port);
 });
