@@ -14,12 +14,7 @@ import { Backoff, sleep } from "../util/backoff.ts";
 import { type ClientSession, openSession } from "./session.ts";
 import type { Dialer } from "../transport/transport.ts";
 import { ConfigError, errorMessage, RefusedError } from "../util/errors.ts";
-import {
-  DEFAULT_UDP_IDLE_TIMEOUT,
-  MAX_UDP_IDLE_SECONDS,
-  type UdpApp,
-  type WebApp,
-} from "../protocol/control.ts";
+import type { WebApp } from "../protocol/control.ts";
 import { BufferPool } from "../tunnel/join.ts";
 import { newId, type Secret } from "../util/secret.ts";
 import { ClientAdmin } from "./admin.ts";
@@ -35,6 +30,7 @@ import {
   checkProxy,
   checkProxyProtocol,
   clientTls,
+  udpRequest,
 } from "./options.ts";
 import { dialerFor } from "./connect.ts";
 import { HealthCheck } from "./health.ts";
@@ -360,21 +356,6 @@ class Client extends EventTarget implements BurrowClient {
 
 function secs(ms: number): string {
   return `${(ms / 1000).toFixed(1)}s`;
-}
-
-/** A udp app's options as `expose` sends them. Throws `ConfigError`. */
-function udpRequest(options: ExposeOptions): UdpApp {
-  if (options.web !== undefined) throw new ConfigError(`${options.name}: a udp app has no web`);
-  if (options.proxyProtocol !== undefined) {
-    throw new ConfigError(`${options.name}: proxyProtocol is not an option of a udp app`);
-  }
-  const idleTimeout = options.udpIdleTimeout ?? DEFAULT_UDP_IDLE_TIMEOUT;
-  if (!(idleTimeout > 0 && idleTimeout <= MAX_UDP_IDLE_SECONDS)) {
-    throw new ConfigError(
-      `${options.name}: udpIdleTimeout must be more than 0 and at most ${MAX_UDP_IDLE_SECONDS} seconds`,
-    );
-  }
-  return { idleTimeout };
 }
 
 /** An app's web options as `expose` sends them. */

@@ -17,6 +17,11 @@ import type { ClientTls } from "../transport/tls_dialer.ts";
 import { parseProxyUrl, type ProxyConfig } from "../transport/proxy_url.ts";
 import type { ProxyProtocolVersion } from "../tunnel/proxy_protocol.ts";
 import { checkExposeExtras, MAX_ALLOW_FROM, NAME_PATTERN } from "../protocol/protocol.ts";
+import {
+  DEFAULT_UDP_IDLE_TIMEOUT,
+  MAX_UDP_IDLE_SECONDS,
+  type UdpApp,
+} from "../protocol/control.ts";
 import type { ClientOptions, ExposeOptions } from "./api.ts";
 
 /** The checked essentials of {@linkcode ClientOptions}. */
@@ -124,4 +129,19 @@ export function clientTls(
     out.ca = { pem, file: tls.ca };
   }
   return out;
+}
+
+/** A udp app's options as `expose` sends them. Throws `ConfigError`. */
+export function udpRequest(options: ExposeOptions): UdpApp {
+  if (options.web !== undefined) throw new ConfigError(`${options.name}: a udp app has no web`);
+  if (options.proxyProtocol !== undefined) {
+    throw new ConfigError(`${options.name}: proxyProtocol is not an option of a udp app`);
+  }
+  const idleTimeout = options.udpIdleTimeout ?? DEFAULT_UDP_IDLE_TIMEOUT;
+  if (!(idleTimeout > 0 && idleTimeout <= MAX_UDP_IDLE_SECONDS)) {
+    throw new ConfigError(
+      `${options.name}: udpIdleTimeout must be more than 0 and at most ${MAX_UDP_IDLE_SECONDS} seconds`,
+    );
+  }
+  return { idleTimeout };
 }
