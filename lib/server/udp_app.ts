@@ -3,7 +3,8 @@
  * public port, and a flow per user address (ip:port).
  *
  * A datagram from a new address opens a flow: a stream on the least loaded
- * mux session of the group's client, whose header (`udp_flow`) names the
+ * mux session of the group's client (waiting for one to be up, as a tcp
+ * user does, at most WORK_TIMEOUT_MS), whose header (`udp_flow`) names the
  * flow id, the app and the user. The flow's datagrams wait (a few, bounded)
  * until the client answers that it opened its socket to the local service,
  * then each one is sent as a DATAGRAM frame with the flow id at once; the
@@ -45,7 +46,7 @@ export interface UdpAppServices {
 /** What a udp app needs from the session that exposed it. */
 export interface UdpAppSession {
   readonly group: string;
-  readonly work: Pick<MuxWork, "openFlow" | "flows">;
+  readonly work: Pick<MuxWork, "openFlow" | "flows" | "idle" | "ready">;
   /** The flows of every udp app of the group, together. */
   readonly udpFlows: { count: number };
 }
@@ -56,9 +57,10 @@ interface Flow {
   readonly id: number;
   readonly address: string;
   readonly port: number;
-  readonly stream: MuxStream;
-  readonly session: MuxSession;
-  /** Datagrams waiting for the client's answer; undefined once it came. */
+  /** Its stream and mux session, once a work connection took it. */
+  stream: MuxStream | undefined;
+  session: MuxSession | undefined;
+  /** Datagrams waiting for a work connection and the client's answer; undefined once it came. */
   pending: Uint8Array[] | undefined;
   lastSeen: number;
   readonly stats: JoinStats;
@@ -163,7 +165,7 @@ export class UdpApp {
   #forward(flow: Flow, msg: Uint8Array): void {
     let sent = false;
     try {
-      sent = flow.session.sendDatagram(flow.id, msg);
+      sent = flow.session?.sendDatagram(flow.id, msg) ?? false;
     } catch {
       // the session ended: the flow ends with its stream
     }
@@ -195,32 +197,13 @@ export class UdpApp {
       );
       return undefined;
     }
-    const work = this.#session.work;
-    const id = work.flows.nextId();
-    let opened: { stream: MuxStream; session: MuxSession };
-    try {
-      opened = work.openFlow({
-        type: "udp_flow",
-        flow: id,
-        app: this.entry.app,
-        source: { hostname: address, port },
-        destination: { hostname: this.#publicHost, port: this.entry.port },
-      });
-    } catch (err) {
-      this.#drop("no_work_connection");
-      this.#s.rare.warn(
-        `udp-no-work:${this.#name}`,
-        `${this.#name}: dropped datagrams from ${address}: ${(err as Error).message}`,
-      );
-      return undefined;
-    }
     const flow: Flow = {
       key,
-      id,
+      id: this.#session.work.flows.nextId(),
       address,
       port,
-      stream: opened.stream,
-      session: opened.session,
+      stream: undefined,
+      session: undefined,
       pending: [],
       lastSeen: performance.now(),
       stats: this.traffic.open(),
@@ -228,21 +211,59 @@ export class UdpApp {
     };
     this.#flows.set(key, flow);
     this.#session.udpFlows.count++;
-    work.flows.add(id, opened.session, (payload) => this.#toUser(flow, payload));
-    this.#watch(flow);
+    this.#start(flow).catch(() => {});
     return flow;
   }
 
+  /**
+   * Opens the flow's stream on a work connection (waiting, at most
+   * WORK_TIMEOUT_MS, if none is up yet, as a tcp user would), then watches it.
+   */
+  async #start(flow: Flow): Promise<void> {
+    const work = this.#session.work;
+    let opened: { stream: MuxStream; session: MuxSession } | string;
+    if (work.idle === 0 && !await work.ready()) {
+      opened = "no work connection came up in time";
+    } else if (flow.ended) {
+      return;
+    } else {
+      try {
+        opened = work.openFlow({
+          type: "udp_flow",
+          flow: flow.id,
+          app: this.entry.app,
+          source: { hostname: flow.address, port: flow.port },
+          destination: { hostname: this.#publicHost, port: this.entry.port },
+        });
+      } catch (err) {
+        opened = (err as Error).message;
+      }
+    }
+    if (typeof opened === "string") {
+      for (const _ of flow.pending ?? []) this.#drop("no_work_connection");
+      this.#s.rare.warn(
+        `udp-no-work:${this.#name}`,
+        `${this.#name}: dropped datagrams from ${flow.address}: ${opened}`,
+      );
+      return this.#end(flow, opened);
+    }
+    flow.stream = opened.stream;
+    flow.session = opened.session;
+    if (flow.ended) return opened.stream.reset("the flow ended");
+    work.flows.add(flow.id, opened.session, (payload) => this.#toUser(flow, payload));
+    await this.#watch(flow, opened.stream);
+  }
+
   /** Waits for the client's answer, sends what waited, then waits for the stream's end. */
-  async #watch(flow: Flow): Promise<void> {
+  async #watch(flow: Flow, stream: MuxStream): Promise<void> {
     let why = "the client ended it";
     try {
-      await started(flow.stream);
+      await started(stream);
       const pending = flow.pending ?? [];
       flow.pending = undefined;
       for (const msg of pending) this.#forward(flow, msg);
       const scratch = new Uint8Array(16);
-      while (!flow.ended && await flow.stream.read(scratch) !== null) {
+      while (!flow.ended && await stream.read(scratch) !== null) {
         // the client sends nothing more on a flow's stream
       }
     } catch (err) {
@@ -287,7 +308,7 @@ export class UdpApp {
     }
     this.#session.work.flows.delete(flow.id);
     this.traffic.close(flow.stats);
-    flow.stream.reset(why.slice(0, 200));
+    flow.stream?.reset(why.slice(0, 200));
   }
 
   #drop(cause: UdpDropCause): void {

@@ -137,24 +137,32 @@ export class MuxWork implements WorkSource {
     if (this.idle > 0) return this.#stream();
     this.#pending.count++;
     try {
-      const deadline = performance.now() + WORK_TIMEOUT_MS;
-      while (!this.#closed && this.idle === 0) {
-        const left = deadline - performance.now();
-        if (left <= 0) return undefined;
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            clearTimeout(timer);
-            this.#waiters.delete(done);
-            resolve();
-          };
-          const timer = setTimeout(done, left);
-          this.#waiters.add(done);
-        });
-      }
-      return this.#closed ? undefined : this.#stream();
+      return await this.ready() ? this.#stream() : undefined;
     } finally {
       this.#pending.count--;
     }
+  }
+
+  /**
+   * True once a connection can take a stream (at once if one can); false if
+   * none came within WORK_TIMEOUT_MS or the session closed.
+   */
+  async ready(): Promise<boolean> {
+    const deadline = performance.now() + WORK_TIMEOUT_MS;
+    while (!this.#closed && this.idle === 0) {
+      const left = deadline - performance.now();
+      if (left <= 0) return false;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          this.#waiters.delete(done);
+          resolve();
+        };
+        const timer = setTimeout(done, left);
+        this.#waiters.add(done);
+      });
+    }
+    return !this.#closed;
   }
 
   /** Closes every mux connection (their streams fail); waiting users get nothing. */

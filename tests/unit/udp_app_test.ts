@@ -58,9 +58,17 @@ async function fakeClient(count: number) {
       for await (const d of rig.client.datagrams()) rig.client.sendDatagram(d.flowId, d.payload);
     })().catch(() => {});
   }
-  const state = { current: 0 };
+  const state = { current: 0, up: true, wake: () => {} };
   const work = {
     flows,
+    get idle() {
+      return state.up ? 1 : 0;
+    },
+    /** Resolves once `up()` says a connection is up (like MuxWork's). */
+    ready(): Promise<boolean> {
+      if (state.up) return Promise.resolve(true);
+      return new Promise<boolean>((resolve) => state.wake = () => resolve(true));
+    },
     openFlow(flow: UdpFlow) {
       const session = (rigs[state.current] as MuxRig).server;
       return { stream: session.openStream(encoder.encode(JSON.stringify(flow))), session };
@@ -72,6 +80,11 @@ async function fakeClient(count: number) {
     ended,
     state,
     work,
+    /** A work connection comes up. */
+    up() {
+      state.up = true;
+      state.wake();
+    },
     async [Symbol.asyncDispose]() {
       for (const rig of rigs) await rig[Symbol.asyncDispose]().catch(() => {});
     },
@@ -148,6 +161,21 @@ Deno.test("udp app: a flow whose mux session dies ends, and the user's next data
   assert.deepEqual(back.payload, new Uint8Array([2]));
   assert.equal(app.flows, 1);
   assert.equal(traffic.total, 2);
+  await app.close();
+});
+
+Deno.test("udp app: a new flow waits for a work connection, its first datagrams held, none lost", async () => {
+  await using client = await fakeClient(1);
+  client.state.up = false; // the client's work connections are still dialling
+  const { app, port, counter } = await udpApp(client.work);
+  using user = await UdpUser.open();
+  for (let i = 0; i < 3; i++) await user.send(new Uint8Array([i]), port);
+  await until(() => app.flows === 1, "the flow to be opened");
+  assert.equal(client.headers.length, 0, "no stream before a work connection is up");
+  client.up();
+  const got = [await user.receive(), await user.receive(), await user.receive()];
+  assert.deepEqual(got.map((r) => r.payload[0]), [0, 1, 2]);
+  assert.equal(counter.droppedTotal, 0);
   await app.close();
 });
 
