@@ -235,7 +235,7 @@ export class ClientSession {
     if (reply.urls !== undefined) app.urls = reply.urls;
     this.#o.log.info(
       `${this.#o.group}/${app.name} is live on ${
-        reply.urls?.join(" ") ?? `port ${reply.port}`
+        reply.urls?.join(" ") ?? `${app.udp === undefined ? "port" : "udp port"} ${reply.port}`
       } -> ${formatHostPort(app.local)}`,
     );
     try {
