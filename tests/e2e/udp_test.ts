@@ -330,6 +330,8 @@ Deno.test('udp: the library\'s expose({ type: "udp" }) works, services() and clo
     udpIdleTimeout: 5,
   });
   assert.equal(tunnel.transport, "udp");
+  const [status] = client.status().apps;
+  assert.equal(status?.publicAddr, `udp://127.0.0.1:${tunnel.remotePort}`);
   using user = await UdpUser.open();
   const payload = randomBytes(1000);
   assert.deepEqual((await user.ask(payload, tunnel.remotePort)).payload, payload);
