@@ -125,7 +125,9 @@ async function main(args: string[]): Promise<number> {
           `ready ${config.group}/${tunnel.name} ${
             tunnel.urls.length > 0
               ? tunnel.urls.join(" ")
-              : formatHostPort({ hostname: tunnel.serverHost, port: tunnel.remotePort })
+              : `${tunnel.transport === "udp" ? "udp://" : ""}${
+                formatHostPort({ hostname: tunnel.serverHost, port: tunnel.remotePort })
+              }`
           }`,
         ),
     }),

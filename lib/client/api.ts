@@ -185,6 +185,20 @@ export interface ExposeOptions {
    * listeners instead of a port (`remotePort` must then be absent).
    */
   web?: WebExposeOptions;
+  /**
+   * `udp`: a public UDP port instead of a TCP one (CONTRACT "UDP apps");
+   * each user address is a flow with a UDP socket of its own to `local`.
+   *
+   * @default {"tcp"}
+   */
+  type?: "tcp" | "udp";
+  /**
+   * A udp app's flow ends after this many seconds without a datagram
+   * either way (the group file's `udp_idle_timeout`).
+   *
+   * @default {60}
+   */
+  udpIdleTimeout?: number;
 }
 
 /** An http or tls app's names and settings (CONTRACT "App types"). */

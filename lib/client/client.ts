@@ -30,6 +30,7 @@ import {
   checkProxy,
   checkProxyProtocol,
   clientTls,
+  udpRequest,
   webRequest,
 } from "./options.ts";
 import { dialerFor } from "./connect.ts";
@@ -137,6 +138,7 @@ class Client extends EventTarget implements BurrowClient {
     };
     if (options.description !== undefined) app.description = options.description;
     if (options.web !== undefined) app.web = webRequest(options);
+    if (options.type === "udp") app.udp = udpRequest(options);
     if (options.web?.type === "http" && this.#inspector) app.inspector = this.#inspector;
     if (options.proxyProtocol !== undefined) {
       app.proxyProtocol = checkProxyProtocol(options.proxyProtocol);

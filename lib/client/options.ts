@@ -23,7 +23,12 @@ import {
   MAX_ALLOW_FROM,
   NAME_PATTERN,
 } from "../protocol/protocol.ts";
-import type { WebApp } from "../protocol/control.ts";
+import {
+  DEFAULT_UDP_IDLE_TIMEOUT,
+  MAX_UDP_IDLE_SECONDS,
+  type UdpApp,
+  type WebApp,
+} from "../protocol/control.ts";
 import type { ClientOptions, ExposeOptions } from "./api.ts";
 import { MAX_SERVERS } from "../config/limits.ts";
 
@@ -171,4 +176,19 @@ export function webRequest(options: ExposeOptions): WebApp {
     out.auth = { user: web.auth.user, password };
   }
   return out;
+}
+
+/** A udp app's options as `expose` sends them. Throws `ConfigError`. */
+export function udpRequest(options: ExposeOptions): UdpApp {
+  if (options.web !== undefined) throw new ConfigError(`${options.name}: a udp app has no web`);
+  if (options.proxyProtocol !== undefined) {
+    throw new ConfigError(`${options.name}: proxyProtocol is not an option of a udp app`);
+  }
+  const idleTimeout = options.udpIdleTimeout ?? DEFAULT_UDP_IDLE_TIMEOUT;
+  if (!(idleTimeout > 0 && idleTimeout <= MAX_UDP_IDLE_SECONDS)) {
+    throw new ConfigError(
+      `${options.name}: udpIdleTimeout must be more than 0 and at most ${MAX_UDP_IDLE_SECONDS} seconds`,
+    );
+  }
+  return { idleTimeout };
 }

@@ -43,7 +43,8 @@ function sameApp(a: AppConfig, b: AppConfig): boolean {
     a.description === b.description && a.proxyProtocol === b.proxyProtocol &&
     (a.allowFrom ?? []).join(",") === (b.allowFrom ?? []).join(",") && a.balance === b.balance &&
     JSON.stringify(a.health ?? null) === JSON.stringify(b.health ?? null) &&
-    JSON.stringify(a.web ?? null) === JSON.stringify(b.web ?? null);
+    JSON.stringify(a.web ?? null) === JSON.stringify(b.web ?? null) &&
+    JSON.stringify(a.udp ?? null) === JSON.stringify(b.udp ?? null);
 }
 
 /** Keys a running client cannot change without a restart, if they changed. */
@@ -144,6 +145,7 @@ export class GroupApps {
       ...(app.balance === undefined ? {} : { balance: app.balance }),
       ...(app.health === undefined ? {} : { health: app.health }),
       ...(app.web === undefined ? {} : { web: app.web }),
+      ...(app.udp === undefined ? {} : { type: "udp", udpIdleTimeout: app.udp.idleTimeout }),
     }).then((tunnel) => {
       tunnel.closed.then((reason) => reason instanceof RefusedError && onRefused(reason));
       return tunnel;

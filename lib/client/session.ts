@@ -222,6 +222,7 @@ export class ClientSession {
     if (app.allowFrom !== undefined) request.allowFrom = app.allowFrom;
     if (app.balance !== undefined) request.balance = app.balance;
     if (app.web !== undefined) request.web = app.web;
+    if (app.udp !== undefined) request.udp = app.udp;
     if (app.limits !== undefined) {
       const limits = { ...app.limits };
       // After a reconnect, ask only for the serve time that is left.
@@ -246,7 +247,7 @@ export class ClientSession {
     if (this.ended) throw new Error(`connection lost: ${this.#endReason}`);
     this.#o.log.info(
       `${this.#o.group}/${app.name} is live on ${
-        reply.urls?.join(" ") ?? `port ${reply.port}`
+        reply.urls?.join(" ") ?? `${app.udp === undefined ? "port" : "udp port"} ${reply.port}`
       } -> ${formatHostPort(app.local)}`,
     );
     try {

@@ -28,10 +28,16 @@ import {
   PrefixedConn,
   StreamResetError,
 } from "../transport/mux/mod.ts";
-import { parseStart, PROTOCOL_VERSION, type Start, writeAll } from "../protocol/protocol.ts";
+import {
+  parseWorkHeader,
+  PROTOCOL_VERSION,
+  type WorkHeader,
+  writeAll,
+} from "../protocol/protocol.ts";
 import { encodeProxyHeader } from "../tunnel/proxy_protocol.ts";
 import { open } from "./connect.ts";
 import type { WantedApp } from "./tunnel.ts";
+import { ClientUdpFlows } from "./udp_flows.ts";
 
 /** How long dialling the server or a local app may take. */
 export const DIAL_TIMEOUT_MS = 10_000;
@@ -69,9 +75,11 @@ export class ClientWorkPool {
   #closed = false;
   #up = false;
   #upWaiters = new Set<() => void>();
+  #udp: ClientUdpFlows;
 
   constructor(options: WorkPoolOptions) {
     this.#o = options;
+    this.#udp = new ClientUdpFlows(options.log, options.group);
   }
 
   /** Starts keeping the work connections up. */
@@ -152,23 +160,28 @@ export class ClientWorkPool {
   }
 
   async #accept(session: MuxSession): Promise<void> {
+    this.#udp.pump(session).catch(() => {});
     try {
-      for await (const stream of session.incoming()) this.#serve(stream);
+      for await (const stream of session.incoming()) this.#serve(stream, session);
     } catch {
       // the session ended: the pool reports it and dials again
     }
   }
 
-  async #serve(stream: MuxStream): Promise<void> {
-    let msg: Start;
+  async #serve(stream: MuxStream, session: MuxSession): Promise<void> {
+    let msg: WorkHeader;
     try {
-      msg = parseStart(JSON.parse(decoder.decode(stream.header)));
+      msg = parseWorkHeader(JSON.parse(decoder.decode(stream.header)));
     } catch (err) {
       this.#o.log.debug(`bad stream header from the server: ${errorMessage(err)}`);
       return stream.reset("bad header");
     }
     const app = this.#o.apps.get(msg.app);
     if (!app) return stream.reset(`${UNREACHABLE}no app named ${msg.app}`);
+    if (msg.type === "udp_flow") {
+      this.#active.add(stream);
+      return this.#udp.serve(stream, session, msg, app).finally(() => this.#active.delete(stream));
+    }
     if (app.inspector) {
       // The inspector reads the requests and dials the app for each one.
       this.#active.add(stream);

@@ -22,6 +22,7 @@ import { ConfigError } from "../util/errors.ts";
 import type { LogLevel } from "../util/log_level.ts";
 import { parseCidr } from "../util/cidr.ts";
 import { BALANCE_POLICIES, type BalancePolicy, MAX_ALLOW_FROM } from "../protocol/protocol.ts";
+import { DEFAULT_UDP_IDLE_TIMEOUT } from "../protocol/control.ts";
 import type { HealthOptions } from "./health.ts";
 import { MAX_APPS_PER_GROUP, MAX_SERVERS } from "./limits.ts";
 import { normalizeFingerprint } from "../transport/certs.ts";
@@ -52,6 +53,8 @@ export interface AppConfig {
   health?: HealthOptions;
   /** An http or tls app's names and settings (absent for tcp apps). */
   web?: WebAppConfig;
+  /** A udp app (`type: udp`): its flows' idle timeout in seconds. */
+  udp?: { idleTimeout: number };
 }
 
 /** The group file merged with flags, validated. */
@@ -136,8 +139,15 @@ const appEntry = z.strictObject({
   proxy_protocol: z.enum(["v1", "v2"], { error: "must be v1 or v2" }).optional(),
   balance: z.enum(BALANCE_POLICIES, { error: "must be round_robin or least_conn" }).optional(),
   health: healthEntry.optional(),
+  udp_idle_timeout: secondsField.optional(),
   ...httpAppShape,
-}).superRefine(checkTypeKeys);
+}).superRefine(checkTypeKeys).superRefine((entry, ctx) => {
+  if (entry.type !== "udp") return;
+  for (const key of ["proxy_protocol", "health"] as const) {
+    if (entry[key] === undefined) continue;
+    ctx.addIssue({ code: "custom", path: [key], message: "is not a key of a udp app" });
+  }
+});
 
 const groupFile = z.strictObject({
   server: z.union([
@@ -237,6 +247,9 @@ export async function loadClientConfig(
       }
       const web = webAppConfig(a);
       if (web !== undefined) app.web = web;
+      if (a.type === "udp") {
+        app.udp = { idleTimeout: a.udp_idle_timeout ?? DEFAULT_UDP_IDLE_TIMEOUT };
+      }
       return app;
     }),
   };

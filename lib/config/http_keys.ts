@@ -70,7 +70,7 @@ export const httpAppShape = {
 /** Which of the keys above each type accepts (`remote_port` is the loader's own key). */
 const KEYS_FOR: Record<AppType, readonly string[]> = {
   tcp: ["remote_port", "proxy_protocol"],
-  udp: ["remote_port", "proxy_protocol"],
+  udp: ["remote_port", "udp_idle_timeout"],
   http: ["subdomain", "hostnames", "paths", "auth", "host_header", "https_only"],
   // A tls app's service gets the user's bytes as they came, so a PROXY header can go first.
   tls: ["subdomain", "hostnames", "proxy_protocol"],
@@ -78,6 +78,7 @@ const KEYS_FOR: Record<AppType, readonly string[]> = {
 const TYPE_KEYS = [
   "remote_port",
   "proxy_protocol", // the loader's own key too; an http app's requests come from the edge
+  "udp_idle_timeout",
   ...Object.keys(httpAppShape).filter((k) => k !== "type"),
 ];
 

@@ -26,6 +26,10 @@ export interface ServerLimits {
   authFailures: number;
   /** How long a lockout lasts, and how long failures are remembered (`limits.lockout_seconds`). */
   lockoutSeconds: number;
+  /** UDP flows (user addresses) one udp app serves at once (`limits.udp_flows_per_app`). */
+  udpFlowsPerApp: number;
+  /** UDP flows one group's udp apps serve at once, together (`limits.udp_flows_per_group`). */
+  udpFlowsPerGroup: number;
 }
 
 /** The defaults: generous for real use, tight enough that a flood cannot exhaust the server. */
@@ -36,4 +40,6 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   handshakesPerSource: 64,
   authFailures: 10,
   lockoutSeconds: 300,
+  udpFlowsPerApp: 1024,
+  udpFlowsPerGroup: 4096,
 };

@@ -268,6 +268,7 @@ class Server implements BurrowServer {
           since: entry.since,
         };
         if (entry.description !== undefined) info.description = entry.description;
+        if (entry.transport !== undefined) info.transport = entry.transport;
         out.push(info);
       }
     }

@@ -30,11 +30,12 @@ import type { Registry } from "./registry.ts";
 import { freePortsAnswer } from "./answers.ts";
 import { type AppServices, type AppSession, PublicApp } from "./public_app.ts";
 import { bindPublicPort } from "./public_port.ts";
-import { exposeId, replicaMismatch, replicaTypeMismatch, siblingApp } from "./shared_apps.ts";
+import { badExpose, replicaMismatch, replicaTypeMismatch, siblingApp } from "./shared_apps.ts";
 import { MuxWork } from "./work_conn.ts";
 import type { WebService } from "../http/service.ts";
 import { exposeWebApp } from "./web.ts";
 import type { WebApp } from "./web_app.ts";
+import { SessionUdpApps, type UdpApp, type UdpAppServices } from "./udp_apps.ts";
 
 /** What a session needs from the server that runs it. */
 export interface SessionServices extends AppServices {
@@ -44,8 +45,8 @@ export interface SessionServices extends AppServices {
   hooks: Pick<ServerHooks, "onExpose" | "onUserConnect" | "onClose">;
   monitor:
     & AppServices["monitor"]
-    & Pick<ServerMonitor, "refused" | "groupOffline" | "appExposed" | "appClosed">;
-  limits: Pick<ServerLimits, "maxAppsPerGroup" | "maxPendingUsers">;
+    & Pick<ServerMonitor, "refused" | "groupOffline" | "appExposed" | "appClosed" | "udpCounter">;
+  limits: Pick<ServerLimits, "maxAppsPerGroup" | "maxPendingUsers"> & UdpAppServices["limits"];
   /** The shared web listeners, when the server has any (`--http`, `--https`). */
   web?: WebService;
 }
@@ -75,6 +76,8 @@ export class ServerSession implements AppSession {
   /** What the group's entry in the users file allows; replaced on reload. */
   quota: Quota | undefined;
   readonly work: MuxWork;
+  /** The udp apps (`udp_apps.ts`). */
+  readonly udp: SessionUdpApps;
   #s: SessionServices;
   #link: ControlLink;
   #onEnded: (session: ServerSession) => void;
@@ -120,6 +123,7 @@ export class ServerSession implements AppSession {
       timeoutMs: Math.round(services.heartbeatTimeoutMs),
     });
     this.#done = new Promise((resolve) => this.#resolveDone = resolve);
+    this.udp = new SessionUdpApps(services, this);
   }
 
   /** Resolves once the session has ended and released everything. */
@@ -154,20 +158,13 @@ export class ServerSession implements AppSession {
         try {
           msg = parseClientControl(raw);
         } catch (err) {
-          const id = exposeId(raw);
-          if (id === undefined) throw err;
+          const refusal = badExpose(raw);
+          if (refusal === undefined) throw err;
           // A malformed request is refused on its own; the session and its other apps carry on.
           this.#s.log.info(`refused a malformed expose from group ${this.group}`);
-          this.#s.monitor.refused("bad_request", "malformed expose request", {
-            addr: this.clientAddr,
-            group: this.group,
-          });
-          await this.#send({
-            type: "refused",
-            id,
-            code: "bad_request",
-            message: "malformed expose request",
-          });
+          const where = { addr: this.clientAddr, group: this.group };
+          this.#s.monitor.refused(refusal.code, refusal.message, where);
+          await this.#send(refusal);
           continue;
         }
         await this.#handle(msg);
@@ -209,7 +206,8 @@ export class ServerSession implements AppSession {
     const freed = last.flatMap((app) =>
       this.#s.registry.release(this.group, app.entry.app, app.entry)?.port ?? []
     );
-    const closing = [...last, ...this.#retiring].map((app) => this.#closeApp(app));
+    const udp = this.udp.closeAll();
+    const closing = [...[...last, ...this.#retiring].map((a) => this.#closeApp(a)), udp.closed];
     freed.push(...this.#s.registry.removeGroup(this.group, this).map((a) => a.port));
     this.#retiring.clear();
     this.apps.clear();
@@ -220,17 +218,18 @@ export class ServerSession implements AppSession {
     const closeConn = () => closeQuietly(this.#link.conn);
     if (notice) this.#link.writer.send(notice).then(closeConn, closeConn);
     else closeConn();
-    const ports = freed.length > 0
-      ? `; freed port${freed.length > 1 ? "s" : ""} ${freed.join(", ")}`
+    const all = [...freed, ...udp.freed];
+    const ports = all.length > 0
+      ? `; freed port${all.length > 1 ? "s" : ""} ${all.join(", ")}`
       : "";
     this.#s.log.info(`group ${this.group} from ${this.clientAddr} ended: ${reason}${ports}`);
     this.#onEnded(this);
     Promise.all(closing).then(() => this.#resolveDone());
   }
 
-  /** The apps exposed now, each with its traffic counter. */
-  stats(): PublicApp[] {
-    return [...this.apps.values()];
+  /** The apps exposed now (udp ones too), each with its traffic counter. */
+  stats(): Array<PublicApp | UdpApp> {
+    return [...this.apps.values(), ...this.udp.list()];
   }
 
   nextWorkId(): number {
@@ -303,6 +302,7 @@ export class ServerSession implements AppSession {
 
   /** Closes an app; answers once its port is really free, so it can be claimed again at once. */
   async #unexpose(id: number, name: string): Promise<void> {
+    if (await this.udp.unexpose(name)) return this.#send({ type: "unexposed", id, app: name });
     const web = this.webApps.get(name);
     if (web !== undefined && this.webApps.delete(name)) web.leave(this, this.#s.web, false);
     const app = this.apps.get(name);
@@ -328,11 +328,11 @@ export class ServerSession implements AppSession {
     const forbidden = await consult("onExpose", this.#s.hooks.onExpose, info, this.#s.log);
     if (this.#ended) return;
     if (forbidden !== undefined) return refuse("forbidden", forbidden);
-    if (this.apps.has(name) || this.webApps.has(name)) {
+    if (this.apps.has(name) || this.webApps.has(name) || this.udp.has(name)) {
       return refuse("app_exists", `app ${this.group}/${name} is already exposed`);
     }
     const maxApps = Math.min(this.#s.limits.maxAppsPerGroup, this.quota?.maxApps ?? Infinity);
-    if (this.apps.size + this.webApps.size >= maxApps) {
+    if (this.apps.size + this.webApps.size + this.udp.size >= maxApps) {
       const why = maxApps === this.quota?.maxApps
         ? `group ${this.group} may expose at most ${maxApps} apps (its entry ${this.quota.entry} in the users file)`
         : `a group may expose at most ${maxApps} apps (limits.max_apps_per_group)`;
@@ -348,6 +348,11 @@ export class ServerSession implements AppSession {
       this.webApps.set(name, done.app);
       this.#s.log.info(`${done.app.route.id} is live on ${done.app.urls.join(" ")}`);
       return this.#send({ type: "exposed", id, app: name, port: 0, urls: [...done.app.urls] });
+    }
+    if (msg.udp !== undefined) {
+      const answer = await this.udp.expose(msg, this.quota?.ports);
+      if ("code" in answer) return refuse(answer.code, answer.message);
+      return this.#send({ type: "exposed", id, app: name, port: answer.port });
     }
     const sibling = this.shared ? siblingApp(this.#s.registry, this, name) : undefined;
     if (sibling) {

@@ -18,7 +18,11 @@ export const PROGRAMS = {
   haproxy: "/usr/sbin/haproxy",
   tinyproxy: "/usr/bin/tinyproxy",
   microsocks: "/usr/bin/microsocks",
+  dig: "/usr/bin/dig",
 } as const;
+
+/** The Debian package of a program, where it is not named after it. */
+const PACKAGES: Partial<Record<keyof typeof PROGRAMS, string>> = { dig: "dnsutils" };
 
 /** A program of {@linkcode PROGRAMS}. */
 export type Program = keyof typeof PROGRAMS;
@@ -29,7 +33,9 @@ export function missing(program: Program): string | undefined {
     Deno.statSync(PROGRAMS[program]);
     return undefined;
   } catch {
-    return `needs ${program} (Debian package ${program}) at ${PROGRAMS[program]}`;
+    return `needs ${program} (Debian package ${PACKAGES[program] ?? program}) at ${
+      PROGRAMS[program]
+    }`;
   }
 }
 

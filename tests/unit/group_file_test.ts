@@ -24,6 +24,7 @@ import {
   yamlFiles,
 } from "../helpers/config_fixtures.ts";
 import { Secret } from "../../lib/util/secret.ts";
+import { makeTempFileSync } from "../helpers/temp.ts";
 
 /** The parts of a ClientConfig worth comparing, with the token revealed. */
 function plainClient(c: ClientConfig) {
@@ -373,4 +374,34 @@ Deno.test("the group file's admin key loads as HOST:PORT", async () => {
   assert.deepEqual(config.admin, { hostname: "127.0.0.1", port: 7401 });
   const minimal = new URL("../fixtures/client/valid/minimal.yaml", import.meta.url).pathname;
   assert.equal((await loadClientConfig(minimal, {}, () => undefined)).admin, undefined);
+});
+
+Deno.test("udp apps: type udp, udp_idle_timeout (default 60), and keys a udp app does not take", async () => {
+  const load = (apps: string) => {
+    const file = makeTempFileSync({ prefix: "burrow-group-", suffix: ".yaml" });
+    Deno.writeTextFileSync(file, `server: 127.0.0.1:7000\ntoken: t\ngroup: g\napps:\n${apps}`);
+    return loadClientConfig(file, {}, () => undefined);
+  };
+  const config = await load(
+    "  - { name: dns, type: udp, local: 127.0.0.1:53, remote_port: 5353 }\n" +
+      "  - { name: game, type: udp, local: 127.0.0.1:27015, udp_idle_timeout: 0.5 }\n" +
+      "  - { name: ssh, local: 127.0.0.1:22 }\n",
+  );
+  assert.deepEqual(config.apps.map((a) => [a.name, a.remotePort, a.udp]), [
+    ["dns", 5353, { idleTimeout: 60 }],
+    ["game", 0, { idleTimeout: 0.5 }],
+    ["ssh", 0, undefined],
+  ]);
+  await assert.rejects(
+    load("  - { name: ssh, local: 127.0.0.1:22, udp_idle_timeout: 5 }\n"),
+    /apps\[0\]\.udp_idle_timeout.*is not a key of a tcp app/,
+  );
+  await assert.rejects(
+    load("  - { name: dns, type: udp, local: 127.0.0.1:53, proxy_protocol: v2 }\n"),
+    /apps\[0\]\.proxy_protocol.*is not a key of a udp app/,
+  );
+  await assert.rejects(
+    load("  - { name: dns, type: udp, local: 127.0.0.1:53, udp_idle_timeout: 0 }\n"),
+    /apps\[0\]\.udp_idle_timeout.*must be more than 0 seconds/,
+  );
 });

@@ -55,6 +55,7 @@ function session(id: string, app: () => WebApp | undefined, max = Infinity) {
 
 function setUp(max = Infinity) {
   const turned: string[] = [];
+  // deno-lint-ignore prefer-const -- the sessions read it through a closure before it is made
   let app: WebApp | undefined;
   const a = session("1", () => app, max);
   const b = session("2", () => app, max);
