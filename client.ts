@@ -33,7 +33,8 @@ Usage: burrow-client GROUP.yaml [flags]
        burrow-client --free-ports --server HOST:PORT [--token TOKEN] [--json]
 
 Flags (each overrides the same key of GROUP.yaml):
-  --server HOST:PORT   the server's control address   (server)
+  --server HOST:PORT   the server's control address   (server); several, comma-separated,
+                       are tried in turn (a cluster's nodes)
   --token TOKEN        shared secret                  (token)
   --fingerprint FP     pin the server's CA, sha256:HEX as the server prints it (fingerprint)
   --ca FILE            verify the server against this CA certificate (ca)
@@ -108,7 +109,7 @@ async function main(args: string[]): Promise<number> {
   const refused = new Promise<RefusedError>((resolve) => refuse = resolve);
   const client = await Promise.race([
     startClient({
-      server: formatHostPort(config.server),
+      server: config.server.map(formatHostPort),
       token: config.token,
       group: config.group,
       ...(config.shared ? { shared: true } : {}),
@@ -124,7 +125,9 @@ async function main(args: string[]): Promise<number> {
           `ready ${config.group}/${tunnel.name} ${
             tunnel.urls.length > 0
               ? tunnel.urls.join(" ")
-              : formatHostPort({ hostname: config.server.hostname, port: tunnel.remotePort })
+              : `${tunnel.transport === "udp" ? "udp://" : ""}${
+                formatHostPort({ hostname: tunnel.serverHost, port: tunnel.remotePort })
+              }`
           }`,
         ),
     }),

@@ -33,8 +33,18 @@ import type { HealthOptions } from "../config/health.ts";
  * ```
  */
 export interface ClientOptions {
-  /** The server's control address, `HOST:PORT`. */
-  server: string;
+  /**
+   * The server's control address, `HOST:PORT`, or several (a cluster's
+   * nodes): the client stays on the one it reached and moves to the next
+   * when that one goes. A name with several addresses is tried address by
+   * address the same way.
+   */
+  server: string | readonly string[];
+  /**
+   * Looks up every address of a server's host name (default: the system
+   * resolver, `/etc/hosts` then DNS). Not used through a `proxy`.
+   */
+  lookup?: (hostname: string) => Promise<string[]>;
   /** The shared secret; must not be empty. */
   token: string | Secret;
   /**
@@ -175,6 +185,20 @@ export interface ExposeOptions {
    * listeners instead of a port (`remotePort` must then be absent).
    */
   web?: WebExposeOptions;
+  /**
+   * `udp`: a public UDP port instead of a TCP one (CONTRACT "UDP apps");
+   * each user address is a flow with a UDP socket of its own to `local`.
+   *
+   * @default {"tcp"}
+   */
+  type?: "tcp" | "udp";
+  /**
+   * A udp app's flow ends after this many seconds without a datagram
+   * either way (the group file's `udp_idle_timeout`).
+   *
+   * @default {60}
+   */
+  udpIdleTimeout?: number;
 }
 
 /** An http or tls app's names and settings (CONTRACT "App types"). */
@@ -228,7 +252,7 @@ export interface ClientEventDetail {
 export interface BurrowClient extends EventTarget {
   /** The group this client registered. */
   readonly group: string;
-  /** The server host as dialled, for `ready` lines. */
+  /** The server host as dialled (the one reached last), for `ready` lines. */
   readonly serverHost: string;
   /** Resolves when the client stops: undefined, or the refusal that stopped it. */
   readonly closed: Promise<Error | undefined>;

@@ -14,7 +14,6 @@ import { Backoff, sleep } from "../util/backoff.ts";
 import { type ClientSession, openSession } from "./session.ts";
 import type { Dialer } from "../transport/transport.ts";
 import { ConfigError, errorMessage, RefusedError } from "../util/errors.ts";
-import type { WebApp } from "../protocol/control.ts";
 import { BufferPool } from "../tunnel/join.ts";
 import { newId, type Secret } from "../util/secret.ts";
 import { ClientAdmin } from "./admin.ts";
@@ -25,16 +24,21 @@ import type { BurrowClient, ClientEventDetail, ClientOptions, ExposeOptions } fr
 import {
   checkAdmin,
   checkAllowFrom,
+  checkBalance,
   checkClientOptions,
   checkExpose,
   checkProxy,
   checkProxyProtocol,
   clientTls,
+  udpRequest,
+  webRequest,
 } from "./options.ts";
 import { dialerFor } from "./connect.ts";
+import { describeCandidate, type ServerCandidate, ServerList, systemLookup } from "./servers.ts";
+import type { ProxyConfig } from "../transport/proxy_url.ts";
+import type { ClientTls } from "../transport/tls_dialer.ts";
 import { HealthCheck } from "./health.ts";
 import { checkHealthOptions, type HealthOptions } from "../config/health.ts";
-import { BALANCE_POLICIES } from "../protocol/protocol.ts";
 
 export type { BurrowClient, ClientEventDetail, ClientOptions, ExposeOptions };
 export type { Tunnel, TunnelLimits, WantedApp };
@@ -64,11 +68,12 @@ export async function startClient(options: ClientOptions): Promise<BurrowClient>
 
 class Client extends EventTarget implements BurrowClient {
   readonly group: string;
-  readonly serverHost: string;
   readonly started: Promise<void>;
   readonly closed: Promise<Error | undefined>;
-  #server: HostPort;
-  #dialer: Dialer;
+  #servers: ServerList;
+  #dialers = new Map<string, Dialer>();
+  #tls: ClientTls;
+  #proxy: ProxyConfig | undefined;
   #token: Secret;
   #runId = newId();
   #options: ClientOptions;
@@ -88,18 +93,19 @@ class Client extends EventTarget implements BurrowClient {
 
   constructor(options: ClientOptions) {
     super();
-    const { server, token } = checkClientOptions(options);
+    const { servers, token } = checkClientOptions(options);
     this.#options = options;
-    this.#server = server;
     const proxy = checkProxy(options.proxy);
-    this.#dialer = dialerFor(server, clientTls(options), this.#log, proxy);
+    this.#proxy = proxy;
+    this.#tls = clientTls(options);
+    // Through a proxy the proxy resolves names; directly, each address of a name is a candidate.
+    this.#servers = new ServerList(servers, proxy ? undefined : options.lookup ?? systemLookup);
     if (proxy) this.#log.info(`reaching the server through the proxy ${proxy.display}`);
-    if (!this.#dialer.encrypted) {
+    if (!this.#tls.enabled) {
       this.#log.warn("TLS is off (tls: false): the traffic to the server can be read on the way");
     }
     this.#token = token;
     this.group = options.group;
-    this.serverHost = server.hostname;
     this.started = new Promise((resolve, reject) => {
       this.#resolveStarted = resolve;
       this.#rejectStarted = reject;
@@ -132,6 +138,7 @@ class Client extends EventTarget implements BurrowClient {
     };
     if (options.description !== undefined) app.description = options.description;
     if (options.web !== undefined) app.web = webRequest(options);
+    if (options.type === "udp") app.udp = udpRequest(options);
     if (options.web?.type === "http" && this.#inspector) app.inspector = this.#inspector;
     if (options.proxyProtocol !== undefined) {
       app.proxyProtocol = checkProxyProtocol(options.proxyProtocol);
@@ -140,14 +147,7 @@ class Client extends EventTarget implements BurrowClient {
       checkAllowFrom(options.allowFrom);
       app.allowFrom = [...options.allowFrom];
     }
-    if (options.balance !== undefined) {
-      if (!BALANCE_POLICIES.includes(options.balance)) {
-        throw new ConfigError(
-          `balance: must be round_robin or least_conn, got "${String(options.balance)}"`,
-        );
-      }
-      app.balance = options.balance;
-    }
+    if (options.balance !== undefined) app.balance = checkBalance(options.balance);
     if (options.health !== undefined) {
       const wrong = checkHealthOptions(options.health);
       if (wrong !== undefined) throw new ConfigError(wrong);
@@ -194,7 +194,22 @@ class Client extends EventTarget implements BurrowClient {
   }
 
   status(): ClientStatus {
-    return clientStatus(this.group, this.#server, this.#link, this.#apps.values());
+    return clientStatus(this.group, this.#servers.current.name, this.#link, this.#apps.values());
+  }
+
+  get serverHost(): string {
+    return this.#servers.current.name.hostname;
+  }
+
+  /** The dialer of one candidate, made once and kept (it holds the settled trust). */
+  #dialerOf(candidate: ServerCandidate): Dialer {
+    const key = `${formatHostPort(candidate.name)} ${formatHostPort(candidate.at)}`;
+    let dialer = this.#dialers.get(key);
+    if (dialer === undefined) {
+      dialer = dialerFor(candidate.name, this.#tls, this.#log, this.#proxy, candidate.at);
+      this.#dialers.set(key, dialer);
+    }
+    return dialer;
   }
 
   get adminAddr(): HostPort | undefined {
@@ -268,13 +283,15 @@ class Client extends EventTarget implements BurrowClient {
   async #run(): Promise<void> {
     const backoff = new Backoff({ maxMs: Math.min(this.#options.maxBackoffMs ?? 30_000, 30_000) });
     const signal = this.#stop.signal;
-    const where = formatHostPort(this.#server);
+    const several = this.#servers.configured.length > 1;
     while (!signal.aborted) {
+      const candidate = await this.#servers.next();
+      const where = describeCandidate(candidate);
       let session: ClientSession;
       try {
         session = await openSession({
-          server: this.#server,
-          dialer: this.#dialer,
+          server: candidate.name,
+          dialer: this.#dialerOf(candidate),
           token: this.#token,
           group: this.group,
           runId: this.#runId,
@@ -288,6 +305,14 @@ class Client extends EventTarget implements BurrowClient {
       } catch (err) {
         if (err instanceof RefusedError) return this.#refused(err);
         if (signal.aborted) break;
+        // The other candidates of this pass are tried at once; the backoff is for a whole pass.
+        if (!this.#servers.passDone) {
+          const next = "trying the next address";
+          if (several) {
+            this.#log.warn(`cannot reach server ${where}: ${errorMessage(err)}; ${next}`);
+          } else this.#log.debug(`cannot reach server ${where}: ${errorMessage(err)}; ${next}`);
+          continue;
+        }
         const delay = backoff.next();
         this.#log.warn(
           `cannot reach server ${where}: ${errorMessage(err)}; retrying in ${secs(delay)}`,
@@ -301,14 +326,16 @@ class Client extends EventTarget implements BurrowClient {
         break;
       }
       this.#session = session;
-      this.#emit("connected", { server: where });
+      this.#emit("connected", { server: formatHostPort(candidate.name) });
       for (const wake of this.#waiters) wake();
       if (!this.#startedSettled) this.#settleStarted();
       let reason: string;
       const began = Date.now();
+      let stable = false;
       try {
         reason = await session.run(
           (app) => {
+            app.serverHost = candidate.name.hostname;
             this.#options.onReady?.(app.tunnel);
             this.#emit("ready", { tunnel: app.tunnel });
           },
@@ -317,12 +344,21 @@ class Client extends EventTarget implements BurrowClient {
         );
         // A session that lived a while was a real connection: back off afresh. One
         // dropped at once keeps the delay growing, so a flapping server is not hammered.
-        if (Date.now() - began >= STABLE_SESSION_MS) backoff.reset();
+        stable = Date.now() - began >= STABLE_SESSION_MS;
+        if (stable) backoff.reset();
       } catch (err) {
         if (err instanceof RefusedError) return this.#refused(err);
         reason = errorMessage(err);
       }
       if (signal.aborted) break;
+      this.#servers.moveOn();
+      // With other servers to go to, a server that stopped (or a link that had
+      // been up a while) is left for the next one at once: that is failover.
+      if (this.#servers.passSize > 1 && (stable || session.serverStopping)) {
+        this.#log.warn(`lost server ${where}: ${reason}; moving to the next server`);
+        this.#emit("reconnecting", { reason, delayMs: 0 });
+        continue;
+      }
       const delay = backoff.next();
       this.#log.warn(`lost server ${where}: ${reason}; reconnecting in ${secs(delay)}`);
       this.#emit("reconnecting", { reason, delayMs: delay });
@@ -354,27 +390,4 @@ class Client extends EventTarget implements BurrowClient {
 
 function secs(ms: number): string {
   return `${(ms / 1000).toFixed(1)}s`;
-}
-
-/** An app's web options as `expose` sends them. */
-function webRequest(options: ExposeOptions): WebApp {
-  const web = options.web as NonNullable<ExposeOptions["web"]>;
-  if (options.remotePort !== undefined && options.remotePort !== 0) {
-    throw new ConfigError(`${options.name}: remote_port is not a key of a ${web.type} app`);
-  }
-  const out: WebApp = {
-    type: web.type,
-    hostnames: [...(web.hostnames ?? [])],
-    paths: [...(web.paths ?? [])],
-  };
-  if (web.subdomain !== undefined) out.subdomain = web.subdomain;
-  if (web.hostHeader !== undefined) out.hostHeader = web.hostHeader;
-  if (web.httpsOnly !== undefined) out.httpsOnly = web.httpsOnly;
-  if (web.auth !== undefined) {
-    const password = typeof web.auth.password === "string"
-      ? web.auth.password
-      : web.auth.password.reveal();
-    out.auth = { user: web.auth.user, password };
-  }
-  return out;
 }

@@ -29,14 +29,20 @@ import {
   writeAll,
 } from "../protocol/protocol.ts";
 
-/** The dialer the TLS settings call for, reaching the server through `proxy` if given. */
+/**
+ * The dialer the TLS settings call for, reaching the server through `proxy`
+ * if given; `at` is the address to connect to when it is not `server` itself.
+ */
 export function dialerFor(
   server: HostPort,
   tls: ClientTls,
   log: Logger,
   proxy?: ProxyConfig,
+  at?: HostPort,
 ): Dialer {
-  return tls.enabled ? new TlsDialer(server, tls, log, proxy) : new TcpDialer(server, proxy);
+  return tls.enabled
+    ? new TlsDialer(server, tls, log, proxy, at)
+    : new TcpDialer(server, proxy, at);
 }
 
 /** A connection to the server, challenged: its reader, writer and the nonce to prove against. */

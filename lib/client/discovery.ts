@@ -112,9 +112,10 @@ export async function discoverServices(
   const reply = await ask(options, "services");
   if (reply.type !== "services") throw new ProtocolError(`expected services, got ${reply.type}`);
   const items = reply.services.map((s) => {
-    const { description, since, ...rest } = s;
+    const { description, since, transport, ...rest } = s;
     const info: ServiceInfo = { ...rest, since: new Date(since) };
     if (description !== undefined) info.description = description;
+    if (transport !== undefined) info.transport = transport;
     return info;
   });
   return { items, truncated: reply.truncated };

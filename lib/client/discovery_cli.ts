@@ -95,7 +95,7 @@ export function servicesTable(items: ServiceInfo[], truncated: boolean): string[
   const rows = items.map((s) => [
     s.group,
     s.app,
-    String(s.port),
+    s.transport === "udp" ? `udp/${s.port}` : String(s.port),
     String(s.connections),
     String(s.bytesIn),
     String(s.bytesOut),

@@ -16,20 +16,41 @@ import { normalizeFingerprint, pemCertificates } from "../transport/certs.ts";
 import type { ClientTls } from "../transport/tls_dialer.ts";
 import { parseProxyUrl, type ProxyConfig } from "../transport/proxy_url.ts";
 import type { ProxyProtocolVersion } from "../tunnel/proxy_protocol.ts";
-import { checkExposeExtras, MAX_ALLOW_FROM, NAME_PATTERN } from "../protocol/protocol.ts";
+import {
+  BALANCE_POLICIES,
+  type BalancePolicy,
+  checkExposeExtras,
+  MAX_ALLOW_FROM,
+  NAME_PATTERN,
+} from "../protocol/protocol.ts";
+import {
+  DEFAULT_UDP_IDLE_TIMEOUT,
+  MAX_UDP_IDLE_SECONDS,
+  type UdpApp,
+  type WebApp,
+} from "../protocol/control.ts";
 import type { ClientOptions, ExposeOptions } from "./api.ts";
+import { MAX_SERVERS } from "../config/limits.ts";
 
 /** The checked essentials of {@linkcode ClientOptions}. */
 export interface CheckedClient {
-  server: HostPort;
+  /** One or more, in the order given. */
+  servers: HostPort[];
   token: Secret;
   admin?: HostPort;
 }
 
-/** Checks the server address, group, token and admin address. Throws `ConfigError`. */
+/** Checks the server addresses, group and token. Throws `ConfigError`. */
 export function checkClientOptions(options: ClientOptions): CheckedClient {
-  const server = parseHostPort(options.server);
-  if (typeof server === "string") throw new ConfigError(`server: ${server}`);
+  const texts = typeof options.server === "string" ? [options.server] : [...options.server];
+  if (texts.length === 0 || texts.length > MAX_SERVERS) {
+    throw new ConfigError(`server: must list 1 to ${MAX_SERVERS} HOST:PORT addresses`);
+  }
+  const servers = texts.map((text) => {
+    const server = parseHostPort(text);
+    if (typeof server === "string") throw new ConfigError(`server: ${server}`);
+    return server;
+  });
   if (!NAME_PATTERN.test(options.group)) {
     throw new ConfigError(
       `group: "${options.group}" must be 1-63 lowercase letters, digits or dashes`,
@@ -37,7 +58,7 @@ export function checkClientOptions(options: ClientOptions): CheckedClient {
   }
   const token = typeof options.token === "string" ? new Secret(options.token) : options.token;
   if (token.reveal() === "") throw new ConfigError("token: must not be empty");
-  return { server, token };
+  return { servers, token };
 }
 
 /** The proxy to reach the server through, checked, or undefined. Throws `ConfigError`. */
@@ -124,4 +145,50 @@ export function clientTls(
     out.ca = { pem, file: tls.ca };
   }
   return out;
+}
+
+/** Checks an app's `balance`. Throws `ConfigError`. */
+export function checkBalance(balance: string): BalancePolicy {
+  if (!(BALANCE_POLICIES as readonly string[]).includes(balance)) {
+    throw new ConfigError(`balance: must be round_robin or least_conn, got "${balance}"`);
+  }
+  return balance as BalancePolicy;
+}
+
+/** An app's web options as `expose` sends them. */
+export function webRequest(options: ExposeOptions): WebApp {
+  const web = options.web as NonNullable<ExposeOptions["web"]>;
+  if (options.remotePort !== undefined && options.remotePort !== 0) {
+    throw new ConfigError(`${options.name}: remote_port is not a key of a ${web.type} app`);
+  }
+  const out: WebApp = {
+    type: web.type,
+    hostnames: [...(web.hostnames ?? [])],
+    paths: [...(web.paths ?? [])],
+  };
+  if (web.subdomain !== undefined) out.subdomain = web.subdomain;
+  if (web.hostHeader !== undefined) out.hostHeader = web.hostHeader;
+  if (web.httpsOnly !== undefined) out.httpsOnly = web.httpsOnly;
+  if (web.auth !== undefined) {
+    const password = typeof web.auth.password === "string"
+      ? web.auth.password
+      : web.auth.password.reveal();
+    out.auth = { user: web.auth.user, password };
+  }
+  return out;
+}
+
+/** A udp app's options as `expose` sends them. Throws `ConfigError`. */
+export function udpRequest(options: ExposeOptions): UdpApp {
+  if (options.web !== undefined) throw new ConfigError(`${options.name}: a udp app has no web`);
+  if (options.proxyProtocol !== undefined) {
+    throw new ConfigError(`${options.name}: proxyProtocol is not an option of a udp app`);
+  }
+  const idleTimeout = options.udpIdleTimeout ?? DEFAULT_UDP_IDLE_TIMEOUT;
+  if (!(idleTimeout > 0 && idleTimeout <= MAX_UDP_IDLE_SECONDS)) {
+    throw new ConfigError(
+      `${options.name}: udpIdleTimeout must be more than 0 and at most ${MAX_UDP_IDLE_SECONDS} seconds`,
+    );
+  }
+  return { idleTimeout };
 }

@@ -43,13 +43,16 @@ function sameApp(a: AppConfig, b: AppConfig): boolean {
     a.description === b.description && a.proxyProtocol === b.proxyProtocol &&
     (a.allowFrom ?? []).join(",") === (b.allowFrom ?? []).join(",") && a.balance === b.balance &&
     JSON.stringify(a.health ?? null) === JSON.stringify(b.health ?? null) &&
-    JSON.stringify(a.web ?? null) === JSON.stringify(b.web ?? null);
+    JSON.stringify(a.web ?? null) === JSON.stringify(b.web ?? null) &&
+    JSON.stringify(a.udp ?? null) === JSON.stringify(b.udp ?? null);
 }
 
 /** Keys a running client cannot change without a restart, if they changed. */
 export function restartKeys(old: ClientConfig, next: ClientConfig): string[] {
   const out: string[] = [];
-  if (formatHostPort(old.server) !== formatHostPort(next.server)) out.push("server");
+  if (old.server.map(formatHostPort).join() !== next.server.map(formatHostPort).join()) {
+    out.push("server");
+  }
   // A local comparison of two values the user wrote; nothing remote can time it.
   if (old.token.reveal() !== next.token.reveal()) out.push("token");
   if (old.group !== next.group) out.push("group");
@@ -142,6 +145,7 @@ export class GroupApps {
       ...(app.balance === undefined ? {} : { balance: app.balance }),
       ...(app.health === undefined ? {} : { health: app.health }),
       ...(app.web === undefined ? {} : { web: app.web }),
+      ...(app.udp === undefined ? {} : { type: "udp", udpIdleTimeout: app.udp.idleTimeout }),
     }).then((tunnel) => {
       tunnel.closed.then((reason) => reason instanceof RefusedError && onRefused(reason));
       return tunnel;

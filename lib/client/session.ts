@@ -31,6 +31,9 @@ import { VERSION } from "../util/version.ts";
 import { open, refusal } from "./connect.ts";
 import { ClientWorkPool, DIAL_TIMEOUT_MS } from "./work_pool.ts";
 
+/** How long a `ready` line waits for the first work connection (then it is printed anyway). */
+const FIRST_WORK_WAIT_MS = 3_000;
+
 /** Pongs a client may miss before it calls the server dead. */
 const MISSED_PONGS = 3;
 
@@ -99,6 +102,7 @@ export class ClientSession {
   #lastHeard = Date.now();
   #timers: Array<ReturnType<typeof setInterval>> = [];
   #endReason: string | undefined;
+  #serverStopping = false;
   #loopDone: Promise<void> = Promise.resolve();
   #onReady: (app: WantedApp) => void = () => {};
   #onRefused: (app: WantedApp, err: RefusedError) => void = () => {};
@@ -127,6 +131,11 @@ export class ClientSession {
   /** True once the connection is lost or closed. */
   get ended(): boolean {
     return this.#endReason !== undefined;
+  }
+
+  /** True when the server ended the session because it is stopping (so go elsewhere). */
+  get serverStopping(): boolean {
+    return this.#serverStopping;
   }
 
   /**
@@ -213,6 +222,7 @@ export class ClientSession {
     if (app.allowFrom !== undefined) request.allowFrom = app.allowFrom;
     if (app.balance !== undefined) request.balance = app.balance;
     if (app.web !== undefined) request.web = app.web;
+    if (app.udp !== undefined) request.udp = app.udp;
     if (app.limits !== undefined) {
       const limits = { ...app.limits };
       // After a reconnect, ask only for the serve time that is left.
@@ -232,9 +242,12 @@ export class ClientSession {
     // The server takes a new replica as healthy; tell it if the checks say otherwise.
     if (app.health !== undefined && !app.health.state.healthy) this.reportHealth(app);
     if (reply.urls !== undefined) app.urls = reply.urls;
+    // Live once users can be served: a work connection is up (or it is late, and said so).
+    await this.#work.firstUp(FIRST_WORK_WAIT_MS);
+    if (this.ended) throw new Error(`connection lost: ${this.#endReason}`);
     this.#o.log.info(
       `${this.#o.group}/${app.name} is live on ${
-        reply.urls?.join(" ") ?? `port ${reply.port}`
+        reply.urls?.join(" ") ?? `${app.udp === undefined ? "port" : "udp port"} ${reply.port}`
       } -> ${formatHostPort(app.local)}`,
     );
     try {
@@ -321,6 +334,7 @@ export class ClientSession {
       case "pong":
         return;
       case "shutdown":
+        this.#serverStopping = true;
         return this.#end(`server is shutting down (${msg.reason})`);
       case "refused":
         if (msg.id === undefined) throw refusal(msg);

@@ -22,7 +22,7 @@ export interface ClientAppStatus {
   local: string;
   /** The public port (the one asked for, or last had, while not live; 0: any). */
   remotePort: number;
-  /** `server-host:port` where users reach it, while it is live. */
+  /** `server-host:port` (`udp://server-host:port` for a udp app) where users reach it, while it is live. */
   publicAddr: string | null;
   /** `live` once the server confirmed it on the current link, `pending` until then. */
   state: "live" | "pending";
@@ -67,6 +67,8 @@ export interface TrackedApp {
   local: HostPort;
   port: number;
   traffic: TrafficCounter;
+  /** Set for a udp app. */
+  udp?: unknown;
 }
 
 /** Follows a client's `connected`, `ready`, `reconnecting` and `closed` events. */
@@ -138,7 +140,11 @@ export function clientStatus(
         name: app.name,
         local: formatHostPort(app.local),
         remotePort: app.port,
-        publicAddr: live ? formatHostPort({ hostname: server.hostname, port: app.port }) : null,
+        publicAddr: live
+          ? `${app.udp === undefined ? "" : "udp://"}${
+            formatHostPort({ hostname: server.hostname, port: app.port })
+          }`
+          : null,
         state: live ? "live" : "pending",
         connections: app.traffic.connections,
         connectionsTotal: app.traffic.total,

@@ -10,7 +10,7 @@ import type { HostPort } from "../util/addr.ts";
 import type { Duplex } from "../transport/transport.ts";
 import type { TrafficCounter } from "../tunnel/traffic.ts";
 import type { BalancePolicy, TunnelLimits } from "../protocol/protocol.ts";
-import type { WebApp } from "../protocol/control.ts";
+import type { UdpApp, WebApp } from "../protocol/control.ts";
 import type { HealthCheck } from "./health.ts";
 import type { ProxyProtocolVersion } from "../tunnel/proxy_protocol.ts";
 
@@ -35,8 +35,12 @@ export interface Tunnel {
   readonly local: HostPort;
   /** The public port the server gave (updated after a reconnect); 0 for web apps. */
   readonly remotePort: number;
-  /** For an http or tls app: the URLs it is reached at (empty for tcp apps). */
+  /** For an http or tls app: the URLs it is reached at (empty for tcp and udp apps). */
   readonly urls: readonly string[];
+  /** The server host it was last made live on, as dialled (for `ready` lines). */
+  readonly serverHost: string;
+  /** `udp` for a udp app (its `remotePort` is a UDP port), else `tcp` (web apps included). */
+  readonly transport: "tcp" | "udp";
   /** Resolves when the tunnel is closed: undefined, or the refusal that closed it. */
   readonly closed: Promise<Error | undefined>;
   /** Closes the public port; the client stays connected. */
@@ -66,6 +70,10 @@ export interface WantedApp {
   web?: WebApp;
   /** The URLs the server gave a web app. */
   urls?: string[];
+  /** The server host (as configured) it was last made live on. */
+  serverHost?: string;
+  /** A udp app's settings, as `expose` sends them. */
+  udp?: UdpApp;
   /** Where an http app's streams go instead of straight to `local` (the request inspector). */
   inspector?: {
     handle(
@@ -101,6 +109,12 @@ export class TunnelHandle implements Tunnel {
   }
   get urls(): readonly string[] {
     return this.#app().urls ?? [];
+  }
+  get serverHost(): string {
+    return this.#app().serverHost ?? "";
+  }
+  get transport(): "tcp" | "udp" {
+    return this.#app().udp === undefined ? "tcp" : "udp";
   }
   close(): Promise<void> {
     return this.#close();

@@ -28,10 +28,16 @@ import {
   PrefixedConn,
   StreamResetError,
 } from "../transport/mux/mod.ts";
-import { parseStart, PROTOCOL_VERSION, type Start, writeAll } from "../protocol/protocol.ts";
+import {
+  parseWorkHeader,
+  PROTOCOL_VERSION,
+  type WorkHeader,
+  writeAll,
+} from "../protocol/protocol.ts";
 import { encodeProxyHeader } from "../tunnel/proxy_protocol.ts";
 import { open } from "./connect.ts";
 import type { WantedApp } from "./tunnel.ts";
+import { ClientUdpFlows } from "./udp_flows.ts";
 
 /** How long dialling the server or a local app may take. */
 export const DIAL_TIMEOUT_MS = 10_000;
@@ -67,9 +73,13 @@ export class ClientWorkPool {
   #pool: MuxPool | undefined;
   #active = new Set<{ close(): void }>();
   #closed = false;
+  #up = false;
+  #upWaiters = new Set<() => void>();
+  #udp: ClientUdpFlows;
 
   constructor(options: WorkPoolOptions) {
     this.#o = options;
+    this.#udp = new ClientUdpFlows(options.log, options.group);
   }
 
   /** Starts keeping the work connections up. */
@@ -87,6 +97,7 @@ export class ClientWorkPool {
       backoff: { initialMs: 100, maxMs: 5_000 },
       onSession: (session) => this.#accept(session),
       onEvent: (event) => {
+        if (event.kind === "up") this.#markUp();
         if (event.kind === "down" && event.reason.kind === "failed" && !this.#closed) {
           this.#o.log.debug(`work connection ${event.slot} lost: ${event.reason.error.message}`);
         } else if (event.kind === "dial_failed" && !this.#closed) {
@@ -96,9 +107,33 @@ export class ClientWorkPool {
     });
   }
 
+  /**
+   * Resolves once a work connection is up (at once if one has been), or
+   * after `timeoutMs` whatever happened, so a `ready` line means a user can
+   * be served at once rather than after the first dial.
+   */
+  firstUp(timeoutMs: number): Promise<void> {
+    if (this.#up || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#upWaiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.#upWaiters.add(done);
+    });
+  }
+
+  #markUp(): void {
+    this.#up = true;
+    for (const wake of [...this.#upWaiters]) wake();
+  }
+
   /** Stops: the work connections close, and with them every stream on them. */
   close(): void {
     this.#closed = true;
+    for (const wake of [...this.#upWaiters]) wake();
     this.#pool?.close().catch(() => {});
   }
 
@@ -125,23 +160,28 @@ export class ClientWorkPool {
   }
 
   async #accept(session: MuxSession): Promise<void> {
+    this.#udp.pump(session).catch(() => {});
     try {
-      for await (const stream of session.incoming()) this.#serve(stream);
+      for await (const stream of session.incoming()) this.#serve(stream, session);
     } catch {
       // the session ended: the pool reports it and dials again
     }
   }
 
-  async #serve(stream: MuxStream): Promise<void> {
-    let msg: Start;
+  async #serve(stream: MuxStream, session: MuxSession): Promise<void> {
+    let msg: WorkHeader;
     try {
-      msg = parseStart(JSON.parse(decoder.decode(stream.header)));
+      msg = parseWorkHeader(JSON.parse(decoder.decode(stream.header)));
     } catch (err) {
       this.#o.log.debug(`bad stream header from the server: ${errorMessage(err)}`);
       return stream.reset("bad header");
     }
     const app = this.#o.apps.get(msg.app);
     if (!app) return stream.reset(`${UNREACHABLE}no app named ${msg.app}`);
+    if (msg.type === "udp_flow") {
+      this.#active.add(stream);
+      return this.#udp.serve(stream, session, msg, app).finally(() => this.#active.delete(stream));
+    }
     if (app.inspector) {
       // The inspector reads the requests and dials the app for each one.
       this.#active.add(stream);

@@ -22,8 +22,9 @@ import { ConfigError } from "../util/errors.ts";
 import type { LogLevel } from "../util/log_level.ts";
 import { parseCidr } from "../util/cidr.ts";
 import { BALANCE_POLICIES, type BalancePolicy, MAX_ALLOW_FROM } from "../protocol/protocol.ts";
+import { DEFAULT_UDP_IDLE_TIMEOUT } from "../protocol/control.ts";
 import type { HealthOptions } from "./health.ts";
-import { MAX_APPS_PER_GROUP } from "./limits.ts";
+import { MAX_APPS_PER_GROUP, MAX_SERVERS } from "./limits.ts";
 import { normalizeFingerprint } from "../transport/certs.ts";
 import { Secret } from "../util/secret.ts";
 import {
@@ -52,12 +53,15 @@ export interface AppConfig {
   health?: HealthOptions;
   /** An http or tls app's names and settings (absent for tcp apps). */
   web?: WebAppConfig;
+  /** A udp app (`type: udp`): its flows' idle timeout in seconds. */
+  udp?: { idleTimeout: number };
 }
 
 /** The group file merged with flags, validated. */
 export interface ClientConfig {
   file: string;
-  server: HostPort;
+  /** The server, or a cluster's nodes: tried in this order, round and round. */
+  server: HostPort[];
   token: Secret;
   group: string;
   /** Several clients serve the group (`shared: true`). */
@@ -135,11 +139,23 @@ const appEntry = z.strictObject({
   proxy_protocol: z.enum(["v1", "v2"], { error: "must be v1 or v2" }).optional(),
   balance: z.enum(BALANCE_POLICIES, { error: "must be round_robin or least_conn" }).optional(),
   health: healthEntry.optional(),
+  udp_idle_timeout: secondsField.optional(),
   ...httpAppShape,
-}).superRefine(checkTypeKeys);
+}).superRefine(checkTypeKeys).superRefine((entry, ctx) => {
+  if (entry.type !== "udp") return;
+  for (const key of ["proxy_protocol", "health"] as const) {
+    if (entry[key] === undefined) continue;
+    ctx.addIssue({ code: "custom", path: [key], message: "is not a key of a udp app" });
+  }
+});
 
 const groupFile = z.strictObject({
-  server: hostPortField.optional(),
+  server: z.union([
+    hostPortField,
+    z.array(hostPortField, "must be HOST:PORT or a list of them")
+      .min(1, "must list at least one server")
+      .max(MAX_SERVERS, `must list at most ${MAX_SERVERS} servers`),
+  ], "must be HOST:PORT or a list of them").optional(),
   token: z.string().min(1, "must not be empty").optional(),
   group: nameField,
   shared: z.boolean("must be true or false").optional(),
@@ -156,6 +172,15 @@ const groupFile = z.strictObject({
     `must list at most ${MAX_APPS_PER_GROUP} apps`,
   ),
 });
+
+/** `--server a:7700,b:7700`: one or more servers, comma-separated. */
+function serverFlag(text: string): string[] {
+  const list = text.split(",").map((s) => s.trim());
+  if (list.length > MAX_SERVERS) {
+    throw new ConfigError(`--server: must list at most ${MAX_SERVERS} servers`);
+  }
+  return list.map((s) => checkFlag("server", hostPortField, s));
+}
 
 /** Default seconds between pings. */
 export const DEFAULT_HEARTBEAT_INTERVAL = 10;
@@ -177,7 +202,9 @@ export async function loadClientConfig(
     seen.set(app.name, i);
   });
   const serverText = flags.server !== undefined
-    ? checkFlag("server", hostPortField, flags.server)
+    ? serverFlag(flags.server)
+    : typeof data.server === "string"
+    ? [data.server]
     : data.server;
   if (serverText === undefined) {
     throw new ConfigError(`${file}: server: is required (set it in the file or pass --server)`);
@@ -193,7 +220,7 @@ export async function loadClientConfig(
     file,
     tls,
     ...(stateDir === undefined ? {} : { stateDir }),
-    server: hostPort(serverText),
+    server: serverText.map(hostPort),
     token: new Secret(token),
     group: data.group,
     shared: data.shared ?? false,
@@ -220,6 +247,9 @@ export async function loadClientConfig(
       }
       const web = webAppConfig(a);
       if (web !== undefined) app.web = web;
+      if (a.type === "udp") {
+        app.udp = { idleTimeout: a.udp_idle_timeout ?? DEFAULT_UDP_IDLE_TIMEOUT };
+      }
       return app;
     }),
   };

@@ -69,12 +69,18 @@ export const httpAppShape = {
 
 /** Which of the keys above each type accepts (`remote_port` is the loader's own key). */
 const KEYS_FOR: Record<AppType, readonly string[]> = {
-  tcp: ["remote_port"],
-  udp: ["remote_port"],
+  tcp: ["remote_port", "proxy_protocol"],
+  udp: ["remote_port", "udp_idle_timeout"],
   http: ["subdomain", "hostnames", "paths", "auth", "host_header", "https_only"],
-  tls: ["subdomain", "hostnames"],
+  // A tls app's service gets the user's bytes as they came, so a PROXY header can go first.
+  tls: ["subdomain", "hostnames", "proxy_protocol"],
 };
-const TYPE_KEYS = ["remote_port", ...Object.keys(httpAppShape).filter((k) => k !== "type")];
+const TYPE_KEYS = [
+  "remote_port",
+  "proxy_protocol", // the loader's own key too; an http app's requests come from the edge
+  "udp_idle_timeout",
+  ...Object.keys(httpAppShape).filter((k) => k !== "type"),
+];
 
 /**
  * A refinement for an app entry: reports every key its type does not take,

@@ -9,6 +9,9 @@
 /** Most apps one group may expose at once, and the default of `limits.max_apps_per_group`. */
 export const MAX_APPS_PER_GROUP = 128;
 
+/** Most servers a client's `server` may list (a cluster's nodes). */
+export const MAX_SERVERS = 16;
+
 /** Every limit, as `startServer` takes them. */
 export interface ServerLimits {
   /** Groups live at once (key `limits.max_groups`). */
@@ -23,6 +26,10 @@ export interface ServerLimits {
   authFailures: number;
   /** How long a lockout lasts, and how long failures are remembered (`limits.lockout_seconds`). */
   lockoutSeconds: number;
+  /** UDP flows (user addresses) one udp app serves at once (`limits.udp_flows_per_app`). */
+  udpFlowsPerApp: number;
+  /** UDP flows one group's udp apps serve at once, together (`limits.udp_flows_per_group`). */
+  udpFlowsPerGroup: number;
 }
 
 /** The defaults: generous for real use, tight enough that a flood cannot exhaust the server. */
@@ -33,4 +40,6 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   handshakesPerSource: 64,
   authFailures: 10,
   lockoutSeconds: 300,
+  udpFlowsPerApp: 1024,
+  udpFlowsPerGroup: 4096,
 };

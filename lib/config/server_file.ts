@@ -118,6 +118,8 @@ const limitsFile = z.strictObject({
   handshakes_per_source: limitField.optional(),
   auth_failures: limitField.optional(),
   lockout_seconds: limitField.optional(),
+  udp_flows_per_app: limitField.optional(),
+  udp_flows_per_group: limitField.optional(),
 }, "must be a map of limits");
 
 const serverFile = z.strictObject({
@@ -352,5 +354,7 @@ function limitsOf(file: z.infer<typeof limitsFile>): Partial<ServerLimits> {
   }
   if (file.auth_failures !== undefined) out.authFailures = file.auth_failures;
   if (file.lockout_seconds !== undefined) out.lockoutSeconds = file.lockout_seconds;
+  if (file.udp_flows_per_app !== undefined) out.udpFlowsPerApp = file.udp_flows_per_app;
+  if (file.udp_flows_per_group !== undefined) out.udpFlowsPerGroup = file.udp_flows_per_group;
   return out;
 }

@@ -31,6 +31,7 @@ import { TrafficCounter, TrafficHistory } from "../tunnel/traffic.ts";
 import { VERSION } from "../util/version.ts";
 import { AppTraffic } from "./app_traffic.ts";
 import { serverFamilies } from "./families.ts";
+import { type UdpCounter, UdpFigures } from "./udp_figures.ts";
 import { type MonitoredWeb, webFamilies, withWebApps } from "./web_apps.ts";
 import type { AppStatus, GroupStatus, ReplicaStatus, ServerStatus } from "./status_types.ts";
 import { type GroupRecord, groupStatus } from "./group_status.ts";
@@ -90,6 +91,7 @@ export class ServerMonitor {
   #forgotten = { connectionsTotal: 0, bytesIn: 0, bytesOut: 0 };
   #sampler: ReturnType<typeof setInterval> | undefined;
   #web: MonitoredWeb | undefined;
+  #udp = new UdpFigures();
 
   constructor(options: MonitorOptions = {}) {
     this.#offlineLimit = options.offlineGroups ?? 100;
@@ -211,6 +213,11 @@ export class ServerMonitor {
     return this.#appRecord(group, app)?.open() ?? new TrafficCounter();
   }
 
+  /** A udp app's datagram counter (the same one across its exposures). */
+  udpCounter(group: string, app: string): UdpCounter {
+    return this.#udp.counter(group, app);
+  }
+
   /** An exposure ended; its counter's figures are kept once its last user has left. */
   appClosed(group: string, app: string, counter: TrafficCounter): void {
     const record = this.#groups.get(group)?.apps.get(app);
@@ -279,7 +286,7 @@ export class ServerMonitor {
     }
     online.sort((a, b) => a.name.localeCompare(b.name));
     offline.sort((a, b) => b[0] - a[0]);
-    return withWebApps([...online, ...offline.map(([, s]) => s)], this.#web);
+    return this.#udp.annotate(withWebApps([...online, ...offline.map(([, s]) => s)], this.#web));
   }
 
   /** Server-wide figures. */
@@ -324,7 +331,7 @@ export class ServerMonitor {
   }
 
   #families(): MetricFamily[] {
-    return [...this.#serverFamilies(), ...webFamilies(this.#web)];
+    return [...this.#serverFamilies(), ...this.#udp.families(), ...webFamilies(this.#web)];
   }
 
   #serverFamilies(): MetricFamily[] {

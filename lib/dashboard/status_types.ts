@@ -13,8 +13,10 @@ export interface AppStatus {
   name: string;
   /** The public port (for an offline group: the port it last had); 0 for a web app. */
   port: number;
-  /** For a web app (served by name on `--http`/`--https`): `http` or `tls`. */
-  type?: "http" | "tls";
+  /** For a web app (served by name on `--http`/`--https`): `http` or `tls`; `udp` for a udp app. */
+  type?: "http" | "tls" | "udp";
+  /** For a udp app: datagrams each way and dropped, since the server started. */
+  udp?: { datagramsIn: number; datagramsOut: number; dropped: number };
   /** For a web app: the URLs it is reached at, instead of a port. */
   urls?: string[];
   /** For a web app: the edge's figures per host name it holds (connections count requests). */

@@ -12,6 +12,7 @@
  */
 
 import type { MetricFamily } from "./metrics.ts";
+import { type MonitoredReplica, replicaStatus } from "./replica_view.ts";
 import type { AppStatus, GroupStatus, WebHostStatus } from "./status_types.ts";
 
 /** One web app holding names (`WebAppView` of lib/http/service.ts fits). */
@@ -24,6 +25,8 @@ export interface MonitoredWebApp {
   names: string[];
   urls: string[];
   live: boolean;
+  /** The clients serving it, when its group is shared. */
+  replicas?: readonly MonitoredReplica[];
 }
 
 /** One host's figures (`HostRow` of lib/http/host_metrics.ts fits). */
@@ -75,6 +78,7 @@ export function webAppRows(web: MonitoredWeb): Map<string, AppStatus[]> {
         bytesOut: r.bytesOut,
       })),
     };
+    if (app.replicas !== undefined) status.replicas = app.replicas.map(replicaStatus);
     const list = out.get(app.group) ?? [];
     list.push(status);
     out.set(app.group, list);

@@ -32,9 +32,15 @@ import { clientAddress } from "./headers.ts";
 import { rawPage } from "./pages.ts";
 import { endRaw } from "./raw_socket.ts";
 import { type AuthGuard, EdgeProxy, type EdgeRequestEvent } from "./proxy.ts";
-import { normalizeName, type RouteTable } from "./routes.ts";
+import { normalizeName, type Route, type RouteTable } from "./routes.ts";
 import { peekClientHello } from "./sni.ts";
-import { type Dial, type UpstreamOptions, UpstreamPool } from "./upstream.ts";
+import {
+  type Admit,
+  ADMIT_ALL,
+  type Dial,
+  type UpstreamOptions,
+  UpstreamPool,
+} from "./upstream.ts";
 
 /** Limits on what a user may send, against slow and oversized requests. */
 export interface EdgeLimits {
@@ -69,6 +75,8 @@ export interface EdgeOptions {
   routes: RouteTable;
   /** Opens a stream to a route's app through the tunnel. */
   dial: Dial;
+  /** Lets each request (and passed-through connection) in, or not. @default everything, one target */
+  admit?: Admit;
   /** Certificates for `--https` (needed with it). */
   certs?: CertStore;
   /** Counts wrong basic-auth passwords (the server's lockout guard). */
@@ -139,6 +147,7 @@ export class HttpEdge {
     const proxy = new EdgeProxy({
       routes: options.routes,
       pool,
+      admit: options.admit ?? ADMIT_ALL,
       maxUrlBytes: limits.maxUrlBytes,
       maxHeaderBytes: limits.maxHeaderBytes,
       ...(options.guard ? { guard: options.guard } : {}),
@@ -191,9 +200,9 @@ export class HttpEdge {
     return edge;
   }
 
-  /** Closes the pooled streams of app `id` (it went offline or was replaced). */
-  dropUpstream(id: string): void {
-    this.#pool.drop(id);
+  /** Closes the pooled streams of app `id` (it went offline or was replaced), or of one `target`. */
+  dropUpstream(id: string, target?: string): void {
+    this.#pool.drop(id, target);
   }
 
   /** Stops listening and closes every connection. */
@@ -233,12 +242,7 @@ export class HttpEdge {
         const match = name ? options.routes.match(name, "/") : undefined;
         if (match?.route.kind === "tls") {
           if (!match.live) return closeQuietly(conn);
-          const stream = await options.dial(match.route).catch((err) => {
-            this.#log.debug(`tls to ${match.route.id} failed: ${netReason(err)}`);
-          });
-          if (!stream) return closeQuietly(conn);
-          await join(conn, stream, { aToBFirst: peek.bytes });
-          return;
+          return await this.#passThrough(conn, match.route, peek.bytes, options);
         }
         const inner = await Deno.connect({ hostname: "127.0.0.1", port: innerPort });
         inner.setNoDelay(true);
@@ -259,6 +263,34 @@ export class HttpEdge {
     acceptLoop(front, (conn) => void handle(conn), (reason) => {
       this.#log.warn(`https accept failed: ${reason}`);
     });
+  }
+
+  /** Joins a connection for a `tls` app to a stream to it, the bytes read first. */
+  async #passThrough(
+    conn: Deno.TcpConn,
+    route: Route,
+    first: Uint8Array,
+    options: EdgeOptions,
+  ): Promise<void> {
+    const admission = (options.admit ?? ADMIT_ALL)(route);
+    if (!admission.ok) {
+      this.#log.debug(`tls to ${route.id} turned away: ${admission.why}`);
+      return closeQuietly(conn);
+    }
+    try {
+      const { remoteAddr: u, localAddr: pub } = conn;
+      const user = {
+        source: { hostname: u.hostname, port: u.port },
+        destination: { hostname: pub.hostname, port: pub.port },
+      };
+      const stream = await options.dial(route, admission.ticket.target, user).catch((err) => {
+        this.#log.debug(`tls to ${route.id} failed: ${netReason(err)}`);
+      });
+      if (!stream) return closeQuietly(conn);
+      await join(conn, stream, { aToBFirst: first });
+    } finally {
+      admission.ticket.done();
+    }
   }
 }
 

@@ -7,6 +7,9 @@
  * @module
  */
 
+import type http from "node:http";
+import type http2 from "node:http2";
+
 /** The statuses the edge itself answers with, and what each tells the user. */
 export const PAGES = {
   400: ["Bad Request", "The request could not be understood."],
@@ -58,4 +61,22 @@ export function rawPage(status: PageStatus, extra: Record<string, string> = {}):
 
 function utf8Length(text: string): number {
   return new TextEncoder().encode(text).length;
+}
+
+/** Answers a request with the page for `status` (no body for `HEAD`). */
+export function sendPage(
+  req: { method?: string | undefined },
+  res: http.ServerResponse | http2.Http2ServerResponse,
+  status: PageStatus,
+  extra: Record<string, string> = {},
+): void {
+  const body = pageHtml(status);
+  const fields = {
+    ...PAGE_HEADERS,
+    ...extra,
+    "content-length": String(new TextEncoder().encode(body).length),
+  };
+  (res as http.ServerResponse).writeHead(status, fields);
+  if (req.method === "HEAD") res.end();
+  else res.end(body);
 }

@@ -20,11 +20,14 @@ import type { Duplex as NodeDuplex } from "node:stream";
 import { getLogger } from "@logtape/logtape";
 import { BasicAuth } from "../util/basic_auth.ts";
 import { downstreamHeaders, switchingHead, upstreamHeaders } from "./headers.ts";
-import { PAGE_HEADERS, pageHtml, type PageStatus, rawPage } from "./pages.ts";
+import { type PageStatus, rawPage, sendPage } from "./pages.ts";
 import { normalizeName, type Route, type RouteTable } from "./routes.ts";
 import { type AnyRequest, authorityOf, headBytes, hostFields } from "./request_info.ts";
 import { endRaw, pipeBoth } from "./raw_socket.ts";
-import { UpstreamBusyError, type UpstreamPool } from "./upstream.ts";
+import { type Admit, type Ticket, UpstreamBusyError, type UpstreamPool } from "./upstream.ts";
+import { type RequestBody, requestHead } from "./h1/connection.ts";
+import { counted, exchange } from "./forward.ts";
+import { errorMessage } from "../util/errors.ts";
 
 /**
  * Failed logins by source, as the server's lockout guard counts them. The
@@ -56,6 +59,8 @@ export interface EdgeRequestEvent {
 export interface ProxyContext {
   routes: RouteTable;
   pool: UpstreamPool;
+  /** Lets each request in to its app (quota, replica), or says why not. */
+  admit: Admit;
   guard?: AuthGuard;
   /** The public port of the https listener, when there is one: `https_only` redirects there. */
   httpsPort?: number | undefined;
@@ -85,7 +90,6 @@ type Decision =
   | { kind: "forward"; route: Route; path: string };
 
 const ACME_PREFIX = "/.well-known/acme-challenge/";
-const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
 const WWW_AUTHENTICATE = 'Basic realm="burrow", charset="UTF-8"';
 
 /** One proxy per edge; it keeps the checkers of each route's credentials. */
@@ -141,11 +145,27 @@ export class EdgeProxy {
         });
         res.end(decision.body);
         return;
-      case "forward":
+      case "forward": {
         event.routeId = decision.route.id;
+        const ticket = this.#admit(decision.route, event);
+        if (!ticket) return sendPage(req, res, event.status as PageStatus);
+        res.once("close", () => ticket.done());
         this.#ctx.opened?.(event);
-        return this.#forward(req, res, scheme, remote, decision, event);
+        return this.#forward(req, res, scheme, remote, decision, ticket, event);
+      }
     }
+  }
+
+  /**
+   * A place for one request at its app, or undefined with the page's
+   * status in `event` (503 over the group's quota, 502 no replica left).
+   */
+  #admit(route: Route, event: EdgeRequestEvent): Ticket | undefined {
+    const admission = this.#ctx.admit(route);
+    if (admission.ok) return admission.ticket;
+    this.#log.debug(`request to ${route.id} turned away: ${admission.why}`);
+    event.status = admission.status;
+    return undefined;
   }
 
   /** Answers an HTTP/1.1 `Upgrade` request on its raw socket. */
@@ -179,14 +199,17 @@ export class EdgeProxy {
     if (decision.kind === "text") return endRaw(socket, rawPage(404));
     const route = decision.route;
     event.routeId = route.id;
+    const ticket = this.#admit(route, event);
+    if (!ticket) return endRaw(socket, rawPage(event.status as PageStatus));
     this.#ctx.opened?.(event);
     socket.once("close", () => {
+      ticket.done();
       event.ms = performance.now() - started;
       if (event.status === 0) event.status = 502;
       this.#ctx.observe?.(event);
     });
     const upReq = http.request({
-      agent: this.#ctx.pool.agent(route),
+      agent: this.#ctx.pool.agent(route, ticket.target),
       method: req.method,
       path: decision.path,
       setHost: false,
@@ -313,76 +336,41 @@ export class EdgeProxy {
     scheme: "http" | "https",
     remote: string,
     decision: Extract<Decision, { kind: "forward" }>,
+    ticket: Ticket,
     event: EdgeRequestEvent,
   ): void {
     const { route, path } = decision;
     const h2 = req.httpVersion === "2.0";
-    const hasLength = req.headers["content-length"] !== undefined;
+    const length = req.headers["content-length"];
     const chunked = h2
-      ? !hasLength && !(req as http2.Http2ServerRequest).stream.endAfterHeaders
+      ? length === undefined && !(req as http2.Http2ServerRequest).stream.endAfterHeaders
       : req.headers["transfer-encoding"] !== undefined;
-    const headers = upstreamHeaders(req.rawHeaders, {
-      ...this.#forwardInfo(req, scheme, remote, route),
-      chunked,
-    });
-    const bodyless = !hasLength && !chunked;
-    req.on("data", (chunk: Uint8Array) => event.bytesIn += chunk.length);
-    let responded = false;
-    let attempt = 0;
-    const send = () => {
-      attempt++;
-      const upReq = http.request({
-        agent: this.#ctx.pool.agent(route),
-        method: req.method,
+    const method = req.method ?? "GET";
+    let head: string;
+    try {
+      head = requestHead(
+        method,
         path,
-        headers,
-        setHost: false,
-      });
-      upReq.on("response", (upRes) => {
-        responded = true;
-        const fields = downstreamHeaders(upRes.rawHeaders);
-        const status = upRes.statusCode ?? 502;
-        if (h2) (res as http2.Http2ServerResponse).writeHead(status, fields);
-        else (res as http.ServerResponse).writeHead(status, upRes.statusMessage, fields);
-        upRes.on("data", (chunk: Uint8Array) => event.bytesOut += chunk.length);
-        upRes.on("error", () => res.destroy());
-        upRes.on("aborted", () => res.destroy());
-        (upRes as NodeJS.ReadableStream).pipe(res as unknown as NodeJS.WritableStream);
-      });
-      upReq.on("error", (err) => {
-        if (responded) return res.destroy();
-        // A kept-alive stream the app closed just as it was reused: try a fresh one once.
-        const retry = upReq.reusedSocket && attempt === 1 && bodyless &&
-          IDEMPOTENT.has(req.method ?? "");
-        if (retry) return send();
-        this.#log.debug(`request to ${route.id} failed: ${err.message}`);
-        if (!res.headersSent) sendPage(req, res, err instanceof UpstreamBusyError ? 503 : 502);
-        else res.destroy();
-      });
-      res.once("close", () => {
-        if (!res.writableFinished) upReq.destroy();
-      });
-      if (bodyless) upReq.end();
-      else (req as NodeJS.ReadableStream).pipe(upReq);
-    };
+        upstreamHeaders(req.rawHeaders, {
+          ...this.#forwardInfo(req, scheme, remote, route),
+          chunked,
+        }),
+      );
+    } catch {
+      return sendPage(req, res, 400);
+    }
+    const source = counted(req, event);
+    const body: RequestBody = chunked
+      ? { kind: "chunked", source }
+      : length !== undefined && Number(length) > 0
+      ? { kind: "length", length: Number(length), source }
+      : { kind: "none" };
     req.on("error", () => res.destroy());
-    send();
+    exchange(this.#ctx.pool, route, ticket.target, { method, head, body }, req, res, event).catch(
+      (err) => {
+        this.#log.debug(`request to ${route.id} failed: ${errorMessage(err)}`);
+        res.destroy();
+      },
+    );
   }
-}
-
-function sendPage(
-  req: AnyRequest,
-  res: AnyResponse,
-  status: PageStatus,
-  extra: Record<string, string> = {},
-): void {
-  const body = pageHtml(status);
-  const fields = {
-    ...PAGE_HEADERS,
-    ...extra,
-    "content-length": String(new TextEncoder().encode(body).length),
-  };
-  (res as http.ServerResponse).writeHead(status, fields);
-  if (req.method === "HEAD") res.end();
-  else res.end(body);
 }

@@ -25,7 +25,7 @@ import { HostMetrics } from "./host_metrics.ts";
 import { appNames, checkNames, type PublicWebPorts, readyUrls } from "./names.ts";
 import type { AuthGuard, EdgeRequestEvent } from "./proxy.ts";
 import { type Route, RouteTable } from "./routes.ts";
-import type { Dial } from "./upstream.ts";
+import type { Admit, Dial } from "./upstream.ts";
 import type { EdgeLimits } from "./edge.ts";
 
 /** A certificate and key as files. */
@@ -47,6 +47,8 @@ export interface WebServiceOptions {
   /** `acme.*`, with the server's state folder. */
   acme?: { email?: string; directory?: string; caFile?: string; stateDir: string };
   dial: Dial;
+  /** Lets each request in to its app (the group's quota, a replica), or not. */
+  admit?: Admit;
   guard?: AuthGuard;
   observe?: (event: EdgeRequestEvent) => void;
   limits?: Partial<EdgeLimits>;
@@ -160,6 +162,7 @@ export class WebService {
     const edge = await HttpEdge.start({
       routes,
       dial: options.dial,
+      ...(options.admit ? { admit: options.admit } : {}),
       certs,
       ...(options.http ? { http: options.http } : {}),
       ...(options.https ? { https: options.https } : {}),
@@ -194,6 +197,17 @@ export class WebService {
     return out;
   }
 
+  /** The names `claim` asks for, normalised (what {@linkcode claim} would claim). */
+  names(claim: WebClaim): string[] {
+    return appNames({
+      group: claim.group,
+      app: claim.app,
+      hostnames: claim.web.hostnames,
+      ...(claim.web.subdomain !== undefined ? { subdomain: claim.web.subdomain } : {}),
+      ...(this.#domain !== undefined ? { domain: this.#domain } : {}),
+    });
+  }
+
   /**
    * Claims the names of an app, all or none. `allowedHosts` are the
    * group's users-file `hosts` patterns (undefined: no restriction). A
@@ -211,13 +225,7 @@ export class WebService {
           "(drop https_only, or start the server with --https)",
       };
     }
-    const names = appNames({
-      group: claim.group,
-      app: claim.app,
-      hostnames: claim.web.hostnames,
-      ...(claim.web.subdomain !== undefined ? { subdomain: claim.web.subdomain } : {}),
-      ...(this.#domain !== undefined ? { domain: this.#domain } : {}),
-    });
+    const names = this.names(claim);
     const refusal = checkNames(names, allowedHosts);
     if (refusal) return { ok: false, code: refusal.code, message: refusal.message };
     const route: Route = {

@@ -118,6 +118,19 @@ export const webApp = z.object({
 /** A web app's names as `expose` carries them. */
 export type WebApp = z.infer<typeof webApp>;
 
+/** Longest `udp_idle_timeout`, in seconds (setTimeout's limit, as for serve time). */
+export const MAX_UDP_IDLE_SECONDS = MAX_SERVE_SECONDS;
+/** A UDP flow's idle timeout when the app names none (`udp_idle_timeout`), in seconds. */
+export const DEFAULT_UDP_IDLE_TIMEOUT = 60;
+
+/**
+ * A UDP app (since v7): the server binds a UDP port instead of a TCP one,
+ * each user address is a flow, and a flow silent for `idleTimeout` seconds ends.
+ */
+export const udpApp = z.object({ idleTimeout: z.number().positive().max(MAX_UDP_IDLE_SECONDS) });
+/** A UDP app's settings as `expose` carries them. */
+export type UdpApp = z.infer<typeof udpApp>;
+
 /** Put an app on a public port. `port` 0 lets the server pick, preferring `hint`. */
 export const expose = z.object({
   type: z.literal("expose"),
@@ -135,7 +148,9 @@ export const expose = z.object({
   balance: z.enum(BALANCE_POLICIES).optional(),
   /** An http or tls app: names on the shared web listeners instead of a port. */
   web: webApp.optional(),
-});
+  /** A UDP app: a public UDP port (`port`, `hint` as for tcp) and flows per user address. */
+  udp: udpApp.optional(),
+}).refine((e) => e.web === undefined || e.udp === undefined, "an app is web or udp, not both");
 /**
  * A replica's health as the client's own checks of its local service see
  * it: an unhealthy replica gets no users until it says it is healthy again.

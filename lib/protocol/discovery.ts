@@ -22,6 +22,8 @@ export const services = z.object({
     bytesIn: z.number().min(0),
     bytesOut: z.number().min(0),
     since: z.iso.datetime(),
+    /** A udp app (since v7). */
+    transport: z.literal("udp").optional(),
   })).max(MAX_SERVICES),
   truncated: z.boolean(),
 });

@@ -23,7 +23,7 @@ import { z } from "zod";
 import { parseIn, typesOf } from "./common.ts";
 import { challenge, firstOptions, welcome } from "./handshake.ts";
 import { clientControlOptions, serverControlOptions } from "./control.ts";
-import { start } from "./work.ts";
+import { start, udpFlow } from "./work.ts";
 import { services } from "./discovery.ts";
 
 export * from "./frames.ts";
@@ -60,12 +60,27 @@ export {
   parseServerControl,
   type ServerControlMessage,
   type TunnelLimits,
+  type UdpApp,
 } from "./control.ts";
-export { parseStart, type Start } from "./work.ts";
+export {
+  MAX_FLOW_ID,
+  parseStart,
+  parseWorkHeader,
+  type Start,
+  type UdpFlow,
+  type WorkHeader,
+} from "./work.ts";
 export { type DiscoveryAnswer, parseDiscoveryAnswer, type Services } from "./discovery.ts";
 
 // The all-phase unions are the phases' own lists put together, so a message is listed once.
-const serverOptions = [challenge, welcome, ...serverControlOptions, start, services] as const;
+const serverOptions = [
+  challenge,
+  welcome,
+  ...serverControlOptions,
+  start,
+  udpFlow,
+  services,
+] as const;
 const serverMessage = z.discriminatedUnion("type", serverOptions);
 const serverTypes = typesOf(serverOptions);
 

@@ -13,6 +13,8 @@ export interface AppEntry {
   since: Date;
   /** Free text from the app's config, shown by discovery. */
   description?: string;
+  /** `udp` when `port` is a UDP port (a udp app); absent: a TCP port. */
+  transport?: "udp";
 }
 
 /** One exposed app, as `services()` reports it. */
@@ -33,4 +35,6 @@ export interface ServiceInfo {
   since: Date;
   /** Free text from the app's config, if it has one. */
   description?: string;
+  /** `udp` for a udp app (`port` is a UDP port); absent for a tcp app. */
+  transport?: "udp";
 }

@@ -18,7 +18,7 @@
  * console.log(`burrow ${VERSION} (protocol v${PROTOCOL_VERSION})`);
  * ```
  */
-export const PROTOCOL_VERSION = 6; // v6: work connections carry mux sessions, one stream per user (v5: shared groups, web apps)
+export const PROTOCOL_VERSION = 7; // v7: udp apps (expose.udp, udp_flow work streams); v6: work connections carry mux sessions, one stream per user (v5: shared groups, web apps)
 
 /** The sentence both sides use when versions differ, naming the side to upgrade. */
 export function versionMismatch(clientVersion: number, serverVersion: number): string {

@@ -5,6 +5,16 @@
  * raw bytes follow both ways. The client's first byte on the stream says it
  * reached the app; a reset says it could not (see `lib/server/work_conn.ts`).
  *
+ * A UDP flow (since v7) is a stream too, whose header is `udp_flow`: it
+ * names the flow id, the app and the user's address. The client opens a UDP
+ * socket to the app for it and answers the same one byte; from then on the
+ * flow's datagrams travel as mux DATAGRAM frames carrying that flow id, both
+ * ways, on the same mux session (they go ahead of stream data, so a bulk TCP
+ * user never delays them). No bytes travel on the stream itself: it lives as
+ * long as the flow, and either side ends the flow by closing or resetting it
+ * (the server does when the flow has been idle `udp_idle_timeout` seconds,
+ * the client when its socket fails); a lost session ends its flows with it.
+ *
  * @module
  */
 
@@ -33,4 +43,40 @@ const startTypes = typesOf([start]);
 /** Validates the header of a work stream: a `start`. Throws `ProtocolError`. */
 export function parseStart(value: unknown): Start {
   return parseIn(start, startTypes, value, "server", (type) => `expected start, got ${type}`);
+}
+
+/** Largest flow id: a DATAGRAM frame carries it in 32 bits. */
+export const MAX_FLOW_ID = 0xffff_ffff;
+
+/**
+ * The header of a UDP flow's stream: datagrams with flow id `flow` on this
+ * mux session are this user's (`source`) datagrams to and from the app.
+ */
+export const udpFlow = z.object({
+  type: z.literal("udp_flow"),
+  flow: z.int().min(0).max(MAX_FLOW_ID),
+  app: name,
+  source: netAddr,
+  destination: netAddr,
+});
+
+/** The server's `udp_flow`. */
+export type UdpFlow = z.infer<typeof udpFlow>;
+
+/** What a work stream's header may be. */
+export type WorkHeader = Start | UdpFlow;
+
+const workHeaderOptions = [start, udpFlow] as const;
+const workHeader = z.discriminatedUnion("type", workHeaderOptions);
+const workHeaderTypes = typesOf(workHeaderOptions);
+
+/** Validates the header of a work stream: a `start` or a `udp_flow`. Throws `ProtocolError`. */
+export function parseWorkHeader(value: unknown): WorkHeader {
+  return parseIn(
+    workHeader,
+    workHeaderTypes,
+    value,
+    "server",
+    (type) => `expected start or udp_flow, got ${type}`,
+  );
 }

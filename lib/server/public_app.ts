@@ -61,8 +61,8 @@ export interface AppSession {
   groupFull(): string | undefined;
   /** True while `app` is the session's live app of its name. */
   isLive(app: PublicApp): boolean;
-  /** Closes `app` because a limit was reached. */
-  retire(app: PublicApp, reason: string, dropUsers: boolean): void;
+  /** Lets go of `app` because a limit was reached; `closes`: the last replica, it closes the app. */
+  retire(app: PublicApp, reason: string, dropUsers: boolean, closes: boolean): void;
 }
 
 /** An exposed app and its users. */
@@ -71,7 +71,7 @@ export class PublicApp {
   readonly limits: TunnelLimits;
   /** This exposure's users and bytes: the one counter the limits, `services()` and metrics read. */
   readonly traffic: TrafficCounter;
-  /** Fires when `limits.maxServeSeconds` runs out: the session retires the app. */
+  /** Fires when `limits.maxServeSeconds` runs out: every replica's session retires the app. */
   readonly expiry?: ReturnType<typeof setTimeout>;
   #listener: Deno.TcpListener;
   #users = new Set<Deno.TcpConn>();
@@ -121,7 +121,7 @@ export class PublicApp {
     const seconds = this.limits.maxServeSeconds;
     if (seconds !== undefined) {
       this.expiry = setTimeout(
-        () => session.retire(this, `served for ${seconds}s`, true),
+        () => this.#retire(`served for ${seconds}s`, true),
         seconds * 1000,
       );
     }
@@ -193,6 +193,19 @@ export class PublicApp {
     return new Promise((resolve) => this.#drained.push(resolve));
   }
 
+  /**
+   * Closes the app because one of its limits was reached: the limit holds
+   * for the app, so every replica's session lets it go (each client hears
+   * of it once its users are done) and the last one closes it, whichever
+   * joined first.
+   */
+  #retire(reason: string, dropUsers: boolean): void {
+    const replicas = this.#replicas.list();
+    replicas.forEach((r, i) =>
+      r.session.retire(this, reason, dropUsers, i === replicas.length - 1)
+    );
+  }
+
   get #label(): string {
     return `${this.#session.group}/${this.entry.app}`;
   }
@@ -233,7 +246,7 @@ export class PublicApp {
     const stats = this.traffic.open();
     if (maxConnections !== undefined && this.traffic.total >= maxConnections) {
       // This user is served; nobody after it.
-      this.#session.retire(this, `served its limit of ${maxConnections} connections`, false);
+      this.#retire(`served its limit of ${maxConnections} connections`, false);
     }
     let error: string | undefined;
     try {

@@ -32,6 +32,9 @@ export interface PortRefusal {
   message: string;
 }
 
+/** Which kind of port: TCP and UDP ports are claimed apart, from the same ranges. */
+export type PortKind = "tcp" | "udp";
+
 /** How many random free ports to try before giving up on a server-picked port. */
 const RANDOM_TRIES = 64;
 
@@ -40,6 +43,7 @@ export class Registry<S> {
   #ranges: PortRange[];
   #groups = new Map<string, GroupEntry<S>>();
   #ports = new Map<number, AppEntry>();
+  #udpPorts = new Map<number, AppEntry>();
 
   constructor(ranges: PortRange[]) {
     this.#ranges = ranges;
@@ -101,7 +105,7 @@ export class Registry<S> {
     }
     this.#groups.delete(name);
     const apps = [...entry.apps.values()];
-    for (const app of apps) this.#ports.delete(app.port);
+    for (const app of apps) this.#portsOf(app).delete(app.port);
     return apps;
   }
 
@@ -118,7 +122,13 @@ export class Registry<S> {
    * preferring `hint`, the port it had before a reconnect). A refusal when
    * no port can be had at all.
    */
-  candidates(port: number, hint?: number, within?: readonly PortRange[]): number[] | PortRefusal {
+  candidates(
+    port: number,
+    hint?: number,
+    within?: readonly PortRange[],
+    kind: PortKind = "tcp",
+  ): number[] | PortRefusal {
+    const ports = kind === "udp" ? this.#udpPorts : this.#ports;
     if (port !== 0) {
       if (!this.allowed(port, within)) {
         return {
@@ -128,20 +138,22 @@ export class Registry<S> {
             : `port ${port} is outside the server's allowed ports`,
         };
       }
-      const owner = this.#ports.get(port);
+      const owner = ports.get(port);
       if (owner) {
         return {
           code: "port_taken",
-          message: `port ${port} is taken by ${owner.group}/${owner.app}`,
+          message: `${
+            kind === "udp" ? "udp " : ""
+          }port ${port} is taken by ${owner.group}/${owner.app}`,
         };
       }
       return [port];
     }
     const out: number[] = [];
-    if (hint !== undefined && hint !== 0 && this.allowed(hint, within) && !this.#ports.has(hint)) {
+    if (hint !== undefined && hint !== 0 && this.allowed(hint, within) && !ports.has(hint)) {
       out.push(hint);
     }
-    const free = this.#freeList(within);
+    const free = this.#freeList(within, ports);
     for (let i = 0; i < RANDOM_TRIES && free.length > 0; i++) {
       const at = Math.floor(Math.random() * free.length);
       const pick = free[at] as number;
@@ -161,15 +173,23 @@ export class Registry<S> {
   }
 
   /** Records that a group's app holds a port (after the server bound it). */
-  claim(group: string, app: string, port: number, description?: string): AppEntry {
+  claim(
+    group: string,
+    app: string,
+    port: number,
+    description?: string,
+    kind: PortKind = "tcp",
+  ): AppEntry {
     const entry = this.#groups.get(group);
     if (!entry) throw new Error(`group "${group}" is not live`);
     if (entry.apps.has(app)) throw new Error(`app "${group}/${app}" is already exposed`);
-    if (this.#ports.has(port)) throw new Error(`port ${port} is already claimed`);
+    const ports = kind === "udp" ? this.#udpPorts : this.#ports;
+    if (ports.has(port)) throw new Error(`${kind} port ${port} is already claimed`);
     const record: AppEntry = { group, app, port, since: new Date() };
     if (description !== undefined) record.description = description;
+    if (kind === "udp") record.transport = "udp";
     entry.apps.set(app, record);
-    this.#ports.set(port, record);
+    ports.set(port, record);
     return record;
   }
 
@@ -182,7 +202,7 @@ export class Registry<S> {
     const record = entry?.apps.get(app);
     if (!entry || !record || (only !== undefined && record !== only)) return undefined;
     entry.apps.delete(app);
-    this.#ports.delete(record.port);
+    this.#portsOf(record).delete(record.port);
     return record;
   }
 
@@ -198,10 +218,14 @@ export class Registry<S> {
     return out;
   }
 
-  #freeList(within?: readonly PortRange[]): number[] {
+  #freeList(within: readonly PortRange[] | undefined, ports: Map<number, AppEntry>): number[] {
     return this.#allowedSorted().filter((p) =>
-      !this.#ports.has(p) && (within === undefined || inside(p, within))
+      !ports.has(p) && (within === undefined || inside(p, within))
     );
+  }
+
+  #portsOf(entry: AppEntry): Map<number, AppEntry> {
+    return entry.transport === "udp" ? this.#udpPorts : this.#ports;
   }
 
   #allowedSorted(): number[] {

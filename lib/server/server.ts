@@ -41,7 +41,7 @@ import { Handshakes } from "./handshakes.ts";
 import { Router } from "./router.ts";
 import type { BurrowServer, ServerOptions } from "./api.ts";
 import type { WebService } from "../http/service.ts";
-import { startWeb } from "./web.ts";
+import { monitoredWeb, startWeb } from "./web.ts";
 import type { SessionServices } from "./session.ts";
 
 export type { BurrowServer, ServerOptions, ServiceInfo };
@@ -194,14 +194,16 @@ class Server implements BurrowServer {
     }
     if (this.#options.web) {
       try {
+        const members = (group: string) => this.#registry.group(group)?.members ?? [];
         this.#web = await startWeb(this.#options.web, {
-          session: (group) => this.#registry.group(group)?.session,
+          members,
           guard: this.#guard,
+          monitor: this.#monitor,
           stateDir: this.#options.stateDir ?? defaultStateDir(),
           log: this.#log,
         });
         this.#sessionServices.web = this.#web;
-        this.#monitor.attachWeb(this.#web);
+        this.#monitor.attachWeb(monitoredWeb(this.#web, members));
       } catch (err) {
         closeQuietly(this.#listener);
         await this.#dashboard?.close();
@@ -266,6 +268,7 @@ class Server implements BurrowServer {
           since: entry.since,
         };
         if (entry.description !== undefined) info.description = entry.description;
+        if (entry.transport !== undefined) info.transport = entry.transport;
         out.push(info);
       }
     }

@@ -30,11 +30,12 @@ import type { Registry } from "./registry.ts";
 import { freePortsAnswer } from "./answers.ts";
 import { type AppServices, type AppSession, PublicApp } from "./public_app.ts";
 import { bindPublicPort } from "./public_port.ts";
-import { exposeId, replicaMismatch, replicaTypeMismatch, siblingApp } from "./shared_apps.ts";
+import { badExpose, replicaMismatch, replicaTypeMismatch, siblingApp } from "./shared_apps.ts";
 import { MuxWork } from "./work_conn.ts";
 import type { WebService } from "../http/service.ts";
-import { claimWebApp } from "./web.ts";
-import type { Route } from "../http/routes.ts";
+import { exposeWebApp } from "./web.ts";
+import type { WebApp } from "./web_app.ts";
+import { SessionUdpApps, type UdpApp, type UdpAppServices } from "./udp_apps.ts";
 
 /** What a session needs from the server that runs it. */
 export interface SessionServices extends AppServices {
@@ -44,8 +45,8 @@ export interface SessionServices extends AppServices {
   hooks: Pick<ServerHooks, "onExpose" | "onUserConnect" | "onClose">;
   monitor:
     & AppServices["monitor"]
-    & Pick<ServerMonitor, "refused" | "groupOffline" | "appExposed" | "appClosed">;
-  limits: Pick<ServerLimits, "maxAppsPerGroup" | "maxPendingUsers">;
+    & Pick<ServerMonitor, "refused" | "groupOffline" | "appExposed" | "appClosed" | "udpCounter">;
+  limits: Pick<ServerLimits, "maxAppsPerGroup" | "maxPendingUsers"> & UdpAppServices["limits"];
   /** The shared web listeners, when the server has any (`--http`, `--https`). */
   web?: WebService;
 }
@@ -68,13 +69,15 @@ export class ServerSession implements AppSession {
   readonly shared: boolean;
   readonly since = new Date();
   readonly apps = new Map<string, PublicApp>();
-  /** The web apps (http, tls): app name to the claim holding its names. */
-  readonly webApps = new Map<string, Route>();
+  /** The web apps (http, tls) by name; a shared one is the same object in each replica's map. */
+  readonly webApps = new Map<string, WebApp>();
   /** The secret this group proved it knows; its work connections prove it too. */
   readonly token: Secret;
   /** What the group's entry in the users file allows; replaced on reload. */
   quota: Quota | undefined;
   readonly work: MuxWork;
+  /** The udp apps (`udp_apps.ts`). */
+  readonly udp: SessionUdpApps;
   #s: SessionServices;
   #link: ControlLink;
   #onEnded: (session: ServerSession) => void;
@@ -120,6 +123,7 @@ export class ServerSession implements AppSession {
       timeoutMs: Math.round(services.heartbeatTimeoutMs),
     });
     this.#done = new Promise((resolve) => this.#resolveDone = resolve);
+    this.udp = new SessionUdpApps(services, this);
   }
 
   /** Resolves once the session has ended and released everything. */
@@ -154,20 +158,13 @@ export class ServerSession implements AppSession {
         try {
           msg = parseClientControl(raw);
         } catch (err) {
-          const id = exposeId(raw);
-          if (id === undefined) throw err;
+          const refusal = badExpose(raw);
+          if (refusal === undefined) throw err;
           // A malformed request is refused on its own; the session and its other apps carry on.
           this.#s.log.info(`refused a malformed expose from group ${this.group}`);
-          this.#s.monitor.refused("bad_request", "malformed expose request", {
-            addr: this.clientAddr,
-            group: this.group,
-          });
-          await this.#send({
-            type: "refused",
-            id,
-            code: "bad_request",
-            message: "malformed expose request",
-          });
+          const where = { addr: this.clientAddr, group: this.group };
+          this.#s.monitor.refused(refusal.code, refusal.message, where);
+          await this.#send(refusal);
           continue;
         }
         await this.#handle(msg);
@@ -209,27 +206,30 @@ export class ServerSession implements AppSession {
     const freed = last.flatMap((app) =>
       this.#s.registry.release(this.group, app.entry.app, app.entry)?.port ?? []
     );
-    const closing = [...last, ...this.#retiring].map((app) => this.#closeApp(app));
+    const udp = this.udp.closeAll();
+    const closing = [...[...last, ...this.#retiring].map((a) => this.#closeApp(a)), udp.closed];
     freed.push(...this.#s.registry.removeGroup(this.group, this).map((a) => a.port));
     this.#retiring.clear();
     this.apps.clear();
-    // Web names stay claimed, offline (502), until the group comes back or another app claims them.
-    for (const route of this.webApps.values()) this.#s.web?.setLive(route.id, false, route);
+    // A single client's names stay claimed, offline (502), until it comes back or another app
+    // claims them; a shared app's go with its last replica.
+    for (const app of this.webApps.values()) app.leave(this, this.#s.web, !this.shared);
     this.work.close();
     const closeConn = () => closeQuietly(this.#link.conn);
     if (notice) this.#link.writer.send(notice).then(closeConn, closeConn);
     else closeConn();
-    const ports = freed.length > 0
-      ? `; freed port${freed.length > 1 ? "s" : ""} ${freed.join(", ")}`
+    const all = [...freed, ...udp.freed];
+    const ports = all.length > 0
+      ? `; freed port${all.length > 1 ? "s" : ""} ${all.join(", ")}`
       : "";
     this.#s.log.info(`group ${this.group} from ${this.clientAddr} ended: ${reason}${ports}`);
     this.#onEnded(this);
     Promise.all(closing).then(() => this.#resolveDone());
   }
 
-  /** The apps exposed now, each with its traffic counter. */
-  stats(): PublicApp[] {
-    return [...this.apps.values()];
+  /** The apps exposed now (udp ones too), each with its traffic counter. */
+  stats(): Array<PublicApp | UdpApp> {
+    return [...this.apps.values(), ...this.udp.list()];
   }
 
   nextWorkId(): number {
@@ -245,20 +245,23 @@ export class ServerSession implements AppSession {
     if (max === undefined) return undefined;
     let open = 0;
     for (const a of [...this.apps.values(), ...this.#retiring]) open += a.traffic.connections;
+    for (const web of this.webApps.values()) open += web.inFlight; // requests in flight
     return open >= max
       ? `the group has its ${max} connections open (entry ${this.quota?.entry} in the users file)`
       : undefined;
   }
 
   /**
-   * Closes an app the server decided to close (a limit was reached) and
-   * tells the client, unasked. `dropUsers` also ends its live users.
+   * Lets go of an app the server decided to close (a limit was reached) and
+   * tells the client, unasked; `closes` (its last replica) also closes it.
+   * `dropUsers` also ends its live users.
    */
-  retire(app: PublicApp, reason: string, dropUsers: boolean): void {
+  retire(app: PublicApp, reason: string, dropUsers: boolean, closes = true): void {
     const name = app.entry.app;
     if (this.#ended || this.apps.get(name) !== app) return;
-    this.#detach(app);
-    const closed = this.#closeApp(app, dropUsers);
+    this.apps.delete(name);
+    if (closes) this.#s.registry.release(this.group, name, app.entry);
+    const closed = closes ? this.#closeApp(app, dropUsers) : Promise.resolve();
     this.#retiring.add(app);
     // The client hears of it once the users still being served are done: until
     // then it must keep answering their `start`s for this app.
@@ -292,20 +295,21 @@ export class ServerSession implements AppSession {
         return Promise.resolve();
       case "health":
         this.apps.get(msg.app)?.setHealth(this, msg.healthy, msg.reason);
+        this.webApps.get(msg.app)?.setHealth(this, msg.healthy, msg.reason);
         return Promise.resolve();
     }
   }
 
   /** Closes an app; answers once its port is really free, so it can be claimed again at once. */
   async #unexpose(id: number, name: string): Promise<void> {
-    const route = this.webApps.get(name);
-    if (route !== undefined && this.webApps.delete(name)) this.#s.web?.release(route.id, route);
+    if (await this.udp.unexpose(name)) return this.#send({ type: "unexposed", id, app: name });
+    const web = this.webApps.get(name);
+    if (web !== undefined && this.webApps.delete(name)) web.leave(this, this.#s.web, false);
     const app = this.apps.get(name);
-    if (app && !app.removeReplica(this)) {
-      // Other replicas still serve it: only this one leaves.
-      this.apps.delete(name);
-    } else if (app) {
-      this.#detach(app);
+    this.apps.delete(name);
+    // While other replicas still serve it only this one leaves; the last one closes it.
+    if (app?.removeReplica(this)) {
+      this.#s.registry.release(this.group, name, app.entry);
       await this.#closeApp(app);
       this.#s.log.info(`${this.group}/${name} closed; port ${app.entry.port} is free`);
     }
@@ -324,11 +328,11 @@ export class ServerSession implements AppSession {
     const forbidden = await consult("onExpose", this.#s.hooks.onExpose, info, this.#s.log);
     if (this.#ended) return;
     if (forbidden !== undefined) return refuse("forbidden", forbidden);
-    if (this.apps.has(name) || this.webApps.has(name)) {
+    if (this.apps.has(name) || this.webApps.has(name) || this.udp.has(name)) {
       return refuse("app_exists", `app ${this.group}/${name} is already exposed`);
     }
     const maxApps = Math.min(this.#s.limits.maxAppsPerGroup, this.quota?.maxApps ?? Infinity);
-    if (this.apps.size + this.webApps.size >= maxApps) {
+    if (this.apps.size + this.webApps.size + this.udp.size >= maxApps) {
       const why = maxApps === this.quota?.maxApps
         ? `group ${this.group} may expose at most ${maxApps} apps (its entry ${this.quota.entry} in the users file)`
         : `a group may expose at most ${maxApps} apps (limits.max_apps_per_group)`;
@@ -338,11 +342,17 @@ export class ServerSession implements AppSession {
     const typeMismatch = replicaTypeMismatch(members, this, msg);
     if (typeMismatch !== undefined) return refuse("replica_mismatch", typeMismatch);
     if (msg.web !== undefined) { // an http or tls app: names on the shared listeners, no port
-      const claimed = claimWebApp(this.#s.web, this.group, name, msg.web, this.quota?.hosts);
-      if (!claimed.ok) return refuse(claimed.code, claimed.message);
-      this.webApps.set(name, claimed.route);
-      this.#s.log.info(`${claimed.route.id} is live on ${claimed.urls.join(" ")}`);
-      return this.#send({ type: "exposed", id, app: name, port: 0, urls: claimed.urls });
+      const web = { app: name, web: msg.web, balance: msg.balance };
+      const done = exposeWebApp(this.#s.web, this.#s, this, members, web, this.quota?.hosts);
+      if (!done.ok) return refuse(done.code, done.message);
+      this.webApps.set(name, done.app);
+      this.#s.log.info(`${done.app.route.id} is live on ${done.app.urls.join(" ")}`);
+      return this.#send({ type: "exposed", id, app: name, port: 0, urls: [...done.app.urls] });
+    }
+    if (msg.udp !== undefined) {
+      const answer = await this.udp.expose(msg, this.quota?.ports);
+      if ("code" in answer) return refuse(answer.code, answer.message);
+      return this.#send({ type: "exposed", id, app: name, port: answer.port });
     }
     const sibling = this.shared ? siblingApp(this.#s.registry, this, name) : undefined;
     if (sibling) {
@@ -385,11 +395,5 @@ export class ServerSession implements AppSession {
     const closed = app.close(dropUsers);
     this.#s.monitor.appClosed(this.group, app.entry.app, app.traffic);
     return closed;
-  }
-
-  /** Takes an app out of this session and frees its port in the registry. */
-  #detach(app: PublicApp): void {
-    this.apps.delete(app.entry.app);
-    this.#s.registry.release(this.group, app.entry.app, app.entry);
   }
 }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Expose } from "../protocol/protocol.ts";
+import type { Expose, Refused } from "../protocol/protocol.ts";
 import type { PublicApp } from "./public_app.ts";
 import type { Registry } from "./registry.ts";
 
@@ -16,6 +16,13 @@ export function exposeId(raw: unknown): number | undefined {
   const { type, id } = raw as { type?: unknown; id?: unknown };
   const usable = type === "expose" && typeof id === "number" && Number.isSafeInteger(id) && id >= 0;
   return usable ? id : undefined;
+}
+
+/** The refusal that answers a malformed `expose` on its own, or undefined if it has no usable id. */
+export function badExpose(raw: unknown): Refused | undefined {
+  const id = exposeId(raw);
+  if (id === undefined) return undefined;
+  return { type: "refused", id, code: "bad_request", message: "malformed expose request" };
 }
 
 /** Why an `expose` cannot join the replicas of `app` (they must agree on its port), or undefined. */

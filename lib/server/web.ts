@@ -1,45 +1,40 @@
 /**
  * The server's web side wired to its sessions: the {@linkcode WebService}
- * (shared `--http`/`--https` listeners, certificates, ACME) with a `dial`
- * that opens a stream to a web app through its group's live session, the
- * same four steps as for a TCP user (take a work stream, `start` it, wait
- * for `started`, hand it over with the bytes that came with the answer).
+ * (shared `--http`/`--https` listeners, certificates, ACME) with the
+ * `admit` and `dial` the edge asks for each request, answered by the
+ * {@linkcode WebApp} that holds the request's route (its group's quota,
+ * its replicas), and the exposing of a web app: a claim on its names, or
+ * one more replica of the app a shared group serves already.
  *
  * @module
  */
 
-import type { Logger } from "@logtape/logtape";
 import { type HostPort, parseHostPort } from "../util/addr.ts";
 import { ConfigError } from "../util/errors.ts";
-import type { Duplex } from "../transport/transport.ts";
 import { type SourceGuard, sourceOf } from "../util/source_guard.ts";
-import { WebService } from "../http/service.ts";
-import type { WebApp } from "../protocol/control.ts";
+import { type WebClaim, WebService } from "../http/service.ts";
+import type { WebApp as WebAppMessage } from "../protocol/control.ts";
+import type { BalancePolicy } from "../protocol/protocol.ts";
 import type { WireRefusalCode } from "../util/errors.ts";
 import { Secret } from "../util/secret.ts";
 import type { Route } from "../http/routes.ts";
-import { UpstreamBusyError } from "../http/upstream.ts";
 import type { WebOptions } from "./api.ts";
-import type { WorkSource } from "./work_conn.ts";
+import type { MonitoredWeb } from "../dashboard/web_apps.ts";
+import { WebApp, type WebAppServices, type WebSession } from "./web_app.ts";
 
-/** What the web side needs of a group's session (kept apart: the session imports this module). */
-export interface WebSession {
-  readonly ended: boolean;
-  /** Its web apps, by app name. */
-  readonly webApps: ReadonlyMap<string, unknown>;
-  readonly work: WorkSource;
-  groupFull(): string | undefined;
-  nextWorkId(): number;
+/** A session as the web side sees it: a {@linkcode WebSession} with its web apps. */
+export interface WebMember extends WebSession {
+  /** Its web apps, by app name (a shared app is one object in every replica's map). */
+  readonly webApps: ReadonlyMap<string, WebApp>;
 }
 
 /** What the web side needs from the server. */
-export interface WebContext {
-  /** The live session holding `group`, if any. */
-  session(group: string): WebSession | undefined;
+export interface WebContext extends WebAppServices {
+  /** The live sessions of `group` (one, or several for a shared group). */
+  members(group: string): readonly WebMember[];
   guard: SourceGuard;
   /** The state folder for ACME, if the server has one. */
   stateDir: string | undefined;
-  log: Logger;
 }
 
 /** Starts the web side from the server's `web` options. */
@@ -77,7 +72,12 @@ export async function startWeb(options: WebOptions, ctx: WebContext): Promise<We
         },
       }
       : {}),
-    dial: (route) => dialApp(route, ctx),
+    dial: (route, target, user) => {
+      const app = webAppOf(route, ctx);
+      return app ? app.dial(target, user) : Promise.reject(new Error(`${route.id} is offline`));
+    },
+    admit: (route) =>
+      webAppOf(route, ctx)?.admit() ?? { ok: false, status: 502, why: `${route.id} is offline` },
     guard: {
       lockedFor: (address) => ctx.guard.lockedFor(sourceOf(address)),
       failed: (address) => ctx.guard.failed(sourceOf(address)),
@@ -85,34 +85,58 @@ export async function startWeb(options: WebOptions, ctx: WebContext): Promise<We
   });
 }
 
-/** What claiming a web app's names came to. */
-export type WebClaimAnswer =
-  | { ok: true; route: Route; urls: string[] }
+/**
+ * The web side as the monitor reads it: the service's web apps, each one
+ * of a shared group with its replicas (client, health, requests).
+ */
+export function monitoredWeb(
+  service: WebService,
+  members: (group: string) => readonly (WebMember & { readonly shared: boolean })[],
+): MonitoredWeb {
+  return {
+    hosts: service.hosts,
+    apps: () =>
+      service.apps().map((view) => {
+        const holder = members(view.group).find((m) => m.shared && m.webApps.has(view.app));
+        const app = holder?.webApps.get(view.app);
+        return app?.route.id === view.id ? { ...view, replicas: app.replicas() } : view;
+      }),
+  };
+}
+
+/** What exposing a web app came to. */
+export type WebExposeAnswer =
+  | { ok: true; app: WebApp }
   | { ok: false; code: WireRefusalCode; message: string };
 
 /**
- * Claims the names of web app `app` of `group` as its `expose` asks
- * (`hosts`: the group's users-file patterns, if it has an entry).
+ * Exposes web app `msg.app` of `self`'s group as its `expose` asks: it
+ * joins the replicas of the app of that name another member of a shared
+ * group serves (they must agree on type, names and paths:
+ * `replica_mismatch`), or claims its names (`hosts`: the group's
+ * users-file patterns, if it has an entry).
  */
-export function claimWebApp(
+export function exposeWebApp(
   service: WebService | undefined,
-  group: string,
-  app: string,
-  web: WebApp,
+  services: WebAppServices,
+  self: WebMember & { readonly shared: boolean },
+  members: readonly WebMember[],
+  msg: { app: string; web: WebAppMessage; balance?: BalancePolicy | undefined },
   hosts: readonly string[] | undefined,
-): WebClaimAnswer {
+): WebExposeAnswer {
   if (!service) {
     return {
       ok: false,
       code: "bad_request",
-      message: `this server serves no ${web.type} apps: it was started without --http or --https`,
+      message:
+        `this server serves no ${msg.web.type} apps: it was started without --http or --https`,
     };
   }
-  const route = `${group}/${app}`;
-  const claimed = service.claim({
-    id: route,
-    group,
-    app,
+  const web = msg.web;
+  const claim: WebClaim = {
+    id: `${self.group}/${msg.app}`,
+    group: self.group,
+    app: msg.app,
     web: {
       type: web.type,
       hostnames: web.hostnames,
@@ -124,60 +148,38 @@ export function claimWebApp(
         ? { auth: { user: web.auth.user, password: new Secret(web.auth.password) } }
         : {}),
     },
-  }, hosts);
-  return claimed.ok ? { ok: true, route: claimed.route, urls: claimed.urls } : claimed;
+  };
+  const shape = { type: web.type, names: service.names(claim), paths: web.paths };
+  const sibling = self.shared
+    ? members.find((m) => m !== self && !m.ended && m.webApps.has(msg.app))?.webApps.get(msg.app)
+    : undefined;
+  if (sibling) {
+    const mismatch = sibling.mismatch(shape);
+    if (mismatch !== undefined) return { ok: false, code: "replica_mismatch", message: mismatch };
+    sibling.addReplica(self);
+    return { ok: true, app: sibling };
+  }
+  const claimed = service.claim(claim, hosts);
+  if (!claimed.ok) return claimed;
+  return {
+    ok: true,
+    app: new WebApp(services, {
+      route: claimed.route,
+      app: msg.app,
+      urls: claimed.urls,
+      shape: { ...shape, names: claimed.names },
+      first: self,
+      balance: msg.balance,
+    }),
+  };
 }
 
-/** A stream to the app of `route`, through its group's session. */
-async function dialApp(route: Route, ctx: WebContext): Promise<Duplex> {
-  const session = ctx.session(route.group);
-  const app = route.id.slice(route.group.length + 1);
-  if (!session || session.ended || !session.webApps.has(app)) {
-    throw new Error(`${route.id} is offline`);
+/** The web app that holds `route` now, if a live session serves it. */
+function webAppOf(route: Route, ctx: WebContext): WebApp | undefined {
+  const name = route.id.slice(route.group.length + 1);
+  for (const member of ctx.members(route.group)) {
+    const app = member.ended ? undefined : member.webApps.get(name);
+    if (app?.route === route) return app;
   }
-  if (session.groupFull() !== undefined) throw new UpstreamBusyError(session.groupFull());
-  const work = await session.work.take();
-  if (!work) throw new Error(`no work connection from ${route.group} in time`);
-  const id = session.nextWorkId();
-  await work.start({
-    type: "start",
-    id,
-    app,
-    user: "http edge",
-    source: { hostname: "0.0.0.0", port: 0 },
-    destination: { hostname: "0.0.0.0", port: 0 },
-  });
-  const first = await work.started();
-  return first.length === 0 ? work.stream : new Prefixed(work.stream, first);
-}
-
-/** A stream whose first reads return bytes already read from it. */
-class Prefixed implements Duplex {
-  #inner: Duplex;
-  #first: Uint8Array;
-
-  constructor(inner: Duplex, first: Uint8Array) {
-    this.#inner = inner;
-    this.#first = first;
-  }
-
-  read(p: Uint8Array): Promise<number | null> {
-    if (this.#first.length === 0) return this.#inner.read(p);
-    const n = Math.min(p.length, this.#first.length);
-    p.set(this.#first.subarray(0, n));
-    this.#first = this.#first.subarray(n);
-    return Promise.resolve(n);
-  }
-
-  write(p: Uint8Array): Promise<number> {
-    return this.#inner.write(p);
-  }
-
-  closeWrite(): Promise<void> {
-    return this.#inner.closeWrite();
-  }
-
-  close(): void {
-    this.#inner.close();
-  }
+  return undefined;
 }

@@ -24,6 +24,10 @@
  * too, never half-closed. A session that fails fails only its own streams;
  * the client dials a new one.
  *
+ * A UDP flow is a stream too (header `udp_flow`, see `lib/protocol/work.ts`)
+ * whose datagrams travel as DATAGRAM frames on the same mux session; the
+ * sessions hand every datagram they receive to {@linkcode MuxWork.flows}.
+ *
  * @module
  */
 
@@ -37,7 +41,8 @@ import {
   StreamResetError,
 } from "../transport/mux/mod.ts";
 import { errorMessage } from "../util/errors.ts";
-import { type FrameReader, type Start, withDeadline } from "../protocol/protocol.ts";
+import { type FrameReader, type Start, type UdpFlow, withDeadline } from "../protocol/protocol.ts";
+import { FlowRoutes } from "./udp_flows.ts";
 
 /** A user connection waits at most this long for a work connection (a mux session) to be up. */
 export const WORK_TIMEOUT_MS = 10_000;
@@ -88,6 +93,8 @@ const encoder = new TextEncoder();
 
 /** The mux connections of one session, and the users waiting for one. */
 export class MuxWork implements WorkSource {
+  /** Where the datagrams of this session's UDP flows go. */
+  readonly flows: FlowRoutes = new FlowRoutes();
   #sessions = new Set<MuxSession>();
   #waiters = new Set<() => void>();
   #pending: PendingUsers;
@@ -114,6 +121,7 @@ export class MuxWork implements WorkSource {
       timeoutMs: this.#options.timeoutMs,
       acceptBacklog: 1,
       names: { client: "burrow", server: "burrow-server" },
+      onDatagram: (flowId, payload) => this.flows.deliver(session, flowId, payload),
     });
     this.#sessions.add(session);
     session.closed.then(() => this.#sessions.delete(session));
@@ -129,24 +137,32 @@ export class MuxWork implements WorkSource {
     if (this.idle > 0) return this.#stream();
     this.#pending.count++;
     try {
-      const deadline = performance.now() + WORK_TIMEOUT_MS;
-      while (!this.#closed && this.idle === 0) {
-        const left = deadline - performance.now();
-        if (left <= 0) return undefined;
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            clearTimeout(timer);
-            this.#waiters.delete(done);
-            resolve();
-          };
-          const timer = setTimeout(done, left);
-          this.#waiters.add(done);
-        });
-      }
-      return this.#closed ? undefined : this.#stream();
+      return await this.ready() ? this.#stream() : undefined;
     } finally {
       this.#pending.count--;
     }
+  }
+
+  /**
+   * True once a connection can take a stream (at once if one can); false if
+   * none came within WORK_TIMEOUT_MS or the session closed.
+   */
+  async ready(): Promise<boolean> {
+    const deadline = performance.now() + WORK_TIMEOUT_MS;
+    while (!this.#closed && this.idle === 0) {
+      const left = deadline - performance.now();
+      if (left <= 0) return false;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          this.#waiters.delete(done);
+          resolve();
+        };
+        const timer = setTimeout(done, left);
+        this.#waiters.add(done);
+      });
+    }
+    return !this.#closed;
   }
 
   /** Closes every mux connection (their streams fail); waiting users get nothing. */
@@ -176,14 +192,26 @@ export class MuxWork implements WorkSource {
     };
   }
 
+  /**
+   * Opens a UDP flow's stream on the session with the fewest streams, at
+   * once (a datagram is never waited for). Throws if no connection can take it.
+   */
+  openFlow(flow: UdpFlow): { stream: MuxStream; session: MuxSession } {
+    return this.#openOn(encoder.encode(JSON.stringify(flow)));
+  }
+
   /** Opens a stream on the session with the fewest streams. */
   #open(header: Uint8Array): MuxStream {
+    return this.#openOn(header).stream;
+  }
+
+  #openOn(header: Uint8Array): { stream: MuxStream; session: MuxSession } {
     const candidates = [...this.#sessions].filter((s) => s.canOpen)
       .sort((a, b) => a.streamCount - b.streamCount);
     let last: unknown;
     for (const session of candidates) {
       try {
-        return session.openStream(header);
+        return { stream: session.openStream(header), session };
       } catch (err) {
         last = err; // full or ending since we looked: try the next one
       }
@@ -204,7 +232,7 @@ const EMPTY = new Uint8Array(0);
  * Waits for the client's one-byte answer that leads its side of a stream:
  * it reached the app (the user's bytes were sent optimistically meanwhile).
  */
-async function started(stream: MuxStream): Promise<Uint8Array> {
+export async function started(stream: MuxStream): Promise<Uint8Array> {
   const answer = stream.read(new Uint8Array(1));
   answer.catch(() => {}); // after a deadline, the join closes the stream and this rejects
   const n = await withDeadline(

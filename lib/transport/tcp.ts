@@ -82,11 +82,14 @@ export class TcpDialer implements Dialer {
   readonly encrypted = false;
   readonly server: HostPort;
   #proxy: ProxyConfig | undefined;
-  constructor(server: HostPort, proxy?: ProxyConfig) {
+  #dialAt: HostPort;
+  /** `dialAt`: the address to connect to when it is not `server` itself. */
+  constructor(server: HostPort, proxy?: ProxyConfig, dialAt?: HostPort) {
     this.server = server;
     this.#proxy = proxy;
+    this.#dialAt = dialAt ?? server;
   }
   dial(timeoutMs: number): Promise<Conn> {
-    return dialTcp(this.server, timeoutMs, this.#proxy);
+    return dialTcp(this.#dialAt, timeoutMs, this.#proxy);
   }
 }

@@ -75,15 +75,23 @@ export class TlsDialer implements Dialer {
   #log: Logger;
   #anchor: TrustAnchor | undefined;
   #proxy: ProxyConfig | undefined;
+  #dialAt: HostPort;
 
-  /** Reaches `server` directly, or through `proxy` (HTTP CONNECT or SOCKS5) when given. */
+  /**
+   * Reaches `server` directly, or through `proxy` (HTTP CONNECT or SOCKS5)
+   * when given. `dialAt` is the address to connect to when it is not
+   * `server` itself (one address of a name with several); the server is
+   * still verified, and recorded, under `server`.
+   */
   constructor(
     server: HostPort,
     tls: Extract<ClientTls, { enabled: true }>,
     log: Logger,
     proxy?: ProxyConfig,
+    dialAt?: HostPort,
   ) {
     this.server = server;
+    this.#dialAt = dialAt ?? server;
     this.#tls = tls;
     this.#log = log;
     this.#proxy = proxy;
@@ -98,7 +106,7 @@ export class TlsDialer implements Dialer {
   async dial(timeoutMs: number, fresh = false): Promise<Conn> {
     if (fresh || this.#anchor === undefined) this.#anchor = await this.#settle(timeoutMs);
     const anchor = this.#anchor;
-    const tcp = await dialTcp(this.server, timeoutMs, this.#proxy);
+    const tcp = await dialTcp(this.#dialAt, timeoutMs, this.#proxy);
     try {
       return await this.#startTls(tcp, anchor, timeoutMs);
     } catch (err) {
@@ -199,16 +207,18 @@ export class TlsDialer implements Dialer {
 
   /** The chain the server presents, read with node:tls without verifying it. */
   async #peek(timeoutMs: number): Promise<PeekedChain> {
-    const { hostname, port } = this.server;
+    const { hostname } = this.server;
     const isIp = /^[0-9.]+$|:/.test(hostname);
     // Through a proxy, node:tls runs over the tunnel Deno opened.
     const tunnel = this.#proxy === undefined
       ? undefined
-      : duplexOf(await dialTcp(this.server, timeoutMs, this.#proxy));
+      : duplexOf(await dialTcp(this.#dialAt, timeoutMs, this.#proxy));
     return await withDeadline(
       new Promise<PeekedChain>((resolve, reject) => {
         const socket = nodeTls.connect({
-          ...(tunnel === undefined ? { host: hostname, port } : { socket: tunnel }),
+          ...(tunnel === undefined
+            ? { host: this.#dialAt.hostname, port: this.#dialAt.port }
+            : { socket: tunnel }),
           rejectUnauthorized: false,
           ...(isIp ? {} : { servername: hostname }),
         });

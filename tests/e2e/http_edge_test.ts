@@ -271,8 +271,7 @@ Deno.test("the edge through the real programs: fields, WebSocket, SSE, auth and 
       await using busy = startClient(file);
       await webReady(busy, "busy", "web");
       const tcp = await busy.stdout.wait(/^ready busy\/tcp 127\.0\.0\.1:(\d+)/, 20_000);
-      // No web request before the TCP user: a kept-alive upstream stream would be reused
-      // without the quota check, which is made when a stream is opened (see the report).
+      // (Requests in flight and kept-alive upstream streams: tests/e2e/web_quota_test.ts.)
       const user = await Deno.connect({ hostname: "127.0.0.1", port: Number(tcp[1]) });
       try {
         const deadline = Date.now() + 10_000;

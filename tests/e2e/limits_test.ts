@@ -139,3 +139,56 @@ Deno.test("bad limits and descriptions are refused locally; the client and its o
   assert.equal(await echoThrough(good.remotePort, data), await sha256(data));
   assert.deepEqual(t.server.services().map((s) => s.app), ["good"]);
 });
+
+/** Resolves to what `p` resolves to, or to "timeout" after `ms`. */
+function within<T>(p: Promise<T>, ms: number): Promise<T | "timeout"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"timeout">((resolve) =>
+    timer = setTimeout(() => resolve("timeout"), ms)
+  );
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+/** A server and two clients serving one shared group, closed by `await using`. */
+async function sharedSetUp() {
+  const stack = new AsyncDisposableStack();
+  const app = echoApp();
+  stack.defer(() => app.close());
+  const server = stack.use(await libraryServer({ token: "lim", portCount: 10, tls: false }));
+  const options = { token: "lim", group: "pair", shared: true, tls: false } as const;
+  const one = stack.use(await libraryClient(server, options));
+  const two = stack.use(await libraryClient(server, options));
+  return { app, server, one, two, [Symbol.asyncDispose]: () => stack.disposeAsync() };
+}
+
+Deno.test("a shared app's maxConnections closes it for every replica: each client hears of it", async () => {
+  await using t = await sharedSetUp();
+  const limits = { maxConnections: 2 };
+  const first = await t.one.expose({ name: "pair", local: t.app.addr, limits });
+  const second = await t.two.expose({ name: "pair", local: t.app.addr, limits });
+  assert.equal(second.remotePort, first.remotePort);
+  for (let i = 0; i < 2; i++) {
+    const data = randomBytes(5000 + i);
+    assert.equal(await echoThrough(first.remotePort, data), await sha256(data));
+  }
+  assert.equal(await within(first.closed, 10_000), undefined, "the first replica's tunnel closed");
+  assert.equal(
+    await within(second.closed, 10_000),
+    undefined,
+    "the second replica's tunnel closed",
+  );
+  assert.ok(await waitRefused(first.remotePort));
+  assert.deepEqual(t.server.services(), []);
+});
+
+Deno.test("a shared app's maxServeSeconds holds after the replica that came first has left", async () => {
+  await using t = await sharedSetUp();
+  const limits = { maxServeSeconds: 1.5 };
+  const first = await t.one.expose({ name: "timed", local: t.app.addr, limits });
+  const second = await t.two.expose({ name: "timed", local: t.app.addr, limits });
+  await first.close();
+  const data = randomBytes(1000);
+  assert.equal(await echoThrough(second.remotePort, data), await sha256(data), "still served");
+  assert.equal(await within(second.closed, 10_000), undefined, "closed when its time was up");
+  assert.ok(await waitRefused(second.remotePort));
+});

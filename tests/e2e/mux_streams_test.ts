@@ -12,6 +12,7 @@ import { echoApp, localApp } from "../helpers/apps.ts";
 import { asTestClient, libraryClient, libraryServer } from "../helpers/library.ts";
 import { startClient } from "../../mod.ts";
 import { echoThrough, randomBytes, sha256, writeAll } from "../helpers/net.ts";
+import { FreezableProxy } from "../helpers/relays.ts";
 
 const TOKEN = "mux-streams-token-5k2p";
 
@@ -187,4 +188,50 @@ Deno.test("a work connection that dies fails only its own users and is replaced"
   } finally {
     users.forEach(quietClose);
   }
+});
+
+Deno.test("an app is ready only once a work connection can serve its first user (bounded wait)", async () => {
+  using app = echoApp();
+  await using server = await libraryServer({ token: TOKEN, tls: false });
+  // Connection 0 is the control connection; work connections are turned away until `open`.
+  let open = false;
+  await using relay = new FreezableProxy(server.addr.port, (index) => index === 0 || open);
+  await using client = asTestClient(
+    await startClient({
+      server: `127.0.0.1:${relay.port}`,
+      token: TOKEN,
+      group: "late",
+      tls: false,
+    }),
+  );
+  const began = performance.now();
+  const opener = setTimeout(() => open = true, 1_000);
+  try {
+    const tunnel = await client.expose({ name: "echo", local: app.addr });
+    const waited = performance.now() - began;
+    assert.ok(waited >= 950, `ready after ${waited.toFixed(0)} ms, before any work connection`);
+    // Ready means served: the first user needs no dial of its own.
+    const data = randomBytes(64 * 1024);
+    assert.equal(await echoThrough(tunnel.remotePort, data), await sha256(data));
+  } finally {
+    clearTimeout(opener);
+  }
+  // With no work connection at all, `ready` still comes, after the bounded wait.
+  const lonely = new FreezableProxy(server.addr.port, (index) => index === 0);
+  await using _lonely = lonely;
+  await using other = asTestClient(
+    await startClient({
+      server: `127.0.0.1:${lonely.port}`,
+      token: TOKEN,
+      group: "lonely",
+      tls: false,
+    }),
+  );
+  const t0 = performance.now();
+  await other.expose({ name: "echo", local: app.addr });
+  const late = performance.now() - t0;
+  assert.ok(
+    late >= 2_900 && late < 10_000,
+    `ready after ${late.toFixed(0)} ms without work connections`,
+  );
 });

@@ -87,6 +87,9 @@ export interface AppSpec {
   balance?: "round_robin" | "least_conn";
   /** Written as a flow map, e.g. `{ tcp: true, interval: 0.2 }`. */
   health?: { tcp?: true; http?: string; interval?: number; fails?: number };
+  /** `udp` for a udp app (`tcp` is the default). */
+  type?: "tcp" | "udp";
+  udp_idle_timeout?: number;
 }
 
 /** Writes a group file to a temp dir and returns its path. */
@@ -117,6 +120,8 @@ export function groupFile(o: {
     if (a.proxy_protocol !== undefined) lines.push(`    proxy_protocol: ${a.proxy_protocol}`);
     if (a.balance !== undefined) lines.push(`    balance: ${a.balance}`);
     if (a.health !== undefined) lines.push(`    health: ${JSON.stringify(a.health)}`);
+    if (a.type !== undefined) lines.push(`    type: ${a.type}`);
+    if (a.udp_idle_timeout !== undefined) lines.push(`    udp_idle_timeout: ${a.udp_idle_timeout}`);
   }
   const path = makeTempFileSync({ prefix: "burrow-group-", suffix: ".yaml" });
   Deno.writeTextFileSync(path, lines.join("\n") + "\n");
@@ -132,17 +137,18 @@ export function startClient(
   return new Proc("client.ts", [file, "--log-level", "debug", ...args], env);
 }
 
-/** Waits for `ready GROUP/APP HOST:PORT` and returns the port. */
+/** Waits for `ready GROUP/APP HOST:PORT` (`udp://HOST:PORT` with `scheme`) and returns the port. */
 export async function readyPort(
   client: Proc,
   group: string,
   app: string,
   from = 0,
   timeoutMs = 15_000,
+  scheme = "",
 ): Promise<number> {
   try {
     const m = await client.stdout.wait(
-      new RegExp(`^ready ${group}/${app} 127\\.0\\.0\\.1:(\\d+)$`),
+      new RegExp(`^ready ${group}/${app} ${scheme}127\\.0\\.0\\.1:(\\d+)$`),
       timeoutMs,
       from,
     );

@@ -15,6 +15,7 @@ import fc from "fast-check";
 import type { WireRefusalCode } from "../../lib/util/errors.ts";
 import {
   type ClientMessage,
+  MAX_FLOW_ID,
   MAX_FREE_RANGES,
   MAX_SERVE_SECONDS,
   MAX_SERVICES,
@@ -93,6 +94,7 @@ const service = record({
   bytesIn: nonNegative,
   bytesOut: nonNegative,
   since: isoDate,
+  transport: fc.constant("udp" as const),
 }, { requiredKeys: ["group", "app", "port", "connections", "bytesIn", "bytesOut", "since"] });
 
 const range = fc.tuple(port, port);
@@ -137,6 +139,13 @@ export const SERVER_MESSAGES: ArbitraryPerType<ServerMessage> = {
     source: record({ hostname: fc.oneof(fc.ipV4(), fc.ipV6()), port }),
     destination: record({ hostname: fc.oneof(fc.ipV4(), fc.ipV6()), port }),
   }),
+  udp_flow: record({
+    type: fc.constant("udp_flow"),
+    flow: fc.oneof(fc.nat(1000), fc.constantFrom(0, MAX_FLOW_ID)),
+    app: name,
+    source: record({ hostname: fc.oneof(fc.ipV4(), fc.ipV6()), port }),
+    destination: record({ hostname: fc.oneof(fc.ipV4(), fc.ipV6()), port }),
+  }),
   services: record({
     type: fc.constant("services"),
     services: fc.array(service, { maxLength: 4 }),
@@ -172,6 +181,7 @@ export const CLIENT_MESSAGES: ArbitraryPerType<ClientMessage> = {
     limits,
     allowFrom: fc.array(fc.string({ maxLength: 64 }), { minLength: 1, maxLength: 4 }),
     balance: fc.constantFrom("round_robin", "least_conn"),
+    udp: record({ idleTimeout: positive(MAX_SERVE_SECONDS) }),
   }, { requiredKeys: ["type", "id", "app", "port"] }),
   unexpose: record({ type: fc.constant("unexpose"), id: requestId, app: name }),
   free_ports: record({ type: fc.constant("free_ports"), id: requestId }),
@@ -340,6 +350,12 @@ export const BAD_FIELD_VALUES: Record<string, fc.Arbitrary<unknown>> = {
   group: badName,
   port: badInt(0, 65535),
   hint: badInt(0, 65535),
+  flow: badInt(0, MAX_FLOW_ID),
+  udp: fc.oneof(
+    notString.filter((v) => typeof v !== "object" || v === null || Array.isArray(v)),
+    fc.constant({}),
+    record({ idleTimeout: badPositive(MAX_SERVE_SECONDS) }),
+  ),
   version: badInt(0, 1_000_000),
   count: badInt(1, 1024),
   nonce: badHex(64),

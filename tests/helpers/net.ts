@@ -55,8 +55,12 @@ export async function sha256(data: Uint8Array<ArrayBuffer>): Promise<string> {
  * Sends `data` through a public port to an echo app, half-closes, reads the
  * echo to EOF, and returns the SHA-256 of what came back.
  */
-export async function echoThrough(port: number, data: Uint8Array<ArrayBuffer>): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+export async function echoThrough(
+  port: number,
+  data: Uint8Array<ArrayBuffer>,
+  hostname = "127.0.0.1",
+): Promise<string> {
+  const conn = await Deno.connect({ hostname, port });
   try {
     const [, back] = await Promise.all([
       writeAll(conn, data).then(() => conn.closeWrite()),
@@ -74,9 +78,13 @@ export async function echoThrough(port: number, data: Uint8Array<ArrayBuffer>): 
  * Sends `size` random bytes through a public port to an echo app and checks
  * the same bytes come back (by SHA-256).
  */
-export async function assertEchoes(port: number, size = 256 * 1024): Promise<void> {
+export async function assertEchoes(
+  port: number,
+  size = 256 * 1024,
+  hostname = "127.0.0.1",
+): Promise<void> {
   const data = randomBytes(size);
-  const [back, sent] = await Promise.all([echoThrough(port, data), sha256(data)]);
+  const [back, sent] = await Promise.all([echoThrough(port, data, hostname), sha256(data)]);
   if (back !== sent) throw new Error(`echo through port ${port}: sha256 ${back}, sent ${sent}`);
 }
 

@@ -18,7 +18,11 @@ export const PROGRAMS = {
   haproxy: "/usr/sbin/haproxy",
   tinyproxy: "/usr/bin/tinyproxy",
   microsocks: "/usr/bin/microsocks",
+  dig: "/usr/bin/dig",
 } as const;
+
+/** The Debian package of a program, where it is not named after it. */
+const PACKAGES: Partial<Record<keyof typeof PROGRAMS, string>> = { dig: "dnsutils" };
 
 /** A program of {@linkcode PROGRAMS}. */
 export type Program = keyof typeof PROGRAMS;
@@ -29,7 +33,9 @@ export function missing(program: Program): string | undefined {
     Deno.statSync(PROGRAMS[program]);
     return undefined;
   } catch {
-    return `needs ${program} (Debian package ${program}) at ${PROGRAMS[program]}`;
+    return `needs ${program} (Debian package ${PACKAGES[program] ?? program}) at ${
+      PROGRAMS[program]
+    }`;
   }
 }
 
@@ -151,11 +157,22 @@ export interface ProxyProtocolNginx extends AsyncDisposable {
  * nginx listening with `proxy_protocol` on 127.0.0.1 and [::1]. Each request
  * gets `$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr
  * $proxy_protocol_server_port` as its body, and the access log has one line
- * per request with the same addresses.
+ * per request with the same addresses. With `tls` (PEM certificate and key)
+ * it speaks HTTPS after the header, as the service of a `type: tls` app.
  */
-export async function startProxyProtocolNginx(): Promise<ProxyProtocolNginx> {
+export async function startProxyProtocolNginx(
+  tls?: { cert: string; key: string },
+): Promise<ProxyProtocolNginx> {
   const dir = await makeTempDir({ prefix: "burrow-nginx-" });
   const port = freePort();
+  if (tls) {
+    await Deno.writeTextFile(`${dir}/site.crt`, tls.cert);
+    await Deno.writeTextFile(`${dir}/site.key`, tls.key, { mode: 0o600 });
+  }
+  const ssl = tls ? " ssl" : "";
+  const certs = tls
+    ? `ssl_certificate ${dir}/site.crt;\n    ssl_certificate_key ${dir}/site.key;`
+    : "";
   const conf = `
 daemon off;
 master_process off;
@@ -170,8 +187,9 @@ http {
   scgi_temp_path ${dir}/scgi;
   log_format pp '$proxy_protocol_addr:$proxy_protocol_port > $proxy_protocol_server_addr:$proxy_protocol_server_port';
   server {
-    listen 127.0.0.1:${port} proxy_protocol;
-    listen [::1]:${port} proxy_protocol;
+    listen 127.0.0.1:${port}${ssl} proxy_protocol;
+    listen [::1]:${port}${ssl} proxy_protocol;
+    ${certs}
     access_log ${dir}/access.log pp;
     location / {
       default_type text/plain;

@@ -67,12 +67,20 @@ export async function webServer(
   };
 }
 
-/** A group file for `client.ts` with `apps` (YAML list items, indented by two). */
-export function webGroupFile(serverPort: number, group: string, apps: string): string {
+/**
+ * A group file for `client.ts` with `apps` (YAML list items, indented by
+ * two) and `more` top-level lines (e.g. `shared: true\n`).
+ */
+export function webGroupFile(
+  serverPort: number,
+  group: string,
+  apps: string,
+  more = "",
+): string {
   const path = makeTempFileSync({ prefix: "burrow-web-group-", suffix: ".yaml" });
   Deno.writeTextFileSync(
     path,
-    `server: 127.0.0.1:${serverPort}\ntoken: ${WEB_TOKEN}\ngroup: ${group}\napps:\n${apps}`,
+    `server: 127.0.0.1:${serverPort}\ntoken: ${WEB_TOKEN}\ngroup: ${group}\n${more}apps:\n${apps}`,
   );
   return path;
 }

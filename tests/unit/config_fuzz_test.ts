@@ -384,7 +384,7 @@ function checkClient(config: ClientConfig): void {
     assert.ok(Number.isInteger(app.local.port) && app.local.port <= 65535);
     assert.ok(app.description === undefined || app.description.length <= 1024);
   }
-  assert.ok(Number.isInteger(config.server.port) && config.server.port <= 65535);
+  for (const s of config.server) assert.ok(Number.isInteger(s.port) && s.port <= 65535);
 }
 
 function checkServer(config: ServerConfig): void {

@@ -24,6 +24,7 @@ import {
   yamlFiles,
 } from "../helpers/config_fixtures.ts";
 import { Secret } from "../../lib/util/secret.ts";
+import { makeTempFileSync } from "../helpers/temp.ts";
 
 /** The parts of a ClientConfig worth comparing, with the token revealed. */
 function plainClient(c: ClientConfig) {
@@ -47,8 +48,23 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   "minimal.yaml": {
     want: {
       ...CLIENT_TLS_DEFAULT,
-      server: { hostname: "127.0.0.1", port: 7700 },
+      server: [{ hostname: "127.0.0.1", port: 7700 }],
       token: "fixture-token-minimal",
+      group: "home-lab",
+      heartbeatInterval: 10,
+      logLevel: "info",
+      apps: [{ name: "ssh", local: { hostname: "127.0.0.1", port: 22 }, remotePort: 0 }],
+    },
+  },
+  "server_list.yaml": {
+    want: {
+      ...CLIENT_TLS_DEFAULT,
+      server: [
+        { hostname: "a.example.net", port: 7700 },
+        { hostname: "2001:db8::7", port: 7700 },
+        { hostname: "192.0.2.10", port: 7701 },
+      ],
+      token: "fixture-token-list",
       group: "home-lab",
       heartbeatInterval: 10,
       logLevel: "info",
@@ -58,7 +74,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   "shared.yaml": {
     want: {
       ...CLIENT_TLS_DEFAULT,
-      server: { hostname: "127.0.0.1", port: 7700 },
+      server: [{ hostname: "127.0.0.1", port: 7700 }],
       token: "fixture-token-shared",
       group: "web-farm",
       shared: true,
@@ -84,7 +100,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   "full.yaml": {
     want: {
       ...CLIENT_TLS_DEFAULT,
-      server: { hostname: "tunnel.example.com", port: 7701 },
+      server: [{ hostname: "tunnel.example.com", port: 7701 }],
       token: "env-secret-value-8d1f",
       group: "lab-2",
       heartbeatInterval: 2.5,
@@ -100,7 +116,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
     flags: { server: "[2001:db8::1]:7700", token: "from-the-flag", "log-level": "warning" },
     want: {
       ...CLIENT_TLS_DEFAULT,
-      server: { hostname: "2001:db8::1", port: 7700 },
+      server: [{ hostname: "2001:db8::1", port: 7700 }],
       token: "from-the-flag",
       group: "flagged",
       heartbeatInterval: 10,
@@ -111,7 +127,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   "admin.yaml": {
     want: {
       ...CLIENT_TLS_DEFAULT,
-      server: { hostname: "127.0.0.1", port: 7700 },
+      server: [{ hostname: "127.0.0.1", port: 7700 }],
       token: "fixture-token-admin",
       group: "admin-lab",
       heartbeatInterval: 10,
@@ -122,7 +138,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   "proxy.yaml": {
     want: {
       ...CLIENT_TLS_DEFAULT,
-      server: { hostname: "tunnel.example.com", port: 7700 },
+      server: [{ hostname: "tunnel.example.com", port: 7700 }],
       token: "fixture-secret-token",
       group: "office",
       heartbeatInterval: 10,
@@ -147,7 +163,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   "env_inside_values.yaml": {
     want: {
       ...CLIENT_TLS_DEFAULT,
-      server: { hostname: "relay.example.net", port: 7700 },
+      server: [{ hostname: "relay.example.net", port: 7700 }],
       token: "prefix-env-secret-value-8d1f",
       group: "envy",
       heartbeatInterval: 10,
@@ -157,7 +173,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   },
   "tls_pinned.yaml": {
     want: {
-      server: { hostname: "127.0.0.1", port: 7700 },
+      server: [{ hostname: "127.0.0.1", port: 7700 }],
       token: "fixture-token-pinned",
       group: "pinned",
       heartbeatInterval: 10,
@@ -173,7 +189,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   },
   "tls_ca.yaml": {
     want: {
-      server: { hostname: "127.0.0.1", port: 7700 },
+      server: [{ hostname: "127.0.0.1", port: 7700 }],
       token: "fixture-token-ca",
       group: "with-ca",
       heartbeatInterval: 10,
@@ -185,7 +201,7 @@ const clientValid: Record<string, { flags?: ClientFlags; want: ReturnType<typeof
   },
   "tls_off.yaml": {
     want: {
-      server: { hostname: "127.0.0.1", port: 7700 },
+      server: [{ hostname: "127.0.0.1", port: 7700 }],
       token: "fixture-token-plain",
       group: "plain",
       heartbeatInterval: 10,
@@ -236,7 +252,7 @@ Deno.test("client flags override the file's server and token", async () => {
     token: "flag-token",
     "log-level": "error",
   }, processEnv);
-  assert.deepEqual(config.server, { hostname: "10.1.2.3", port: 9999 });
+  assert.deepEqual(config.server, [{ hostname: "10.1.2.3", port: 9999 }]);
   assert.equal(config.token.reveal(), "flag-token");
   assert.equal(config.logLevel, "error");
   assert.equal(config.group, "home-lab", "keys without a flag keep the file's value");
@@ -248,7 +264,7 @@ Deno.test("a flag supplies a missing server or token, but not both missing", asy
     const noServer = await loadClientConfig(invalid + "missing_server.yaml", {
       server: "127.0.0.1:1",
     }, processEnv);
-    assert.deepEqual(noServer.server, { hostname: "127.0.0.1", port: 1 });
+    assert.deepEqual(noServer.server, [{ hostname: "127.0.0.1", port: 1 }]);
     assert.equal(noServer.token.reveal(), "fixture-secret-token");
     const noToken = await loadClientConfig(invalid + "missing_token.yaml", {
       token: "t",
@@ -358,4 +374,34 @@ Deno.test("the group file's admin key loads as HOST:PORT", async () => {
   assert.deepEqual(config.admin, { hostname: "127.0.0.1", port: 7401 });
   const minimal = new URL("../fixtures/client/valid/minimal.yaml", import.meta.url).pathname;
   assert.equal((await loadClientConfig(minimal, {}, () => undefined)).admin, undefined);
+});
+
+Deno.test("udp apps: type udp, udp_idle_timeout (default 60), and keys a udp app does not take", async () => {
+  const load = (apps: string) => {
+    const file = makeTempFileSync({ prefix: "burrow-group-", suffix: ".yaml" });
+    Deno.writeTextFileSync(file, `server: 127.0.0.1:7000\ntoken: t\ngroup: g\napps:\n${apps}`);
+    return loadClientConfig(file, {}, () => undefined);
+  };
+  const config = await load(
+    "  - { name: dns, type: udp, local: 127.0.0.1:53, remote_port: 5353 }\n" +
+      "  - { name: game, type: udp, local: 127.0.0.1:27015, udp_idle_timeout: 0.5 }\n" +
+      "  - { name: ssh, local: 127.0.0.1:22 }\n",
+  );
+  assert.deepEqual(config.apps.map((a) => [a.name, a.remotePort, a.udp]), [
+    ["dns", 5353, { idleTimeout: 60 }],
+    ["game", 0, { idleTimeout: 0.5 }],
+    ["ssh", 0, undefined],
+  ]);
+  await assert.rejects(
+    load("  - { name: ssh, local: 127.0.0.1:22, udp_idle_timeout: 5 }\n"),
+    /apps\[0\]\.udp_idle_timeout.*is not a key of a tcp app/,
+  );
+  await assert.rejects(
+    load("  - { name: dns, type: udp, local: 127.0.0.1:53, proxy_protocol: v2 }\n"),
+    /apps\[0\]\.proxy_protocol.*is not a key of a udp app/,
+  );
+  await assert.rejects(
+    load("  - { name: dns, type: udp, local: 127.0.0.1:53, udp_idle_timeout: 0 }\n"),
+    /apps\[0\]\.udp_idle_timeout.*must be more than 0 seconds/,
+  );
 });

@@ -20,6 +20,7 @@ const app = z.strictObject({
   name: z.string(),
   local: z.string(),
   remote_port: z.int().optional(),
+  proxy_protocol: z.enum(["v1", "v2"]).optional(),
   ...httpAppShape,
 }).superRefine(checkTypeKeys);
 const serverFile = z.strictObject({ ...httpServerShape }).superRefine(checkHttpServerKeys);
@@ -75,6 +76,10 @@ Deno.test("group file: keys that do not fit the app's type are errors naming the
   assert.deepEqual(issues(app, { name: "a", local: "x:1", type: "udp", https_only: true }), [
     "https_only: is not a key of a udp app",
   ]);
+  assert.deepEqual(issues(app, { name: "a", local: "x:1", type: "http", proxy_protocol: "v1" }), [
+    "proxy_protocol: is not a key of an http app",
+  ]);
+  assert.deepEqual(issues(app, { name: "a", local: "x:1", type: "tls", proxy_protocol: "v2" }), []);
   assert.deepEqual(issues(app, { name: "a", local: "x:1", type: "gopher" }), [
     "type: must be tcp, http, tls or udp",
   ]);

@@ -15,8 +15,11 @@ import {
   FrameReader,
   FrameWriter,
   MAX_FRAME_BYTES,
+  parseClientControl,
   parseClientMessage,
   parseServerMessage,
+  parseStart,
+  parseWorkHeader,
   PROTOCOL_VERSION,
   type ServerMessage,
   versionMismatch,
@@ -359,6 +362,13 @@ const validServer: ServerMessage[] = [
     destination: { hostname: "2001:db8::1", port: 6022 },
   },
   { type: "shutdown", reason: "server stopping" },
+  {
+    type: "udp_flow",
+    flow: 4294967295,
+    app: "dns",
+    source: { hostname: "203.0.113.9", port: 5353 },
+    destination: { hostname: "127.0.0.1", port: 6053 },
+  },
 ];
 
 const validClient: ClientMessage[] = [
@@ -373,6 +383,7 @@ const validClient: ClientMessage[] = [
   { type: "work_hello", version: 1, session: HEX32, proof: HEX64 },
   { type: "expose", id: 1, app: "ssh", port: 6022 },
   { type: "expose", id: 2, app: "web", port: 0, hint: 10001 },
+  { type: "expose", id: 5, app: "dns", port: 0, udp: { idleTimeout: 0.5 } },
   { type: "unexpose", id: 3, app: "web" },
   { type: "free_ports", id: 4 },
   { type: "ping", seq: 8 },
@@ -519,5 +530,46 @@ Deno.test("versionMismatch names the side to upgrade", () => {
   assert.equal(
     versionMismatch(3, 2),
     "protocol mismatch: client speaks v3, server speaks v2; upgrade burrow-server",
+  );
+});
+
+Deno.test("work stream headers: start or udp_flow, each checked", () => {
+  const flow = {
+    type: "udp_flow",
+    flow: 7,
+    app: "dns",
+    source: { hostname: "127.0.0.1", port: 40000 },
+    destination: { hostname: "127.0.0.1", port: 6053 },
+  };
+  assert.deepEqual(parseWorkHeader(flow), flow);
+  rejects(parseWorkHeader, { ...flow, flow: 2 ** 32 }, /invalid server message of type "udp_flow"/);
+  rejects(parseWorkHeader, { ...flow, flow: -1 }, /invalid server message of type "udp_flow"/);
+  rejects(
+    parseWorkHeader,
+    { ...flow, app: "Bad Name" },
+    /invalid server message of type "udp_flow"/,
+  );
+  rejects(
+    parseWorkHeader,
+    { type: "exposed", id: 1, app: "a", port: 1 },
+    /expected start or udp_flow/,
+  );
+  // A v6 client's parser refuses a flow: it never gets one (a udp app needs v7 on both sides).
+  rejects(parseStart, flow, /expected start, got "udp_flow"/);
+});
+
+Deno.test("a udp expose carries its idle timeout, and is never a web app too", () => {
+  const udp = { type: "expose", id: 1, app: "dns", port: 0, udp: { idleTimeout: 60 } };
+  assert.deepEqual(parseClientControl(udp), udp);
+  rejects(
+    parseClientControl,
+    { ...udp, udp: { idleTimeout: 0 } },
+    /invalid client message of type "expose"/,
+  );
+  rejects(parseClientControl, { ...udp, udp: {} }, /invalid client message of type "expose"/);
+  rejects(
+    parseClientControl,
+    { ...udp, web: { type: "http", hostnames: [], paths: [] } },
+    /invalid client message of type "expose"/,
   );
 });

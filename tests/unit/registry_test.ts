@@ -237,3 +237,30 @@ Deno.test("release with a record frees the port only if it is still that record'
   assert.equal(reg.release("lab", "web", old), undefined, "a stale record frees nothing");
   assert.equal(reg.release("lab", "web", fresh), fresh);
 });
+
+Deno.test("udp and tcp claims of one port number are apart, from the same ranges", () => {
+  const reg = registry([1000, 1001]);
+  const lab = { id: "s1" };
+  reg.addGroup("lab", lab);
+  reg.addGroup("home", { id: "s2" });
+  reg.claim("lab", "dns", 1000, undefined, "udp");
+  const tcp = reg.candidates(1000);
+  assert.deepEqual(tcp, [1000], "the tcp port 1000 is still free");
+  const udp = reg.candidates(1000, undefined, undefined, "udp");
+  assert.ok(isRefusal(udp));
+  assert.equal(udp.code, "port_taken");
+  assert.match(udp.message, /udp port 1000 is taken by lab\/dns/);
+  const outside = reg.candidates(2000, undefined, undefined, "udp");
+  assert.ok(isRefusal(outside) && outside.code === "port_not_allowed");
+  assert.deepEqual(reg.candidates(0, undefined, undefined, "udp"), [1001]);
+  const web = reg.claim("home", "ssh", 1000);
+  assert.equal(web.transport, undefined);
+  assert.deepEqual(reg.freeRanges(), [[1001, 1001]], "free_ports lists tcp ports");
+  // Releasing the udp app frees the udp claim only.
+  assert.equal(reg.release("lab", "dns")?.transport, "udp");
+  assert.deepEqual(reg.candidates(1000, undefined, undefined, "udp"), [1000]);
+  assert.ok(isRefusal(reg.candidates(1000)));
+  reg.claim("lab", "dns", 1000, undefined, "udp");
+  assert.deepEqual(reg.removeGroup("lab", lab).map((a) => a.transport), ["udp"]);
+  assert.deepEqual(reg.candidates(1000, undefined, undefined, "udp"), [1000]);
+});

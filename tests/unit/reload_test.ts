@@ -26,7 +26,7 @@ Deno.test("diffApps sorts apps into added, removed, changed and kept; restartKey
   assert.deepEqual(diff.add.map((a) => a.name), ["new"]);
   const config = (over: Partial<ClientConfig>): ClientConfig => ({
     file: "g.yaml",
-    server: { hostname: "127.0.0.1", port: 7700 },
+    server: [{ hostname: "127.0.0.1", port: 7700 }],
     token: new Secret("a"),
     group: "g",
     shared: false,

@@ -209,9 +209,12 @@ function appRow(app) {
   traffic.setAttribute("data-rate", String(now));
   return el("tr", { "data-app": app.name }, [
     cell("App", name, "first"),
-    app.urls
-      ? cell("Port", app.urls.join(" "), "port urls")
-      : numCell("Port", app.port, String(app.port), "port"),
+    app.urls ? cell("Port", app.urls.join(" "), "port urls") : numCell(
+      "Port",
+      app.port,
+      app.type === "udp" ? "udp/" + app.port : String(app.port),
+      "port",
+    ),
     numCell("Live", app.connections, String(app.connections), "live"),
     numCell("Total", app.connectionsTotal, String(app.connectionsTotal), "total"),
     numCell("In", app.bytesIn, bytes(app.bytesIn), "bytes-in"),
