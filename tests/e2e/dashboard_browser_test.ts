@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 import { startClient, startServer } from "../../mod.ts";
 import { echoApp, echoThrough, portBlock, randomBytes, sha256, until } from "../helpers/harness.ts";
+import { udpEcho, UdpUser } from "../helpers/udp.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const ARTIFACTS = new URL("../artifacts/", import.meta.url).pathname;
@@ -45,6 +46,7 @@ Deno.test({
   async fn() {
     await Deno.mkdir(ARTIFACTS, { recursive: true });
     const app = echoApp();
+    const udp = await udpEcho();
     const server = await startServer({
       bind: "127.0.0.1:0",
       token: "browser-token",
@@ -76,6 +78,7 @@ Deno.test({
         description: 'Intranet <img src=x onerror="alert(1)">',
       });
       await lab.expose({ name: "ssh", local: app.addr });
+      const dns = await lab.expose({ name: "dns", type: "udp", local: udp.addr });
       await edge.expose({ name: "metrics", local: app.addr });
       await edge.close(); // an offline group for the offline view
 
@@ -119,6 +122,20 @@ Deno.test({
         'Intranet <img src=x onerror="alert(1)">',
       );
       assert.equal(await page.locator("img").count(), 0);
+      // A udp app's row says udp/PORT and counts its datagrams (two sent, two echoed).
+      const dnsRow = page.locator('[data-group="home-lab"] tr[data-app="dns"]');
+      assert.equal(await dnsRow.locator("td.port").innerText(), `udp/${dns.remotePort}`);
+      using user = await UdpUser.open();
+      for (let i = 0; i < 2; i++) {
+        await user.send(new TextEncoder().encode(`ping ${i}`), dns.remotePort);
+        await user.receive();
+      }
+      await until(
+        () => dnsRow.locator(".udp").innerText(),
+        (t) => t === "datagrams 2 in · 2 out · 0 dropped",
+        10_000,
+        "the datagram figures",
+      );
       await page.locator("#events li[data-kind=disconnect]").waitFor({ timeout: 10_000 });
       // Let the sparkline pick the burst up before the picture is taken.
       const lines = page.locator('tr[data-app="web"] svg.spark polyline');
@@ -140,6 +157,7 @@ Deno.test({
       await edge.close();
       await server.close();
       app.close();
+      udp.close();
     }
   },
 });

@@ -198,6 +198,11 @@ function appRow(app) {
   const name = el("div", {}, [el("span", { className: "app-name", text: app.name })]);
   if (app.description) name.appendChild(el("span", { className: "desc", text: app.description }));
   if (app.replicas) name.appendChild(replicaList(app.replicas));
+  if (app.udp) {
+    const u = app.udp;
+    const text = `datagrams ${u.datagramsIn} in · ${u.datagramsOut} out · ${u.dropped} dropped`;
+    name.appendChild(el("span", { className: "desc udp", text }));
+  }
   const traffic = el("div", {}, [
     spark(app.traffic),
     el("span", { className: "rate" }, [
