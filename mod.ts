@@ -40,6 +40,7 @@ export {
   type ServiceInfo,
   startServer,
 } from "./lib/server/server.ts";
+export type { ClusterInfo, ClusterOptions } from "./lib/server/api.ts";
 export {
   type BurrowClient,
   type ClientEventDetail,

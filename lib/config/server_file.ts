@@ -25,6 +25,12 @@ import type { LogLevel } from "../util/log_level.ts";
 import type { ServerLimits } from "./limits.ts";
 import { Secret } from "../util/secret.ts";
 import { httpServerShape } from "./http_keys.ts";
+import {
+  type ClusterConfig,
+  clusterConfig,
+  clusterFileShape,
+  type ClusterFlags,
+} from "./cluster_keys.ts";
 
 /** The server's settings, validated. */
 export interface ServerConfig {
@@ -49,6 +55,8 @@ export interface ServerConfig {
   dashboard?: DashboardConfig;
   /** The shared web listeners and certificates (`http`, `https`, `domain`, `acme`). */
   web?: WebConfig;
+  /** The cluster, when `--cluster` or `cluster.store` turns it on. */
+  cluster?: ClusterConfig;
 }
 
 /** The web side's settings; file names are resolved beside the config file. */
@@ -70,7 +78,7 @@ export interface DashboardConfig {
 }
 
 /** Flags as given on the command line; each overrides the key of the same name. */
-export interface ServerFlags {
+export interface ServerFlags extends ClusterFlags {
   config?: string;
   bind?: string;
   token?: string;
@@ -137,6 +145,7 @@ const serverFile = z.strictObject({
   state_dir: pathField.optional(),
   dashboard: dashboardFile.optional(),
   ...httpServerShape,
+  ...clusterFileShape,
 });
 
 /** Defaults from the contract. */
@@ -208,6 +217,8 @@ export async function loadServerConfig(
   if (dashboard) config.dashboard = dashboard;
   const web = webConfig(flags, file);
   if (web) config.web = web;
+  const cluster = clusterConfig(flags, file.cluster, getEnv);
+  if (cluster) config.cluster = cluster;
   return config;
 }
 
