@@ -18,7 +18,6 @@ import {
   type Claim,
   type ClaimKey,
   type ClaimRequest,
-  type ClusterStore,
   keyId,
   type NodeInfo,
   type StoreState,
@@ -78,7 +77,7 @@ export class ClusterNode implements ClusterInfo {
   advertise!: string;
   #o: ClusterOptions;
   #h: ClusterHost;
-  #store: ClusterStore;
+  #store: RedisStore;
   #keys: RelayKeys;
   #view: ClusterView;
   #keeper!: LeaseKeeper;

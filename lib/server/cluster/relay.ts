@@ -97,10 +97,9 @@ export class RelayListener {
     } catch (err) {
       // A dialler's first look at the certificate closes before any hello: not worth a warning.
       const quiet = mux === undefined || /closed before its hello/.test(reason(err));
-      (quiet ? this.#log.debug : this.#log.warn).call(
-        this.#log,
-        `relay: dropped a connection from ${from}: ${reason(err)}`,
-      );
+      const line = `relay: dropped a connection from ${from}: ${reason(err)}`;
+      if (quiet) this.#log.debug(line);
+      else this.#log.warn(line);
       mux?.close();
       closeQuietly(incoming);
     } finally {
