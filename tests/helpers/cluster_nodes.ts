@@ -101,6 +101,7 @@ export function nodeClient(
     server: node.control,
     token: o.token,
     group: o.group,
+    heartbeat_interval: 1, // the nodes' heartbeat_timeout is short
     apps: [{
       name: "echo",
       local: o.local,

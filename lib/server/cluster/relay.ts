@@ -184,7 +184,7 @@ export class RelayDialer {
   async #dial(node: string, advertise: string): Promise<Link> {
     const at = parseAdvertise(advertise);
     const dialer: Dialer = this.#tls
-      ? new TlsDialer(at, { enabled: true }, this.#log)
+      ? new TlsDialer(at, { enabled: true }, quietTrust(this.#log))
       : new TcpDialer(at);
     const conn = await dialer.dial(RELAY_HELLO_MS, true);
     const mux = new MuxSession(conn, { role: "client", handshakeMs: RELAY_HELLO_MS });
@@ -214,6 +214,21 @@ export class RelayDialer {
       );
     }
   }
+}
+
+/**
+ * The log for the TLS dialler: a node trusts whatever certificate another
+ * node shows (the secret's proof authenticates it), so the dialler's
+ * trust-on-first-use warning is only worth a debug line.
+ */
+function quietTrust(log: Logger): Logger {
+  return new Proxy(log, {
+    get(target, prop, receiver) {
+      if (prop === "warn" || prop === "warning") return target.debug.bind(target);
+      const value = Reflect.get(target, prop, receiver);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
 }
 
 function ended(mux: MuxSession): boolean {
