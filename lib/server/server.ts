@@ -223,6 +223,7 @@ class Server implements BurrowServer {
         throw err;
       });
       this.#cluster = this.#sessionServices.cluster = cluster;
+      this.#monitor.attachCluster(cluster);
     }
     this.#monitor.start();
     this.addr = this.#listener.addr;

@@ -143,7 +143,24 @@ function renderStatus(status) {
     stat("Bytes out", bytes(t.bytesOut), "bytesOut"),
     stat("Refusals", String(t.refusals), "refusals"),
     stat("Auth failures", String(t.authFailures), "authFailures"),
+    ...clusterStats(status.cluster),
   );
+}
+
+/** @param {any} c the `cluster` part of `api/status`, if the server is a cluster node */
+function clusterStats(c) {
+  if (!c) return [];
+  const down = c.storeState !== "connected";
+  const store = down
+    ? c.storeState + " since " + clock(c.storeSince) + ": registrations wait"
+    : "connected";
+  const storeStat = stat("Store " + c.store, store, "clusterStore");
+  if (down) storeStat.classList.add("warn");
+  return [
+    stat("Node", c.node, "clusterNode"),
+    stat("Cluster nodes", String(c.nodes.length), "clusterNodes"),
+    storeStat,
+  ];
 }
 
 /**
@@ -237,7 +254,8 @@ function groupCard(g) {
   const head = el("div", { className: "group-head" }, [
     el("span", { className: "group-name", text: g.name }),
     el("span", { className: "badge online", text: "online" }),
-    kv("client", g.clientAddr),
+    g.node ? kv("node", g.node) : null,
+    g.clientAddr ? kv("client", g.clientAddr) : null,
     kv("burrow", g.clientVersion),
     kv("since", new Date(g.connectedSince).toLocaleString()),
   ]);
