@@ -103,13 +103,13 @@ export function clusterFamilies(source: ClusterSource): MetricFamily[] {
       samples: [{ value: source.state.status === "connected" ? 1 : 0 }],
     },
     {
-      name: "burrow_cluster_relayed_users",
+      name: "burrow_cluster_relayed_users_open",
       help: "Users this node relays to the node holding their group, open now.",
       type: "gauge",
       samples: [{ value: source.relayed.open }],
     },
     {
-      name: "burrow_cluster_relayed_users_total",
+      name: "burrow_cluster_relayed_users",
       help: "Users this node has relayed to other nodes.",
       type: "counter",
       samples: [{ value: source.relayed.total }],

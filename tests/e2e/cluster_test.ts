@@ -13,9 +13,10 @@
 import assert from "node:assert/strict";
 import { REDIS_MISSING, type RedisProcess, startRedis } from "../helpers/redis.ts";
 import {
+  nodeApi,
+  nodeClient,
   type NodeOptions,
   type NodeProc,
-  nodeClient,
   readyOn,
   startNode,
 } from "../helpers/cluster_nodes.ts";
@@ -82,7 +83,9 @@ async function hear(host: string, port: number): Promise<string> {
         if (n === null) break;
         have += n;
       }
-    } catch { /* reset */ } finally {
+    } catch {
+      /* reset */
+    } finally {
       conn.close();
     }
     return new TextDecoder().decode(buf.subarray(0, have));
@@ -143,7 +146,8 @@ class Cluster implements AsyncDisposable {
 }
 
 Deno.test({
-  name: "cluster: a group on one node is served byte-exact on every node; names and ports are unique",
+  name:
+    "cluster: a group on one node is served byte-exact on every node; names and ports are unique",
   ignore,
   sanitizeResources: false,
   sanitizeOps: false,
@@ -154,12 +158,32 @@ Deno.test({
     await using client = nodeClient(n1, { group: "lab", token: TOKEN, local: app.addr });
     const port = await readyOn(client, "lab");
     // Every node opens the port as soon as its view has the claim.
-    for (const node of cluster.nodes) await waitFor(() => echoes(node.host, port), `${node.name}:${port}`);
+    for (const node of cluster.nodes) {
+      await waitFor(() => echoes(node.host, port), `${node.name}:${port}`);
+    }
     await Promise.all(cluster.nodes.map((node) => echoVia(node.host, port, 4 << 20)));
     // Several users at once through another node.
     await Promise.all([0, 1, 2, 3].map(() => echoVia(n3.host, port, 1 << 20)));
     // The holder served the relayed users with their real addresses.
     assert.match(n1.proc.stderr.text, /user 127\.0\.0\.1:\d+ on lab\/echo closed/);
+    // One view: every node's API and metrics show the group with its node, and all nodes.
+    for (const node of cluster.nodes) {
+      const { groups } = await nodeApi(node, "api/groups");
+      const lab = groups.find((g: { name: string }) => g.name === "lab");
+      assert.equal(lab?.node, "n1", `${node.name}: ${JSON.stringify(groups)}`);
+      assert.equal(lab.online, true);
+      assert.deepEqual(lab.apps.map((a: { port: number }) => a.port), [port]);
+      const status = await nodeApi(node, "api/status");
+      assert.equal(status.cluster.node, node.name);
+      assert.equal(status.cluster.storeState, "connected");
+      assert.deepEqual(status.cluster.nodes.map((n: { name: string }) => n.name), [
+        "n1",
+        "n2",
+        "n3",
+      ]);
+      assert.match(await nodeApi(node, "metrics"), /^burrow_cluster_nodes 3$/m);
+    }
+    assert.match(await nodeApi(n3, "metrics"), /^burrow_cluster_relayed_users_total [1-9]/m);
 
     // The same group on another node, from another client: refused cluster-wide.
     await using twin = nodeClient(n2, { group: "lab", token: TOKEN, local: app.addr });
@@ -177,7 +201,9 @@ Deno.test({
 
     // A client that goes away releases its claims: another client gets the port on another node.
     await client.stop();
-    for (const node of cluster.nodes) await waitFor(() => refused(node.host, port), `${port} closed`);
+    for (const node of cluster.nodes) {
+      await waitFor(() => refused(node.host, port), `${port} closed`);
+    }
     await using again = nodeClient(n2, {
       group: "other",
       token: TOKEN,
@@ -310,6 +336,12 @@ Deno.test({
     const redisPort = cluster.redis.port;
     await cluster.redis.stop();
     const stopped = n1.proc.stderr.count;
+    // The dashboard says so.
+    await waitFor(
+      async () => (await nodeApi(n2, "api/status")).cluster.storeState === "unreachable",
+      "n2's dashboard says the store is unreachable",
+    );
+    assert.match(await nodeApi(n2, "metrics"), /^burrow_cluster_store_up 0$/m);
     // Live tunnels, also relayed, go on while the store is away (past a lease).
     for (let i = 0; i < 4; i++) {
       await echoVia(n1.host, port, 256 << 10).catch((err) => {

@@ -44,6 +44,8 @@ export interface NodeProc extends AsyncDisposable {
   control: string;
   /** The relay port. */
   relayPort: number;
+  /** `http://HOST:PORT/` of its dashboard. */
+  dashboard: string;
   options: NodeOptions;
 }
 
@@ -68,6 +70,8 @@ export async function startNode(o: NodeOptions): Promise<NodeProc> {
     o.name,
     "--relay",
     `${o.host}:${o.relayPort ?? 0}`,
+    "--dashboard",
+    `${o.host}:0`,
     ...(o.args ?? []),
   ];
   const proc = new Proc("server.ts", args, { BURROW_CLUSTER_SECRET: o.secret ?? CLUSTER_SECRET });
@@ -75,6 +79,7 @@ export async function startNode(o: NodeOptions): Promise<NodeProc> {
     const listening = await proc.stdout.wait(/^listening [\d.]+:(\d+)$/, 30_000);
     await proc.stdout.wait(new RegExp(`^cluster ${o.name} via 127\\.0\\.0\\.1:\\d+$`), 30_000);
     const relay = await proc.stderr.wait(/relay on [\d.]+:(\d+)/, 30_000);
+    const dashboard = await proc.stdout.wait(/^dashboard (http:\/\/\S+)$/, 30_000);
     const port = Number(listening[1]);
     return {
       name: o.name,
@@ -83,6 +88,7 @@ export async function startNode(o: NodeOptions): Promise<NodeProc> {
       port,
       control: `${o.host}:${port}`,
       relayPort: Number(relay[1]),
+      dashboard: dashboard[1]!,
       options: o,
       [Symbol.asyncDispose]: () => proc.stop(),
     };
@@ -90,6 +96,13 @@ export async function startNode(o: NodeOptions): Promise<NodeProc> {
     await proc.stop();
     throw new Error(`node ${o.name} did not start: ${err}\nstderr:\n${proc.stderr.text}`);
   }
+}
+
+/** GET a dashboard path of a node as JSON (or text for /metrics). */
+// deno-lint-ignore no-explicit-any
+export async function nodeApi(node: { dashboard: string }, path: string): Promise<any> {
+  const r = await fetch(new URL(path, node.dashboard));
+  return path === "metrics" ? await r.text() : await r.json();
 }
 
 /** A client of `group` on `node` with one app `echo` pointing at `local`. */
