@@ -65,6 +65,7 @@ export function clusterConfig(
   flags: ClusterFlags,
   file: ClusterFile,
   getEnv: (name: string) => string | undefined,
+  fault: (message: string) => ConfigError = (message) => new ConfigError(message),
 ): ClusterConfig | undefined {
   const store = flags.cluster !== undefined
     ? checkFlag("cluster", storeField, flags.cluster)
@@ -78,7 +79,7 @@ export function clusterConfig(
     : file?.advertise;
   if (store === undefined) {
     if (node !== undefined || relay !== undefined || advertise !== undefined) {
-      throw new ConfigError(
+      throw fault(
         "--node, --relay and --advertise (cluster.node, .relay, .advertise) need --cluster URL (cluster.store)",
       );
     }
@@ -86,15 +87,15 @@ export function clusterConfig(
   }
   const secret = file?.secret ?? envSecret(getEnv);
   if (secret === undefined) {
-    throw new ConfigError(
+    throw fault(
       "cluster.secret: required with --cluster: set BURROW_CLUSTER_SECRET or the cluster.secret key (the same on every node)",
     );
   }
   if (secret.length < 16) {
-    throw new ConfigError("BURROW_CLUSTER_SECRET: must be at least 16 characters");
+    throw fault("BURROW_CLUSTER_SECRET: must be at least 16 characters");
   }
   if (relay === undefined) {
-    throw new ConfigError("--relay HOST:PORT (cluster.relay): required with --cluster");
+    throw fault("--relay HOST:PORT (cluster.relay): required with --cluster");
   }
   const config: ClusterConfig = { store, relay: hostPort(relay), secret: new Secret(secret) };
   if (node !== undefined) config.node = node;

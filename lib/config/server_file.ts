@@ -19,7 +19,7 @@ import {
   portSpecField,
   secondsField,
 } from "./fields.ts";
-import { besideFile, expandEnv, readYaml, validate } from "./file.ts";
+import { besideFile, configError, expandEnv, readYaml, validate, type YamlSource } from "./file.ts";
 import { ConfigError } from "../util/errors.ts";
 import type { LogLevel } from "../util/log_level.ts";
 import type { ServerLimits } from "./limits.ts";
@@ -163,8 +163,9 @@ export async function loadServerConfig(
   getEnv: (name: string) => string | undefined,
 ): Promise<ServerConfig> {
   let file: z.infer<typeof serverFile> = {};
+  let source: YamlSource | undefined;
   if (flags.config !== undefined) {
-    const source = await readYaml(flags.config);
+    source = await readYaml(flags.config);
     expandEnv(source, getEnv);
     file = validate(serverFile, source);
   }
@@ -217,7 +218,13 @@ export async function loadServerConfig(
   if (dashboard) config.dashboard = dashboard;
   const web = webConfig(flags, file);
   if (web) config.web = web;
-  const cluster = clusterConfig(flags, file.cluster, getEnv);
+  const cluster = clusterConfig(
+    flags,
+    file.cluster,
+    getEnv,
+    (message) =>
+      source && file.cluster ? configError(source, ["cluster"], message) : new ConfigError(message),
+  );
   if (cluster) config.cluster = cluster;
   return config;
 }
