@@ -20,7 +20,16 @@ import {
   readyOn,
   startNode,
 } from "../helpers/cluster_nodes.ts";
-import { echoApp, localApp, portBlock, randomBytes, sha256, until } from "../helpers/harness.ts";
+import {
+  echoApp,
+  localApp,
+  portBlock,
+  Proc,
+  randomBytes,
+  runToEnd,
+  sha256,
+  until,
+} from "../helpers/harness.ts";
 import { waitFor } from "../helpers/cluster.ts";
 
 const TOKEN = "cluster-test-token";
@@ -216,6 +225,20 @@ Deno.test({
   },
 });
 
+Deno.test("cluster: --cluster without BURROW_CLUSTER_SECRET exits 2 naming it", async () => {
+  const { code, stderr } = await runToEnd("server.ts", [
+    "--token",
+    TOKEN,
+    "--cluster",
+    "redis://user:hunter2@127.0.0.1:1",
+    "--relay",
+    "127.0.0.1:0",
+  ]);
+  assert.equal(code, 2);
+  assert.match(stderr, /BURROW_CLUSTER_SECRET/);
+  assert.ok(!stderr.includes("hunter2"), stderr);
+});
+
 Deno.test({
   name: "cluster: the relay port drops garbage and a node with the wrong secret",
   ignore,
@@ -257,6 +280,23 @@ Deno.test({
     assert.match(n1.proc.stderr.text, /not a valid proof of the cluster secret/);
     // The proven nodes go on.
     await echoVia(HOSTS[1]!, port);
+    // A second live node of the same name is refused at start: exit 2.
+    await using twin = new Proc("server.ts", [
+      "--bind",
+      "127.0.0.4:0",
+      "--public-host",
+      "127.0.0.4",
+      "--token",
+      TOKEN,
+      "--cluster",
+      cluster.redis.url,
+      "--node",
+      "n1",
+      "--relay",
+      "127.0.0.4:0",
+    ], { BURROW_CLUSTER_SECRET: "test-cluster-secret-0123456789" });
+    assert.equal(await twin.exitCode(30_000), 2);
+    assert.match(twin.stderr.text, /node name n1 is in use/);
   },
 });
 
