@@ -112,9 +112,14 @@ try {
   console.log(
     `load average before: ${load}; ${MIB} MiB echoed per run, ${ROUNDS} connect+echo rounds`,
   );
-  for (const [label, host] of [["same node (n1 holds)", n1.host], ["relayed (via n2)", n2.host]]) {
-    const gbit = [await bulk(host!, port, MIB), await bulk(host!, port, MIB)];
-    const lat = await latency(host!, port, ROUNDS);
+  for (
+    const [label, host] of [["same node (n1 holds)", n1.host], [
+      "relayed (via n2)",
+      n2.host,
+    ]] as const
+  ) {
+    const gbit = [await bulk(host, port, MIB), await bulk(host, port, MIB)];
+    const lat = await latency(host, port, ROUNDS);
     console.log(
       `${label.padEnd(22)} bulk echo ${
         gbit.map((g) => g.toFixed(2)).join(" / ")
@@ -124,7 +129,9 @@ try {
   }
 } catch (err) {
   console.log(`failed: ${err}`);
-  for (const n of [n1, n2]) console.log(`--- ${n.name}\n${n.proc.stderr.all.slice(-15).join("\n")}`);
+  for (const n of [n1, n2]) {
+    console.log(`--- ${n.name}\n${n.proc.stderr.all.slice(-15).join("\n")}`);
+  }
 } finally {
   await client.stop();
   await n1.proc.stop();
