@@ -147,20 +147,15 @@ function renderStatus(status) {
   );
 }
 
-/** @param {any} c the `cluster` part of `api/status`, if the server is a cluster node */
+/** @param {any} c `api/status`'s `cluster`, when the server is a cluster node */
 function clusterStats(c) {
   if (!c) return [];
   const down = c.storeState !== "connected";
-  const store = down
-    ? c.storeState + " since " + clock(c.storeSince) + ": registrations wait"
-    : "connected";
-  const storeStat = stat("Store " + c.store, store, "clusterStore");
-  if (down) storeStat.classList.add("warn");
-  return [
-    stat("Node", c.node, "clusterNode"),
-    stat("Cluster nodes", String(c.nodes.length), "clusterNodes"),
-    storeStat,
-  ];
+  const why = down ? c.storeState + " since " + clock(c.storeSince) + ": registrations wait" : "";
+  const store = stat("Store " + c.store, why || "connected", "clusterStore");
+  if (down) store.classList.add("warn");
+  const nodes = stat("Cluster nodes", String(c.nodes.length), "clusterNodes");
+  return [stat("Node", c.node, "clusterNode"), nodes, store];
 }
 
 /**

@@ -12,12 +12,12 @@
 import type { Logger } from "@logtape/logtape";
 import { ClusterView, type ViewEvent } from "../../cluster/view.ts";
 import { LeaseKeeper } from "../../cluster/keeper.ts";
-import { RedisStore } from "../../cluster/redis_store.ts";
 import { parseStoreUrl } from "../../cluster/store_url.ts";
 import {
   type Claim,
   type ClaimKey,
   type ClaimRequest,
+  type ClusterStore,
   keyId,
   type NodeInfo,
   type StoreState,
@@ -77,16 +77,16 @@ export class ClusterNode implements ClusterInfo {
   advertise!: string;
   #o: ClusterOptions;
   #h: ClusterHost;
-  #store: RedisStore;
+  #store!: ClusterStore & { connected(signal?: AbortSignal): Promise<void> };
   #keys: RelayKeys;
-  #view: ClusterView;
+  #view!: ClusterView;
   #keeper!: LeaseKeeper;
   #listener!: RelayListener;
   #dialer: RelayDialer;
   #remote: RemotePorts;
   #info!: NodeInfo;
   #closing = new AbortController();
-  #offView: () => void;
+  #offView: () => void = () => {};
 
   constructor(options: ClusterOptions, host: ClusterHost) {
     this.#o = options;
@@ -104,8 +104,6 @@ export class ClusterNode implements ClusterInfo {
       throw new ConfigError("cluster.secret: must be at least 16 characters");
     }
     this.#keys = new RelayKeys(secret);
-    this.#store = new RedisStore({ url: options.store });
-    this.#view = new ClusterView(this.#store, { retryMs: 500 });
     this.#dialer = new RelayDialer({
       keys: this.#keys,
       self: this.node,
@@ -122,7 +120,6 @@ export class ClusterNode implements ClusterInfo {
       holder: (port) => this.#view.byPort(port),
       node: (name) => this.#view.node(name),
     });
-    this.#offView = this.#view.on((e) => this.#viewed(e));
   }
 
   /** The view of the whole cluster. */
@@ -142,6 +139,11 @@ export class ClusterNode implements ClusterInfo {
 
   /** Binds the relay listener and joins the store (waiting while it is unreachable). */
   async start(): Promise<void> {
+    // Loaded here, so that the library's module graph (and its docs) has no Redis client.
+    const { RedisStore } = await import("../../cluster/redis_store.ts");
+    this.#store = new RedisStore({ url: this.#o.store });
+    this.#view = new ClusterView(this.#store, { retryMs: 500 });
+    this.#offView = this.#view.on((e) => this.#viewed(e));
     const bind = parseHostPort(this.#o.relay);
     if (typeof bind === "string") throw new ConfigError(`cluster.relay: ${bind}`);
     try {
@@ -277,11 +279,11 @@ export class ClusterNode implements ClusterInfo {
     this.#closing.abort();
     this.#offView();
     await this.#keeper?.close({ leave: true });
-    this.#view.close();
+    this.#view?.close();
     this.#dialer.close();
     await this.#listener?.close();
     await this.#remote.closeAll();
-    await this.#store.close();
+    await this.#store?.close();
   }
 
   async #claim(
