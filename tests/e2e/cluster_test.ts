@@ -110,6 +110,74 @@ function tagApp(tag: string) {
   });
 }
 
+/**
+ * A TCP forwarder whose target can be switched. Switching closes the client
+ * side of every open link but leaves the server side open and silent, so
+ * the old server does not hear the client go (as in a partition).
+ */
+class SwitchProxy implements Disposable {
+  readonly port: number;
+  target: { hostname: string; port: number };
+  #listener: Deno.TcpListener;
+  #clients = new Set<Deno.Conn>();
+  #kept = new Set<Deno.Conn>();
+  #cut = new WeakSet<Deno.Conn>();
+
+  constructor(target: { hostname: string; port: number }) {
+    this.target = target;
+    const listener = this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    this.port = listener.addr.port;
+    (async () => {
+      for await (const conn of listener) void this.#forward(conn);
+    })().catch(() => {});
+  }
+
+  switchTo(target: { hostname: string; port: number }): void {
+    this.target = target;
+    for (const c of this.#clients) {
+      this.#cut.add(c);
+      quietClose(c);
+    }
+    this.#clients.clear();
+  }
+
+  async #forward(client: Deno.TcpConn): Promise<void> {
+    let server: Deno.TcpConn;
+    try {
+      server = await Deno.connect(this.target);
+    } catch {
+      return client.close();
+    }
+    this.#clients.add(client);
+    this.#kept.add(server);
+    const copy = async (from: Deno.Conn, to: Deno.Conn) => {
+      const buf = new Uint8Array(65536);
+      try {
+        while (true) {
+          const n = await from.read(buf);
+          if (n === null || this.#cut.has(client)) break;
+          for (let off = 0; off < n;) off += await to.write(buf.subarray(off, n));
+        }
+      } catch { /* closed */ }
+      if (this.#cut.has(client)) return; // the server side stays open and silent
+      quietClose(from);
+      quietClose(to);
+    };
+    await Promise.all([copy(client, server), copy(server, client)]);
+  }
+
+  [Symbol.dispose](): void {
+    this.#listener.close();
+    for (const c of [...this.#clients, ...this.#kept]) quietClose(c);
+  }
+}
+
+function quietClose(c: Deno.Conn): void {
+  try {
+    c.close();
+  } catch { /* closed */ }
+}
+
 /** A store and nodes, stopped in reverse order. */
 class Cluster implements AsyncDisposable {
   redis!: RedisProcess;
@@ -330,6 +398,39 @@ Deno.test({
     await echoVia(n2.host, port);
     await echoVia(n3.host, port);
     console.log(`dead node's port dropped after ${gone} ms (lease 3000 ms)`);
+  },
+});
+
+Deno.test({
+  name: "cluster: a client that reconnects to another node takes its group over at once, same port",
+  ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    // A long lease: only a takeover by the client's run id can move the group this fast.
+    await using cluster = await Cluster.start(2, { heartbeatTimeout: 60 });
+    const [n1, n2] = cluster.nodes as [NodeProc, NodeProc];
+    using app = echoApp();
+    using proxy = new SwitchProxy({ hostname: n1.host, port: n1.port });
+    await using client = nodeClient({ control: `127.0.0.1:${proxy.port}` }, {
+      group: "lab",
+      token: TOKEN,
+      local: app.addr,
+    });
+    const port = await readyOn(client, "lab");
+    await waitFor(() => echoes(n2.host, port), "n2 relays to n1");
+    const from = client.stdout.count;
+    const moved = Date.now();
+    proxy.switchTo({ hostname: n2.host, port: n2.port }); // the client's link to n1 breaks
+    const again = await readyOn(client, "lab", "echo", from);
+    assert.equal(again, port, cluster.logs());
+    // The old node ends its session (the claim was taken) and relays the port to the new holder.
+    await waitFor(() => /taken over on node n2|was lost/.test(n1.proc.stderr.text), "n1 lets go");
+    await waitFor(() => echoes(n1.host, port), "n1 relays to n2", 30_000);
+    await echoVia(n1.host, port);
+    await echoVia(n2.host, port);
+    const took = Date.now() - moved;
+    assert.ok(took < 30_000, `the takeover took ${took} ms (lease 60 s)`);
   },
 });
 

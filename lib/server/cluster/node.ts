@@ -251,8 +251,15 @@ export class ClusterNode implements ClusterInfo {
         if (port !== 0) return claimed;
         continue;
       }
-      await this.#remote.close(candidate); // it was listened on for the previous holder
-      const bound = bindPublicPort(this.#h.publicHost, port, [candidate], unbindable);
+      // Listened on here for the previous holder: closed, its port may take a moment to be free.
+      const relayedHere = this.#remote.here(candidate);
+      await this.#remote.close(candidate);
+      const deadline = Date.now() + (relayedHere ? 2000 : 0);
+      let bound = bindPublicPort(this.#h.publicHost, port, [candidate], unbindable);
+      while ("code" in bound && Date.now() < deadline && !who.ended) {
+        await sleep(50, this.#closing.signal);
+        bound = bindPublicPort(this.#h.publicHost, port, [candidate], unbindable);
+      }
       if (!("code" in bound)) return bound;
       this.release(who, [{ kind: "port", key: String(candidate) }]);
       if (port !== 0) return bound;

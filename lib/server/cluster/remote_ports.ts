@@ -44,6 +44,7 @@ const BIND_TRIES_MS = 10_000;
 export class RemotePorts {
   #d: RemotePortsDeps;
   #ports = new Map<number, Relayed>();
+  #closing = new Map<number, Promise<void>>();
   /** Users relayed now, and in all. */
   relayed = { open: 0, total: 0 };
 
@@ -72,12 +73,21 @@ export class RemotePorts {
   /** Stops listening on `port` and drops its users; resolves once the port is free. */
   close(port: number): Promise<void> {
     const entry = this.#ports.get(port);
-    if (!entry) return Promise.resolve();
+    if (!entry) return this.#closing.get(port) ?? Promise.resolve(); // perhaps still closing
     this.#ports.delete(port);
     entry.closed = true;
     if (entry.listener) closeQuietly(entry.listener);
     for (const user of entry.users) closeQuietly(user);
-    return entry.serving;
+    const closing = entry.serving.finally(() => {
+      if (this.#closing.get(port) === closing) this.#closing.delete(port);
+    });
+    this.#closing.set(port, closing);
+    return closing;
+  }
+
+  /** True while `port` is listened on here for another node, or still closing. */
+  here(port: number): boolean {
+    return this.#ports.has(port) || this.#closing.has(port);
   }
 
   /** Closes every port. */
