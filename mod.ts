@@ -40,6 +40,7 @@ export {
   type ServiceInfo,
   startServer,
 } from "./lib/server/server.ts";
+export type { ClusterInfo, ClusterOptions } from "./lib/server/api.ts";
 export {
   type BurrowClient,
   type ClientEventDetail,
@@ -80,7 +81,7 @@ export type {
   ReplicaStatus,
   ServerStatus,
 } from "./lib/dashboard/monitor.ts";
-export type { WebHostStatus } from "./lib/dashboard/status_types.ts";
+export type { ClusterStatus, WebHostStatus } from "./lib/dashboard/status_types.ts";
 export type { HealthOptions } from "./lib/config/health.ts";
 export type { BalancePolicy } from "./lib/protocol/protocol.ts";
 export type { TrafficSeries } from "./lib/tunnel/traffic.ts";

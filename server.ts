@@ -24,6 +24,8 @@ import {
   type ServerFlags,
 } from "./lib/config/server_file.ts";
 import type { DashboardOptions } from "./lib/dashboard/http.ts";
+import type { ClusterConfig } from "./lib/config/cluster_keys.ts";
+import type { ClusterOptions } from "./lib/server/api.ts";
 import { loadUsersFile } from "./lib/server/users.ts";
 import { VERSION } from "./lib/util/version.ts";
 
@@ -55,6 +57,13 @@ Flags (each overrides the same key of --config):
   --domain NAME              http and tls apps are named SUBDOMAIN.NAME (domain)
   --https-cert FILE          default certificate for --https (PEM)    (https.cert)
   --https-key FILE           its private key (PEM)                    (https.key)
+  --cluster URL              join a cluster on this Redis store   (cluster.store, default off;
+                             needs $BURROW_CLUSTER_SECRET or cluster.secret)
+  --node NAME                this node's name in the cluster      (cluster.node,
+                             default the host name and a random suffix)
+  --relay HOST:PORT          where other nodes link to this one   (cluster.relay)
+  --advertise HOST:PORT      the address they dial for it         (cluster.advertise,
+                             default the relay address)
   --help                     show this help
   --version                  show the version
 
@@ -63,7 +72,8 @@ start and reuses it; clients pin it by its fingerprint.
 Prints "listening HOST:PORT" on stdout once the control listener is bound,
 then "fingerprint sha256:HEX" (the CA clients verify; not with --no-tls),
 "dashboard http://HOST:PORT/" once the dashboard is, and "http http://HOST:PORT/"
-and "https https://HOST:PORT/" once the web listeners are.
+and "https https://HOST:PORT/" once the web listeners are, and "cluster NODE via
+HOST:PORT" (the store) once it has joined a cluster.
 Exit codes: 0 clean stop, 1 failure or cannot bind, 2 usage or config error.`;
 
 async function main(args: string[]): Promise<number> {
@@ -89,6 +99,10 @@ async function main(args: string[]): Promise<number> {
     domain: { type: "string" },
     "https-cert": { type: "string" },
     "https-key": { type: "string" },
+    cluster: { type: "string" },
+    node: { type: "string" },
+    relay: { type: "string" },
+    advertise: { type: "string" },
     help: { type: "boolean" },
     version: { type: "boolean" },
   }, false);
@@ -116,6 +130,7 @@ async function main(args: string[]): Promise<number> {
       ...(config.stateDir !== undefined ? { stateDir: config.stateDir } : {}),
       ...(config.dashboard ? { dashboard: dashboardOptions(config.dashboard) } : {}),
       ...(config.web ? { web: config.web } : {}),
+      ...(config.cluster ? { cluster: clusterOptions(config.cluster) } : {}),
     });
   } catch (err) {
     if (!(err instanceof ListenError)) throw err;
@@ -139,6 +154,7 @@ async function main(args: string[]): Promise<number> {
   if (server.dashboardAddr) printLine(`dashboard http://${formatHostPort(server.dashboardAddr)}/`);
   if (server.httpAddr) printLine(`http http://${formatHostPort(server.httpAddr)}/`);
   if (server.httpsAddr) printLine(`https https://${formatHostPort(server.httpsAddr)}/`);
+  if (server.cluster) printLine(`cluster ${server.cluster.node} via ${server.cluster.store}`);
   await Promise.race([stopping, server.closed]);
   reloads.abort();
   await server.close();
@@ -173,6 +189,18 @@ function dashboardOptions(config: DashboardConfig): DashboardOptions {
   const options: DashboardOptions = { bind: formatHostPort(config.bind) };
   if (config.user !== undefined) options.user = config.user;
   if (config.password !== undefined) options.password = config.password;
+  return options;
+}
+
+/** The config's cluster as `startServer` takes it. */
+function clusterOptions(config: ClusterConfig): ClusterOptions {
+  const options: ClusterOptions = {
+    store: config.store,
+    relay: formatHostPort(config.relay),
+    secret: config.secret,
+  };
+  if (config.node !== undefined) options.node = config.node;
+  if (config.advertise !== undefined) options.advertise = formatHostPort(config.advertise);
   return options;
 }
 

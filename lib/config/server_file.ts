@@ -19,12 +19,18 @@ import {
   portSpecField,
   secondsField,
 } from "./fields.ts";
-import { besideFile, expandEnv, readYaml, validate } from "./file.ts";
+import { besideFile, configError, expandEnv, readYaml, validate, type YamlSource } from "./file.ts";
 import { ConfigError } from "../util/errors.ts";
 import type { LogLevel } from "../util/log_level.ts";
 import type { ServerLimits } from "./limits.ts";
 import { Secret } from "../util/secret.ts";
 import { httpServerShape } from "./http_keys.ts";
+import {
+  type ClusterConfig,
+  clusterConfig,
+  clusterFileShape,
+  type ClusterFlags,
+} from "./cluster_keys.ts";
 
 /** The server's settings, validated. */
 export interface ServerConfig {
@@ -49,6 +55,8 @@ export interface ServerConfig {
   dashboard?: DashboardConfig;
   /** The shared web listeners and certificates (`http`, `https`, `domain`, `acme`). */
   web?: WebConfig;
+  /** The cluster, when `--cluster` or `cluster.store` turns it on. */
+  cluster?: ClusterConfig;
 }
 
 /** The web side's settings; file names are resolved beside the config file. */
@@ -70,7 +78,7 @@ export interface DashboardConfig {
 }
 
 /** Flags as given on the command line; each overrides the key of the same name. */
-export interface ServerFlags {
+export interface ServerFlags extends ClusterFlags {
   config?: string;
   bind?: string;
   token?: string;
@@ -139,6 +147,7 @@ const serverFile = z.strictObject({
   state_dir: pathField.optional(),
   dashboard: dashboardFile.optional(),
   ...httpServerShape,
+  ...clusterFileShape,
 });
 
 /** Defaults from the contract. */
@@ -156,8 +165,9 @@ export async function loadServerConfig(
   getEnv: (name: string) => string | undefined,
 ): Promise<ServerConfig> {
   let file: z.infer<typeof serverFile> = {};
+  let source: YamlSource | undefined;
   if (flags.config !== undefined) {
-    const source = await readYaml(flags.config);
+    source = await readYaml(flags.config);
     expandEnv(source, getEnv);
     file = validate(serverFile, source);
   }
@@ -210,6 +220,14 @@ export async function loadServerConfig(
   if (dashboard) config.dashboard = dashboard;
   const web = webConfig(flags, file);
   if (web) config.web = web;
+  const cluster = clusterConfig(
+    flags,
+    file.cluster,
+    getEnv,
+    (message) =>
+      source && file.cluster ? configError(source, ["cluster"], message) : new ConfigError(message),
+  );
+  if (cluster) config.cluster = cluster;
   return config;
 }
 

@@ -33,6 +33,7 @@ import { AppTraffic } from "./app_traffic.ts";
 import { serverFamilies } from "./families.ts";
 import { type UdpCounter, UdpFigures } from "./udp_figures.ts";
 import { type MonitoredWeb, webFamilies, withWebApps } from "./web_apps.ts";
+import * as clustered from "./cluster_status.ts";
 import type { AppStatus, GroupStatus, ReplicaStatus, ServerStatus } from "./status_types.ts";
 import { type GroupRecord, groupStatus } from "./group_status.ts";
 import {
@@ -92,10 +93,16 @@ export class ServerMonitor {
   #sampler: ReturnType<typeof setInterval> | undefined;
   #web: MonitoredWeb | undefined;
   #udp = new UdpFigures();
+  #cluster: clustered.ClusterSource | undefined;
 
   constructor(options: MonitorOptions = {}) {
     this.#offlineLimit = options.offlineGroups ?? 100;
     this.events = new EventLog(options.events);
+  }
+
+  /** Shows the whole cluster this server is a node of. */
+  attachCluster(cluster: clustered.ClusterSource): void {
+    this.#cluster = cluster;
   }
 
   /** Shows the server's web apps and the edge's per-host figures too. */
@@ -286,7 +293,10 @@ export class ServerMonitor {
     }
     online.sort((a, b) => a.name.localeCompare(b.name));
     offline.sort((a, b) => b[0] - a[0]);
-    return this.#udp.annotate(withWebApps([...online, ...offline.map(([, s]) => s)], this.#web));
+    const all = this.#udp.annotate(
+      withWebApps([...online, ...offline.map(([, s]) => s)], this.#web),
+    );
+    return this.#cluster ? clustered.withClusterGroups(all, this.#cluster) : all;
   }
 
   /** Server-wide figures. */
@@ -322,6 +332,7 @@ export class ServerMonitor {
       startedAt: this.startedAt.toISOString(),
       uptimeSeconds: Math.floor((Date.now() - this.startedAt.getTime()) / 1000),
       totals,
+      ...(this.#cluster ? { cluster: clustered.clusterStatus(this.#cluster) } : {}),
     };
   }
 
@@ -331,7 +342,13 @@ export class ServerMonitor {
   }
 
   #families(): MetricFamily[] {
-    return [...this.#serverFamilies(), ...this.#udp.families(), ...webFamilies(this.#web)];
+    const cluster = this.#cluster ? clustered.clusterFamilies(this.#cluster) : [];
+    return [
+      ...this.#serverFamilies(),
+      ...this.#udp.families(),
+      ...webFamilies(this.#web),
+      ...cluster,
+    ];
   }
 
   #serverFamilies(): MetricFamily[] {

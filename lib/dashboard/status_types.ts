@@ -91,6 +91,24 @@ export interface GroupStatus {
   reason?: string;
   /** Its apps (for an offline group: those it last had). */
   apps: AppStatus[];
+  /** In a cluster: the node that holds the group. */
+  node?: string;
+}
+
+/** A node's picture of its cluster, as `GET /api/status` shows it under `cluster`. */
+export interface ClusterStatus {
+  /** This node's name. */
+  node: string;
+  /** The store, `HOST:PORT`. */
+  store: string;
+  /** Whether the store answers; while `unreachable`, registrations wait. */
+  storeState: "connecting" | "connected" | "unreachable";
+  /** Since when (ISO time). */
+  storeSince: string;
+  /** What went wrong, while unreachable (credentials masked). */
+  storeError?: string;
+  /** The live nodes, by name. */
+  nodes: Array<{ name: string; advertise: string; lastSeen: string }>;
 }
 
 /** Server-wide figures, as `GET /api/status` shows them. */
@@ -117,4 +135,6 @@ export interface ServerStatus {
     authFailures: number;
     refusals: number;
   };
+  /** When the server is a cluster node. */
+  cluster?: ClusterStatus;
 }

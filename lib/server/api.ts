@@ -101,6 +101,50 @@ export interface ServerOptions extends ServerHooks {
   dashboard?: DashboardOptions;
   /** Shared web listeners for `http` and `tls` apps (CONTRACT "App types"). */
   web?: WebOptions;
+  /** Join a cluster of servers sharing one store (CONTRACT "Cluster"; docs/cluster.md). */
+  cluster?: ClusterOptions;
+}
+
+/**
+ * A cluster node's settings. All nodes share the store, `secret`, `ports`,
+ * tokens and users.
+ *
+ * @example
+ * ```ts
+ * import { startServer } from "@burrow/burrow";
+ * const server = await startServer({
+ *   token: "s3cret",
+ *   cluster: { store: "redis://10.0.0.5:6379", relay: "10.0.0.2:7800", secret: "a-long-shared-secret" },
+ * });
+ * console.log(server.cluster?.node);
+ * await server.close();
+ * ```
+ */
+export interface ClusterOptions {
+  /** `redis://[user:pass@]host:port[/db]` or `rediss://`. */
+  store: string;
+  /** This node's name, unique in the cluster. @default host name plus a short random suffix */
+  node?: string;
+  /** Where this node accepts relay links from the others, `HOST:PORT` (port 0: any). */
+  relay: string;
+  /** What the others dial for it. @default the relay address as bound */
+  advertise?: string;
+  /** Proves a node to the others (at least 16 characters). */
+  secret: string | Secret;
+  /** How long a registration waits for an unreachable store before the client is told to retry. @default 8000 */
+  registrationWaitMs?: number;
+}
+
+/** A node's place in its cluster, once joined. */
+export interface ClusterInfo {
+  /** This node's name. */
+  readonly node: string;
+  /** The store, `HOST:PORT`, no credentials. */
+  readonly store: string;
+  /** The relay listener as bound. */
+  readonly relay: HostPort;
+  /** What the others dial. */
+  readonly advertise: string;
 }
 
 /**
@@ -175,6 +219,8 @@ export interface BurrowServer {
    * `ConfigError` for a bad entry.
    */
   setUsers(users: UserSpec[]): void;
+  /** The cluster this server joined, when `cluster` is given. */
+  readonly cluster: ClusterInfo | undefined;
   /** Closes every listener and session; resolves when all are closed. */
   close(): Promise<void>;
 }

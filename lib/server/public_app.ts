@@ -21,7 +21,7 @@ import { type Cidr, inRanges } from "../util/cidr.ts";
 import type { ServerLimits } from "../config/limits.ts";
 import { errorMessage } from "../util/errors.ts";
 import type { RareLog } from "../util/rare_log.ts";
-import { type BufferPool, join, type JoinStats } from "../tunnel/join.ts";
+import { type BufferPool, type Duplex, join, type JoinStats } from "../tunnel/join.ts";
 import type { TrafficCounter } from "../tunnel/traffic.ts";
 import { acceptLoop, closeQuietly, peer } from "../transport/net.ts";
 import type { ServerMonitor, TurnedAwayCause } from "../dashboard/monitor.ts";
@@ -65,6 +65,13 @@ export interface AppSession {
   retire(app: PublicApp, reason: string, dropUsers: boolean, closes: boolean): void;
 }
 
+/** A user: a TCP connection (Deno.TcpConn fits), or a stream relayed by another cluster node. */
+export interface UserConn extends Duplex {
+  readonly remoteAddr: Deno.NetAddr;
+  readonly localAddr: Deno.NetAddr;
+  setNoDelay(on?: boolean): void;
+}
+
 /** An exposed app and its users. */
 export class PublicApp {
   readonly entry: AppEntry;
@@ -74,7 +81,7 @@ export class PublicApp {
   /** Fires when `limits.maxServeSeconds` runs out: every replica's session retires the app. */
   readonly expiry?: ReturnType<typeof setTimeout>;
   #listener: Deno.TcpListener;
-  #users = new Set<Deno.TcpConn>();
+  #users = new Set<UserConn>();
   #drained: Array<() => void> = [];
   #allowFrom: Cidr[] | undefined;
   /** The accept loop; it ends (and the port is really free) after the listener closes. */
@@ -210,7 +217,12 @@ export class PublicApp {
     return `${this.#session.group}/${this.entry.app}`;
   }
 
-  async #user(user: Deno.TcpConn): Promise<void> {
+  /** Serves a user relayed by another node. */
+  serve(user: UserConn): Promise<void> {
+    return this.#user(user);
+  }
+
+  async #user(user: UserConn): Promise<void> {
     const from = peer(user);
     const turnedAway = this.#turnAway(user);
     if (turnedAway !== undefined) {
@@ -276,9 +288,9 @@ export class PublicApp {
    * hook: `allow_from`, the group's concurrent-connection quota, and the
    * server's cap on users waiting for a work connection.
    */
-  #turnAway(user: Deno.TcpConn): { cause: TurnedAwayCause; why: string } | undefined {
+  #turnAway(user: UserConn): { cause: TurnedAwayCause; why: string } | undefined {
     if (this.#allowFrom !== undefined) {
-      const { hostname } = user.remoteAddr as Deno.NetAddr;
+      const { hostname } = user.remoteAddr;
       if (!inRanges(hostname, this.#allowFrom)) {
         return { cause: "allow_from", why: "its address is not in the app's allow_from" };
       }
@@ -300,7 +312,7 @@ export class PublicApp {
    * Serves a user on one replica after another until one takes it (or
    * fails it after its first byte); resolves to why it failed, or undefined.
    */
-  async #serve(user: Deno.TcpConn, from: string, stats: JoinStats): Promise<string | undefined> {
+  async #serve(user: UserConn, from: string, stats: JoinStats): Promise<string | undefined> {
     const tried = new Set<Replica<AppSession>>();
     let why = "no healthy replica of the app is left";
     while (true) {
@@ -327,7 +339,7 @@ export class PublicApp {
    */
   async #serveOn(
     replica: Replica<AppSession>,
-    user: Deno.TcpConn,
+    user: UserConn,
     from: string,
     stats: JoinStats,
   ): Promise<{ why: string | undefined; retry?: boolean }> {

@@ -55,6 +55,8 @@ export interface RouterDeps {
   credentials(): Credentials | undefined;
   services(): ServiceInfo[];
   closing(): boolean;
+  /** How long a registration waits for an unreachable cluster store. */
+  clusterWaitMs?: number;
 }
 
 /** A connection past its handshake: secured, challenged, its first frame read. */
@@ -172,8 +174,19 @@ export class Router {
     const admitted = await this.#d.admission.register(hello, from, login.proven);
     if (isRefusal(admitted)) return this.#refuse(greeted, admitted.code, admitted.message, where);
     const { credential } = admitted;
+    const id = newId();
+    const cluster = this.#d.sessionServices.cluster;
+    if (cluster && !(hello.shared === true && this.#d.registry.group(hello.group)?.shared)) {
+      const who = { id, group: hello.group, runId: hello.runId, ended: false };
+      const claimed = await cluster.claimGroup(who, this.#d.clusterWaitMs ?? 8000);
+      if (claimed === "retry") { // not a refusal: the client tries again
+        this.#d.log.warn(`group ${hello.group} from ${from}: the cluster store is unreachable`);
+        return closeQuietly(greeted.conn);
+      }
+      if (claimed) return this.#refuse(greeted, claimed.code, claimed.message, where);
+    }
     const session = new ServerSession(this.#d.sessionServices, {
-      id: newId(),
+      id,
       group: hello.group,
       runId: hello.runId,
       clientVersion: hello.client,
@@ -183,6 +196,7 @@ export class Router {
       ...(credential?.quota === undefined ? {} : { quota: credential.quota }),
       onEnded: (ended) => {
         if (this.#d.sessions.get(ended.id) === ended) this.#d.sessions.delete(ended.id);
+        cluster?.release(ended);
       },
     });
     this.#d.registry.addGroup(hello.group, session, hello.shared === true);

@@ -43,6 +43,8 @@ import type { BurrowServer, ServerOptions } from "./api.ts";
 import type { WebService } from "../http/service.ts";
 import { monitoredWeb, startWeb } from "./web.ts";
 import type { SessionServices } from "./session.ts";
+import { type ClusterHost, ClusterNode } from "./cluster/node.ts";
+import type { ClusterInfo } from "./api.ts";
 
 export type { BurrowServer, ServerOptions, ServiceInfo };
 
@@ -85,6 +87,7 @@ class Server implements BurrowServer {
   #dashboard: Dashboard | undefined;
   #web: WebService | undefined;
   #sessionServices!: SessionServices;
+  #cluster: ClusterNode | undefined;
   #closing = false;
   #closed: Promise<void>;
   #resolveClosed!: () => void;
@@ -150,6 +153,7 @@ class Server implements BurrowServer {
       credentials: () => this.#credentials,
       services: () => this.services(),
       closing: () => this.#closing,
+      clusterWaitMs: options.cluster?.registrationWaitMs ?? 8000,
     });
     if (options.dashboard) this.#dashboardSettings = checkDashboardOptions(options.dashboard);
     this.#closed = new Promise((resolve) => this.#resolveClosed = resolve);
@@ -164,6 +168,8 @@ class Server implements BurrowServer {
     if (typeof bind === "string") throw new ConfigError(`bind: ${bind}`);
     const tls = await this.#loadTls();
     const transport: Transport = tls === undefined ? new TcpTransport() : new TlsTransport(tls);
+    const cluster = this.#options.cluster &&
+      new ClusterNode(this.#options.cluster, this.#clusterHost(transport));
     // The public host is tried once here, so a typo fails the start instead of
     // turning every later expose into a refusal.
     const publicHost = this.#publicHost;
@@ -210,6 +216,17 @@ class Server implements BurrowServer {
         throw err;
       }
     }
+    if (cluster) {
+      await cluster.start().catch(async (err) => {
+        closeQuietly(this.#listener);
+        await this.#dashboard?.close();
+        await this.#web?.close();
+        await cluster.close();
+        throw err;
+      });
+      this.#cluster = this.#sessionServices.cluster = cluster;
+      this.#monitor.attachCluster(cluster);
+    }
     this.#monitor.start();
     this.addr = this.#listener.addr;
     this.#log.info(`listening for clients on ${formatHostPort(this.addr)}`);
@@ -247,6 +264,27 @@ class Server implements BurrowServer {
       : await loadOwnCertificate(tls);
     this.fingerprint = formatFingerprint(material.fingerprint);
     return material;
+  }
+
+  #clusterHost(transport: Transport): ClusterHost {
+    return {
+      log: this.#log,
+      rare: this.#rare,
+      publicHost: this.#publicHost,
+      heartbeatTimeoutMs: this.#sessionServices.heartbeatTimeoutMs,
+      buffers: this.#sessionServices.buffers,
+      transport,
+      appOnPort: (port) => {
+        for (const session of this.#sessions.values()) {
+          for (const app of session.apps.values()) if (app.entry.port === port) return app;
+        }
+      },
+      endSession: (id, reason) => this.#sessions.get(id)?.end(reason),
+    };
+  }
+
+  get cluster(): ClusterInfo | undefined {
+    return this.#cluster;
   }
 
   services(): ServiceInfo[] {
@@ -339,6 +377,7 @@ class Server implements BurrowServer {
     closeQuietly(this.#listener);
     this.#handshakes.close(); // the accept loop wakes and sees the closed listener
     await this.#accepting;
+    await this.#cluster?.close(); // its claims are released at once, not left to run out
     await this.#dashboard?.close();
     this.#monitor.stop(); // the port is free only once the pending accept has ended
     const sessions = [...this.#sessions.values()];

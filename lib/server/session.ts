@@ -1,8 +1,7 @@
 /**
  * One client's control session on the server: it owns a group, exposes that
  * group's apps on public ports (`public_app.ts` serves their users), keeps
- * the group's work connections (`work_conn.ts`: mux sessions, one stream per user), and watches the heartbeat.
- * When it ends, for whatever reason, its ports close and are free again.
+ * its work connections (`work_conn.ts`), and watches the heartbeat. When it ends, its ports close.
  *
  * @module
  */
@@ -36,6 +35,7 @@ import type { WebService } from "../http/service.ts";
 import { exposeWebApp } from "./web.ts";
 import type { WebApp } from "./web_app.ts";
 import { SessionUdpApps, type UdpApp, type UdpAppServices } from "./udp_apps.ts";
+import type { ClusterNode } from "./cluster/node.ts";
 
 /** What a session needs from the server that runs it. */
 export interface SessionServices extends AppServices {
@@ -49,6 +49,8 @@ export interface SessionServices extends AppServices {
   limits: Pick<ServerLimits, "maxAppsPerGroup" | "maxPendingUsers"> & UdpAppServices["limits"];
   /** The shared web listeners, when the server has any (`--http`, `--https`). */
   web?: WebService;
+  /** The cluster this server is a node of: ports are claimed cluster-wide. */
+  cluster?: ClusterNode;
 }
 
 /** The session's control connection. */
@@ -366,9 +368,11 @@ export class ServerSession implements AppSession {
     if (typeof allowFrom === "string") return refuse("bad_request", `allow_from: ${allowFrom}`);
     const candidates = this.#s.registry.candidates(port, msg.hint, this.quota?.ports);
     if (!Array.isArray(candidates)) return refuse(candidates.code, candidates.message);
-    const bound = bindPublicPort(this.#s.publicHost, port, candidates, (why) => {
-      this.#s.log.error(`${this.group}/${name}: ${why}`);
-    });
+    const unbindable = (why: string) => this.#s.log.error(`${this.group}/${name}: ${why}`);
+    const bound = await (this.#s.cluster?.bindPort(this, port, candidates, unbindable) ??
+      bindPublicPort(this.#s.publicHost, port, candidates, unbindable));
+    if (bound === "retry") return this.end("the cluster store stayed unreachable");
+    if (this.#ended && !("code" in bound)) return closeQuietly(bound.listener);
     if ("code" in bound) return refuse(bound.code, bound.message);
     const entry = this.#s.registry.claim(this.group, name, bound.port, msg.description);
     const app = new PublicApp(this.#s, this, {
@@ -393,6 +397,7 @@ export class ServerSession implements AppSession {
   /** Closes an app's listener and users; resolves once its port is free again. */
   #closeApp(app: PublicApp, dropUsers = true): Promise<void> {
     const closed = app.close(dropUsers);
+    this.#s.cluster?.release(this, [{ kind: "port", key: String(app.entry.port) }]);
     this.#s.monitor.appClosed(this.group, app.entry.app, app.traffic);
     return closed;
   }

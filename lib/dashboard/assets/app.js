@@ -143,7 +143,19 @@ function renderStatus(status) {
     stat("Bytes out", bytes(t.bytesOut), "bytesOut"),
     stat("Refusals", String(t.refusals), "refusals"),
     stat("Auth failures", String(t.authFailures), "authFailures"),
+    ...clusterStats(status.cluster),
   );
+}
+
+/** @param {any} c `api/status`'s `cluster`, when the server is a cluster node */
+function clusterStats(c) {
+  if (!c) return [];
+  const down = c.storeState !== "connected";
+  const why = down ? c.storeState + " since " + clock(c.storeSince) + ": registrations wait" : "";
+  const store = stat("Store " + c.store, why || "connected", "clusterStore");
+  if (down) store.classList.add("warn");
+  const nodes = stat("Cluster nodes", String(c.nodes.length), "clusterNodes");
+  return [stat("Node", c.node, "clusterNode"), nodes, store];
 }
 
 /**
@@ -245,7 +257,8 @@ function groupCard(g) {
   const head = el("div", { className: "group-head" }, [
     el("span", { className: "group-name", text: g.name }),
     el("span", { className: "badge online", text: "online" }),
-    kv("client", g.clientAddr),
+    g.node ? kv("node", g.node) : null,
+    g.clientAddr ? kv("client", g.clientAddr) : null,
     kv("burrow", g.clientVersion),
     kv("since", new Date(g.connectedSince).toLocaleString()),
   ]);
