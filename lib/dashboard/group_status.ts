@@ -15,7 +15,7 @@ import {
   type MonitoredMember,
   replicaStatus,
 } from "./replica_view.ts";
-import type { AppStatus, GroupStatus } from "./status_types.ts";
+import type { AppStatus, GroupStatus, ServerStatus } from "./status_types.ts";
 
 /** What the monitor keeps of one group. */
 export interface GroupRecord {
@@ -75,4 +75,41 @@ function appStatus(
   };
   if (entry.description !== undefined) status.description = entry.description;
   return status;
+}
+
+/**
+ * The server-wide totals over `records`, with the figures of forgotten apps
+ * (so totals never go down) and the refusal counts added.
+ */
+export function serverTotals(
+  records: Iterable<GroupRecord>,
+  forgotten: { connectionsTotal: number; bytesIn: number; bytesOut: number },
+  counts: { authFailures: number; refusals: number },
+): ServerStatus["totals"] {
+  const totals = {
+    groupsOnline: 0,
+    groupsOffline: 0,
+    appsOnline: 0,
+    connections: 0,
+    connectionsTotal: forgotten.connectionsTotal,
+    bytesIn: forgotten.bytesIn,
+    bytesOut: forgotten.bytesOut,
+    ...counts,
+  };
+  for (const record of records) {
+    if (record.session) {
+      totals.groupsOnline++;
+      totals.appsOnline += liveApps(record).length;
+    } else {
+      totals.groupsOffline++;
+    }
+    for (const app of record.apps.values()) {
+      const f = app.figures();
+      totals.connections += f.connections;
+      totals.connectionsTotal += f.total;
+      totals.bytesIn += f.bytesIn;
+      totals.bytesOut += f.bytesOut;
+    }
+  }
+  return totals;
 }

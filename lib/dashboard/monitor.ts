@@ -35,7 +35,7 @@ import { type UdpCounter, UdpFigures } from "./udp_figures.ts";
 import { type MonitoredWeb, webFamilies, withWebApps } from "./web_apps.ts";
 import * as clustered from "./cluster_status.ts";
 import type { AppStatus, GroupStatus, ReplicaStatus, ServerStatus } from "./status_types.ts";
-import { type GroupRecord, groupStatus } from "./group_status.ts";
+import { type GroupRecord, groupStatus, serverTotals } from "./group_status.ts";
 import {
   liveApps,
   type MonitoredApp,
@@ -301,32 +301,10 @@ export class ServerMonitor {
 
   /** Server-wide figures. */
   status(): ServerStatus {
-    const totals = {
-      groupsOnline: 0,
-      groupsOffline: 0,
-      appsOnline: 0,
-      connections: 0,
-      connectionsTotal: this.#forgotten.connectionsTotal,
-      bytesIn: this.#forgotten.bytesIn,
-      bytesOut: this.#forgotten.bytesOut,
+    const totals = serverTotals(this.#groups.values(), this.#forgotten, {
       authFailures: this.#authFailures,
       refusals: [...this.#refusals.values()].reduce((a, b) => a + b, 0),
-    };
-    for (const record of this.#groups.values()) {
-      if (record.session) {
-        totals.groupsOnline++;
-        totals.appsOnline += liveApps(record).length;
-      } else {
-        totals.groupsOffline++;
-      }
-      for (const app of record.apps.values()) {
-        const f = app.figures();
-        totals.connections += f.connections;
-        totals.connectionsTotal += f.total;
-        totals.bytesIn += f.bytesIn;
-        totals.bytesOut += f.bytesOut;
-      }
-    }
+    });
     return {
       version: VERSION,
       startedAt: this.startedAt.toISOString(),

@@ -14,37 +14,21 @@
  * @module
  */
 
-import type { Logger } from "@logtape/logtape";
 import type { AppEntry } from "../protocol/services.ts";
 import type { BalancePolicy, TunnelLimits } from "../protocol/protocol.ts";
 import { type Cidr, inRanges } from "../util/cidr.ts";
-import type { ServerLimits } from "../config/limits.ts";
 import { errorMessage } from "../util/errors.ts";
-import type { RareLog } from "../util/rare_log.ts";
-import { type BufferPool, type Duplex, join, type JoinStats } from "../tunnel/join.ts";
+import { join, type JoinStats } from "../tunnel/join.ts";
 import type { TrafficCounter } from "../tunnel/traffic.ts";
 import { acceptLoop, closeQuietly, peer } from "../transport/net.ts";
-import type { ServerMonitor, TurnedAwayCause } from "../dashboard/monitor.ts";
-import { consult, observe, type ServerHooks } from "./hooks.ts";
-import {
-  describeWorkError,
-  peerReset,
-  type PendingUsers,
-  WORK_TIMEOUT_MS,
-  type WorkSource,
-} from "./work_conn.ts";
+import type { TurnedAwayCause } from "../dashboard/monitor.ts";
+import { consult, observe } from "./hooks.ts";
+import { describeWorkError, joinOutcome, WORK_TIMEOUT_MS, type WorkSource } from "./work_conn.ts";
 import { type Replica, ReplicaSet } from "./replicas.ts";
 
-/** What an app needs from the server around it. */
-export interface AppServices {
-  log: Logger;
-  rare: RareLog;
-  hooks: Pick<ServerHooks, "onUserConnect" | "onClose">;
-  monitor: Pick<ServerMonitor, "userTurnedAway" | "workWaited" | "replicaHealth">;
-  limits: Pick<ServerLimits, "maxPendingUsers">;
-  pending: PendingUsers;
-  buffers: BufferPool;
-}
+import type { AppServices, UserConn } from "./app_services.ts";
+
+export type { AppServices, UserConn };
 
 /** What an app needs from the session that exposed it. */
 export interface AppSession {
@@ -63,13 +47,6 @@ export interface AppSession {
   isLive(app: PublicApp): boolean;
   /** Lets go of `app` because a limit was reached; `closes`: the last replica, it closes the app. */
   retire(app: PublicApp, reason: string, dropUsers: boolean, closes: boolean): void;
-}
-
-/** A user: a TCP connection (Deno.TcpConn fits), or a stream relayed by another cluster node. */
-export interface UserConn extends Duplex {
-  readonly remoteAddr: Deno.NetAddr;
-  readonly localAddr: Deno.NetAddr;
-  setNoDelay(on?: boolean): void;
 }
 
 /** An exposed app and its users. */
@@ -395,13 +372,7 @@ export class PublicApp {
       pool: this.#s.buffers,
     }).finally(() => replica.active--);
     if (result.error !== undefined) work.reset();
-    const aborted = peerReset(result.error);
-    const why = aborted
-      ? "the app side reset or failed"
-      : result.error === undefined
-      ? undefined
-      : describeWorkError(result.error);
-    const how = aborted ? `closed: ${why}` : why === undefined ? "closed" : `failed (${why})`;
+    const { why, how } = joinOutcome(result.error);
     const via = this.#replicas.size > 1 || this.shared ? ` via ${replica.clientAddr}` : "";
     this.#s.log.info(
       `user ${from} on ${this.#label}${via} ${how}: ${result.aToB} bytes in, ${result.bToA} out`,

@@ -219,9 +219,7 @@ class Server implements BurrowServer {
     if (cluster) {
       await cluster.start().catch(async (err) => {
         closeQuietly(this.#listener);
-        await this.#dashboard?.close();
-        await this.#web?.close();
-        await cluster.close();
+        await Promise.all([this.#dashboard?.close(), this.#web?.close(), cluster.close()]);
         throw err;
       });
       this.#cluster = this.#sessionServices.cluster = cluster;
@@ -274,11 +272,9 @@ class Server implements BurrowServer {
       heartbeatTimeoutMs: this.#sessionServices.heartbeatTimeoutMs,
       buffers: this.#sessionServices.buffers,
       transport,
-      appOnPort: (port) => {
-        for (const session of this.#sessions.values()) {
-          for (const app of session.apps.values()) if (app.entry.port === port) return app;
-        }
-      },
+      appOnPort: (port) =>
+        [...this.#sessions.values()].flatMap((s) => [...s.apps.values()])
+          .find((app) => app.entry.port === port),
       endSession: (id, reason) => this.#sessions.get(id)?.end(reason),
     };
   }

@@ -11,54 +11,30 @@ import { parseCidrList } from "../util/cidr.ts";
 import type { Secret } from "../util/secret.ts";
 import type { Quota } from "./users.ts";
 import { errorMessage, ProtocolError, type WireRefusalCode } from "../util/errors.ts";
-import type { Conn } from "../transport/transport.ts";
 import { closeQuietly, netReason, peer } from "../transport/net.ts";
 import {
   type ClientControlMessage,
   type Expose,
-  type FrameReader,
-  type FrameWriter,
   parseClientControl,
   type ServerControlMessage,
   type ServerMessage,
 } from "../protocol/protocol.ts";
-import { consult, type ServerHooks } from "./hooks.ts";
-import type { ServerMonitor } from "../dashboard/monitor.ts";
-import type { ServerLimits } from "../config/limits.ts";
-import type { Registry } from "./registry.ts";
+import { consult } from "./hooks.ts";
 import { freePortsAnswer } from "./answers.ts";
-import { type AppServices, type AppSession, PublicApp } from "./public_app.ts";
+import { type AppSession, PublicApp } from "./public_app.ts";
 import { bindPublicPort } from "./public_port.ts";
 import { badExpose, replicaMismatch, replicaTypeMismatch, siblingApp } from "./shared_apps.ts";
 import { MuxWork } from "./work_conn.ts";
-import type { WebService } from "../http/service.ts";
 import { exposeWebApp } from "./web.ts";
 import type { WebApp } from "./web_app.ts";
-import { SessionUdpApps, type UdpApp, type UdpAppServices } from "./udp_apps.ts";
-import type { ClusterNode } from "./cluster/node.ts";
+import { SessionUdpApps, type UdpApp } from "./udp_apps.ts";
+
+import type { ControlLink, SessionServicesOf } from "./session_services.ts";
+
+export type { ControlLink };
 
 /** What a session needs from the server that runs it. */
-export interface SessionServices extends AppServices {
-  registry: Registry<ServerSession>;
-  publicHost: string;
-  heartbeatTimeoutMs: number;
-  hooks: Pick<ServerHooks, "onExpose" | "onUserConnect" | "onClose">;
-  monitor:
-    & AppServices["monitor"]
-    & Pick<ServerMonitor, "refused" | "groupOffline" | "appExposed" | "appClosed" | "udpCounter">;
-  limits: Pick<ServerLimits, "maxAppsPerGroup" | "maxPendingUsers"> & UdpAppServices["limits"];
-  /** The shared web listeners, when the server has any (`--http`, `--https`). */
-  web?: WebService;
-  /** The cluster this server is a node of: ports are claimed cluster-wide. */
-  cluster?: ClusterNode;
-}
-
-/** The session's control connection. */
-export interface ControlLink {
-  conn: Conn;
-  reader: FrameReader;
-  writer: FrameWriter<ServerMessage>;
-}
+export type SessionServices = SessionServicesOf<ServerSession>;
 
 /** A control session: one group, from one client process. */
 export class ServerSession implements AppSession {

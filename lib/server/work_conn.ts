@@ -256,3 +256,17 @@ export function describeWorkError(err: unknown): string {
 export function peerReset(err: unknown): boolean {
   return err instanceof StreamResetError && err.remote && !err.reason.startsWith(UNREACHABLE);
 }
+
+/**
+ * How a joined user's connection ended, for its log line: `why` it failed
+ * (undefined for a clean close), and `how` the line says it.
+ */
+export function joinOutcome(error: unknown): { why: string | undefined; how: string } {
+  if (peerReset(error)) {
+    const why = "the app side reset or failed";
+    return { why, how: `closed: ${why}` };
+  }
+  if (error === undefined) return { why: undefined, how: "closed" };
+  const why = describeWorkError(error);
+  return { why, how: `failed (${why})` };
+}

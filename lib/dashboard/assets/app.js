@@ -57,10 +57,8 @@ const rate = (n) => bytes(n) + "/s";
 function ago(iso) {
   if (!iso) return "never";
   const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
-  if (s < 60) return s + "s ago";
-  if (s < 3600) return Math.floor(s / 60) + "m ago";
-  if (s < 86400) return Math.floor(s / 3600) + "h ago";
-  return Math.floor(s / 86400) + "d ago";
+  const [n, unit] = s < 60 ? [s, "s"] : s < 3600 ? [s / 60, "m"] : [s / 3600, "h"];
+  return s >= 86400 ? Math.floor(s / 86400) + "d ago" : Math.floor(n) + unit + " ago";
 }
 
 /** @param {number} s */
@@ -224,14 +222,11 @@ function appRow(app) {
     ]),
   ]);
   traffic.setAttribute("data-rate", String(now));
+  const port = app.type === "udp" ? "udp/" + app.port : String(app.port);
+  const urls = app.urls?.join(" ");
   return el("tr", { "data-app": app.name }, [
     cell("App", name, "first"),
-    app.urls ? cell("Port", app.urls.join(" "), "port urls") : numCell(
-      "Port",
-      app.port,
-      app.type === "udp" ? "udp/" + app.port : String(app.port),
-      "port",
-    ),
+    urls ? cell("Port", urls, "port urls") : numCell("Port", app.port, port, "port"),
     numCell("Live", app.connections, String(app.connections), "live"),
     numCell("Total", app.connectionsTotal, String(app.connectionsTotal), "total"),
     numCell("In", app.bytesIn, bytes(app.bytesIn), "bytes-in"),
@@ -245,12 +240,8 @@ function appRow(app) {
  * @param {string} label
  * @param {string} value
  */
-function kv(label, value) {
-  return el("span", { className: "kv" }, [
-    document.createTextNode(label + " "),
-    el("b", { text: value }),
-  ]);
-}
+const kv = (label, value) =>
+  el("span", { className: "kv" }, [document.createTextNode(label + " "), el("b", { text: value })]);
 
 /** @param {any} g an online group of `api/groups` */
 function groupCard(g) {
