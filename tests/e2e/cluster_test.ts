@@ -22,12 +22,14 @@ import {
 } from "../helpers/cluster_nodes.ts";
 import {
   echoApp,
+  groupFile,
   localApp,
   portBlock,
   Proc,
   randomBytes,
   runToEnd,
   sha256,
+  startClient,
   until,
 } from "../helpers/harness.ts";
 import { waitFor } from "../helpers/cluster.ts";
@@ -431,6 +433,38 @@ Deno.test({
     await echoVia(n2.host, port);
     const took = Date.now() - moved;
     assert.ok(took < 30_000, `the takeover took ${took} ms (lease 60 s)`);
+  },
+});
+
+Deno.test({
+  name: "cluster: a client listing two nodes moves to the second at once when its node stops",
+  ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    // A long lease: the group can only come back this fast if the stopping node let it go.
+    await using cluster = await Cluster.start(3, { heartbeatTimeout: 60 });
+    const [n1, n2, n3] = cluster.nodes as [NodeProc, NodeProc, NodeProc];
+    using app = echoApp();
+    await using client = startClient(groupFile({
+      server: `[${n1.control}, ${n2.control}]`,
+      token: TOKEN,
+      group: "lab",
+      heartbeat_interval: 1,
+      apps: [{ name: "echo", local: app.addr }],
+    }));
+    const port = await readyOn(client, "lab");
+    await waitFor(() => echoes(n3.host, port), "n3 serves the port");
+    const mark = client.stdout.all.length;
+    const began = Date.now();
+    n1.proc.kill("SIGTERM");
+    const m = await client.stdout.wait(/^ready lab\/echo ([\d.]+):(\d+)$/, 30_000, mark);
+    assert.equal(m[1], n2.host, "ready again on the second node");
+    assert.equal(Number(m[2]), port, "with the same port");
+    assert.ok(Date.now() - began < 20_000, "long before the 60 s lease could run out");
+    assert.match(client.stderr.text, /moving to the next server/);
+    await waitFor(() => echoes(n3.host, port), "n3 serves it again, relayed to n2", 15_000);
+    await echoVia(n2.host, port);
   },
 });
 
