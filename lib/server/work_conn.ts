@@ -35,6 +35,7 @@ import type { Duplex } from "../transport/transport.ts";
 import type { Conn } from "../transport/transport.ts";
 import { closeQuietly, netReason } from "../transport/net.ts";
 import {
+  MuxClosedError,
   MuxSession,
   type MuxStream,
   PrefixedConn,
@@ -267,6 +268,11 @@ export function joinOutcome(error: unknown): { why: string | undefined; how: str
     return { why, how: `closed: ${why}` };
   }
   if (error === undefined) return { why: undefined, how: "closed" };
+  // This side closed the work connection (the client left, the server is stopping):
+  // the user was cut by that, and nothing failed.
+  if (error instanceof MuxClosedError) {
+    return { why: "its tunnel closed", how: "closed with its tunnel" };
+  }
   const why = describeWorkError(error);
   return { why, how: `failed (${why})` };
 }
