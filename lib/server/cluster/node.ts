@@ -37,9 +37,11 @@ import { RelayDialer, RelayListener } from "./relay.ts";
 import { RelayKeys } from "./relay_auth.ts";
 import { RelayedConn } from "./relayed_conn.ts";
 import { RemotePorts } from "./remote_ports.ts";
+import { RemoteHosts, type WebMeta, webMeta } from "./remote_hosts.ts";
+import type { WebHost } from "./remote_hosts.ts";
 
 /** What the node needs of the server. */
-export interface ClusterHost {
+export interface ClusterHost extends WebHost {
   log: Logger;
   rare: RareLog;
   publicHost: string;
@@ -84,6 +86,8 @@ export class ClusterNode implements ClusterInfo {
   #listener!: RelayListener;
   #dialer: RelayDialer;
   #remote: RemotePorts;
+  /** The names of other nodes' web apps, routed by this node's edge. */
+  readonly hosts: RemoteHosts;
   #info!: NodeInfo;
   #closing = new AbortController();
   #offView: () => void = () => {};
@@ -120,6 +124,15 @@ export class ClusterNode implements ClusterInfo {
       holder: (port) => this.#view.byPort(port),
       node: (name) => this.#view.node(name),
     });
+    this.hosts = new RemoteHosts({
+      self: this.node,
+      log: host.log,
+      buffers: host.buffers,
+      dialer: this.#dialer,
+      host,
+      holder: (name) => this.#view.byHost(name),
+      node: (name) => this.#view.node(name),
+    });
   }
 
   /** The view of the whole cluster. */
@@ -152,6 +165,7 @@ export class ClusterNode implements ClusterInfo {
         self: this.node,
         log: this.#h.log,
         handle: (stream, user, peer) => {
+          if (user.host !== undefined) return void this.hosts.serve(stream, user, peer);
           const app = this.#h.appOnPort(user.port);
           if (app === undefined) {
             this.#h.log.debug(`cluster: node ${peer} relayed a user for port ${user.port}: no app`);
@@ -223,6 +237,18 @@ export class ClusterNode implements ClusterInfo {
       code: "port_taken",
       message: `port ${port} is taken on node ${held.node}`,
     }));
+  }
+
+  /** Claims the host names of a web app of `who`; on success they are routed here only. */
+  async claimHosts(who: Claimant, names: readonly string[], meta: WebMeta): Promise<ClaimAnswer> {
+    const text = webMeta(meta);
+    const requests = names.map((key) => ({ kind: "host" as const, key, meta: text }));
+    const answer = await this.#claim(who, requests, EXPOSE_WAIT_MS, (held) => ({
+      code: "host_taken",
+      message: `host name ${held.key} is taken by an app on node ${held.node}`,
+    }));
+    if (answer === undefined) { for (const name of names) this.hosts.drop(name.toLowerCase()); }
+    return answer;
   }
 
   /**
@@ -329,12 +355,20 @@ export class ClusterNode implements ClusterInfo {
             `group ${claim.kind === "group" ? claim.key : ""} was taken over on node ${claim.node}`,
           );
         }
+        if (claim.kind === "host") {
+          return claim.node === this.node ? this.hosts.drop(claim.key) : this.hosts.held(claim);
+        }
         if (claim.kind !== "port") return;
         if (claim.node === this.node) void this.#remote.close(Number(claim.key));
         else this.#remote.open(Number(claim.key));
         return;
       }
       case "released":
+        if (e.claim.kind === "host" && e.claim.node !== this.node) {
+          const now = this.#view.byHost(e.claim.key);
+          if (now === undefined || now.node === this.node) this.hosts.drop(e.claim.key);
+          else this.hosts.held(now);
+        }
         if (e.claim.kind === "port" && e.claim.node !== this.node) {
           const now = this.#view.byPort(Number(e.claim.key));
           if (now === undefined) void this.#remote.close(Number(e.claim.key));

@@ -45,8 +45,14 @@ export interface RelayAnswer {
 
 /** A relayed user: the stream's header. */
 export interface RelayedUser {
-  /** The public port the user connected to. */
+  /** The public port the user connected to (0 for a web request). */
   port: number;
+  /**
+   * For a web app: the host name the user asked for. The stream then
+   * carries the HTTP/1.1 requests of the relaying node's edge (an `http`
+   * app) or the user's raw TLS connection (a `tls` app passed through).
+   */
+  host?: string | undefined;
   /** The user's own address. */
   from: { hostname: string; port: number };
   /** The address the user reached on the relaying node. */
@@ -70,7 +76,8 @@ const addrSchema = z.strictObject({
 });
 
 const userSchema = z.strictObject({
-  port: z.int().min(1).max(65535),
+  port: z.int().min(0).max(65535),
+  host: z.string().min(1).max(255).optional(),
   from: addrSchema,
   to: addrSchema,
 });

@@ -1,0 +1,309 @@
+/**
+ * Web apps in a cluster, through the real programs: a real redis-server and
+ * three server processes on 127.0.0.2-4, each with its own `--http` and
+ * `--https` listener. An http app on a client of one node answers
+ * byte-exact (sha256 of bodies both ways) through every node's `--http` by
+ * its name; its name is unique cluster-wide (`host_taken` on another
+ * node); after its node is killed -9 the client fails over to another node
+ * and the name is served again everywhere; a tls app is passed through
+ * from another node's `--https` by SNI.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import http from "node:http";
+import tls from "node:tls";
+import { join } from "node:path";
+import { REDIS_MISSING, type RedisProcess, startRedis } from "../helpers/redis.ts";
+import { type NodeProc, startNode } from "../helpers/cluster_nodes.ts";
+import { portBlock, type Proc, randomBytes, sha256, startClient } from "../helpers/harness.ts";
+import { waitFor } from "../helpers/cluster.ts";
+import { httpApp, testCa } from "../helpers/http.ts";
+import { makeTempDir, makeTempFileSync } from "../helpers/temp.ts";
+import { webReady } from "../helpers/web_server.ts";
+
+const TOKEN = "cluster-web-token";
+const HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+const ignore = REDIS_MISSING !== undefined;
+
+interface WebNode {
+  node: NodeProc;
+  httpPort: number;
+  httpsPort: number;
+}
+
+/** A store and three nodes with web listeners and a wildcard certificate for `*.tunnel.test`. */
+class WebCluster implements AsyncDisposable {
+  redis!: RedisProcess;
+  nodes: WebNode[] = [];
+  stack = new AsyncDisposableStack();
+  dir!: string;
+
+  static async start(): Promise<WebCluster> {
+    const c = new WebCluster();
+    c.dir = await makeTempDir({ prefix: "burrow-cluster-web-" });
+    c.stack.defer(() => Deno.remove(c.dir, { recursive: true }));
+    const ca = await testCa("cluster web CA");
+    const wild = await ca.issue(["*.tunnel.test"]);
+    await Deno.writeTextFile(join(c.dir, "wild.crt"), wild.cert);
+    await Deno.writeTextFile(join(c.dir, "wild.key"), wild.key);
+    c.redis = await startRedis();
+    c.stack.defer(() => c.redis.stop());
+    const ports = portBlock(10).spec;
+    try {
+      c.nodes = await Promise.all(HOSTS.map(async (host, i) => {
+        const node = await startNode({
+          name: `w${i + 1}`,
+          host,
+          store: c.redis.url,
+          ports,
+          token: TOKEN,
+          args: [
+            "--http",
+            `${host}:0`,
+            "--https",
+            `${host}:0`,
+            "--domain",
+            "tunnel.test",
+            "--https-cert",
+            join(c.dir, "wild.crt"),
+            "--https-key",
+            join(c.dir, "wild.key"),
+          ],
+        });
+        c.stack.use(node.proc);
+        const h = await node.proc.stdout.wait(/^http http:\/\/[\d.]+:(\d+)\/$/);
+        const s = await node.proc.stdout.wait(/^https https:\/\/[\d.]+:(\d+)\/$/);
+        return { node, httpPort: Number(h[1]), httpsPort: Number(s[1]) };
+      }));
+    } catch (err) {
+      await c.stack.disposeAsync();
+      throw err;
+    }
+    return c;
+  }
+
+  logs(): string {
+    return this.nodes.map((n) =>
+      `--- ${n.node.name}:\n${n.node.proc.stderr.all.slice(-30).join("\n")}`
+    ).join("\n");
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stack.disposeAsync();
+  }
+}
+
+/** A client of `group` with one web app, whose `server` lists `nodes` in order. */
+function webClient(nodes: WebNode[], group: string, app: string): Proc {
+  const path = makeTempFileSync({ prefix: "burrow-cluster-web-", suffix: ".yaml" });
+  const servers = nodes.map((n) => n.node.control).join(", ");
+  Deno.writeTextFileSync(
+    path,
+    `server: [${servers}]\ntoken: ${TOKEN}\ngroup: ${group}\nheartbeat_interval: 1\n` +
+      `apps:\n${app}`,
+  );
+  return startClient(path);
+}
+
+/** One request to HOST:PORT with `Host: name`; the body read whole. */
+function ask(
+  host: string,
+  port: number,
+  name: string,
+  o: { method?: string; path?: string; body?: Uint8Array } = {},
+): Promise<{ status: number; body: Uint8Array<ArrayBuffer>; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      hostname: host,
+      port,
+      method: o.method ?? "GET",
+      path: o.path ?? "/",
+      headers: { host: name },
+      agent: false,
+    }, (res) => {
+      const chunks: Uint8Array[] = [];
+      res.on("data", (c: Uint8Array) => chunks.push(c));
+      res.on("end", () => {
+        const body = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+        let off = 0;
+        for (const c of chunks) {
+          body.set(c, off);
+          off += c.length;
+        }
+        resolve({ status: res.statusCode ?? 0, body, headers: res.headers });
+      });
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end(o.body);
+  });
+}
+
+/** True when `name` answers 200 through HOST:PORT now. */
+async function serves(host: string, port: number, name: string): Promise<boolean> {
+  try {
+    return (await ask(host, port, name, { path: "/ping" })).status === 200;
+  } catch {
+    return false;
+  }
+}
+
+/** An http app: `/big` is a fixed 2 MiB body, POST `/echo` answers its body, `/ping` says pong. */
+async function siteApp(big: Uint8Array) {
+  return await httpApp((req, res) => {
+    if (req.url === "/big") {
+      res.writeHead(200, {
+        "content-length": String(big.length),
+        "x-seen-for": req.headers["x-forwarded-for"] ?? "",
+      });
+      return res.end(big);
+    }
+    if (req.url === "/echo") {
+      const chunks: Uint8Array[] = [];
+      req.on("data", (c: Uint8Array) => chunks.push(c));
+      req.on("end", () => {
+        res.writeHead(200);
+        for (const c of chunks) res.write(c);
+        res.end();
+      });
+      return;
+    }
+    res.writeHead(200, { "content-type": "text/plain" });
+    res.end("pong");
+  });
+}
+
+const SITE = (port: number) =>
+  `  - name: web\n    type: http\n    local: 127.0.0.1:${port}\n    subdomain: site\n`;
+
+Deno.test({
+  name:
+    "cluster web: an http app is served byte-exact through every node by name, unique, and back after its node dies",
+  ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using cluster = await WebCluster.start();
+    const [a, b, c] = cluster.nodes as [WebNode, WebNode, WebNode];
+    const big = randomBytes(2 << 20);
+    await using app = await siteApp(big);
+    const name = "site.tunnel.test";
+    await using client = webClient([a, b], "site", SITE(app.port));
+    await webReady(client, "site", "web");
+    try {
+      for (const n of cluster.nodes) {
+        await waitFor(() => serves(n.node.host, n.httpPort, name), `${n.node.name} serves ${name}`);
+      }
+      const want = await sha256(big);
+      for (const n of cluster.nodes) {
+        const got = await ask(n.node.host, n.httpPort, name, { path: "/big" });
+        assert.equal(got.status, 200);
+        assert.equal(got.body.length, big.length, `${n.node.name}: body length`);
+        assert.equal(await sha256(got.body), want, `${n.node.name}: body sha256`);
+        // The edge the user reached tells the app the user's address.
+        assert.match(String(got.headers["x-seen-for"]), /127\.0\.0\.1/);
+        const upload = randomBytes(1 << 20);
+        const echoed = await ask(n.node.host, n.httpPort, name, {
+          method: "POST",
+          path: "/echo",
+          body: upload,
+        });
+        assert.equal(await sha256(echoed.body), await sha256(upload), `${n.node.name}: upload`);
+      }
+      // Several requests at once through the other nodes.
+      await Promise.all([b, c, b, c].map(async (n) => {
+        const got = await ask(n.node.host, n.httpPort, name, { path: "/big" });
+        assert.equal(await sha256(got.body), want);
+      }));
+      // A name nobody holds is still a 404 on every node.
+      assert.equal((await ask(c.node.host, c.httpPort, "nobody.tunnel.test")).status, 404);
+
+      // Another group asking for the same name on another node: host_taken.
+      await using rival = webClient([c], "rival", SITE(app.port));
+      assert.equal(await rival.exitCode(30_000), 3);
+      assert.match(rival.stderr.text, /host_taken|taken by an app on node w1/);
+
+      // The client's node dies: the client fails over to b with its run id and takes the name over.
+      const from = client.stdout.count;
+      a.node.proc.kill("SIGKILL");
+      await a.node.proc.status;
+      await webReady(client, "site", "web", from);
+      for (const n of [b, c]) {
+        await waitFor(
+          () => serves(n.node.host, n.httpPort, name),
+          `${n.node.name} serves ${name} again`,
+          30_000,
+        );
+        const got = await ask(n.node.host, n.httpPort, name, { path: "/big" });
+        assert.equal(await sha256(got.body), want, `${n.node.name} after the failover`);
+      }
+    } catch (err) {
+      throw new Error(
+        `${err}\n${cluster.logs()}\nclient:\n${client.stderr.all.slice(-20).join("\n")}`,
+      );
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster web: a tls app is passed through from another node's --https by SNI",
+  ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using cluster = await WebCluster.start();
+    const [a, b, c] = cluster.nodes as [WebNode, WebNode, WebNode];
+    const appCa = await testCa("the app's own CA");
+    const pair = await appCa.issue(["db.tunnel.test"]);
+    const service = tls.createServer({ cert: pair.cert, key: pair.key }, (socket) => {
+      socket.on("data", (d: Uint8Array) => socket.write(d));
+      socket.on("end", () => socket.end());
+    });
+    await new Promise<void>((r) => service.listen(0, "127.0.0.1", () => r()));
+    const port = (service.address() as { port: number }).port;
+    try {
+      await using client = webClient(
+        [a],
+        "vault",
+        `  - name: db\n    type: tls\n    local: 127.0.0.1:${port}\n    subdomain: db\n`,
+      );
+      await webReady(client, "vault", "db");
+      const data = randomBytes(1 << 20);
+      const want = await sha256(data);
+      for (const n of [b, c, a]) {
+        await waitFor(
+          async () => (await tlsEcho(n.node.host, n.httpsPort, appCa.caPem, data)) === want,
+          `${n.node.name} passes db.tunnel.test through`,
+          30_000,
+        ).catch((err) => {
+          throw new Error(`${err}\n${cluster.logs()}`);
+        });
+      }
+    } finally {
+      await new Promise<void>((r) => service.close(() => r()));
+    }
+  },
+});
+
+/** Sends `data` over TLS to `db.tunnel.test` via HOST:PORT and returns the sha256 of the echo. */
+function tlsEcho(host: string, port: number, ca: string, data: Uint8Array): Promise<string> {
+  return new Promise((resolve) => {
+    const chunks: Uint8Array[] = [];
+    const socket = tls.connect({ host, port, servername: "db.tunnel.test", ca }, () => {
+      socket.end(data);
+    });
+    socket.on("data", (d: Uint8Array) => chunks.push(d));
+    socket.on("end", async () => {
+      const all = new Uint8Array(chunks.reduce((n, d) => n + d.length, 0));
+      let off = 0;
+      for (const d of chunks) {
+        all.set(d, off);
+        off += d.length;
+      }
+      resolve(await sha256(all));
+    });
+    socket.on("error", () => resolve(""));
+  });
+}
