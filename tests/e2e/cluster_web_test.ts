@@ -239,6 +239,18 @@ Deno.test({
         const got = await ask(n.node.host, n.httpPort, name, { path: "/big" });
         assert.equal(await sha256(got.body), want, `${n.node.name} after the failover`);
       }
+      // A client that stops releases its name cluster-wide: another group takes it on another node.
+      await client.stop();
+      await waitFor(
+        async () => (await ask(c.node.host, c.httpPort, name)).status === 404,
+        `${c.node.name} drops ${name}`,
+      );
+      await using again = await siteApp(big.subarray(0, 1000));
+      await using taker = webClient([c], "taker", SITE(again.port));
+      await webReady(taker, "taker", "web");
+      await waitFor(() => serves(b.node.host, b.httpPort, name), `${b.node.name} relays to w3`);
+      const small = await ask(b.node.host, b.httpPort, name, { path: "/big" });
+      assert.equal(await sha256(small.body), await sha256(big.subarray(0, 1000)));
     } catch (err) {
       throw new Error(
         `${err}\n${cluster.logs()}\nclient:\n${client.stderr.all.slice(-20).join("\n")}`,
