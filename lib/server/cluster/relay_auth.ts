@@ -80,7 +80,7 @@ const userSchema = z.strictObject({
   host: z.string().min(1).max(255).optional(),
   from: addrSchema,
   to: addrSchema,
-});
+}).refine((u) => u.port > 0 || u.host !== undefined, "a user of a port names the port");
 
 /** The keys of one cluster secret. */
 export class RelayKeys {
