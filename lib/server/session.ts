@@ -325,7 +325,7 @@ export class ServerSession implements AppSession {
     if (msg.web !== undefined) { // an http or tls app: names on the shared listeners, no port
       const web = { app: name, web: msg.web, balance: msg.balance };
       const names = this.#s.cluster && clusterNames(this.#s.web, this, members, web);
-      const held = names && await this.#s.cluster!.claimHosts(this, names.names, names.meta);
+      const held = names && await this.#s.cluster!.claimHosts(this, names);
       if (held === "retry") return this.end("the cluster store stayed unreachable");
       if (held !== undefined) return refuse(held.code, held.message);
       if (this.#ended) return;

@@ -207,6 +207,14 @@ function siblingWebApp(
     : undefined;
 }
 
+/** What a web app claims cluster-wide: its names, its meta, and its credentials to tag. */
+export interface ClusterWebNames {
+  names: string[];
+  meta: WebMeta;
+  /** Basic auth as `user:password`: only a tag of it goes to the store. */
+  credentials?: string;
+}
+
 /**
  * In a cluster, the names a web app's `expose` claims cluster-wide and what
  * the other nodes learn of it; undefined when it joins a local sibling's
@@ -217,7 +225,7 @@ export function clusterNames(
   self: WebMember & { readonly shared: boolean },
   members: readonly WebMember[],
   msg: { app: string; web: WebAppMessage },
-): { names: string[]; meta: WebMeta } | undefined {
+): ClusterWebNames | undefined {
   if (!service || siblingWebApp(self, members, msg.app)) return undefined;
   const claim = webClaim(self, msg);
   const meta: WebMeta = {
@@ -226,9 +234,13 @@ export function clusterNames(
     app: msg.app,
     ...(msg.web.hostHeader !== undefined ? { hostHeader: msg.web.hostHeader } : {}),
     ...(msg.web.httpsOnly ? { httpsOnly: true } : {}),
-    ...(msg.web.auth ? { auth: true } : {}),
   };
-  return { names: service.names(claim), meta };
+  const auth = msg.web.auth;
+  return {
+    names: service.names(claim),
+    meta,
+    ...(auth ? { credentials: `${auth.user}:${auth.password}` } : {}),
+  };
 }
 
 /** For a user another node relayed: a stream to the local app of `host`, admitted; or why not. */

@@ -95,6 +95,18 @@ class WebCluster implements AsyncDisposable {
   }
 }
 
+/** A Lua script that returns every hash value and string in the store, joined. */
+const DUMP = `local out = {}
+for _, k in ipairs(redis.call('KEYS', '*')) do
+  local t = redis.call('TYPE', k).ok
+  if t == 'hash' then
+    for _, v in ipairs(redis.call('HGETALL', k)) do out[#out + 1] = v end
+  elseif t == 'string' then
+    out[#out + 1] = redis.call('GET', k)
+  end
+end
+return table.concat(out, ' ')`;
+
 /** A client of `group` with one web app, whose `server` lists `nodes` in order. */
 function webClient(nodes: WebNode[], group: string, app: string): Proc {
   const path = makeTempFileSync({ prefix: "burrow-cluster-web-", suffix: ".yaml" });
@@ -112,7 +124,7 @@ function ask(
   host: string,
   port: number,
   name: string,
-  o: { method?: string; path?: string; body?: Uint8Array } = {},
+  o: { method?: string; path?: string; body?: Uint8Array; headers?: Record<string, string> } = {},
 ): Promise<{ status: number; body: Uint8Array<ArrayBuffer>; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = http.request({
@@ -120,7 +132,7 @@ function ask(
       port,
       method: o.method ?? "GET",
       path: o.path ?? "/",
-      headers: { host: name },
+      headers: { host: name, ...o.headers },
       agent: false,
     }, (res) => {
       const chunks: Uint8Array[] = [];
@@ -177,6 +189,10 @@ async function siteApp(big: Uint8Array) {
 
 const SITE = (port: number) =>
   `  - name: web\n    type: http\n    local: 127.0.0.1:${port}\n    subdomain: site\n`;
+/** The same app again behind basic auth, as `priv`. */
+const PRIV = (port: number) =>
+  `  - name: priv\n    type: http\n    local: 127.0.0.1:${port}\n    subdomain: priv\n` +
+  `    auth: { user: alice, password: "wonder-land-42" }\n`;
 
 Deno.test({
   name:
@@ -190,8 +206,9 @@ Deno.test({
     const big = randomBytes(2 << 20);
     await using app = await siteApp(big);
     const name = "site.tunnel.test";
-    await using client = webClient([a, b], "site", SITE(app.port));
+    await using client = webClient([a, b], "site", SITE(app.port) + PRIV(app.port));
     await webReady(client, "site", "web");
+    await webReady(client, "site", "priv");
     try {
       for (const n of cluster.nodes) {
         await waitFor(() => serves(n.node.host, n.httpPort, name), `${n.node.name} serves ${name}`);
@@ -217,6 +234,27 @@ Deno.test({
         const got = await ask(n.node.host, n.httpPort, name, { path: "/big" });
         assert.equal(await sha256(got.body), want);
       }));
+      // Basic auth is checked on every node, against a tag of the credentials (never the password).
+      const basic = (pass: string) => ({ authorization: `Basic ${btoa(`alice:${pass}`)}` });
+      for (const n of [b, c]) {
+        const priv = "priv.tunnel.test";
+        await waitFor(
+          async () => (await ask(n.node.host, n.httpPort, priv, { path: "/ping" })).status === 401,
+          `${n.node.name} asks for credentials for ${priv}`,
+        );
+        const wrong = await ask(n.node.host, n.httpPort, priv, { headers: basic("nope") });
+        assert.equal(wrong.status, 401);
+        const right = await ask(n.node.host, n.httpPort, priv, {
+          path: "/big",
+          headers: basic("wonder-land-42"),
+        });
+        assert.equal(right.status, 200);
+        assert.equal(await sha256(right.body), want);
+      }
+      const store = await cluster.redis.cli("EVAL", DUMP, "0");
+      assert.match(store, /priv\.tunnel\.test/, "the dump shows the claims");
+      assert.match(store, /\\?"auth\\?":\\?"[0-9a-f]{64}/, "the claim carries a tag");
+      assert.ok(!store.includes("wonder-land-42"), "the password is not in the store");
       // A name nobody holds is still a 404 on every node.
       assert.equal((await ask(c.node.host, c.httpPort, "nobody.tunnel.test")).status, 404);
 

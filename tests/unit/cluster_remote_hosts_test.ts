@@ -2,8 +2,8 @@
  * The routes a node keeps for host names other nodes hold: a claim's meta
  * read strictly, a route per name in the node's own table (never over a
  * live local app), dropped when the name goes or comes here, and the
- * admission of a request (502 for an app with basic auth, which only its
- * own node serves); the store keeps a claim's meta.
+ * check of basic auth against the credentials' tag; the store keeps a
+ * claim's meta.
  *
  * @module
  */
@@ -20,6 +20,9 @@ import {
   RemoteHosts,
   webMeta,
 } from "../../lib/server/cluster/remote_hosts.ts";
+import { RelayKeys } from "../../lib/server/cluster/relay_auth.ts";
+import { Secret } from "../../lib/util/secret.ts";
+import type { AuthCheck } from "../../lib/http/routes.ts";
 import { REDIS_MISSING, startRedis } from "../helpers/redis.ts";
 import { openStore } from "../helpers/cluster.ts";
 
@@ -35,6 +38,8 @@ const claimOf = (key: string, node: string, meta?: string): Claim => ({
   ...(meta === undefined ? {} : { meta }),
 });
 
+const keys = new RelayKeys(new Secret("the-cluster-secret-123"));
+
 function setup() {
   const routes = new RouteTable();
   const dropped: string[] = [];
@@ -44,6 +49,7 @@ function setup() {
     log: getLogger(["burrow", "test"]),
     buffers: undefined as never,
     dialer: {} as RelayDialer,
+    keys,
     holder: () => undefined,
     node: () => undefined,
     host: {
@@ -98,15 +104,26 @@ Deno.test("another node's name is routed here, dropped when it goes, never over 
   assert.deepEqual(hosts.hosts(), []);
 });
 
-Deno.test("an app with basic auth is served by its own node only: 502 elsewhere", () => {
+Deno.test("an app with basic auth: other nodes check a user's credentials against its tag", async () => {
   const { routes, hosts } = setup();
-  hosts.held(
-    claimOf("safe.example.net", "n2", webMeta({ type: "http", group: "g", app: "a", auth: true })),
-  );
+  const tag = await keys.authTag("alice:wonderland");
+  assert.ok(!tag.includes("wonderland"));
+  const meta = webMeta({ type: "http", group: "g", app: "a", auth: tag });
+  hosts.held(claimOf("safe.example.net", "n2", meta));
   const route = routes.match("safe.example.net", "/")!.route;
-  const admitted = hosts.admit(route);
-  assert.equal(admitted.ok, false);
-  assert.ok(!admitted.ok && admitted.status === 502 && /only node n2/.test(admitted.why));
+  assert.ok(route.auth && "check" in route.auth);
+  const auth = route.auth as AuthCheck;
+  assert.equal(await auth.check(`Basic ${btoa("alice:wonderland")}`), true);
+  assert.equal(await auth.check(`Basic ${btoa("alice:wonderlane")}`), false);
+  assert.equal(await auth.check(undefined), false);
+  assert.equal(await auth.check("Basic !!!"), false);
+  // Under another secret the tag proves nothing.
+  const other = new RelayKeys(new Secret("another-secret-456789"));
+  assert.equal(await other.checkAuthTag("alice:wonderland", tag), false);
+  assert.equal(
+    parseWebMeta(JSON.stringify({ type: "http", group: "g", app: "a", auth: "x" })),
+    undefined,
+  );
 });
 
 Deno.test({

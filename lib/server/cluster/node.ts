@@ -37,7 +37,8 @@ import { RelayDialer, RelayListener } from "./relay.ts";
 import { RelayKeys } from "./relay_auth.ts";
 import { RelayedConn } from "./relayed_conn.ts";
 import { RemotePorts } from "./remote_ports.ts";
-import { RemoteHosts, type WebMeta, webMeta } from "./remote_hosts.ts";
+import { RemoteHosts, webMeta } from "./remote_hosts.ts";
+import type { ClusterWebNames } from "../web.ts";
 import type { WebHost } from "./remote_hosts.ts";
 
 /** What the node needs of the server. */
@@ -128,6 +129,7 @@ export class ClusterNode implements ClusterInfo {
       self: this.node,
       log: host.log,
       buffers: host.buffers,
+      keys: this.#keys,
       dialer: this.#dialer,
       host,
       holder: (name) => this.#view.byHost(name),
@@ -240,8 +242,10 @@ export class ClusterNode implements ClusterInfo {
   }
 
   /** Claims the host names of a web app of `who`; on success they are routed here only. */
-  async claimHosts(who: Claimant, names: readonly string[], meta: WebMeta): Promise<ClaimAnswer> {
-    const text = webMeta(meta);
+  async claimHosts(who: Claimant, web: ClusterWebNames): Promise<ClaimAnswer> {
+    const { names, credentials } = web;
+    const auth = credentials === undefined ? {} : { auth: await this.#keys.authTag(credentials) };
+    const text = webMeta({ ...web.meta, ...auth });
     const requests = names.map((key) => ({ kind: "host" as const, key, meta: text }));
     const answer = await this.#claim(who, requests, EXPOSE_WAIT_MS, (held) => ({
       code: "host_taken",

@@ -127,6 +127,20 @@ export class RelayKeys {
     return await this.#verify(`accept\n${peer}\n${nonce}`, answer.mac);
   }
 
+  /**
+   * A tag of basic-auth credentials (`user:password`) under the secret: what
+   * a web app's host claim carries, so that other nodes can check a user's
+   * credentials without ever holding them.
+   */
+  authTag(credentials: string): Promise<string> {
+    return this.#sign(`web-auth\n${credentials}`);
+  }
+
+  /** Whether `credentials` (`user:password`) are the ones `tag` was made of. */
+  checkAuthTag(credentials: string, tag: string): Promise<boolean> {
+    return this.#verify(`web-auth\n${credentials}`, tag);
+  }
+
   async #sign(text: string): Promise<string> {
     const mac = await crypto.subtle.sign("HMAC", await this.#key, encoder.encode(text));
     return [...new Uint8Array(mac)].map((b) => b.toString(16).padStart(2, "0")).join("");

@@ -10,8 +10,9 @@
  * local web app. Who holds a name is a lookup in the view: no store
  * operation per request.
  *
- * An app with basic auth is served by its own node only: the others answer
- * 502 (the credentials never leave their node).
+ * An app with basic auth: its claim carries a tag of its credentials (an
+ * HMAC under `cluster.secret`, see `relay_auth.ts`), never the credentials;
+ * the other edges check a user's `Authorization` against the tag.
  *
  * @module
  */
@@ -19,14 +20,14 @@
 import { z } from "zod";
 import type { Logger } from "@logtape/logtape";
 import type { Claim, NodeRecord } from "../../cluster/store.ts";
-import type { Route } from "../../http/routes.ts";
+import type { AuthCheck, Route } from "../../http/routes.ts";
 import type { WebService } from "../../http/service.ts";
 import type { Admission, Dialed } from "../../http/upstream.ts";
 import type { ProxiedAddresses } from "../../tunnel/proxy_protocol.ts";
 import { type BufferPool, join } from "../../tunnel/join.ts";
 import type { MuxStream } from "../../transport/mux/mod.ts";
 import type { RelayDialer } from "./relay.ts";
-import type { RelayedUser } from "./relay_auth.ts";
+import type { RelayedUser, RelayKeys } from "./relay_auth.ts";
 
 /** What a host claim tells the other nodes of its web app. */
 export interface WebMeta {
@@ -35,8 +36,8 @@ export interface WebMeta {
   app: string;
   hostHeader?: string | undefined;
   httpsOnly?: boolean | undefined;
-  /** The app has basic auth: only its own node serves it. */
-  auth?: boolean | undefined;
+  /** The app's basic-auth credentials as a tag (hex HMAC-SHA256 under the secret). */
+  auth?: string | undefined;
 }
 
 const metaSchema = z.strictObject({
@@ -45,7 +46,7 @@ const metaSchema = z.strictObject({
   app: z.string().min(1).max(255),
   hostHeader: z.string().max(255).optional(),
   httpsOnly: z.boolean().optional(),
-  auth: z.boolean().optional(),
+  auth: z.string().regex(/^[0-9a-f]{64}$/).optional(),
 });
 
 /** The `meta` of a web app's host claims. */
@@ -86,6 +87,7 @@ export interface RemoteHostsDeps {
   log: Logger;
   buffers: BufferPool;
   dialer: RelayDialer;
+  keys: RelayKeys;
   host: WebHost;
   /** Who holds host name `host` now. */
   holder(host: string): Claim | undefined;
@@ -128,6 +130,7 @@ export class RemoteHosts {
       paths: [],
       httpsOnly: meta.httpsOnly ?? false,
       ...(meta.hostHeader !== undefined ? { hostHeader: meta.hostHeader } : {}),
+      ...(meta.auth !== undefined ? { auth: tagCheck(this.#d.keys, meta.auth) } : {}),
     };
     const claimed = web.routes.claim(route);
     if (!claimed.ok) {
@@ -153,14 +156,6 @@ export class RemoteHosts {
   admit(route: Route): Admission {
     const known = this.#routes.get(route.hosts[0] ?? "");
     if (known === undefined) return { ok: false, status: 502, why: `${route.id} is offline` };
-    if (known.meta.auth) {
-      return {
-        ok: false,
-        status: 502,
-        why:
-          `${known.meta.group}/${known.meta.app} has basic auth: only node ${known.node} serves it`,
-      };
-    }
     return { ok: true, ticket: { target: known.node, done: () => {} } };
   }
 
@@ -194,4 +189,21 @@ export class RemoteHosts {
       got.done();
     }
   }
+}
+
+/** A check of basic-auth credentials against their tag. */
+function tagCheck(keys: RelayKeys, tag: string): AuthCheck {
+  return {
+    async check(header) {
+      const m = header == null ? null : /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
+      if (!m) return false;
+      let given: string;
+      try {
+        given = new TextDecoder().decode(Uint8Array.from(atob(m[1]!), (c) => c.charCodeAt(0)));
+      } catch {
+        return false;
+      }
+      return await keys.checkAuthTag(given, tag);
+    },
+  };
 }
