@@ -298,7 +298,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "cluster web: a tls app is passed through from another node's --https by SNI",
+  name:
+    "cluster web: a tls app is passed through from another node's --https by SNI; a dead node's names go with its lease",
   ignore,
   sanitizeResources: false,
   sanitizeOps: false,
@@ -314,12 +315,15 @@ Deno.test({
     await new Promise<void>((r) => service.listen(0, "127.0.0.1", () => r()));
     const port = (service.address() as { port: number }).port;
     try {
+      await using web = await siteApp(new Uint8Array(10));
       await using client = webClient(
         [a],
         "vault",
-        `  - name: db\n    type: tls\n    local: 127.0.0.1:${port}\n    subdomain: db\n`,
+        `  - name: db\n    type: tls\n    local: 127.0.0.1:${port}\n    subdomain: db\n` +
+          SITE(web.port).replace("subdomain: site", "subdomain: pub"),
       );
       await webReady(client, "vault", "db");
+      await webReady(client, "vault", "web");
       const data = randomBytes(1 << 20);
       const want = await sha256(data);
       for (const n of [b, c, a]) {
@@ -331,6 +335,19 @@ Deno.test({
           throw new Error(`${err}\n${cluster.logs()}`);
         });
       }
+      // The holding node dies and its client does not come back: its names go with its lease (3 s).
+      await waitFor(() => serves(c.node.host, c.httpPort, "pub.tunnel.test"), "w3 serves pub");
+      a.node.proc.kill("SIGKILL");
+      await a.node.proc.status;
+      const died = Date.now();
+      for (const n of [b, c]) {
+        await waitFor(
+          async () => (await ask(n.node.host, n.httpPort, "pub.tunnel.test")).status === 404,
+          `${n.node.name} drops the dead node's name`,
+          30_000,
+        );
+      }
+      console.log(`dead node's host names dropped after ${Date.now() - died} ms (lease 3000 ms)`);
     } finally {
       await new Promise<void>((r) => service.close(() => r()));
     }
