@@ -37,9 +37,8 @@ import { RelayDialer, RelayListener } from "./relay.ts";
 import { RelayKeys } from "./relay_auth.ts";
 import { RelayedConn } from "./relayed_conn.ts";
 import { RemotePorts } from "./remote_ports.ts";
-import { RemoteHosts, webMeta } from "./remote_hosts.ts";
+import { RemoteHosts, type WebHost, webMeta } from "./remote_hosts.ts";
 import type { ClusterWebNames } from "../web.ts";
-import type { WebHost } from "./remote_hosts.ts";
 
 /** What the node needs of the server. */
 export interface ClusterHost extends WebHost {
