@@ -16,7 +16,7 @@ import http from "node:http";
 import tls from "node:tls";
 import { join } from "node:path";
 import { REDIS_MISSING, type RedisProcess, startRedis } from "../helpers/redis.ts";
-import { type NodeProc, startNode } from "../helpers/cluster_nodes.ts";
+import { nodeApi, type NodeProc, startNode } from "../helpers/cluster_nodes.ts";
 import { portBlock, type Proc, randomBytes, sha256, startClient } from "../helpers/harness.ts";
 import { waitFor } from "../helpers/cluster.ts";
 import { httpApp, testCa } from "../helpers/http.ts";
@@ -255,6 +255,18 @@ Deno.test({
       assert.match(store, /priv\.tunnel\.test/, "the dump shows the claims");
       assert.match(store, /\\?"auth\\?":\\?"[0-9a-f]{64}/, "the claim carries a tag");
       assert.ok(!store.includes("wonder-land-42"), "the password is not in the store");
+      // One view: another node's API shows the group with its node and its web apps by name.
+      const { groups } = await nodeApi(c.node, "api/groups");
+      const site = groups.find((g: { name: string }) => g.name === "site");
+      assert.equal(site?.node, "w1", JSON.stringify(groups));
+      assert.deepEqual(
+        site.apps.map((
+          x: { name: string; type: string; urls: string[] },
+        ) => [x.name, x.type, x.urls]),
+        [["priv", "http", ["http://priv.tunnel.test"]], ["web", "http", [
+          "http://site.tunnel.test",
+        ]]],
+      );
       // A name nobody holds is still a 404 on every node.
       assert.equal((await ask(c.node.host, c.httpPort, "nobody.tunnel.test")).status, 404);
 
