@@ -17,7 +17,14 @@ import tls from "node:tls";
 import { join } from "node:path";
 import { REDIS_MISSING, type RedisProcess, startRedis } from "../helpers/redis.ts";
 import { nodeApi, type NodeProc, startNode } from "../helpers/cluster_nodes.ts";
-import { portBlock, type Proc, randomBytes, sha256, startClient } from "../helpers/harness.ts";
+import {
+  portBlock,
+  type Proc,
+  randomBytes,
+  sha256,
+  startClient,
+  writeAll,
+} from "../helpers/harness.ts";
 import { waitFor } from "../helpers/cluster.ts";
 import { httpApp, testCa } from "../helpers/http.ts";
 import { makeTempDir, makeTempFileSync } from "../helpers/temp.ts";
@@ -164,7 +171,7 @@ async function serves(host: string, port: number, name: string): Promise<boolean
 
 /** An http app: `/big` is a fixed 2 MiB body, POST `/echo` answers its body, `/ping` says pong. */
 async function siteApp(big: Uint8Array) {
-  return await httpApp((req, res) => {
+  const app = await httpApp((req, res) => {
     if (req.url === "/big") {
       res.writeHead(200, {
         "content-length": String(big.length),
@@ -185,6 +192,52 @@ async function siteApp(big: Uint8Array) {
     res.writeHead(200, { "content-type": "text/plain" });
     res.end("pong");
   });
+  app.server.on("upgrade", (req, socket, head) => {
+    socket.write(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        `X-Seen: ${req.headers["x-forwarded-for"]} ${req.headers.host}\r\n\r\n`,
+    );
+    if (head.length) socket.write(head);
+    socket.pipe(socket); // echo
+  });
+  return app;
+}
+
+/** A WebSocket upgrade to `name` through HOST:PORT, then 1 MB echoed: the 101's head. */
+async function upgradeEcho(host: string, port: number, name: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: host, port });
+  try {
+    const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
+    await writeAll(
+      conn,
+      new TextEncoder().encode(
+        `GET /socket HTTP/1.1\r\nHost: ${name}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+      ),
+    );
+    const buf = new Uint8Array(1 << 16);
+    let head = "";
+    while (!head.includes("\r\n\r\n")) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      head += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    const payload = randomBytes(1_000_000);
+    const got = new Uint8Array(payload.length);
+    const reading = (async () => {
+      for (let have = 0; have < got.length;) {
+        const n = await conn.read(got.subarray(have));
+        if (n === null) throw new Error(`the echo ended after ${have} bytes`);
+        have += n;
+      }
+    })();
+    await writeAll(conn, payload);
+    await reading;
+    assert.equal(await sha256(got), await sha256(payload), "the upgraded stream's echo");
+    return head;
+  } finally {
+    conn.close();
+  }
 }
 
 const SITE = (port: number) =>
@@ -229,6 +282,10 @@ Deno.test({
         });
         assert.equal(await sha256(echoed.body), await sha256(upload), `${n.node.name}: upload`);
       }
+      // A WebSocket upgrade through another node: the raw stream goes both ways, byte-exact.
+      const head = await upgradeEcho(c.node.host, c.httpPort, name);
+      assert.match(head, /^HTTP\/1\.1 101 /);
+      assert.match(head, /X-Seen: 127\.0\.0\.1 site\.tunnel\.test/);
       // Several requests at once through the other nodes.
       await Promise.all([b, c, b, c].map(async (n) => {
         const got = await ask(n.node.host, n.httpPort, name, { path: "/big" });
