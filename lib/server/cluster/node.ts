@@ -1,10 +1,12 @@
 /**
  * This server as a node of a cluster: it joins the store, keeps its leases
  * (`LeaseKeeper`), follows everyone's claims (`ClusterView`), claims each
- * group name and public port of its own sessions cluster-wide, opens the
- * ports other nodes hold (`remote_ports.ts`) and serves users relayed to it
- * (`relay.ts`). The server calls it at three points: a group registering,
- * a port being claimed, a claim being given up; none per user connection.
+ * group name, public port and web host name of its own sessions
+ * cluster-wide, opens the ports and routes the names other nodes hold
+ * (`remote_ports.ts`, `remote_hosts.ts`) and serves users relayed to it
+ * (`relay.ts`). The server calls it at four points: a group registering, a
+ * port or a web app's names being claimed, a claim being given up; none per
+ * user connection or request.
  *
  * @module
  */
