@@ -324,7 +324,8 @@ export class ServerSession implements AppSession {
     if (typeMismatch !== undefined) return refuse("replica_mismatch", typeMismatch);
     if (msg.web !== undefined) { // an http or tls app: names on the shared listeners, no port
       const web = { app: name, web: msg.web, balance: msg.balance };
-      const names = this.#s.cluster && clusterNames(this.#s.web, this, members, web);
+      const names = this.#s.cluster &&
+        clusterNames(this.#s.web, this, members, web, this.quota?.hosts);
       const held = names && await this.#s.cluster!.claimHosts(this, names);
       if (held === "retry") return this.end("the cluster store stayed unreachable");
       if (held !== undefined) return refuse(held.code, held.message);

@@ -25,6 +25,7 @@ import { isRemoteRoute, type RemoteHosts, type WebMeta } from "./cluster/remote_
 import type { RelayedUser } from "./cluster/relay_auth.ts";
 import type { Dialed } from "../http/upstream.ts";
 import { normalizeName } from "../http/routes.ts";
+import { checkNames } from "../http/names.ts";
 
 /** A session as the web side sees it: a {@linkcode WebSession} with its web apps. */
 export interface WebMember extends WebSession {
@@ -218,16 +219,20 @@ export interface ClusterWebNames {
 /**
  * In a cluster, the names a web app's `expose` claims cluster-wide and what
  * the other nodes learn of it; undefined when it joins a local sibling's
- * replicas (the sibling holds the names) or the server has no web side.
+ * replicas (the sibling holds the names), names a host its users-file
+ * entry does not allow (refused locally), or the server has no web side.
  */
 export function clusterNames(
   service: WebService | undefined,
   self: WebMember & { readonly shared: boolean },
   members: readonly WebMember[],
   msg: { app: string; web: WebAppMessage },
+  allowed: readonly string[] | undefined,
 ): ClusterWebNames | undefined {
   if (!service || siblingWebApp(self, members, msg.app)) return undefined;
   const claim = webClaim(self, msg);
+  // Names the group may not have are refused locally, never claimed for a moment.
+  if (checkNames(service.names(claim), allowed) !== undefined) return undefined;
   const meta: WebMeta = {
     type: msg.web.type,
     group: self.group,
