@@ -115,15 +115,20 @@ end
 return table.concat(out, ' ')`;
 
 /** A client of `group` with one web app, whose `server` lists `nodes` in order. */
-function webClient(nodes: WebNode[], group: string, app: string): Proc {
-  const path = makeTempFileSync({ prefix: "burrow-cluster-web-", suffix: ".yaml" });
+function webClient(nodes: WebNode[], group: string, app: string): Proc & { file: string } {
+  const file = makeTempFileSync({ prefix: "burrow-cluster-web-", suffix: ".yaml" });
+  writeGroup(file, nodes, group, app);
+  return Object.assign(startClient(file), { file });
+}
+
+/** Writes (or rewrites: the client follows it) a group file. */
+function writeGroup(file: string, nodes: WebNode[], group: string, app: string): void {
   const servers = nodes.map((n) => n.node.control).join(", ");
   Deno.writeTextFileSync(
-    path,
+    file,
     `server: [${servers}]\ntoken: ${TOKEN}\ngroup: ${group}\nheartbeat_interval: 1\n` +
       `apps:\n${app}`,
   );
-  return startClient(path);
 }
 
 /** One request to HOST:PORT with `Host: name`; the body read whole. */
@@ -368,7 +373,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "cluster web: a tls app is passed through from another node's --https by SNI; a dead node's names go with its lease",
+    "cluster web: a tls app is passed through from another node's --https by SNI; names go with unexpose and with a dead node's lease",
   ignore,
   sanitizeResources: false,
   sanitizeOps: false,
@@ -385,14 +390,23 @@ Deno.test({
     const port = (service.address() as { port: number }).port;
     try {
       await using web = await siteApp(new Uint8Array(10));
-      await using client = webClient(
-        [a],
-        "vault",
+      const apps =
         `  - name: db\n    type: tls\n    local: 127.0.0.1:${port}\n    subdomain: db\n` +
-          SITE(web.port).replace("subdomain: site", "subdomain: pub"),
-      );
+        SITE(web.port).replace("subdomain: site", "subdomain: pub");
+      const more = SITE(web.port).replace("name: web", "name: more").replace("site", "more");
+      await using client = webClient([a], "vault", apps + more);
       await webReady(client, "vault", "db");
       await webReady(client, "vault", "web");
+      await webReady(client, "vault", "more");
+      // An app taken out of the group file is unexposed: its name goes on every node.
+      await waitFor(() => serves(c.node.host, c.httpPort, "more.tunnel.test"), "w3 serves more");
+      writeGroup(client.file, [a], "vault", apps);
+      for (const n of [b, c]) {
+        await waitFor(
+          async () => (await ask(n.node.host, n.httpPort, "more.tunnel.test")).status === 404,
+          `${n.node.name} drops an unexposed app's name`,
+        );
+      }
       const data = randomBytes(1 << 20);
       const want = await sha256(data);
       for (const n of [b, c, a]) {
