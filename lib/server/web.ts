@@ -255,7 +255,7 @@ export async function relayedWebStream(
   host: string,
   user: RelayedUser,
 ): Promise<{ dialed: Dialed; done(): void } | string> {
-  const name = normalizeName(host);
+  const name = normalizeName(host, true);
   if (name === undefined) return `${host} is not a host name`;
   const route = service?.routes.routes().find((r) => !isRemoteRoute(r) && r.hosts.includes(name));
   const app = route === undefined ? undefined : webAppOf(route, ctx);

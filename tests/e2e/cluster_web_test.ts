@@ -390,7 +390,9 @@ Deno.test({
     const port = (service.address() as { port: number }).port;
     try {
       await using web = await siteApp(new Uint8Array(10));
-      const apps =
+      const wild = `  - name: wild\n    type: http\n    local: 127.0.0.1:${web.port}\n` +
+        `    hostnames: ["*.wild.tunnel.test"]\n`;
+      const apps = wild +
         `  - name: db\n    type: tls\n    local: 127.0.0.1:${port}\n    subdomain: db\n` +
         SITE(web.port).replace("subdomain: site", "subdomain: pub");
       const more = SITE(web.port).replace("name: web", "name: more").replace("site", "more");
@@ -398,6 +400,14 @@ Deno.test({
       await webReady(client, "vault", "db");
       await webReady(client, "vault", "web");
       await webReady(client, "vault", "more");
+      await webReady(client, "vault", "wild");
+      // A wildcard name is served through the other nodes for any name under it.
+      for (const n of [b, c]) {
+        await waitFor(
+          () => serves(n.node.host, n.httpPort, "any.wild.tunnel.test"),
+          `${n.node.name} serves *.wild.tunnel.test`,
+        );
+      }
       // An app taken out of the group file is unexposed: its name goes on every node.
       await waitFor(() => serves(c.node.host, c.httpPort, "more.tunnel.test"), "w3 serves more");
       writeGroup(client.file, [a], "vault", apps);
