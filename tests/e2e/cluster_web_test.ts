@@ -13,6 +13,7 @@
 
 import assert from "node:assert/strict";
 import http from "node:http";
+import https from "node:https";
 import tls from "node:tls";
 import { join } from "node:path";
 import { REDIS_MISSING, type RedisProcess, startRedis } from "../helpers/redis.ts";
@@ -46,12 +47,15 @@ class WebCluster implements AsyncDisposable {
   nodes: WebNode[] = [];
   stack = new AsyncDisposableStack();
   dir!: string;
+  /** The CA of every node's `*.tunnel.test` certificate. */
+  caPem!: string;
 
   static async start(): Promise<WebCluster> {
     const c = new WebCluster();
     c.dir = await makeTempDir({ prefix: "burrow-cluster-web-" });
     c.stack.defer(() => Deno.remove(c.dir, { recursive: true }));
     const ca = await testCa("cluster web CA");
+    c.caPem = ca.caPem;
     const wild = await ca.issue(["*.tunnel.test"]);
     await Deno.writeTextFile(join(c.dir, "wild.crt"), wild.cert);
     await Deno.writeTextFile(join(c.dir, "wild.key"), wild.key);
@@ -317,6 +321,10 @@ Deno.test({
       assert.match(store, /priv\.tunnel\.test/, "the dump shows the claims");
       assert.match(store, /\\?"auth\\?":\\?"[0-9a-f]{64}/, "the claim carries a tag");
       assert.ok(!store.includes("wonder-land-42"), "the password is not in the store");
+      // Over another node's --https: it terminates TLS with its own certificate for the name.
+      const secure = await httpsGet(c.node.host, c.httpsPort, name, "/big", cluster.caPem);
+      assert.equal(secure.status, 200);
+      assert.equal(await sha256(secure.body), want, "through w3's --https");
       // One view: another node's API shows the group with its node and its web apps by name.
       const { groups } = await nodeApi(c.node, "api/groups");
       const site = groups.find((g: { name: string }) => g.name === "site");
@@ -465,5 +473,41 @@ function tlsEcho(host: string, port: number, ca: string, data: Uint8Array): Prom
       resolve(await sha256(all));
     });
     socket.on("error", () => resolve(""));
+  });
+}
+
+/** A GET over TLS to HOST:PORT for `name` (SNI and Host), trusting `ca`; the body read whole. */
+function httpsGet(
+  host: string,
+  port: number,
+  name: string,
+  path: string,
+  ca: string,
+): Promise<{ status: number; body: Uint8Array<ArrayBuffer> }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request({
+      host,
+      port,
+      path,
+      servername: name,
+      headers: { host: name },
+      ca,
+      agent: false,
+    }, (res) => {
+      const chunks: Uint8Array[] = [];
+      res.on("data", (c: Uint8Array) => chunks.push(c));
+      res.on("end", () => {
+        const body = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+        let off = 0;
+        for (const c of chunks) {
+          body.set(c, off);
+          off += c.length;
+        }
+        resolve({ status: res.statusCode ?? 0, body });
+      });
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end();
   });
 }
