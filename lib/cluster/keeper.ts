@@ -161,7 +161,12 @@ export class LeaseKeeper {
     for (const group of bySession.values()) {
       const first = group[0]!;
       const owner = { node: first.node, session: first.session, runId: first.runId };
-      const requests = group.map((c) => ({ kind: c.kind, key: c.key, token: c.token }));
+      const requests = group.map((c) => ({
+        kind: c.kind,
+        key: c.key,
+        token: c.token,
+        ...(c.meta === undefined ? {} : { meta: c.meta }),
+      }));
       // One key at a time would let half a session survive; all or nothing keeps it whole.
       const result = await this.#store.claim(requests, owner, this.#ttl);
       if (!result.ok && result.reason === "unreachable") {

@@ -162,7 +162,7 @@ for i, p in ipairs(plan) do
       redis.call('SET', COUNTER, token)
     end
     c = {kind = p.r.kind, key = p.r.key, node = owner.node, session = owner.session,
-      runId = owner.runId, token = token, since = NOW, expiresAt = NOW + ttl}
+      runId = owner.runId, token = token, since = NOW, expiresAt = NOW + ttl, meta = p.r.meta}
     put(c)
     if p.cur ~= nil then
       replaced[#replaced + 1] = p.cur

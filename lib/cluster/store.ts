@@ -56,6 +56,8 @@ export interface Claim extends ClaimKey, Owner {
   since: number;
   /** When the lease runs out unless renewed. */
   expiresAt: number;
+  /** What the holder said of the key when it took it (a host name: its app, see `remote_hosts.ts`). */
+  meta?: string;
 }
 
 /**
@@ -65,6 +67,8 @@ export interface Claim extends ClaimKey, Owner {
 export interface ClaimRequest extends ClaimKey {
   /** The fencing token held before, for a reassert. */
   token?: number;
+  /** A short text for every node to read with the claim (at most 1 KiB); a renewal keeps it. */
+  meta?: string;
 }
 
 /** A claim as its holder names it to renew or release it. */

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { ConfigError } from "../util/errors.ts";
 /** Most apps one group may expose at once, and the default of `limits.max_apps_per_group`. */
 export const MAX_APPS_PER_GROUP = 128;
 
@@ -43,3 +44,14 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = {
   udpFlowsPerApp: 1024,
   udpFlowsPerGroup: 4096,
 };
+
+/** The limits with their defaults, each checked to be a whole number of at least 1. */
+export function checkLimits(given: Partial<ServerLimits>): ServerLimits {
+  const limits = { ...DEFAULT_LIMITS, ...given };
+  for (const [key, value] of Object.entries(limits)) {
+    if (!Number.isInteger(value) || value < 1) {
+      throw new ConfigError(`limits.${key}: must be a whole number of at least 1, got ${value}`);
+    }
+  }
+  return limits;
+}

@@ -1,7 +1,8 @@
 /**
  * The cluster in the dashboard, API and metrics of a node: every group of
  * every node (each with its node; groups on other nodes from this node's
- * view of the store, so with their ports but without live figures), the
+ * view of the store, so with their ports and web apps but without live
+ * figures), the
  * store's state (the page says when it is unreachable), and the
  * `burrow_cluster_*` families.
  *
@@ -10,7 +11,7 @@
 
 import type { Claim, NodeRecord, StoreState } from "../cluster/store.ts";
 import type { MetricFamily } from "./metrics.ts";
-import type { ClusterStatus, GroupStatus } from "./status_types.ts";
+import type { AppStatus, ClusterStatus, GroupStatus } from "./status_types.ts";
 
 /** What the dashboard reads of a cluster node (the server's `ClusterNode` fits). */
 export interface ClusterSource {
@@ -56,17 +57,10 @@ export function withClusterGroups(groups: GroupStatus[], source: ClusterSource):
       clientAddr: "",
       clientVersion: "",
       connectedSince: new Date(group.since).toISOString(),
-      apps: ports.map((port) => ({
-        name: `port ${port}`,
-        port,
-        online: true,
-        connections: 0,
-        connectionsTotal: 0,
-        bytesIn: 0,
-        bytesOut: 0,
-        lastActivity: null,
-        traffic: { in: [], out: [] },
-      })),
+      apps: [
+        ...ports.map((port) => ({ ...IDLE, name: `port ${port}`, port })),
+        ...webApps(claims.filter((c) => c.kind === "host" && c.session === group.session)),
+      ],
     });
   }
   const gone = local.filter((g) => !g.online && !remote.some((r) => r.name === g.name));
@@ -74,6 +68,36 @@ export function withClusterGroups(groups: GroupStatus[], source: ClusterSource):
     .sort((a, b) =>
       Number(b.online) - Number(a.online) || (a.online ? a.name.localeCompare(b.name) : 0)
     );
+}
+
+/** The figures of an app of another node: this node has none. */
+const IDLE = {
+  online: true,
+  connections: 0,
+  connectionsTotal: 0,
+  bytesIn: 0,
+  bytesOut: 0,
+  lastActivity: null,
+  traffic: { in: [], out: [] },
+};
+
+/** Another node's web apps, from its host claims' meta (`lib/server/cluster/remote_hosts.ts`). */
+function webApps(hosts: Claim[]): AppStatus[] {
+  const apps = new Map<string, AppStatus & { urls: string[] }>();
+  for (const claim of hosts) {
+    let meta: { app?: unknown; type?: unknown };
+    try {
+      meta = JSON.parse(claim.meta ?? "{}");
+    } catch {
+      continue;
+    }
+    if (typeof meta.app !== "string" || (meta.type !== "http" && meta.type !== "tls")) continue;
+    const app = apps.get(meta.app) ??
+      { ...IDLE, name: meta.app, port: 0, type: meta.type, urls: [] };
+    app.urls.push(`${meta.type === "tls" ? "tls" : "http"}://${claim.key}`);
+    apps.set(meta.app, app);
+  }
+  return [...apps.values()].sort((a, b) => a.name.localeCompare(b.name));
 }
 
 /** `burrow_cluster_*`: nodes, claims by kind, the store's state, users relayed. */

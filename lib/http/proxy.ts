@@ -21,7 +21,7 @@ import { getLogger } from "@logtape/logtape";
 import { BasicAuth } from "../util/basic_auth.ts";
 import { downstreamHeaders, switchingHead, upstreamHeaders } from "./headers.ts";
 import { type PageStatus, rawPage, sendPage } from "./pages.ts";
-import { normalizeName, type Route, type RouteTable } from "./routes.ts";
+import { type AuthCheck, normalizeName, type Route, type RouteTable } from "./routes.ts";
 import { type AnyRequest, authorityOf, headBytes, hostFields } from "./request_info.ts";
 import { endRaw, pipeBoth } from "./raw_socket.ts";
 import { type Admit, type Ticket, UpstreamBusyError, type UpstreamPool } from "./upstream.ts";
@@ -95,7 +95,7 @@ const WWW_AUTHENTICATE = 'Basic realm="burrow", charset="UTF-8"';
 /** One proxy per edge; it keeps the checkers of each route's credentials. */
 export class EdgeProxy {
   #ctx: ProxyContext;
-  #auth = new WeakMap<Route, BasicAuth>();
+  #auth = new WeakMap<Route, AuthCheck>();
   #log = getLogger(["burrow", "http"]);
 
   constructor(ctx: ProxyContext) {
@@ -307,7 +307,9 @@ export class EdgeProxy {
     }
     let auth = this.#auth.get(route);
     if (!auth && route.auth) {
-      auth = new BasicAuth(route.auth.user, route.auth.password);
+      auth = "check" in route.auth
+        ? route.auth
+        : new BasicAuth(route.auth.user, route.auth.password);
       this.#auth.set(route, auth);
     }
     if (auth && (await auth.check(given))) return undefined;

@@ -20,10 +20,15 @@ export { nameAllowed, normalizeName } from "../util/hostname.ts";
 /** What a name leads to: an HTTP app (terminated at the edge) or a TLS app (passed through). */
 export type RouteKind = "http" | "tls";
 
-/** Basic-auth credentials checked at the edge. */
-export interface RouteAuth {
-  user: string;
-  password: Secret;
+/**
+ * Basic auth checked at the edge: the credentials, or a check of an
+ * `Authorization` header made without them (an app of another node).
+ */
+export type RouteAuth = { user: string; password: Secret } | AuthCheck;
+
+/** Checks an `Authorization` header's basic-auth credentials. */
+export interface AuthCheck {
+  check(header: string | null | undefined): Promise<boolean>;
 }
 
 /** One app's claim on names, as the edge needs it. */

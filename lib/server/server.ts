@@ -34,14 +34,14 @@ import { Secret } from "../util/secret.ts";
 import { RareLog } from "../util/rare_log.ts";
 import type { ServerSession } from "./session.ts";
 import { Credentials, type UserSpec } from "./users.ts";
-import { DEFAULT_LIMITS, type ServerLimits } from "../config/limits.ts";
+import { checkLimits, type ServerLimits } from "../config/limits.ts";
 import { SourceGuard } from "../util/source_guard.ts";
 import { Admission } from "./admission.ts";
 import { Handshakes } from "./handshakes.ts";
 import { Router } from "./router.ts";
 import type { BurrowServer, ServerOptions } from "./api.ts";
 import type { WebService } from "../http/service.ts";
-import { monitoredWeb, startWeb } from "./web.ts";
+import { monitoredWeb, relayedWebStream, startWeb } from "./web.ts";
 import type { SessionServices } from "./session.ts";
 import { type ClusterHost, ClusterNode } from "./cluster/node.ts";
 import type { ClusterInfo } from "./api.ts";
@@ -86,6 +86,7 @@ class Server implements BurrowServer {
   #dashboardSettings: DashboardSettings | undefined;
   #dashboard: Dashboard | undefined;
   #web: WebService | undefined;
+  #webMembers = { members: (group: string) => this.#registry.group(group)?.members ?? [] };
   #sessionServices!: SessionServices;
   #cluster: ClusterNode | undefined;
   #closing = false;
@@ -200,13 +201,14 @@ class Server implements BurrowServer {
     }
     if (this.#options.web) {
       try {
-        const members = (group: string) => this.#registry.group(group)?.members ?? [];
+        const members = this.#webMembers.members;
         this.#web = await startWeb(this.#options.web, {
           members,
           guard: this.#guard,
           monitor: this.#monitor,
           stateDir: this.#options.stateDir ?? defaultStateDir(),
           log: this.#log,
+          remote: () => cluster?.hosts,
         });
         this.#sessionServices.web = this.#web;
         this.#monitor.attachWeb(monitoredWeb(this.#web, members));
@@ -276,6 +278,8 @@ class Server implements BurrowServer {
         [...this.#sessions.values()].flatMap((s) => [...s.apps.values()])
           .find((app) => app.entry.port === port),
       endSession: (id, reason) => this.#sessions.get(id)?.end(reason),
+      web: () => this.#web,
+      webStream: (host, user) => relayedWebStream(this.#web, this.#webMembers, host, user),
     };
   }
 
@@ -385,15 +389,4 @@ class Server implements BurrowServer {
     this.#log.info("server stopped");
     this.#resolveClosed();
   }
-}
-
-/** The limits with their defaults, each checked to be a whole number of at least 1. */
-function checkLimits(given: Partial<ServerLimits>): ServerLimits {
-  const limits = { ...DEFAULT_LIMITS, ...given };
-  for (const [key, value] of Object.entries(limits)) {
-    if (!Number.isInteger(value) || value < 1) {
-      throw new ConfigError(`limits.${key}: must be a whole number of at least 1, got ${value}`);
-    }
-  }
-  return limits;
 }

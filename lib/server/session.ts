@@ -25,7 +25,7 @@ import { type AppSession, PublicApp } from "./public_app.ts";
 import { bindPublicPort } from "./public_port.ts";
 import { badExpose, replicaMismatch, replicaTypeMismatch, siblingApp } from "./shared_apps.ts";
 import { MuxWork } from "./work_conn.ts";
-import { exposeWebApp } from "./web.ts";
+import { clusterNames, exposeWebApp } from "./web.ts";
 import type { WebApp } from "./web_app.ts";
 import { SessionUdpApps, type UdpApp } from "./udp_apps.ts";
 
@@ -282,7 +282,10 @@ export class ServerSession implements AppSession {
   async #unexpose(id: number, name: string): Promise<void> {
     if (await this.udp.unexpose(name)) return this.#send({ type: "unexposed", id, app: name });
     const web = this.webApps.get(name);
-    if (web !== undefined && this.webApps.delete(name)) web.leave(this, this.#s.web, false);
+    if (web !== undefined && this.webApps.delete(name)) {
+      web.leave(this, this.#s.web, false);
+      this.#s.cluster?.release(this, web.shape.names.map(hostKey));
+    }
     const app = this.apps.get(name);
     this.apps.delete(name);
     // While other replicas still serve it only this one leaves; the last one closes it.
@@ -321,7 +324,14 @@ export class ServerSession implements AppSession {
     if (typeMismatch !== undefined) return refuse("replica_mismatch", typeMismatch);
     if (msg.web !== undefined) { // an http or tls app: names on the shared listeners, no port
       const web = { app: name, web: msg.web, balance: msg.balance };
+      const names = this.#s.cluster &&
+        clusterNames(this.#s.web, this, members, web, this.quota?.hosts);
+      const held = names && await this.#s.cluster!.claimHosts(this, names);
+      if (held === "retry") return this.end("the cluster store stayed unreachable");
+      if (held !== undefined) return refuse(held.code, held.message);
+      if (this.#ended) return;
       const done = exposeWebApp(this.#s.web, this.#s, this, members, web, this.quota?.hosts);
+      if (!done.ok && names) this.#s.cluster?.release(this, names.names.map(hostKey));
       if (!done.ok) return refuse(done.code, done.message);
       this.webApps.set(name, done.app);
       this.#s.log.info(`${done.app.route.id} is live on ${done.app.urls.join(" ")}`);
@@ -377,4 +387,8 @@ export class ServerSession implements AppSession {
     this.#s.monitor.appClosed(this.group, app.entry.app, app.traffic);
     return closed;
   }
+}
+
+function hostKey(name: string): { kind: "host"; key: string } {
+  return { kind: "host", key: name.toLowerCase() };
 }

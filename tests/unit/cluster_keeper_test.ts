@@ -114,7 +114,11 @@ Deno.test({
       ka.on((e) => events.push(e));
       try {
         const got = await a.claim(
-          [{ kind: "group", key: "lab" }, { kind: "port", key: "30100" }],
+          [
+            { kind: "group", key: "lab" },
+            { kind: "port", key: "30100" },
+            { kind: "host", key: "lab.example.net", meta: "the app's meta" },
+          ],
           { node: "a", session: "sa", runId: "ra" },
           3000,
         );
@@ -124,11 +128,13 @@ Deno.test({
         ka.start();
         await redis.stop();
         await waitFor(() => events.some((e) => e.type === "unreachable"), "a beat to fail");
-        assert.equal(ka.held().length, 2, "nothing is dropped while the store is away");
+        assert.equal(ka.held().length, 3, "nothing is dropped while the store is away");
         again = await startRedis({ port: redis.port });
         await waitFor(() => events.some((e) => e.type === "reasserted"), "the reassert");
         const re = events.find((e) => e.type === "reasserted") as { claims: Claim[] };
         for (const c of re.claims) assert.ok(c.token > (before.get(c.key) ?? Infinity));
+        // A host claim comes back with its meta, for the other nodes' edges.
+        assert.equal(re.claims.find((c) => c.kind === "host")?.meta, "the app's meta");
         await b.connected();
         const other = await b.claim([{ kind: "port", key: "30100" }], {
           node: "b",

@@ -71,4 +71,8 @@ Deno.test("a relayed user's header carries the port and both addresses", () => {
   assert.equal(parseUserHeader(bytes(JSON.stringify({ ...user, port: 0 }))), undefined);
   assert.equal(parseUserHeader(bytes("{}")), undefined);
   assert.equal(parseUserHeader(bytes("garbage")), undefined);
+  // A web request relayed for a host name: port 0 is fine with a host.
+  const web = { ...user, port: 0, host: "site.example.net" };
+  assert.deepEqual(parseUserHeader(userHeader(web)), web);
+  assert.equal(parseUserHeader(bytes(JSON.stringify({ ...web, host: "" }))), undefined);
 });

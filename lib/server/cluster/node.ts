@@ -1,10 +1,12 @@
 /**
  * This server as a node of a cluster: it joins the store, keeps its leases
  * (`LeaseKeeper`), follows everyone's claims (`ClusterView`), claims each
- * group name and public port of its own sessions cluster-wide, opens the
- * ports other nodes hold (`remote_ports.ts`) and serves users relayed to it
- * (`relay.ts`). The server calls it at three points: a group registering,
- * a port being claimed, a claim being given up; none per user connection.
+ * group name, public port and web host name of its own sessions
+ * cluster-wide, opens the ports and routes the names other nodes hold
+ * (`remote_ports.ts`, `remote_hosts.ts`) and serves users relayed to it
+ * (`relay.ts`). The server calls it at four points: a group registering, a
+ * port or a web app's names being claimed, a claim being given up; none per
+ * user connection or request.
  *
  * @module
  */
@@ -37,9 +39,11 @@ import { RelayDialer, RelayListener } from "./relay.ts";
 import { RelayKeys } from "./relay_auth.ts";
 import { RelayedConn } from "./relayed_conn.ts";
 import { RemotePorts } from "./remote_ports.ts";
+import { RemoteHosts, type WebHost, webMeta } from "./remote_hosts.ts";
+import type { ClusterWebNames } from "../web.ts";
 
 /** What the node needs of the server. */
-export interface ClusterHost {
+export interface ClusterHost extends WebHost {
   log: Logger;
   rare: RareLog;
   publicHost: string;
@@ -84,6 +88,8 @@ export class ClusterNode implements ClusterInfo {
   #listener!: RelayListener;
   #dialer: RelayDialer;
   #remote: RemotePorts;
+  /** The names of other nodes' web apps, routed by this node's edge. */
+  readonly hosts: RemoteHosts;
   #info!: NodeInfo;
   #closing = new AbortController();
   #offView: () => void = () => {};
@@ -120,6 +126,16 @@ export class ClusterNode implements ClusterInfo {
       holder: (port) => this.#view.byPort(port),
       node: (name) => this.#view.node(name),
     });
+    this.hosts = new RemoteHosts({
+      self: this.node,
+      log: host.log,
+      buffers: host.buffers,
+      keys: this.#keys,
+      dialer: this.#dialer,
+      host,
+      holder: (name) => this.#view.byHost(name),
+      node: (name) => this.#view.node(name),
+    });
   }
 
   /** The view of the whole cluster. */
@@ -152,6 +168,7 @@ export class ClusterNode implements ClusterInfo {
         self: this.node,
         log: this.#h.log,
         handle: (stream, user, peer) => {
+          if (user.host !== undefined) return void this.hosts.serve(stream, user, peer);
           const app = this.#h.appOnPort(user.port);
           if (app === undefined) {
             this.#h.log.debug(`cluster: node ${peer} relayed a user for port ${user.port}: no app`);
@@ -223,6 +240,20 @@ export class ClusterNode implements ClusterInfo {
       code: "port_taken",
       message: `port ${port} is taken on node ${held.node}`,
     }));
+  }
+
+  /** Claims the host names of a web app of `who`; on success they are routed here only. */
+  async claimHosts(who: Claimant, web: ClusterWebNames): Promise<ClaimAnswer> {
+    const { names, credentials } = web;
+    const auth = credentials === undefined ? {} : { auth: await this.#keys.authTag(credentials) };
+    const text = webMeta({ ...web.meta, ...auth });
+    const requests = names.map((key) => ({ kind: "host" as const, key, meta: text }));
+    const answer = await this.#claim(who, requests, EXPOSE_WAIT_MS, (held) => ({
+      code: "host_taken",
+      message: `host name ${held.key} is taken by an app on node ${held.node}`,
+    }));
+    if (answer === undefined) { for (const name of names) this.hosts.drop(name.toLowerCase()); }
+    return answer;
   }
 
   /**
@@ -329,12 +360,20 @@ export class ClusterNode implements ClusterInfo {
             `group ${claim.kind === "group" ? claim.key : ""} was taken over on node ${claim.node}`,
           );
         }
+        if (claim.kind === "host") {
+          return claim.node === this.node ? this.hosts.drop(claim.key) : this.hosts.held(claim);
+        }
         if (claim.kind !== "port") return;
         if (claim.node === this.node) void this.#remote.close(Number(claim.key));
         else this.#remote.open(Number(claim.key));
         return;
       }
       case "released":
+        if (e.claim.kind === "host" && e.claim.node !== this.node) {
+          const now = this.#view.byHost(e.claim.key);
+          if (now === undefined || now.node === this.node) this.hosts.drop(e.claim.key);
+          else this.hosts.held(now);
+        }
         if (e.claim.kind === "port" && e.claim.node !== this.node) {
           const now = this.#view.byPort(Number(e.claim.key));
           if (now === undefined) void this.#remote.close(Number(e.claim.key));

@@ -45,8 +45,14 @@ export interface RelayAnswer {
 
 /** A relayed user: the stream's header. */
 export interface RelayedUser {
-  /** The public port the user connected to. */
+  /** The public port the user connected to (0 for a web request). */
   port: number;
+  /**
+   * For a web app: the host name the user asked for. The stream then
+   * carries the HTTP/1.1 requests of the relaying node's edge (an `http`
+   * app) or the user's raw TLS connection (a `tls` app passed through).
+   */
+  host?: string | undefined;
   /** The user's own address. */
   from: { hostname: string; port: number };
   /** The address the user reached on the relaying node. */
@@ -70,10 +76,11 @@ const addrSchema = z.strictObject({
 });
 
 const userSchema = z.strictObject({
-  port: z.int().min(1).max(65535),
+  port: z.int().min(0).max(65535),
+  host: z.string().min(1).max(255).optional(),
   from: addrSchema,
   to: addrSchema,
-});
+}).refine((u) => u.port > 0 || u.host !== undefined, "a user of a port names the port");
 
 /** The keys of one cluster secret. */
 export class RelayKeys {
@@ -118,6 +125,20 @@ export class RelayKeys {
     const answer = parseJson(answerSchema, line);
     if (answer === undefined || answer.node !== peer) return false;
     return await this.#verify(`accept\n${peer}\n${nonce}`, answer.mac);
+  }
+
+  /**
+   * A tag of basic-auth credentials (`user:password`) under the secret: what
+   * a web app's host claim carries, so that other nodes can check a user's
+   * credentials without ever holding them.
+   */
+  authTag(credentials: string): Promise<string> {
+    return this.#sign(`web-auth\n${credentials}`);
+  }
+
+  /** Whether `credentials` (`user:password`) are the ones `tag` was made of. */
+  checkAuthTag(credentials: string, tag: string): Promise<boolean> {
+    return this.#verify(`web-auth\n${credentials}`, tag);
   }
 
   async #sign(text: string): Promise<string> {
