@@ -89,6 +89,7 @@ class Server implements BurrowServer {
   #webMembers = { members: (group: string) => this.#registry.group(group)?.members ?? [] };
   #sessionServices!: SessionServices;
   #cluster: ClusterNode | undefined;
+  #identity: string | undefined;
   #closing = false;
   #closed: Promise<void>;
   #resolveClosed!: () => void;
@@ -263,6 +264,7 @@ class Server implements BurrowServer {
       ? await ephemeralIdentity()
       : await loadOwnCertificate(tls);
     this.fingerprint = formatFingerprint(material.fingerprint);
+    this.#identity = material.fingerprint;
     return material;
   }
 
@@ -274,6 +276,7 @@ class Server implements BurrowServer {
       heartbeatTimeoutMs: this.#sessionServices.heartbeatTimeoutMs,
       buffers: this.#sessionServices.buffers,
       transport,
+      identity: transport.encrypted ? this.#identity : undefined,
       appOnPort: (port) =>
         [...this.#sessions.values()].flatMap((s) => [...s.apps.values()])
           .find((app) => app.entry.port === port),

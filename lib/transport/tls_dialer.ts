@@ -65,6 +65,8 @@ interface TrustAnchor {
   caCerts?: string[];
   hostname: string;
   how: string;
+  /** What the trust rests on: the trusted CA's fingerprint, or `public` (the system roots). */
+  binding: string;
 }
 
 /** Dials the server over TLS, verifying it as the settings say. */
@@ -95,6 +97,17 @@ export class TlsDialer implements Dialer {
     this.#tls = tls;
     this.#log = log;
     this.#proxy = proxy;
+  }
+
+  /**
+   * What the settled trust rests on, once a connection was made: the
+   * fingerprint (64 hex digits) of the CA every connection is verified
+   * against, or `public` when the system's roots vouch for the server. A
+   * peer can bind a proof to it, so a man in the middle with a CA of its
+   * own cannot pass the proof on.
+   */
+  get binding(): string | undefined {
+    return this.#anchor?.binding;
   }
 
   /**
@@ -167,13 +180,18 @@ export class TlsDialer implements Dialer {
     ) {
       // A certificate the system's roots vouch for: nothing to pin or record.
       // An address with a record keeps to it: a public certificate does not override it.
-      return { hostname: this.server.hostname, how: "the system's root certificates" };
+      return {
+        hostname: this.server.hostname,
+        how: "the system's root certificates",
+        binding: "public",
+      };
     }
     if (tls.ca !== undefined) {
       return {
         caCerts: [tls.ca.pem],
         hostname: this.#nameUnder(tls.ca.pem),
         how: `the CA in ${tls.ca.file}`,
+        binding: chain.fingerprint,
       };
     }
     // The name to verify comes from the trusted CA itself, never from the
@@ -190,10 +208,12 @@ export class TlsDialer implements Dialer {
             `the group file pins ${formatFingerprint(tls.fingerprint)}`,
         );
       }
-      return { caCerts: [chain.topPem], hostname, how: `the pinned fingerprint ${seen}` };
+      const how = `the pinned fingerprint ${seen}`;
+      return { caCerts: [chain.topPem], hostname, how, binding: chain.fingerprint };
     }
     await this.#trustOnFirstUse(tls.stateDir, chain.fingerprint);
-    return { caCerts: [chain.topPem], hostname, how: `the recorded fingerprint ${seen}` };
+    const how = `the recorded fingerprint ${seen}`;
+    return { caCerts: [chain.topPem], hostname, how, binding: chain.fingerprint };
   }
 
   /**

@@ -33,6 +33,8 @@ import {
   until,
 } from "../helpers/harness.ts";
 import { waitFor } from "../helpers/cluster.ts";
+import { makeOwnPki } from "../helpers/pki.ts";
+import { suiteCa } from "../helpers/net.ts";
 
 const TOKEN = "cluster-test-token";
 const HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
@@ -465,6 +467,120 @@ Deno.test({
     assert.match(client.stderr.text, /moving to the next server/);
     await waitFor(() => echoes(n3.host, port), "n3 serves it again, relayed to n2", 15_000);
     await echoVia(n2.host, port);
+  },
+});
+
+/**
+ * A man in the middle between two nodes: it terminates their TLS with a
+ * certificate of its own (for 127.0.0.1) and opens its own TLS link to the
+ * real node, passing the plaintext both ways, so it could read every relayed
+ * byte if the real node accepted the link.
+ */
+class RelayMitm implements AsyncDisposable {
+  readonly port: number;
+  target = 0;
+  relayed = 0;
+  #front: Deno.TlsListener;
+  #conns = new Set<Deno.Conn>();
+  #tasks = new Set<Promise<void>>();
+
+  constructor(own: { cert: string; key: string }) {
+    this.#front = Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...own });
+    this.port = this.#front.addr.port;
+    this.#tasks.add(this.#accept());
+  }
+
+  async #accept(): Promise<void> {
+    try {
+      for await (const c of this.#front) {
+        this.#conns.add(c);
+        const task = (async () => {
+          try {
+            await c.handshake();
+            const tcp = await Deno.connect({ hostname: HOSTS[0]!, port: this.target });
+            const up = await Deno.startTls(tcp, {
+              hostname: "burrow-server",
+              caCerts: [suiteCa()],
+            });
+            this.#conns.add(up);
+            this.relayed++;
+            await Promise.all([pump(c, up), pump(up, c)]);
+          } catch { /* gone */ }
+        })();
+        this.#tasks.add(task);
+        task.finally(() => this.#tasks.delete(task));
+      }
+    } catch { /* closed */ }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#front.close();
+    for (const c of this.#conns) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+    await Promise.all([...this.#tasks]);
+  }
+}
+
+async function pump(src: Deno.Conn, dst: Deno.Conn): Promise<void> {
+  const buf = new Uint8Array(64 * 1024);
+  try {
+    for (let n = await src.read(buf); n !== null; n = await src.read(buf)) {
+      for (let off = 0; off < n;) off += await dst.write(buf.subarray(off, n));
+    }
+  } catch { /* reset */ }
+  for (const c of [src, dst]) {
+    try {
+      c.close();
+    } catch { /* closed */ }
+  }
+}
+
+Deno.test({
+  name:
+    "cluster: a man in the middle of a relay link (its own certificate) is refused by the real node",
+  ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const pki = await makeOwnPki("mitm root");
+    await using mitm = new RelayMitm({ cert: pki.leafPem + pki.caPem, key: pki.leafKeyPem });
+    await using redis = {
+      r: await startRedis(),
+      [Symbol.asyncDispose]() {
+        return this.r.stop();
+      },
+    };
+    const ports = portBlock(10).spec;
+    const common = { store: redis.r.url, ports, token: TOKEN };
+    // n1 tells the cluster to reach it at the MITM.
+    const probe = Deno.listen({ hostname: HOSTS[0]!, port: 0 });
+    mitm.target = probe.addr.port;
+    probe.close();
+    await using n1 = await startNode({
+      name: "n1",
+      host: HOSTS[0]!,
+      ...common,
+      relayPort: mitm.target,
+      args: ["--advertise", `127.0.0.1:${mitm.port}`],
+    });
+    await using n2 = await startNode({ name: "n2", host: HOSTS[1]!, ...common });
+    using app = echoApp();
+    await using client = nodeClient(n1, { group: "lab", token: TOKEN, local: app.addr });
+    const port = await readyOn(client, "lab");
+    await echoVia(n1.host, port);
+    await waitFor(async () => !(await refused(n2.host, port)), "n2 opens the port");
+    // n2 relays the user to n1 through the MITM: the link never comes up, and no byte flows.
+    assert.equal(await echoes(n2.host, port), false, "a user via n2 is not served over the MITM");
+    await until(() => mitm.relayed, (n) => n >= 1, 15_000, "the MITM to carry a link");
+    await until(
+      () => n1.proc.stderr.text,
+      (t) => /made over a TLS channel to another certificate/.test(t),
+      15_000,
+      "n1 to refuse the bound hello",
+    );
   },
 });
 

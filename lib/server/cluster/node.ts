@@ -51,6 +51,8 @@ export interface ClusterHost extends WebHost {
   buffers: BufferPool;
   /** The server's own transport: the relay listens with it. */
   transport: Transport;
+  /** Its CA's fingerprint (64 hex digits), undefined without TLS: relay hellos bind to it. */
+  identity: string | undefined;
   /** The local app on a public port. */
   appOnPort(port: number): PublicApp | undefined;
   /** Ends a local session whose claims another session took. */
@@ -102,7 +104,7 @@ export class ClusterNode implements ClusterInfo {
     this.node = options.node ?? defaultNodeName();
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(this.node)) {
       throw new ConfigError(
-        `cluster.node: must be 1-63 letters, digits, dots, dashes or underscores`,
+        "cluster.node: must be 1-63 letters, digits, dots, dashes or underscores",
       );
     }
     const secret = typeof options.secret === "string" ? new Secret(options.secret) : options.secret;
@@ -110,12 +112,8 @@ export class ClusterNode implements ClusterInfo {
       throw new ConfigError("cluster.secret: must be at least 16 characters");
     }
     this.#keys = new RelayKeys(secret);
-    this.#dialer = new RelayDialer({
-      keys: this.#keys,
-      self: this.node,
-      tls: host.transport.encrypted,
-      log: host.log,
-    });
+    const tls = host.transport.encrypted;
+    this.#dialer = new RelayDialer({ keys: this.#keys, self: this.node, tls, log: host.log });
     this.#remote = new RemotePorts({
       self: this.node,
       publicHost: host.publicHost,
@@ -164,6 +162,7 @@ export class ClusterNode implements ClusterInfo {
     if (typeof bind === "string") throw new ConfigError(`cluster.relay: ${bind}`);
     try {
       this.#listener = await RelayListener.start(this.#h.transport, bind, {
+        identity: this.#h.identity,
         keys: this.#keys,
         self: this.node,
         log: this.#h.log,

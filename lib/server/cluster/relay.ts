@@ -21,13 +21,29 @@ import { TcpDialer } from "../../transport/tcp.ts";
 import { TlsDialer } from "../../transport/tls_dialer.ts";
 import { MuxSession, type MuxStream } from "../../transport/mux/mod.ts";
 import { withDeadline } from "../../protocol/protocol.ts";
-import { parseUserHeader, type RelayedUser, type RelayKeys, userHeader } from "./relay_auth.ts";
+import {
+  boundTo,
+  parseUserHeader,
+  type RelayedUser,
+  type RelayKeys,
+  userHeader,
+} from "./relay_auth.ts";
 
 /** The first-frame deadline of the relay port. */
 export const RELAY_HELLO_MS = 5_000;
 
 /** What the relay listener hands on: a proven node's user stream. */
 export type RelayHandler = (stream: MuxStream, user: RelayedUser, peer: string) => void;
+
+/** What a relay listener is given. */
+export interface RelayListenerInit {
+  keys: RelayKeys;
+  self: string;
+  log: Logger;
+  handle: RelayHandler;
+  /** This node's CA fingerprint (64 hex digits), or undefined without TLS. */
+  identity: string | undefined;
+}
 
 /** Accepts links from other nodes. */
 export class RelayListener {
@@ -37,6 +53,7 @@ export class RelayListener {
   #self: string;
   #log: Logger;
   #handle: RelayHandler;
+  #identity: string | undefined;
   #links = new Set<MuxSession>();
   #pending = new Set<Incoming>();
   #accepting: Promise<void>;
@@ -45,14 +62,14 @@ export class RelayListener {
   static async start(
     transport: Transport,
     bind: HostPort,
-    init: { keys: RelayKeys; self: string; log: Logger; handle: RelayHandler },
+    init: RelayListenerInit,
   ): Promise<RelayListener> {
     return new RelayListener(await transport.listen(bind), init);
   }
 
   private constructor(
     listener: TransportListener,
-    init: { keys: RelayKeys; self: string; log: Logger; handle: RelayHandler },
+    init: RelayListenerInit,
   ) {
     this.#listener = listener;
     this.addr = this.#listener.addr;
@@ -60,6 +77,7 @@ export class RelayListener {
     this.#self = init.self;
     this.#log = init.log;
     this.#handle = init.handle;
+    this.#identity = init.identity;
     this.#accepting = acceptLoop(
       this.#listener,
       (incoming) => void this.#link(incoming),
@@ -82,6 +100,13 @@ export class RelayListener {
           if (hello === undefined) {
             first.reset("not a proven node");
             throw new Error("its hello is not a valid proof of the cluster secret");
+          }
+          if (!boundTo(hello, this.#identity)) {
+            first.reset("bound to another TLS identity");
+            throw new Error(
+              `node ${hello.node}'s hello was made over a TLS channel to another certificate ` +
+                "(a man in the middle, or a node that trusts another certificate for this address)",
+            );
           }
           await first.write(await this.#keys.answer(this.#self, hello.nonce));
           await first.closeWrite();
@@ -197,7 +222,8 @@ export class RelayDialer {
     const conn = await dialer.dial(RELAY_HELLO_MS, true);
     const mux = new MuxSession(conn, { role: "client", handshakeMs: RELAY_HELLO_MS });
     try {
-      const { header, nonce } = await this.#keys.hello(this.#self, node);
+      const ca = dialer instanceof TlsDialer ? dialer.binding ?? "public" : "none";
+      const { header, nonce } = await this.#keys.hello(this.#self, node, ca);
       const first = mux.openStream(header);
       const line = await withDeadline(
         readLine(first),

@@ -4,7 +4,12 @@
  *
  * The dialling node opens the first stream of a link with a **hello**
  * header: its name, the name of the node it means to reach, a fresh nonce,
- * the time, and an HMAC-SHA256 of all four under `cluster.secret`. The
+ * the time, the identity its TLS connection trusts (the peer's CA
+ * fingerprint, `public` for a certificate the system roots vouch for,
+ * `none` without TLS), and an HMAC-SHA256 of all five under
+ * `cluster.secret`. The identity binds the proof to the TLS channel: a man
+ * in the middle that shows its own certificate gets a hello bound to that
+ * one, which the real node refuses. The
  * accepting node checks it (in constant time, `crypto.subtle.verify`), and
  * answers on that stream with its own HMAC over the dialler's nonce, so the
  * dialler knows the peer holds the secret too. Nothing but a valid hello
@@ -25,7 +30,7 @@ const decoder = new TextDecoder();
 
 /** The first stream's header on a relay link. */
 export interface RelayHello {
-  burrow_relay: 1;
+  burrow_relay: 2;
   /** The dialling node. */
   node: string;
   /** The node it means to reach. */
@@ -33,6 +38,8 @@ export interface RelayHello {
   nonce: string;
   /** ms since the epoch, the dialler's clock. */
   ts: number;
+  /** The TLS identity the dialler trusts: a CA fingerprint, `public` or `none`. */
+  ca: string;
   /** Hex HMAC of the fields above. */
   mac: string;
 }
@@ -60,11 +67,12 @@ export interface RelayedUser {
 }
 
 const helloSchema = z.strictObject({
-  burrow_relay: z.literal(1),
+  burrow_relay: z.literal(2),
   node: z.string().min(1).max(64),
   to: z.string().min(1).max(64),
   nonce: z.string().min(16).max(64),
   ts: z.number(),
+  ca: z.string().regex(/^([0-9a-f]{64}|public|none)$/),
   mac: z.string().regex(/^[0-9a-f]{64}$/),
 });
 
@@ -96,12 +104,16 @@ export class RelayKeys {
     );
   }
 
-  /** A hello from `node` to `to`, as header bytes. */
-  async hello(node: string, to: string): Promise<{ header: Uint8Array; nonce: string }> {
+  /** A hello from `node` to `to` over a channel that trusts `ca`, as header bytes. */
+  async hello(
+    node: string,
+    to: string,
+    ca: string,
+  ): Promise<{ header: Uint8Array; nonce: string }> {
     const nonce = newNonce();
     const ts = Date.now();
-    const mac = await this.#sign(`dial\n${node}\n${to}\n${nonce}\n${ts}`);
-    const hello: RelayHello = { burrow_relay: 1, node, to, nonce, ts, mac };
+    const mac = await this.#sign(`dial\n${node}\n${to}\n${nonce}\n${ts}\n${ca}`);
+    const hello: RelayHello = { burrow_relay: 2, node, to, nonce, ts, ca, mac };
     return { header: encoder.encode(JSON.stringify(hello)), nonce };
   }
 
@@ -110,7 +122,7 @@ export class RelayKeys {
     const hello = parseJson(helloSchema, header);
     if (hello === undefined || hello.to !== self) return undefined;
     if (Math.abs(Date.now() - hello.ts) > MAX_SKEW_MS) return undefined;
-    const text = `dial\n${hello.node}\n${hello.to}\n${hello.nonce}\n${hello.ts}`;
+    const text = `dial\n${hello.node}\n${hello.to}\n${hello.nonce}\n${hello.ts}\n${hello.ca}`;
     return (await this.#verify(text, hello.mac)) ? hello : undefined;
   }
 
@@ -171,4 +183,15 @@ function parseJson<T>(schema: z.ZodType<T>, bytes: Uint8Array): T | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Whether a (valid) hello was made over this node's own TLS channel:
+ * `identity` is this node's CA fingerprint (64 hex digits), or undefined
+ * without TLS. A hello bound to another CA came through a man in the middle
+ * (or a node that trusted another certificate for this address).
+ */
+export function boundTo(hello: RelayHello, identity: string | undefined): boolean {
+  if (identity === undefined) return hello.ca === "none";
+  return hello.ca === identity || hello.ca === "public";
 }
