@@ -653,6 +653,8 @@ Deno.test({
     await using twin = nodeClient(n2, { group: "lab", token: TOKEN, local: app.addr });
     assert.equal(await twin.exitCode(30_000), 3);
     await waitFor(() => echoes(n1.host, latePort), "n1 serves the late group", 30_000);
+    // n2 learns the reasserted claim from the feed and opens the port again (about one beat).
+    await waitFor(() => echoes(n2.host, port), "n2 serves the port again", 30_000);
     await echoVia(n2.host, port);
   },
 });
