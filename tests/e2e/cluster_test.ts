@@ -5,7 +5,10 @@
  * unique cluster-wide, a killed or stopped node's groups come back on
  * another node on the same port, Redis going away and coming back empty
  * keeps tunnels working, a frozen node cannot take back a group held
- * elsewhere, and the relay port drops anything but a proven node.
+ * elsewhere, and the relay port drops anything but a proven node. A user
+ * relayed from another node behaves as on one server: a reset on either
+ * end ends the other end at once (not as a half-close), and a client that
+ * cannot open its stream gets the user closed within the 10 s work wait.
  *
  * @module
  */
@@ -22,17 +25,20 @@ import {
 } from "../helpers/cluster_nodes.ts";
 import {
   echoApp,
+  fullyClosed,
   groupFile,
   localApp,
   portBlock,
   Proc,
   randomBytes,
+  readAll,
   runToEnd,
   sha256,
   startClient,
   until,
+  writeAll,
 } from "../helpers/harness.ts";
-import { waitFor } from "../helpers/cluster.ts";
+import { waitFor, withDeadline } from "../helpers/cluster.ts";
 import { makeOwnPki } from "../helpers/pki.ts";
 import { suiteCa } from "../helpers/net.ts";
 
@@ -694,6 +700,193 @@ Deno.test({
       assert.match(n1.proc.stderr.text, /group lab from [\d.:]+ ended/);
     } finally {
       n1.proc.kill("SIGCONT");
+    }
+  },
+});
+
+/** Reads exactly `n` bytes from `conn`, or fewer if it ends first. */
+async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
+  const buf = new Uint8Array(n);
+  let have = 0;
+  while (have < n) {
+    const got = await conn.read(buf.subarray(have));
+    if (got === null) break;
+    have += got;
+  }
+  return buf.subarray(0, have);
+}
+
+/** The app's open connections on `node`'s dashboard. */
+async function openOn(node: NodeProc, group: string, app: string): Promise<number | undefined> {
+  const { groups } = await nodeApi(node, "api/groups");
+  const g = groups.find((g: { name: string }) => g.name === group);
+  return g?.apps.find((a: { name: string }) => a.name === app)?.connections;
+}
+
+Deno.test({
+  name:
+    "cluster: a reset on either end of a relayed user ends the other end at once, not as a half-close",
+  ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    // As tunnel_test.ts on one server, with the user on n2 and the group on n1.
+    const { connect, createServer } = await import("node:net");
+    await using stack = new AsyncDisposableStack();
+    // "resetter" answers its first bytes with a TCP reset.
+    const resetter = createServer((socket) => {
+      socket.on("error", () => {});
+      socket.once("data", () => socket.resetAndDestroy());
+    });
+    await new Promise<void>((r) => resetter.listen(0, "127.0.0.1", () => r()));
+    const resetterLocal = (resetter.address() as { port: number }).port;
+    stack.defer(() => new Promise<void>((r) => resetter.close(() => r())));
+    // "held" keeps the connection that says hello open until the test is done with it.
+    let heldArrived!: (conn: Deno.TcpConn) => void;
+    const heldReady = new Promise<Deno.TcpConn>((r) => heldArrived = r);
+    const holder = stack.use(localApp(async (conn) => {
+      if (new TextDecoder().decode(await readN(conn, 5)) !== "hello") return; // a probe
+      heldArrived(conn);
+      await new Promise(() => {}); // until holder.close()
+    }));
+    const cluster = stack.use(await Cluster.start(2));
+    const [n1, n2] = cluster.nodes as [NodeProc, NodeProc];
+    const client = stack.use(startClient(groupFile({
+      server: n1.control,
+      token: TOKEN,
+      group: "resets",
+      heartbeat_interval: 1,
+      apps: [
+        { name: "held", local: holder.addr },
+        { name: "resetter", local: `127.0.0.1:${resetterLocal}` },
+      ],
+    })));
+    const heldPort = await readyOn(client, "resets", "held");
+    const resetterPort = await readyOn(client, "resets", "resetter");
+    for (const port of [heldPort, resetterPort]) {
+      await waitFor(() => refused(n2.host, port).then((r) => !r), `n2 opens ${port}`);
+    }
+
+    // 1. The user on n2 resets: the app's connection on n1's client is closed entirely.
+    const socket = connect(heldPort, n2.host);
+    socket.on("error", () => {});
+    await new Promise<void>((r) => socket.once("connect", () => r()));
+    socket.write("hello");
+    const appSide = await withDeadline(heldReady, "the held app gets the user's hello", 20_000);
+    assert.equal(await openOn(n1, "resets", "held"), 1);
+    const userAddr = `127.0.0.1:${socket.localPort}`;
+    const mark = client.stderr.count;
+    const reset = Date.now();
+    socket.resetAndDestroy();
+    const line = await client.stderr.wait(
+      /resets\/held: user (\S+) .*aborted by the user side/,
+      10_000,
+      mark,
+    );
+    assert.equal(line[1], userAddr, "the client saw the real user");
+    assert.ok(await fullyClosed(appSide, 5_000), "the app's connection was only half-closed");
+    const took = Date.now() - reset;
+    assert.ok(took < 8_000, `the app's connection ended ${took} ms after the user's reset`);
+    // Nothing stays open for it: not on the holder, not on the relaying node.
+    await waitFor(async () => (await openOn(n1, "resets", "held")) === 0, "n1 counts 0 open");
+    await waitFor(
+      async () => /^burrow_cluster_relayed_users_open 0$/m.test(await nodeApi(n2, "metrics")),
+      "n2 relays no user now",
+    );
+
+    // 2. The app resets: the user's connection on n2 is closed entirely.
+    const holderMark = n1.proc.stderr.count;
+    const user = await Deno.connect({ hostname: n2.host, port: resetterPort });
+    await writeAll(user, new TextEncoder().encode("hi"));
+    const ended = await n1.proc.stderr.wait(
+      /user (\S+) on resets\/resetter closed: the app side reset or failed/,
+      10_000,
+      holderMark,
+    );
+    assert.equal(ended[1], `127.0.0.1:${user.localAddr.port}`, "the holder saw the real user");
+    assert.ok(await fullyClosed(user, 5_000), "the user's connection was only half-closed");
+    try {
+      user.close();
+    } catch { /* closed by fullyClosed */ }
+    await waitFor(
+      async () => (await openOn(n1, "resets", "resetter")) === 0,
+      "n1 counts 0 open",
+    );
+  },
+});
+
+/**
+ * Connects a user to HOST:PORT and resolves with how long it took the far
+ * end to close it, and what it sent; gives up (closing it) after `capMs`.
+ */
+async function userClosedAfter(
+  host: string,
+  port: number,
+  capMs = 40_000,
+): Promise<{ address: string; seconds: number; bytes: number }> {
+  const t0 = Date.now();
+  const user = await Deno.connect({ hostname: host, port });
+  const address = `${user.localAddr.hostname}:${user.localAddr.port}`;
+  const cap = setTimeout(() => user.close(), capMs);
+  try {
+    const got = await readAll(user).catch(() => new Uint8Array());
+    return { address, seconds: (Date.now() - t0) / 1000, bytes: got.length };
+  } finally {
+    clearTimeout(cap);
+    try {
+      user.close();
+    } catch { /* closed */ }
+  }
+}
+
+Deno.test({
+  name:
+    "cluster: a relayed user whose client answers no stream is closed within the 10 s work wait, as a local one",
+  ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    // As resilience_test.ts on one server: the client is frozen, so the stream the
+    // holder opens for the user is never answered. A long heartbeat timeout keeps
+    // the frozen client's session (and the nodes) alive past the wait.
+    await using cluster = await Cluster.start(2, { heartbeatTimeout: 30 });
+    const [n1, n2] = cluster.nodes as [NodeProc, NodeProc];
+    using app = echoApp();
+    await using client = nodeClient(n1, { group: "frozen", token: TOKEN, local: app.addr });
+    const port = await readyOn(client, "frozen");
+    await waitFor(() => echoes(n2.host, port), "n2 relays to n1");
+    await echoVia(n1.host, port, 64 << 10);
+    client.kill("SIGSTOP");
+    try {
+      const [local, relayed] = await Promise.all([
+        userClosedAfter(n1.host, port),
+        userClosedAfter(n2.host, port),
+      ]);
+      for (const [what, user] of [["local", local], ["relayed", relayed]] as const) {
+        assert.equal(user.bytes, 0, `the ${what} user got bytes`);
+        assert.ok(
+          user.seconds >= 9.5 && user.seconds < 16,
+          `the ${what} user was closed after ${user.seconds}s, not 10-16s\n${cluster.logs()}`,
+        );
+      }
+      assert.ok(
+        Math.abs(relayed.seconds - local.seconds) < 3,
+        `relayed closed after ${relayed.seconds}s, local after ${local.seconds}s`,
+      );
+      // The holder says why, for each by its real address.
+      for (const user of [local, relayed]) {
+        const m = await n1.proc.stderr.wait(
+          new RegExp(`user ${user.address.replaceAll(".", "\\.")} on frozen/echo (.*)$`),
+          5_000,
+        );
+        assert.match(
+          m[1] as string,
+          /^failed \(the client did not answer on its work connection within 10s\): 0 bytes in, 0 out$/,
+        );
+      }
+      console.log(`closed after: local ${local.seconds}s, relayed ${relayed.seconds}s`);
+    } finally {
+      client.kill("SIGCONT");
     }
   },
 });

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import {
   echoApp,
   echoThrough,
+  fullyClosed,
   groupFile,
   localApp,
   portBlock,
@@ -145,25 +146,6 @@ Deno.test("server-picked ports never take a port that a sibling app names", asyn
     Array.from({ length: 7 }, (_, i) => block.from + i),
   );
 });
-
-/** After the peer closed fully (not half), one written byte draws a RST, so the next read fails. */
-async function fullyClosed(conn: Deno.TcpConn): Promise<boolean> {
-  await conn.write(new Uint8Array([1])).catch(() => {});
-  const buf = new Uint8Array(16);
-  const deadline = Date.now() + 2000;
-  while (Date.now() < deadline) {
-    try {
-      const n = await conn.read(buf);
-      if (n === null) {
-        // EOF again: write once more; a RST on a fully closed socket shows up now.
-        await conn.write(new Uint8Array([1]));
-      }
-    } catch {
-      return true; // reset or broken pipe: the far end is gone
-    }
-  }
-  return false;
-}
 
 Deno.test("a reset on either end ends the other end at once, not as a half-close", async () => {
   const { connect, createServer } = await import("node:net");

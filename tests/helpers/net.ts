@@ -118,6 +118,41 @@ export async function connectAndReset(port: number): Promise<void> {
   });
 }
 
+/**
+ * True once the peer has closed `conn` fully (not half): after its FIN, one
+ * written byte draws a RST, so a later read or write fails. False if that
+ * does not happen within `timeoutMs` (a half-closed or still open peer);
+ * then `conn` is closed.
+ */
+export async function fullyClosed(conn: Deno.TcpConn, timeoutMs = 2000): Promise<boolean> {
+  let late = false;
+  const timer = setTimeout(() => {
+    late = true;
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  }, timeoutMs);
+  try {
+    await conn.write(new Uint8Array([1])).catch(() => {});
+    const buf = new Uint8Array(16);
+    while (!late) {
+      try {
+        const n = await conn.read(buf);
+        if (n === null && !late) {
+          // EOF again: write once more; a RST on a fully closed socket shows up now.
+          await conn.write(new Uint8Array([1]));
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      } catch {
+        return !late; // reset or broken pipe: the far end is gone (unless we closed it)
+      }
+    }
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** The CA the suite's servers share (made by the first server started). */
 export function suiteCa(): string {
   return Deno.readTextFileSync(`${SUITE_STATE}/burrow/tls/ca.pem`);
