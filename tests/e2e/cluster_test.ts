@@ -822,7 +822,7 @@ Deno.test({
 async function userClosedAfter(
   host: string,
   port: number,
-  capMs = 40_000,
+  capMs = 30_000,
 ): Promise<{ address: string; seconds: number; bytes: number }> {
   const t0 = Date.now();
   const user = await Deno.connect({ hostname: host, port });
