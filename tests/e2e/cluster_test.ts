@@ -46,10 +46,19 @@ const TOKEN = "cluster-test-token";
 const HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 const ignore = REDIS_MISSING !== undefined;
 
-/** Sends `size` random bytes to HOST:PORT, half-closes, and checks the echo by sha256. */
+/**
+ * Sends `size` random bytes to HOST:PORT, half-closes, and checks the echo by
+ * sha256. A connection still open after 30 s is closed, so a broken relay
+ * fails the test instead of hanging it.
+ */
 async function echoVia(host: string, port: number, size = 1 << 20): Promise<void> {
   const data = randomBytes(size);
   const conn = await Deno.connect({ hostname: host, port });
+  const timer = setTimeout(() => {
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  }, 30_000);
   try {
     const writing = (async () => {
       for (let off = 0; off < data.length;) off += await conn.write(data.subarray(off));
@@ -66,7 +75,10 @@ async function echoVia(host: string, port: number, size = 1 << 20): Promise<void
     assert.equal(have, size, `echo through ${host}:${port}: ${have} of ${size} bytes`);
     assert.equal(await sha256(got.slice(0, have)), await sha256(data));
   } finally {
-    conn.close();
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch { /* closed by the timer */ }
   }
 }
 
