@@ -12,6 +12,7 @@
 
 import { lookup as dnsLookup } from "node:dns/promises";
 import { formatHostPort, type HostPort } from "../util/addr.ts";
+import { parseIp } from "../util/cidr.ts";
 
 /** One place to dial: the server as configured, and the address to connect to. */
 export interface ServerCandidate {
@@ -96,7 +97,7 @@ export class ServerList {
   }
 
   async #addresses(name: HostPort): Promise<HostPort[]> {
-    if (this.#lookup === undefined || isIpLiteral(name.hostname)) return [name];
+    if (this.#lookup === undefined || parseIp(name.hostname) !== undefined) return [name];
     try {
       const found = [...new Set(await this.#lookup(name.hostname))];
       if (found.length === 0) return [name];
@@ -119,8 +120,4 @@ export function describeCandidate(candidate: ServerCandidate): string {
 
 function keyOf(candidate: ServerCandidate): string {
   return `${formatHostPort(candidate.name)} ${formatHostPort(candidate.at)}`;
-}
-
-function isIpLiteral(hostname: string): boolean {
-  return /^\d{1,3}(\.\d{1,3}){3}$/.test(hostname) || hostname.includes(":");
 }

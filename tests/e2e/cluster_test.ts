@@ -40,7 +40,7 @@ import {
 } from "../helpers/harness.ts";
 import { waitFor, withDeadline } from "../helpers/cluster.ts";
 import { makeOwnPki } from "../helpers/pki.ts";
-import { suiteCa } from "../helpers/net.ts";
+import { pump, suiteCa } from "../helpers/net.ts";
 
 const TOKEN = "cluster-test-token";
 const HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
@@ -543,20 +543,6 @@ class RelayMitm implements AsyncDisposable {
       } catch { /* closed */ }
     }
     await Promise.all([...this.#tasks]);
-  }
-}
-
-async function pump(src: Deno.Conn, dst: Deno.Conn): Promise<void> {
-  const buf = new Uint8Array(64 * 1024);
-  try {
-    for (let n = await src.read(buf); n !== null; n = await src.read(buf)) {
-      for (let off = 0; off < n;) off += await dst.write(buf.subarray(off, n));
-    }
-  } catch { /* reset */ }
-  for (const c of [src, dst]) {
-    try {
-      c.close();
-    } catch { /* closed */ }
   }
 }
 

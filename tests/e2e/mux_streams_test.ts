@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { echoApp, localApp } from "../helpers/apps.ts";
 import { asTestClient, libraryClient, libraryServer } from "../helpers/library.ts";
 import { startClient } from "../../mod.ts";
-import { echoThrough, randomBytes, sha256, writeAll } from "../helpers/net.ts";
+import { echoThrough, pump, randomBytes, sha256, writeAll } from "../helpers/net.ts";
 import { FreezableProxy } from "../helpers/relays.ts";
 
 const TOKEN = "mux-streams-token-5k2p";
@@ -31,8 +31,8 @@ class CuttableRelay implements AsyncDisposable {
       for await (const inbound of listener) {
         const outbound = await Deno.connect({ hostname: "127.0.0.1", port: target });
         this.#pairs.push([inbound, outbound]);
-        this.#track(pipe(inbound, outbound));
-        this.#track(pipe(outbound, inbound));
+        this.#track(pump(inbound, outbound));
+        this.#track(pump(outbound, inbound));
       }
     })());
   }
@@ -56,20 +56,6 @@ class CuttableRelay implements AsyncDisposable {
   #track(task: Promise<void>): void {
     const t = task.catch(() => {}).finally(() => this.#tasks.delete(t));
     this.#tasks.add(t);
-  }
-}
-
-async function pipe(from: Deno.TcpConn, to: Deno.TcpConn): Promise<void> {
-  const buf = new Uint8Array(64 * 1024);
-  try {
-    while (true) {
-      const n = await from.read(buf);
-      if (n === null) break;
-      await writeAll(to, buf.subarray(0, n));
-    }
-  } finally {
-    quietClose(from);
-    quietClose(to);
   }
 }
 

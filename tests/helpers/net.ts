@@ -88,6 +88,24 @@ export async function assertEchoes(
   if (back !== sent) throw new Error(`echo through port ${port}: sha256 ${back}, sent ${sent}`);
 }
 
+/**
+ * Copies `src` to `dst` until `src` ends or either side fails, then closes
+ * both: one direction of a test relay.
+ */
+export async function pump(src: Deno.Conn, dst: Deno.Conn): Promise<void> {
+  const buf = new Uint8Array(64 * 1024);
+  try {
+    for (let n = await src.read(buf); n !== null; n = await src.read(buf)) {
+      await writeAll(dst, buf.subarray(0, n));
+    }
+  } catch { /* reset, or closed */ }
+  for (const c of [src, dst]) {
+    try {
+      c.close();
+    } catch { /* closed */ }
+  }
+}
+
 /** Resolves true once connecting to the port is refused, polling every 50 ms up to `timeoutMs`. */
 export async function waitRefused(port: number, timeoutMs = 10_000): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;

@@ -8,6 +8,8 @@
  * @module
  */
 
+import { FIELD_VALUE, TOKEN } from "./grammar.ts";
+
 /** A malformed chunked body. */
 export class ChunkedError extends Error {
   constructor(message: string) {
@@ -96,9 +98,7 @@ export class ChunkedDecoder {
       this.#line = [];
       if (this.#state === "size") this.#sizeLine(line);
       else if (line === "") this.#state = "done";
-      else if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*$/.test(line)) {
-        throw new ChunkedError("malformed trailer field");
-      }
+      else if (!isTrailerField(line)) throw new ChunkedError("malformed trailer field");
       return i;
     }
     return i;
@@ -120,6 +120,12 @@ export class ChunkedDecoder {
       this.#state = "data";
     }
   }
+}
+
+/** `name:value`, as a trailer field must be. */
+function isTrailerField(line: string): boolean {
+  const colon = line.indexOf(":");
+  return colon > 0 && TOKEN.test(line.slice(0, colon)) && FIELD_VALUE.test(line.slice(colon + 1));
 }
 
 const HEX = "0123456789abcdef";

@@ -15,6 +15,7 @@
 
 import type { Duplex } from "../../transport/transport.ts";
 import { writeAll } from "../../protocol/frames.ts";
+import { FIELD_VALUE, TOKEN } from "./grammar.ts";
 import {
   type BodyFraming,
   type HeadParse,
@@ -300,9 +301,8 @@ export class H1Connection {
   }
 }
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** A request target: visible characters and obs-text, no spaces. */
 const TARGET = /^[\x21-\x7e\x80-\xff]+$/;
-const VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 /**
  * The request head toward the app (request line and fields, each line
@@ -317,7 +317,9 @@ export function requestHead(method: string, path: string, fields: readonly strin
   for (let i = 0; i + 1 < fields.length; i += 2) {
     const name = fields[i] as string;
     const value = fields[i + 1] as string;
-    if (!TOKEN.test(name) || !VALUE.test(value)) throw new Error(`invalid header field ${name}`);
+    if (!TOKEN.test(name) || !FIELD_VALUE.test(value)) {
+      throw new Error(`invalid header field ${name}`);
+    }
     head += `${name}: ${value}\r\n`;
   }
   return head;

@@ -12,6 +12,8 @@
  * @module
  */
 
+import { FIELD_VALUE, TOKEN } from "./grammar.ts";
+
 /** A parsed response head. */
 export interface ResponseHead {
   /** 1 for HTTP/1.1, 0 for HTTP/1.0. */
@@ -50,10 +52,6 @@ export const DEFAULT_HEAD_LIMITS: HeadLimits = { maxBytes: 64 * 1024, maxFields:
 
 const CR = 13;
 const LF = 10;
-/** tchar (RFC 9110 5.6.2) */
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-/** field-value: visible characters, spaces and tabs, and obs-text; no CR, LF or NUL. */
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const STATUS_LINE = /^HTTP\/1\.([01]) ([0-9]{3}) ?([\t\x20-\x7e\x80-\xff]*)$/;
 const latin1 = new TextDecoder("latin1");
 
