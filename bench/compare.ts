@@ -19,6 +19,10 @@
  * 6. burrow only: a soak of clients connecting and leaving again and again,
  *    with the server's RSS before and after.
  *
+ * A seventh row is no tunnel: `floor`, two bare Deno relays in a row
+ * (`floor_relay.ts`), the least two JavaScript hops cost on this machine, so
+ * that what burrow adds over its runtime can be told from the runtime.
+ *
  * It prints one table with ratios to direct and to the best peer, and the
  * issue's targets, and writes `bench-compare.json`. Every step is bounded;
  * the whole run ends itself after `WATCHDOG_MS`.
@@ -37,6 +41,7 @@ import {
   burrowPath,
   directPath,
   findBinary,
+  floorPath,
   freePort,
   type Path,
   ratholePath,
@@ -349,6 +354,11 @@ async function main(args: string[]): Promise<number> {
         });
       }],
     ];
+    // Not a tunnel: what two Deno hops cost at the least (see floor_relay.ts).
+    starters.push(["floor", (long) => {
+      if (long) throw new Skip("the floor has no client-to-server link to delay");
+      return floorPath(services);
+    }]);
     const rathole = findBinary("rathole");
     if (rathole) {
       starters.push(["rathole", (long) => ratholePath(rathole, services, relayed(long))]);
@@ -518,6 +528,17 @@ function report(
       }; best peer ${f(Math.min(...peers.map((p) => p.heldKiBPerConn)))}`,
     );
     void best;
+  }
+  const floor = results.find((r) => r.name.startsWith("deno floor"));
+  if (tls && floor) {
+    // What burrow adds to the least two Deno hops cost, and where the floor stands to rathole.
+    const vs = (r: PathFigures) =>
+      `p50 ${f(r.p50Ms / floor.p50Ms, 2)}x, p99 ${f(r.p99Ms / floor.p99Ms, 2)}x, ` +
+      `redis new-conn/s ${f(r.redisNewConnRps / floor.redisNewConnRps, 2)}x, ` +
+      `kept req/s ${f(r.redisKeptRps / floor.redisKeptRps, 2)}x`;
+    console.log(`
+against the Deno floor (two bare relays): burrow TLS ${vs(tls)}`);
+    if (rathole) console.log(`  rathole against the same floor: ${vs(rathole)}`);
   }
   if (soaked) {
     const growth = soaked.rssAfterMiB / soaked.rssBeforeMiB - 1;

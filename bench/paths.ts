@@ -148,6 +148,34 @@ export async function burrowPath(
   }
 }
 
+/**
+ * The runtime's floor: two bare Deno relays in a row per service
+ * (`floor_relay.ts`), where burrow's server and client stand.
+ */
+export async function floorPath(services: Services): Promise<Path> {
+  const children: Child[] = [];
+  const stop = () => Promise.all(children.map((c) => c.stop())).then(() => {});
+  const relay = async (name: string, target: number) => {
+    const child = new Child(
+      `floor-${name}`,
+      ["run", "--allow-net=127.0.0.1", "bench/floor_relay.ts", String(target)],
+      true,
+    );
+    children.push(child);
+    return Number((await child.waitLine(/^floor (\d+)$/))[1]);
+  };
+  try {
+    const ports: Services = {};
+    for (const [name, port] of Object.entries(services)) {
+      ports[name] = await relay(name, await relay(name, port));
+    }
+    return { name: "deno floor (2 bare relays)", ports, children, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
 /** rathole 0.5 with one plaintext TCP service per local service. */
 export async function ratholePath(
   binary: string,

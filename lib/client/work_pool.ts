@@ -29,6 +29,7 @@ import {
   StreamResetError,
 } from "../transport/mux/mod.ts";
 import {
+  LAZY_ANSWER_MS,
   parseWorkHeader,
   PROTOCOL_VERSION,
   type WorkHeader,
@@ -215,8 +216,14 @@ export class ClientWorkPool {
       // A failed or reset side closes the stream before its FIN: that is a
       // reset, so the server ends the user at once too.
       const stats = app.traffic.open();
-      await stream.write(STARTED); // not counted: it is not the app's
-      const result = await join(stream, local, { stats, pool: this.#o.buffers })
+      // The answer is not counted: it is not the app's.
+      const lazy = msg.answer === "lazy";
+      if (!lazy) await stream.write(STARTED);
+      const result = await join(stream, local, {
+        stats,
+        pool: this.#o.buffers,
+        ...(lazy ? { bToALead: { bytes: STARTED, withinMs: LAZY_ANSWER_MS } } : {}),
+      })
         .finally(() => app.traffic.close(stats));
       const how = result.error instanceof StreamResetError && result.error.remote
         ? "aborted by the user side"

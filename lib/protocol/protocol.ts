@@ -63,6 +63,7 @@ export {
   type UdpApp,
 } from "./control.ts";
 export {
+  LAZY_ANSWER_MS,
   MAX_FLOW_ID,
   parseStart,
   parseWorkHeader,

@@ -4,6 +4,9 @@
  * server opens on it. The stream's header is the `start` message, as JSON;
  * raw bytes follow both ways. The client's first byte on the stream says it
  * reached the app; a reset says it could not (see `lib/server/work_conn.ts`).
+ * Where the server asks for a lazy answer, that byte travels in the frame of
+ * the app's first bytes, which saves each user connection a frame and a
+ * system call on both ends.
  *
  * A UDP flow (since v7) is a stream too, whose header is `udp_flow`: it
  * names the flow id, the app and the user's address. The client opens a UDP
@@ -33,7 +36,18 @@ export const start = z.object({
   user: text,
   source: netAddr,
   destination: netAddr,
+  /**
+   * `lazy`: the client's one-byte answer need not be a write of its own; it
+   * may lead the app's first bytes (at most {@linkcode LAZY_ANSWER_MS}
+   * later). The server asks it where nothing waits for the answer before the
+   * user's bytes flow (a tcp app with one replica). Absent: answer at once.
+   * Older clients ignore it and answer at once.
+   */
+  answer: z.literal("lazy").optional(),
 });
+
+/** The longest a lazy answer waits for the app's first bytes, in ms. */
+export const LAZY_ANSWER_MS = 200;
 
 /** The server's `start`. */
 export type Start = z.infer<typeof start>;

@@ -345,6 +345,9 @@ export class PublicApp {
         user: from,
         source: { hostname: u.hostname, port: u.port },
         destination: { hostname: pub.hostname, port: pub.port },
+        // A shared app waits for the answer before it reads the user (to try
+        // another replica): only a lone replica's answer may come lazily.
+        ...(this.shared ? {} : { answer: "lazy" as const }),
       });
     } catch (err) {
       const why = errorMessage(err);

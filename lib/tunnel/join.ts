@@ -17,6 +17,7 @@
 
 import { type ByteReader, writeAll } from "../protocol/frames.ts";
 import type { Duplex } from "../transport/transport.ts";
+import { closeQuietly } from "../transport/net.ts";
 import { MUX_HEADROOM } from "../transport/mux/mod.ts";
 
 /** A destination that frames a payload in place (a mux stream): see `MuxStream.writeWithHeadroom`. */
@@ -60,10 +61,23 @@ export interface JoinOptions {
    * direction waits for it; if it rejects, the join fails and both close.
    */
   bToAFirst?: Uint8Array | Promise<Uint8Array>;
+  /**
+   * A few bytes that lead the b-to-a direction without a write of their own
+   * when `a` is a mux stream: they go in the frame of b's first bytes, or
+   * before b's end of stream, or alone once b has been silent `withinMs`.
+   * They are not counted in the stats.
+   */
+  bToALead?: Lead;
   /** Counters to update in place (for live statistics). */
   stats?: JoinStats;
   /** Where large buffers come from and return to. */
   pool?: BufferPool;
+}
+
+/** See {@linkcode JoinOptions.bToALead}. */
+export interface Lead {
+  bytes: Uint8Array;
+  withinMs: number;
 }
 
 /** Initial per-direction buffer: what an idle connection holds (a request, a keystroke). */
@@ -103,8 +117,8 @@ export async function join(a: Duplex, b: Duplex, options: JoinOptions = {}): Pro
   const closeBoth = () => {
     if (closed) return;
     closed = true;
-    safeClose(a);
-    safeClose(b);
+    closeQuietly(a);
+    closeQuietly(b);
   };
   const fail = (error: unknown) => {
     failure ??= { error };
@@ -113,7 +127,7 @@ export async function join(a: Duplex, b: Duplex, options: JoinOptions = {}): Pro
   const aToB = copy(a, b, pool, (n) => stats.aToB += n, options.aToBFirst).catch(fail);
   const bToA = (async () => {
     const first = await options.bToAFirst;
-    await copy(b, a, pool, (n) => stats.bToA += n, first);
+    await copy(b, a, pool, (n) => stats.bToA += n, first, options.bToALead);
   })().catch(fail);
   await Promise.all([aToB, bToA]);
   closeBoth();
@@ -129,6 +143,7 @@ async function copy(
   pool: BufferPool,
   count: (n: number) => void,
   first: Uint8Array | undefined,
+  lead?: Lead,
 ): Promise<void> {
   if (first && first.length > 0) {
     await writeAll(dst, first);
@@ -142,8 +157,13 @@ async function copy(
   const queue = peeks(src) ? src : null;
   let buf: Uint8Array = new Uint8Array(TINY_BUFFER);
   let large = false;
+  let ended = false;
   try {
-    while (true) {
+    if (lead !== undefined) {
+      if (room === 0 || queue !== null) await writeAll(dst, lead.bytes);
+      else ended = !(await firstWithLead(src, dst as Duplex & HeadroomWriter, buf, lead, count));
+    }
+    while (!ended) {
       const queued = queue?.peekQueued() ?? null;
       if (queued !== null) {
         await writeAll(dst, queued);
@@ -170,10 +190,43 @@ async function copy(
   await dst.closeWrite();
 }
 
-function safeClose(c: Duplex): void {
+/**
+ * The first read of a direction with a lead (into a mux stream): the lead
+ * goes in front of the bytes read, in the same frame, or alone if `src`
+ * stays silent `lead.withinMs`, or before its end of stream. Resolves to
+ * false at that end of stream.
+ */
+async function firstWithLead(
+  src: ByteReader,
+  dst: Duplex & HeadroomWriter,
+  buf: Uint8Array,
+  lead: Lead,
+  count: (n: number) => void,
+): Promise<boolean> {
+  const k = lead.bytes.length;
+  const alone: { sent: Promise<unknown> | null } = { sent: null };
+  const timer = setTimeout(() => {
+    alone.sent = writeAll(dst, lead.bytes);
+    alone.sent.catch(() => {}); // awaited below, unless the read failed first
+  }, lead.withinMs);
+  let n: number | null;
   try {
-    c.close();
-  } catch {
-    // already closed: nothing to release
+    n = await src.read(buf.subarray(MUX_HEADROOM + k));
+  } finally {
+    clearTimeout(timer);
   }
+  if (alone.sent !== null) {
+    await alone.sent;
+    if (n === null) return false;
+    // The headroom goes just before the bytes read, where the lead would have been.
+    await dst.writeWithHeadroom(buf.subarray(k, MUX_HEADROOM + k + n));
+  } else if (n === null) {
+    await writeAll(dst, lead.bytes);
+    return false;
+  } else {
+    buf.set(lead.bytes, MUX_HEADROOM);
+    await dst.writeWithHeadroom(buf.subarray(0, MUX_HEADROOM + k + n));
+  }
+  count(n);
+  return true;
 }
