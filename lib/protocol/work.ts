@@ -22,7 +22,7 @@
  */
 
 import { z } from "zod";
-import { name, netAddr, parseIn, requestId, text, typesOf } from "./common.ts";
+import { name, NAME_PATTERN, netAddr, parseIn, requestId, text, typesOf } from "./common.ts";
 
 /**
  * The header of a work stream: join it to a user of this app. `source` is
@@ -84,8 +84,16 @@ const workHeaderOptions = [start, udpFlow] as const;
 const workHeader = z.discriminatedUnion("type", workHeaderOptions);
 const workHeaderTypes = typesOf(workHeaderOptions);
 
-/** Validates the header of a work stream: a `start` or a `udp_flow`. Throws `ProtocolError`. */
+/**
+ * Validates the header of a work stream: a `start` or a `udp_flow`. Throws
+ * `ProtocolError`. A well-formed `start` (one per user connection) is checked
+ * by hand first, by the schema's own rules, since the schema costs several µs
+ * per header; anything else, or anything off, goes to the schema, which
+ * decides and names the fault.
+ */
 export function parseWorkHeader(value: unknown): WorkHeader {
+  const quick = quickStart(value);
+  if (quick !== undefined) return quick;
   return parseIn(
     workHeader,
     workHeaderTypes,
@@ -93,4 +101,30 @@ export function parseWorkHeader(value: unknown): WorkHeader {
     "server",
     (type) => `expected start or udp_flow, got ${type}`,
   );
+}
+
+/** `start`'s rules by hand: the same value the schema gives, or undefined (then the schema decides). */
+function quickStart(value: unknown): Start | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const { type, id, app, user, source, destination, answer } = value as Record<string, unknown>;
+  if (type !== "start" || !Number.isSafeInteger(id) || (id as number) < 0) return undefined;
+  if (typeof app !== "string" || !NAME_PATTERN.test(app)) return undefined;
+  if (typeof user !== "string" || user.length > 1024) return undefined;
+  if (answer !== undefined && answer !== "lazy") return undefined;
+  const from = quickAddr(source);
+  const to = quickAddr(destination);
+  if (from === undefined || to === undefined) return undefined;
+  const start: Start = { type, id: id as number, app, user, source: from, destination: to };
+  if (answer === "lazy") start.answer = answer;
+  return start;
+}
+
+function quickAddr(value: unknown): { hostname: string; port: number } | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const { hostname, port } = value as Record<string, unknown>;
+  if (typeof hostname !== "string" || hostname.length > 64) return undefined;
+  if (!Number.isSafeInteger(port) || (port as number) < 0 || (port as number) > 65535) {
+    return undefined;
+  }
+  return { hostname, port: port as number };
 }
