@@ -28,7 +28,8 @@
  * issue's targets, and writes `bench-compare.json`. Every step is bounded;
  * the whole run ends itself after `WATCHDOG_MS`.
  *
- * Run: `deno run -A bench/compare.ts [--quick] [--only NAME,...]`.
+ * Run: `deno run -A bench/compare.ts [--quick] [--only NAME,...] [--delay-ms N]
+ * [--soak-cycles N]`.
  *
  * @module
  */
@@ -74,6 +75,7 @@ function parseSettings(args: string[]): Settings {
       quick: { type: "boolean", default: false },
       only: { type: "string" },
       "delay-ms": { type: "string" },
+      "soak-cycles": { type: "string" },
     },
     strict: true,
   });
@@ -86,7 +88,7 @@ function parseSettings(args: string[]): Settings {
     burst: 100,
     delayMs: Number(values["delay-ms"] ?? 25),
     redisRequests: q ? 2000 : 5000,
-    soakCycles: q ? 50 : 200,
+    soakCycles: Number(values["soak-cycles"] ?? (q ? 50 : 200)),
     only: values.only?.split(","),
   };
 }
