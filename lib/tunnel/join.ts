@@ -146,6 +146,8 @@ async function copy(
   lead?: Lead,
 ): Promise<void> {
   if (first && first.length > 0) {
+    if (lead !== undefined) await writeAll(dst, lead.bytes); // it leads: before `first` too
+    lead = undefined;
     await writeAll(dst, first);
     count(first.length);
   }

@@ -145,3 +145,19 @@ Deno.test("a stream that cannot frame in place gets the lead first, on its own",
   });
   assert.deepEqual(written.map((w) => text(w.bytes)), ["\0", "x", ""]);
 });
+
+Deno.test("with bytes to send first as well, the lead still goes before them", async () => {
+  const stream = new FramedStream();
+  const { app, local } = await appPair();
+  const joined = join(stream, local, {
+    bToALead: { bytes: LEAD, withinMs: 5_000 },
+    bToAFirst: new TextEncoder().encode("pre"),
+  });
+  await stream.writes(2);
+  await app.write(new TextEncoder().encode("x"));
+  await stream.writes(3);
+  app.close();
+  stream.end();
+  assert.equal((await joined).error, undefined);
+  assert.deepEqual(stream.written.map((w) => text(w.bytes)), ["\0", "pre", "x", ""]);
+});
