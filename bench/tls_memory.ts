@@ -29,6 +29,7 @@ import * as tls from "node:tls";
 import { parseArgs } from "node:util";
 import { ephemeralIdentity } from "../lib/transport/server_identity.ts";
 import { derToPem, pemCertificates } from "../lib/transport/certs.ts";
+import { Child } from "./child.ts";
 
 type Kind = "node-tls" | "deno-tls" | "node-net";
 const KINDS: Kind[] = ["node-tls", "deno-tls", "node-net"];
@@ -87,18 +88,12 @@ async function connectOnce(kind: Kind, port: number, ca: string): Promise<void> 
 }
 
 async function measure(kind: Kind, rounds: number, cert: string, key: string, ca: string) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", import.meta.filename!, "--serve", kind],
-    env: { BENCH_TLS_CERT: cert, BENCH_TLS_KEY: key },
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
+  const child = new Child(kind, [
+    ...["run", "-A", "bench/tls_memory.ts", "--serve", kind, `--cert=${cert}`, `--key=${key}`],
+  ]);
   try {
-    const first = await child.stdout.getReader().read();
-    const port = Number(new TextDecoder().decode(first.value).trim());
-    const rssMiB = () =>
-      Number(Deno.readTextFileSync(`/proc/${child.pid}/status`).match(/VmRSS:\s+(\d+)/)![1]) /
-      1024;
+    const port = Number((await child.waitLine(/^(\d+)$/))[1]);
+    const rssMiB = () => child.memory().rssKiB / 1024;
     for (let i = 0; i < WARM_UP; i++) await connectOnce(kind, port, ca);
     const readings = [rssMiB()];
     for (let r = 0; r < rounds; r++) {
@@ -108,24 +103,22 @@ async function measure(kind: Kind, rounds: number, cert: string, key: string, ca
     }
     return readings;
   } finally {
-    child.kill();
-    await child.status;
+    await child.stop();
   }
 }
 
 async function main(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
-    options: { rounds: { type: "string", default: "8" }, serve: { type: "string" } },
+    options: {
+      rounds: { type: "string", default: "8" },
+      serve: { type: "string" },
+      cert: { type: "string" },
+      key: { type: "string" },
+    },
     strict: true,
   });
-  if (values.serve !== undefined) {
-    return serve(
-      values.serve as Kind,
-      Deno.env.get("BENCH_TLS_CERT")!,
-      Deno.env.get("BENCH_TLS_KEY")!,
-    );
-  }
+  if (values.serve !== undefined) return serve(values.serve as Kind, values.cert!, values.key!);
   const rounds = Number(values.rounds);
   const { cert, key } = await ephemeralIdentity();
   const ca = derToPem(pemCertificates(cert).at(-1)!);
@@ -138,7 +131,7 @@ async function main(args: string[]): Promise<void> {
     const growth = readings.at(-1)! - readings[0]!;
     console.log(
       `${kind.padEnd(8)} ${readings.map((r) => r.toFixed(1)).join(" -> ")} ` +
-        `(+${growth.toFixed(1)} MiB over ${rounds * ROUND} connections)`,
+        `(${growth >= 0 ? "+" : ""}${growth.toFixed(1)} MiB over ${rounds * ROUND} connections)`,
     );
   }
 }
