@@ -145,25 +145,29 @@ async function copy(
   first: Uint8Array | undefined,
   lead?: Lead,
 ): Promise<void> {
-  if (first && first.length > 0) {
-    if (lead !== undefined) await writeAll(dst, lead.bytes); // it leads: before `first` too
-    lead = undefined;
-    await writeAll(dst, first);
-    count(first.length);
-  }
   // Into a mux stream, each read lands after room for the frame header, so
   // the stream writes header and payload in one system call, uncopied.
   const room = hasHeadroom(dst) ? MUX_HEADROOM : 0;
   // Out of a mux stream, bytes that arrived while the last write was under
   // way are written from the stream's own buffer, not copied into ours.
   const queue = peeks(src) ? src : null;
+  if (first?.length === 0) first = undefined;
+  // A lead rides in the frame of src's first read only into a frame-in-place
+  // destination, and only when nothing goes before that read; else it goes now.
+  if (lead !== undefined && (room === 0 || queue !== null || first !== undefined)) {
+    await writeAll(dst, lead.bytes);
+    lead = undefined;
+  }
+  if (first !== undefined) {
+    await writeAll(dst, first);
+    count(first.length);
+  }
   let buf: Uint8Array = new Uint8Array(TINY_BUFFER);
   let large = false;
   let ended = false;
   try {
     if (lead !== undefined) {
-      if (room === 0 || queue !== null) await writeAll(dst, lead.bytes);
-      else ended = !(await firstWithLead(src, dst as Duplex & HeadroomWriter, buf, lead, count));
+      ended = !(await firstWithLead(src, dst as Duplex & HeadroomWriter, buf, lead, count));
     }
     while (!ended) {
       const queued = queue?.peekQueued() ?? null;
