@@ -11,13 +11,23 @@ import assert from "node:assert/strict";
 import { echoApp, groupFile, readyPort, startClient, startServer } from "../helpers/harness.ts";
 import { makeTempDirSync } from "../helpers/temp.ts";
 import { RecordingRelay } from "../helpers/relays.ts";
+import { concat } from "../helpers/mux_frames.ts";
+import {
+  DATA,
+  DATAGRAM,
+  FLAG_FIN,
+  GOAWAY,
+  HEADER_SIZE,
+  MAGIC,
+  OPEN,
+  PREAMBLE_SIZE,
+  readU32,
+  RESET,
+} from "../../lib/transport/mux/frame.ts";
 
 const TOKEN = "lazy-answer-token-4kQ";
-const MAGIC = [0x42, 0x4d, 0x55, 0x58]; // "BMUX"
-const DATA = 0;
-const FIN = 0x01;
-/** Frame types whose `value` is a payload length (the rest carry none). */
-const WITH_PAYLOAD = new Set([0, 1, 3, 5, 6]);
+/** Frame types whose `value` is a payload length (WINDOW and PING carry none). */
+const WITH_PAYLOAD = new Set([DATA, OPEN, RESET, GOAWAY, DATAGRAM]);
 
 interface Frame {
   type: number;
@@ -26,36 +36,24 @@ interface Frame {
   payload: Uint8Array;
 }
 
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
-}
-
-/** The mux frames after the first "BMUX" preamble in `bytes` (none if there is no preamble). */
+/** The mux frames after the first preamble in `bytes` (none if there is no preamble). */
 function muxFrames(bytes: Uint8Array): Frame[] {
   let at = -1;
-  for (let i = 0; i + 5 <= bytes.length && at < 0; i++) {
-    if (MAGIC.every((b, k) => bytes[i + k] === b)) at = i + 5;
+  for (let i = 0; i + PREAMBLE_SIZE <= bytes.length && at < 0; i++) {
+    if (MAGIC.every((b, k) => bytes[i + k] === b)) at = i + PREAMBLE_SIZE;
   }
   if (at < 0) return [];
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const frames: Frame[] = [];
-  while (at + 10 <= bytes.length) {
+  while (at + HEADER_SIZE <= bytes.length) {
     const type = bytes[at]!;
-    const value = view.getUint32(at + 6);
-    const size = WITH_PAYLOAD.has(type) ? value : 0;
+    const size = WITH_PAYLOAD.has(type) ? readU32(bytes, at + 6) : 0;
     frames.push({
       type,
       flags: bytes[at + 1]!,
-      id: view.getUint32(at + 2),
-      payload: bytes.subarray(at + 10, at + 10 + size),
+      id: readU32(bytes, at + 2),
+      payload: bytes.subarray(at + HEADER_SIZE, at + HEADER_SIZE + size),
     });
-    at += 10 + size;
+    at += HEADER_SIZE + size;
   }
   return frames;
 }
@@ -113,6 +111,6 @@ Deno.test("a lone replica's answer rides in the frame of the app's first bytes, 
       new TextDecoder().decode(concat(frames.map((f) => f.payload)).subarray(1)),
       `user ${[...byStream.keys()].sort((a, b) => a - b).indexOf(id)} says hello`,
     );
-    assert.ok(frames.at(-1)!.flags & FIN, `stream ${id}: no FIN`);
+    assert.ok(frames.at(-1)!.flags & FLAG_FIN, `stream ${id}: no FIN`);
   }
 });
